@@ -1,0 +1,133 @@
+/*
+ * Entry points of the EL2 image: the primary CPU from the boot loader, the
+ * secondary CPUs from PSCI CPU_ON or a spin-table release.
+ *
+ * The image starts with the arm64 Linux Image header (Documentation/arch/
+ * arm64/booting.rst), so QEMU's -kernel, U-Boot's booti and the Raspberry Pi
+ * firmware load it. It is linked at 0 as a PIE and relocates itself.
+ */
+
+.macro adr_l reg, sym
+    adrp    \reg, \sym
+    add     \reg, \reg, :lo12:\sym
+.endm
+
+.section .text.head, "ax"
+.global _start
+_start:
+    b       primary_entry               // code0
+    .long   0                           // code1
+    .quad   0x80000                     // text_offset: as Linux, keeps clear of the Pi's armstub at 0
+    .quad   __image_size                // image_size, including BSS
+    .quad   0xa                         // flags: little-endian, 4 KiB pages, anywhere in RAM
+    .quad   0                           // res2
+    .quad   0                           // res3
+    .quad   0                           // res4
+    .ascii  "ARM\x64"                   // magic
+    .long   0                           // res5 (no PE/COFF header)
+
+.section .text, "ax"
+primary_entry:
+    mov     x19, x0                     // device tree (physical address)
+    adr_l   x20, __image_start          // where the loader put us
+
+    /* Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend. */
+    adr_l   x1, __rela_start
+    adr_l   x2, __rela_end
+1:  cmp     x1, x2
+    b.hs    2f
+    ldp     x3, x4, [x1], #16           // r_offset, r_info
+    ldr     x5, [x1], #8                // r_addend
+    cmp     w4, #1027                   // R_AARCH64_RELATIVE
+    b.ne    park                        // the linker produced something we can't handle
+    add     x5, x5, x20
+    str     x5, [x20, x3]
+    b       1b
+
+    /* Clear BSS (MMU off: plain stores reach memory). */
+2:  adr_l   x1, __bss_start
+    adr_l   x2, __bss_end
+3:  cmp     x1, x2
+    b.hs    4f
+    stp     xzr, xzr, [x1], #16
+    b       3b
+
+4:  adr_l   x1, boot_stack_top
+    mov     sp, x1
+    mov     x29, xzr
+    mov     x30, xzr
+    mrs     x1, CurrentEL
+    lsr     x1, x1, #2
+    cmp     x1, #2
+    b.ne    5f
+
+    msr     tpidr_el2, xzr              // CPU index 0
+    bl      el2_early_setup
+    mov     x0, x19
+    mov     x1, x20
+    bl      primary_main                // never returns
+    b       park
+
+5:  mov     x0, x19                     // not at EL2: report through the UART if one is known
+    bl      wrong_exception_level       // never returns
+    b       park
+
+/*
+ * Secondary CPUs arrive here at EL2 with the MMU off, released either by
+ * PSCI CPU_ON (x0 = context id) or by a spin-table write. Everything they need
+ * is in SECONDARY_BOOT, which the primary cleaned to the point of coherency.
+ */
+.global secondary_entry
+secondary_entry:
+    mrs     x1, CurrentEL
+    lsr     x1, x1, #2
+    cmp     x1, #2
+    b.ne    park
+    bl      el2_early_setup
+    adr_l   x9, SECONDARY_BOOT
+    ldp     x1, x2, [x9, #0]            // stack top, cpu index
+    mov     sp, x1
+    msr     tpidr_el2, x2
+    ldp     x3, x4, [x9, #16]           // MAIR_EL2, TCR_EL2
+    ldp     x5, x6, [x9, #32]           // TTBR0_EL2, SCTLR_EL2
+    msr     mair_el2, x3
+    msr     tcr_el2, x4
+    msr     ttbr0_el2, x5
+    isb
+    tlbi    alle2
+    dsb     nsh
+    isb
+    msr     sctlr_el2, x6
+    isb
+    mov     x29, xzr
+    mov     x30, xzr
+    mov     x0, x2
+    bl      secondary_main              // never returns
+    b       park
+
+/*
+ * EL2 state every CPU needs before running Rust code: a known SCTLR_EL2 with
+ * the MMU and caches off, the exception vectors, FP/SIMD not trapped.
+ */
+el2_early_setup:
+    ldr     x0, =0x30c50830             // SCTLR_EL2 RES1 bits, M/C/I off, little-endian
+    msr     sctlr_el2, x0
+    mov     x0, #0x33ff                 // CPTR_EL2: RES1 bits, TFP = 0 (no FP/SIMD trap)
+    msr     cptr_el2, x0
+    adr_l   x0, el2_vectors
+    msr     vbar_el2, x0
+    isb
+    ret
+
+.global park
+park:
+    msr     daifset, #0xf
+1:  wfe
+    b       1b
+
+/* The primary CPU's stack; secondaries get theirs from the page allocator. */
+.section .bss.boot_stack, "aw", %nobits
+.balign 16
+boot_stack:
+    .space  0x10000
+boot_stack_top:

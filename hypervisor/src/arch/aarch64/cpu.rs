@@ -1,0 +1,80 @@
+//! Small named accessors for the CPU state the hypervisor reads or changes.
+
+use aarch64_cpu::asm;
+use aarch64_cpu::registers::{CurrentEL, Readable, Writeable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
+
+/// Upper bound on physical CPUs the hypervisor manages.
+pub const MAX_CPUS: usize = 8;
+
+/// Logical index of the running CPU (0 = boot CPU), kept in TPIDR_EL2.
+#[inline]
+pub fn index() -> usize {
+    TPIDR_EL2.get() as usize
+}
+
+/// Sets the running CPU's logical index; done once per CPU at boot.
+pub fn set_index(index: usize) {
+    TPIDR_EL2.set(index as u64);
+}
+
+/// The current exception level (0..=3).
+pub fn current_el() -> u64 {
+    CurrentEL.read(CurrentEL::EL)
+}
+
+/// The affinity fields of MPIDR_EL1 (Aff3..Aff0), as in the device tree's
+/// `/cpus/cpu@*/reg`.
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}
+
+/// Generic timer frequency in Hz.
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
+}
+
+/// The physical count, in `counter_frequency()` ticks.
+pub fn counter() -> u64 {
+    asm::barrier::isb(asm::barrier::SY);
+    CNTPCT_EL0.get()
+}
+
+pub fn wait_for_event() {
+    asm::wfe();
+}
+
+pub fn send_event() {
+    asm::sev();
+}
+
+/// Masks all interrupts on this CPU and waits forever.
+pub fn park() -> ! {
+    // SAFETY: writing DAIF only masks interrupts for this CPU; `wfe` has no
+    // memory effects.
+    unsafe { core::arch::asm!("msr daifset, #0xf", options(nomem, nostack)) };
+    loop {
+        asm::wfe();
+    }
+}
+
+/// Cleans (writes back) the data cache lines covering `[addr, addr+len)` to
+/// the point of coherency, so a CPU with its MMU off reads the new values.
+pub fn clean_dcache_range(addr: usize, len: usize) {
+    let line_size = dcache_line_size();
+    let mut line = addr & !(line_size - 1);
+    while line < addr + len {
+        // SAFETY: DC CVAC on a mapped address only writes back cache
+        // contents; it changes no architectural memory values.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) line, options(nostack)) };
+        line += line_size;
+    }
+    asm::barrier::dsb(asm::barrier::SY);
+}
+
+/// Smallest data cache line in bytes (CTR_EL0.DminLine is log2 of words).
+pub fn dcache_line_size() -> usize {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    4 << ((ctr >> 16) & 0xf)
+}

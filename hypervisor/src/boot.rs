@@ -1,0 +1,232 @@
+//! The boot story, CPU by CPU: MMU → heap → platform → console → memory →
+//! secondary CPUs → banner. Entered from `boot.S` at EL2 with the MMU off.
+
+use alloc::string::String;
+use core::fmt::Write;
+
+use log::{error, info, warn};
+
+use crate::addr::{PhysAddr, PAGE_SIZE};
+use crate::arch::aarch64::{cpu, mmu, psci, smp};
+use crate::bootargs::{BootArgs, SelfTest};
+use crate::drivers::uart::Uart;
+use crate::mm::frames::FrameAllocator;
+use crate::mm::ranges::{free_memory, Range, RangeSet};
+use crate::platform::{GicVersion, MemRegion, Platform, Uart as UartDesc};
+
+/// Largest device tree the hypervisor accepts (the arm64 boot protocol's
+/// limit).
+const MAX_DTB_SIZE: u64 = 2 * 1024 * 1024;
+/// Heap added from RAM once the page allocator exists.
+const HEAP_GROWTH: u64 = 4 * 1024 * 1024;
+
+pub static FRAMES: spin::Mutex<Option<FrameAllocator>> = spin::Mutex::new(None);
+
+/// The device tree's size from its header, if the header looks like one.
+fn dtb_size(dtb: PhysAddr) -> Option<u64> {
+    let header = dtb.as_u64() as *const u32;
+    if dtb.as_u64() == 0 || !dtb.is_aligned(8) {
+        return None;
+    }
+    // SAFETY: the boot protocol puts a device tree at x0; with the MMU off
+    // every address is accessible. The magic is checked before the size is
+    // trusted.
+    let (magic, size) = unsafe { (u32::from_be(header.read_volatile()), u32::from_be(header.add(1).read_volatile())) };
+    (magic == 0xd00d_feed && (40..=MAX_DTB_SIZE as u32).contains(&size)).then_some(size as u64)
+}
+
+fn dtb_slice(dtb: PhysAddr, size: u64) -> &'static [u8] {
+    // SAFETY: `size` bytes at `dtb` are mapped read-only and never written
+    // by anyone while the hypervisor runs.
+    unsafe { core::slice::from_raw_parts(dtb.as_u64() as *const u8, size as usize) }
+}
+
+fn console_uart(desc: &UartDesc) -> Option<Uart> {
+    mmu::map_identity(desc.base, desc.size.max(PAGE_SIZE), true).ok()?;
+    // SAFETY: the UART is mapped as device memory just above and the
+    // hypervisor is its only driver.
+    Some(unsafe { Uart::new(desc.kind, desc.base.as_u64() as usize) })
+}
+
+/// Rust entry of the boot CPU, at EL2 with the MMU off.
+#[no_mangle]
+extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
+    let dtb = PhysAddr::new(dtb as u64);
+    let Some(size) = dtb_size(dtb) else {
+        // No device tree, no console: nothing can be reported.
+        cpu::park()
+    };
+    if mmu::enable(dtb, size).is_err() {
+        cpu::park()
+    }
+    crate::heap::init();
+    let platform = match Platform::from_fdt(dtb_slice(dtb, size)) {
+        Ok(p) => p,
+        Err(e) => early_failure(dtb_slice(dtb, size), format_args!("{e}")),
+    };
+    let Some(uart) = console_uart(&platform.console) else { cpu::park() };
+    crate::console::init(uart);
+    let args = BootArgs::parse(&platform.bootargs, |bad| {
+        crate::console::print_line("WARN", format_args!("bootargs: ignoring `{}`: {}", bad.word, bad.reason))
+    });
+    crate::console::init_logging(args.log_level);
+    info!("hypervisor {} starting at EL{}", version(), cpu::current_el());
+
+    setup_memory(&platform, dtb, size);
+    map_gic(&platform);
+    psci::init(platform.psci.as_ref());
+    let online = smp::start_secondaries(&platform.cpus, || {
+        FRAMES.lock().as_mut()?.alloc((smp::STACK_SIZE / PAGE_SIZE) as usize)
+    });
+    banner(&platform, online);
+
+    match args.selftest {
+        Some(SelfTest::Panic) => panic!("self-test: panic requested by hv.selftest=panic"),
+        Some(SelfTest::Fault) => {
+            let unmapped = 0xdead_0000_0000u64 as *const u64;
+            // SAFETY: deliberately unsound: this load is meant to fault, to
+            // show the crash report. Only reached with hv.selftest=fault.
+            let value = unsafe { unmapped.read_volatile() };
+            error!("self-test: load from unmapped {unmapped:p} returned {value:#x}");
+        }
+        None => {}
+    }
+    if args.until_idle {
+        info!("nothing left to run (hv.until_idle): stopping");
+        power_off()
+    }
+    info!("nothing to run yet; idling");
+    idle()
+}
+
+/// Computes free RAM, starts the page allocator and grows the heap.
+fn setup_memory(platform: &Platform, dtb: PhysAddr, dtb_size: u64) {
+    let image = mmu::image_layout();
+    let region = |r: &MemRegion| Range::from_base_size(r.base, r.size);
+    let banks = platform.memory.iter().filter_map(region);
+    let image_range = Range::new(image.start, image.end);
+    let excluded = [image_range, Range::from_base_size(dtb, dtb_size), platform.initrd.as_ref().and_then(region)]
+        .into_iter()
+        .flatten()
+        .chain(platform.reserved.iter().filter_map(region));
+    let free: RangeSet = match free_memory(banks, excluded) {
+        Ok(free) => free,
+        Err(e) => panic!("memory map: {e:?}: too many memory banks and reserved regions"),
+    };
+
+    let mut frames = FrameAllocator::new();
+    for r in free.iter() {
+        if let Err(e) = mmu::map_identity(r.start, r.size(), false) {
+            warn!("memory map: cannot map {}..{}: {:?}", r.start, r.end, e);
+            continue;
+        }
+        if let Err(e) = frames.add_range(r.start, r.end) {
+            warn!("memory map: page allocator refused {}..{}: {:?}", r.start, r.end, e);
+        }
+    }
+    if let Some(heap) = frames.alloc((HEAP_GROWTH / PAGE_SIZE) as usize) {
+        // SAFETY: freshly allocated, mapped read-write, owned by the heap
+        // from now on.
+        unsafe { crate::heap::grow(heap.as_u64() as usize, HEAP_GROWTH as usize) };
+    }
+    info!(
+        "memory: {} MiB RAM, {} MiB free for VMs ({} pages)",
+        platform.ram_size() >> 20,
+        frames.free_pages() as u64 * PAGE_SIZE >> 20,
+        frames.free_pages()
+    );
+    *FRAMES.lock() = Some(frames);
+}
+
+/// Maps every GIC frame the hypervisor will drive.
+fn map_gic(platform: &Platform) {
+    let gic = &platform.gic;
+    let frames = [Some(&gic.gicd), gic.gicc.as_ref(), gic.gich.as_ref(), gic.gicv.as_ref()];
+    for r in frames.into_iter().flatten().chain(gic.gicr.iter()) {
+        if let Err(e) = mmu::map_identity(r.base, r.size, true) {
+            warn!("{}: cannot map {}+{:#x}: {:?}", gic.path, r.base, r.size, e);
+        }
+    }
+}
+
+fn banner(platform: &Platform, online: usize) {
+    let gic = &platform.gic;
+    let mut frames = String::new();
+    let mut frame = |name: &str, r: Option<&MemRegion>| {
+        if let Some(r) = r {
+            let _ = write!(frames, " {name}@{}", r.base);
+        }
+    };
+    frame("GICD", Some(&gic.gicd));
+    frame("GICC", gic.gicc.as_ref());
+    frame("GICH", gic.gich.as_ref());
+    frame("GICV", gic.gicv.as_ref());
+    for r in &gic.gicr {
+        frame("GICR", Some(r));
+    }
+    let gic_version = match gic.version {
+        GicVersion::V2 => 2,
+        GicVersion::V3 => 3,
+    };
+    info!("================================================================");
+    info!("hypervisor {} at EL{}", version(), cpu::current_el());
+    info!("board: {}", platform.model);
+    info!("CPUs: {} of {} online", online, platform.cpus.len());
+    info!("RAM: {} MiB in {} bank(s)", platform.ram_size() >> 20, platform.memory.len());
+    info!("GIC: v{gic_version}{frames}");
+    info!("console: {:?} at {} ({})", platform.console.kind, platform.console.base, platform.console.path);
+    info!("================================================================");
+}
+
+fn version() -> &'static str {
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("HV_GIT_VERSION"), ")")
+}
+
+/// Where every CPU waits once it has nothing to do.
+pub fn idle() -> ! {
+    loop {
+        cpu::wait_for_event();
+        if crate::panic::stopping() {
+            cpu::park()
+        }
+    }
+}
+
+fn power_off() -> ! {
+    log::logger().flush();
+    crate::panic::stop_system()
+}
+
+/// The device tree could not be turned into a platform: say why on the
+/// console if the tree names one, then stop.
+fn early_failure(dtb: &[u8], message: core::fmt::Arguments<'_>) -> ! {
+    if let Ok(desc) = Platform::console_from_fdt(dtb) {
+        if let Some(uart) = console_uart(&desc) {
+            crate::console::init(uart);
+            crate::console::print_line("ERROR", format_args!("cannot boot: {message}"));
+        }
+    }
+    crate::panic::stop_system()
+}
+
+/// Rust entry when the loader started us at an exception level other than
+/// EL2 (MMU off, nothing set up). Says so on the console if the device tree
+/// names one, then parks.
+#[no_mangle]
+extern "C" fn wrong_exception_level(dtb: usize) -> ! {
+    let el = cpu::current_el();
+    let dtb = PhysAddr::new(dtb as u64);
+    crate::heap::init();
+    if let Some(size) = dtb_size(dtb) {
+        if let Ok(desc) = Platform::console_from_fdt(dtb_slice(dtb, size)) {
+            // SAFETY: with the MMU off every address is device memory; the
+            // UART is the firmware's console and nothing else runs.
+            let mut uart = unsafe { Uart::new(desc.kind, desc.base.as_u64() as usize) };
+            let _ = writeln!(
+                uart,
+                "hypervisor: entered at EL{el}, but it must be started at EL2 (check the boot loader / firmware configuration); parking"
+            );
+        }
+    }
+    cpu::park()
+}

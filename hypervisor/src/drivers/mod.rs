@@ -1,0 +1,3 @@
+//! Drivers for the few devices the hypervisor itself uses.
+
+pub mod uart;

@@ -1,0 +1,34 @@
+//! The hypervisor: an EL2 image for 64-bit Arm.
+//!
+//! Boot story (`boot`, after `arch/aarch64/boot.S` relocates the image and
+//! clears BSS): EL2 MMU on with the image and device tree mapped → heap →
+//! platform description from the device tree → console and logging →
+//! memory map and page allocator → secondary CPUs → banner.
+//!
+//! Layers:
+//! - arch-neutral logic (`addr`, `platform`, `mm`, `esr`, `bootargs`) builds
+//!   and runs under `cargo test` on the build machine;
+//! - `arch`, `drivers`, `console`, `heap`, `panic` and `boot` touch
+//!   registers and run only on the target (`aarch64-unknown-none`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod addr;
+pub mod bootargs;
+pub mod esr;
+pub mod mm;
+pub mod platform;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod arch;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod boot;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod drivers;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod heap;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod panic;

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Boots the hypervisor under QEMU. See `scripts/run.sh --help`.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/scripts/lib/deps.sh"
+
+usage() {
+    cat <<USAGE
+usage: scripts/run.sh [options] [-- extra QEMU arguments]
+  --machine virt|raspi4b  QEMU machine (default virt)
+  --gic 2|3               GIC version on virt (default 3)
+  --smp N                 CPUs (default 4; raspi4b always has 4)
+  --memory SIZE           RAM, e.g. 1G or 512M (default 1G; raspi4b always has 2G)
+  --append ARGS           hypervisor command line, e.g. "loglevel=debug"
+  --until-idle            stop the machine once nothing is left to run
+  --icount                count instructions: -icount shift=0,sleep=off
+  --timeout SECONDS       end the run with status 124 after SECONDS
+  --debug                 debug build, QEMU waits for gdb on tcp::1234
+Console: Ctrl-a x quits QEMU, Ctrl-a c switches to its monitor.
+USAGE
+}
+
+machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --machine) machine=${2:?}; shift 2 ;;
+        --gic) gic=${2:?}; shift 2 ;;
+        --smp) smp=${2:?}; shift 2 ;;
+        --memory) memory=${2:?}; shift 2 ;;
+        --append) append=${2?}; shift 2 ;;
+        --until-idle) until_idle=1; shift ;;
+        --icount) icount=1; shift ;;
+        --timeout) timeout=${2:?}; shift 2 ;;
+        --debug) debug=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; break ;;
+        *) usage >&2; die "unknown option $1" ;;
+    esac
+done
+case "$machine" in virt|raspi4b) ;; *) die "--machine must be virt or raspi4b" ;; esac
+case "$gic" in 2|3) ;; *) die "--gic must be 2 or 3" ;; esac
+[[ "$smp" =~ ^[1-9][0-9]*$ ]] || die "--smp must be a positive number"
+[[ "$timeout" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
+[ "$gic" = 2 ] && [ "$smp" -gt 8 ] && die "GICv2 supports at most 8 CPUs"
+
+ensure_qemu
+if [ "$debug" = 1 ]; then img=$("$ROOT/scripts/build.sh" --debug); else img=$("$ROOT/scripts/build.sh"); fi
+[ "$until_idle" = 1 ] && append="${append:+$append }hv.until_idle"
+
+# One multiplexed stdio console for every UART of the board, so whichever
+# one the device tree names as stdout-path is the one you see.
+qemu=(qemu-system-aarch64 -display none -monitor none
+      -chardev stdio,id=con,mux=on -mon chardev=con,mode=readline
+      -kernel "$img")
+case "$machine" in
+    virt)
+        qemu+=(-machine "virt,virtualization=on,gic-version=$gic" -cpu cortex-a72
+               -smp "$smp" -m "$memory" -serial chardev:con)
+        ;;
+    raspi4b)
+        [ "$smp" = 4 ] || note "raspi4b always has 4 CPUs; ignoring --smp $smp"
+        [ "$memory" = 1G ] || note "raspi4b always has 2G of RAM; ignoring --memory $memory"
+        qemu+=(-machine raspi4b -dtb "$(pi4_dtb)" -serial chardev:con -serial chardev:con)
+        ;;
+esac
+[ -n "$append" ] && qemu+=(-append "$append")
+[ "$icount" = 1 ] && qemu+=(-icount shift=0,sleep=off)
+[ "$debug" = 1 ] && { qemu+=(-s -S); note "QEMU waits for gdb: gdb $ROOT/target/aarch64-unknown-none/debug/hypervisor -ex 'target remote :1234'"; }
+qemu+=("$@")
+
+# --until-idle: the run's status comes from what the hypervisor reports:
+# 0 only after "nothing left to run" with no crash report. Without PSCI
+# (raspi4b) the hypervisor cannot switch the machine off; it says so and
+# parks, and this script ends QEMU for it.
+if [ "$until_idle" = 1 ]; then
+    fifo=$(mktemp -u); mkfifo "$fifo"
+    trap 'rm -f "$fifo"' EXIT
+    if [ "$timeout" -gt 0 ]; then timeout "$timeout" "${qemu[@]}" >"$fifo" </dev/null & else "${qemu[@]}" >"$fifo" </dev/null & fi
+    pid=$!
+    idle=0 crashed=0
+    while IFS= read -r line; do
+        printf '%s\n' "$line"
+        case "$line" in
+            *"nothing left to run"*) idle=1 ;;
+            *"*** hypervisor panic"*|*"*** unexpected exception"*) crashed=1 ;;
+            *"*** system stopped: no PSCI"*) kill "$pid" 2>/dev/null || true ;;
+        esac
+    done <"$fifo"
+    set +e; wait "$pid"; qstatus=$?; set -e
+    if [ "$qstatus" = 124 ]; then echo "run.sh: timed out after ${timeout}s" >&2; exit 124; fi
+    [ "$idle" = 1 ] && [ "$crashed" = 0 ] && exit 0
+    echo "run.sh: the hypervisor did not stop cleanly" >&2
+    exit 1
+fi
+
+set +e
+if [ "$timeout" -gt 0 ]; then timeout --foreground "$timeout" "${qemu[@]}"; else "${qemu[@]}"; fi
+status=$?
+set -e
+[ "$status" = 124 ] && echo "run.sh: timed out after ${timeout}s" >&2
+exit "$status"

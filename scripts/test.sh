@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Runs every test: host unit tests, then boot tests under QEMU.
+# Ends with "N passed, N failed"; the exit status is non-zero on any failure.
+# scripts/test.sh [--host-only|--boot-only] [NAME-FILTER]
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/scripts/lib/deps.sh"
+
+mode=all filter=""
+for a in "$@"; do
+    case "$a" in
+        --host-only) mode=host ;;
+        --boot-only) mode=boot ;;
+        -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+        *) filter=$a ;;
+    esac
+done
+
+passed=0 failed=0 failures=()
+LOGS=$ROOT/target/test-logs
+mkdir -p "$LOGS"
+started=$(date +%s)
+
+pass() { passed=$((passed + 1)); printf 'PASS  %s\n' "$1"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); printf 'FAIL  %s\n' "$1"; }
+
+cd "$ROOT"
+rustup toolchain install >/dev/null 2>&1 || true
+ensure_qemu
+
+# ---- host unit tests -------------------------------------------------------
+# The Raspberry Pi 4 tree as QEMU's raspi4b presents it (memory filled in),
+# made from Debian's kernel package; not committed, fetched and cached.
+if [ "$mode" != boot ]; then
+    pi4_qemu_dtb=$CACHE/rpi4b-qemu.dtb
+    if [ ! -s "$pi4_qemu_dtb" ]; then
+        qemu-system-aarch64 -machine "raspi4b,dumpdtb=$pi4_qemu_dtb" -dtb "$(pi4_dtb)" \
+            -kernel /dev/null -display none >/dev/null 2>&1 || true
+    fi
+    export HV_PI4_DTB=$pi4_qemu_dtb HV_PI4_DEBIAN_DTB=$(pi4_dtb) HV_REQUIRE_FIXTURES=1
+    log=$LOGS/host.log
+    cargo test --workspace --color never ${filter:+"$filter"} >"$log" 2>&1
+    status=$?
+    # One PASS/FAIL line per unit test, counted with the boot tests.
+    while read -r name verdict; do
+        if [ "$verdict" = ok ]; then pass "unit $name"; else fail "unit $name"; fi
+    done < <(sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\)$/\1 \2/p' "$log")
+    if [ "$status" -ne 0 ]; then
+        grep -q '^test .* FAILED$' "$log" || fail "cargo test (build or harness failure)"
+        echo "---- cargo test output ($log) ----"; cat "$log"; echo "----"
+    fi
+fi
+
+# ---- boot tests under QEMU -------------------------------------------------
+# boot_test NAME EXPECT_STATUS "LINE..." -- run.sh arguments
+# Boots with run.sh (which times out on its own), then checks the exit
+# status and that each expected text appears in the serial log.
+boot_test() {
+    local name=$1 want_status=$2; shift 2
+    local expects=()
+    while [ "$1" != -- ]; do expects+=("$1"); shift; done
+    shift
+    [ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && return
+    local log=$LOGS/boot-$name.log
+    "$ROOT/scripts/run.sh" "$@" >"$log" 2>&1 </dev/null
+    local status=$? problems=()
+    [ "$status" = "$want_status" ] || problems+=("exit status $status, expected $want_status")
+    local e
+    for e in "${expects[@]}"; do
+        grep -qF -- "$e" "$log" || problems+=("missing: $e")
+    done
+    if [ ${#problems[@]} -eq 0 ]; then
+        pass "boot $name"
+    else
+        fail "boot $name"
+        printf '      %s\n' "${problems[@]}"
+        echo "---- serial log ($log) ----"; cat "$log"; echo "----"
+    fi
+}
+
+# wrong_el_test NAME "LINE" -- run.sh arguments
+# The hypervisor parks when started below EL2; wait for its message, then
+# end QEMU.
+wrong_el_test() {
+    local name=$1 expect=$2; shift 3
+    [ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && return
+    local log=$LOGS/boot-$name.log
+    setsid "$ROOT/scripts/run.sh" "$@" >"$log" 2>&1 </dev/null &
+    local pid=$! i
+    for i in $(seq 1 300); do
+        grep -qF -- "$expect" "$log" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    if grep -qF -- "$expect" "$log"; then pass "boot $name"; else
+        fail "boot $name"; echo "      missing: $expect"
+        echo "---- serial log ($log) ----"; cat "$log"; echo "----"
+    fi
+}
+
+if [ "$mode" != host ]; then
+    if ! "$ROOT/scripts/build.sh" >"$LOGS/build.log" 2>&1; then
+        fail "build image"; cat "$LOGS/build.log"
+    else
+        size=$(stat -c %s "$(tail -n1 "$LOGS/build.log")")
+        echo "image: $(tail -n1 "$LOGS/build.log") ($size bytes, $((size / 1024)) KiB)"
+        T=(--until-idle --timeout 60)
+        boot_test virt-gicv3-smp4 0 "hypervisor 0." "at EL2" "board: linux,dummy-virt" "CPUs: 4 of 4 online" \
+            "RAM: 1024 MiB" "GIC: v3 GICD@0x8000000 GICR@0x80a0000" "console: Pl011 at 0x9000000" \
+            "cpu3 INFO  online" "nothing left to run" "*** system stopped: powering off" \
+            -- --machine virt --gic 3 --smp 4 --memory 1G "${T[@]}"
+        boot_test virt-gicv2-smp2 0 "CPUs: 2 of 2 online" "RAM: 512 MiB" \
+            "GIC: v2 GICD@0x8000000 GICC@0x8010000 GICH@0x8030000 GICV@0x8040000" \
+            "cpu1 INFO  online" "*** system stopped: powering off" \
+            -- --machine virt --gic 2 --smp 2 --memory 512M "${T[@]}"
+        boot_test virt-smp1 0 "CPUs: 1 of 1 online" "RAM: 2048 MiB" "GIC: v3" "*** system stopped: powering off" \
+            -- --machine virt --smp 1 --memory 2G "${T[@]}"
+        boot_test raspi4b 0 "board: Raspberry Pi 4 Model B" "CPUs: 4 of 4 online" "RAM: 2048 MiB" \
+            "GIC: v2 GICD@0xff841000 GICC@0xff842000 GICH@0xff844000 GICV@0xff846000" \
+            "cpu3 INFO  online" "nothing left to run" "*** system stopped: no PSCI, parking all CPUs" \
+            -- --machine raspi4b "${T[@]}"
+        boot_test loglevel-debug 0 "DEBUG" "CPUs: 2 of 2 online" \
+            -- --smp 2 --append "loglevel=debug" "${T[@]}"
+        boot_test bad-bootarg 0 "bootargs: ignoring \`loglevel=loud\`" "CPUs: 2 of 2 online" \
+            -- --smp 2 --append "loglevel=loud" "${T[@]}"
+        boot_test panic-report 1 "*** hypervisor panic on cpu0 at hypervisor/src/boot.rs" \
+            "self-test: panic requested by hv.selftest=panic" "*** system stopped: powering off" \
+            -- --smp 2 --append "hv.selftest=panic" "${T[@]}"
+        boot_test fault-report 1 "*** unexpected exception on cpu0: synchronous from current EL with SP_EL2" \
+            "data abort from the current EL" "FAR 0x0000dead00000000" "x30" "*** system stopped: powering off" \
+            -- --smp 2 --append "hv.selftest=fault" "${T[@]}"
+        boot_test raspi4b-panic 1 "*** hypervisor panic on cpu0" "*** system stopped: no PSCI, parking all CPUs" \
+            -- --machine raspi4b --append "hv.selftest=panic" "${T[@]}"
+        wrong_el_test virt-el1 "hypervisor: entered at EL1, but it must be started at EL2" \
+            -- --machine virt --smp 1 --timeout 30 -- -machine virtualization=off
+    fi
+fi
+
+elapsed=$(( $(date +%s) - started ))
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failed:"; printf '  %s\n' "${failures[@]}"
+fi
+echo "suite took ${elapsed}s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
