@@ -4,7 +4,7 @@
 use alloc::string::String;
 use core::fmt::Write;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::addr::{PhysAddr, PAGE_SIZE};
 use crate::arch::aarch64::{cpu, mmu, psci, smp};
@@ -71,6 +71,7 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     });
     crate::console::init_logging(args.log_level);
     info!("hypervisor {} starting at EL{}", version(), cpu::current_el());
+    describe(&platform, dtb, size);
 
     setup_memory(&platform, dtb, size);
     map_gic(&platform);
@@ -99,6 +100,30 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     idle()
 }
 
+/// The platform in detail, at debug level.
+fn describe(platform: &Platform, dtb: PhysAddr, dtb_size: u64) {
+    let image = mmu::image_layout();
+    debug!("image: {}..{} (text ..{}, rodata ..{})", image.start, image.end, image.text_end, image.rodata_end);
+    debug!("device tree: {dtb} ({dtb_size} bytes)");
+    for bank in &platform.memory {
+        debug!("memory: {}+{:#x}", bank.base, bank.size);
+    }
+    for r in &platform.reserved {
+        debug!("reserved: {}+{:#x}", r.base, r.size);
+    }
+    if let Some(initrd) = &platform.initrd {
+        debug!("initrd: {}+{:#x}", initrd.base, initrd.size);
+    }
+    for c in &platform.cpus {
+        debug!("cpu: {} MPIDR {:#x} enable-method {:?}", c.path, c.mpidr, c.enable_method);
+    }
+    debug!("GIC maintenance interrupt: {:?}", platform.gic.maintenance_irq);
+    debug!("timer: {:?}", platform.timer);
+    debug!("PSCI: {:?}", platform.psci);
+    debug!("console interrupt: {:?}", platform.console.irq);
+    debug!("bootargs: {:?}", platform.bootargs);
+}
+
 /// Computes free RAM, starts the page allocator and grows the heap.
 fn setup_memory(platform: &Platform, dtb: PhysAddr, dtb_size: u64) {
     let image = mmu::image_layout();
@@ -116,6 +141,7 @@ fn setup_memory(platform: &Platform, dtb: PhysAddr, dtb_size: u64) {
 
     let mut frames = FrameAllocator::new();
     for r in free.iter() {
+        debug!("free RAM: {}..{} ({} KiB)", r.start, r.end, r.size() / 1024);
         if let Err(e) = mmu::map_identity(r.start, r.size(), false) {
             warn!("memory map: cannot map {}..{}: {:?}", r.start, r.end, e);
             continue;
@@ -132,7 +158,7 @@ fn setup_memory(platform: &Platform, dtb: PhysAddr, dtb_size: u64) {
     info!(
         "memory: {} MiB RAM, {} MiB free for VMs ({} pages)",
         platform.ram_size() >> 20,
-        frames.free_pages() as u64 * PAGE_SIZE >> 20,
+        (frames.free_pages() as u64 * PAGE_SIZE) >> 20,
         frames.free_pages()
     );
     *FRAMES.lock() = Some(frames);

@@ -19,6 +19,12 @@ register_bitfields! [u32,
         BUSY OFFSET(3) NUMBITS(1) [],
         TXFF OFFSET(5) NUMBITS(1) []
     ],
+    /// PL011 UARTCR, control register (PL011 TRM 3.3.8).
+    PL011_CR [
+        UARTEN OFFSET(0) NUMBITS(1) [],
+        TXE OFFSET(8) NUMBITS(1) [],
+        RXE OFFSET(9) NUMBITS(1) []
+    ],
     /// Mini-UART AUX_MU_LSR_REG, line status (BCM2711 peripherals 2.2.2).
     AUX_LSR [
         TX_EMPTY OFFSET(5) NUMBITS(1) [],
@@ -31,7 +37,9 @@ register_structs! {
         (0x00 => dr: ReadWrite<u32>),
         (0x04 => _reserved0),
         (0x18 => fr: ReadOnly<u32, PL011_FR::Register>),
-        (0x1c => @END),
+        (0x1c => _reserved1),
+        (0x30 => cr: ReadWrite<u32, PL011_CR::Register>),
+        (0x34 => @END),
     },
     AuxUartRegs {
         (0x00 => io: ReadWrite<u32>),
@@ -70,6 +78,14 @@ impl Uart {
                 UartKind::Bcm2835Aux => Regs::Aux(&*(base as *const AuxUartRegs)),
             }
         };
+        // Firmware normally leaves the console enabled; where there is no
+        // firmware (QEMU virt) the PL011 starts disabled. Enable it without
+        // touching the baud rate the firmware may have chosen.
+        if let Regs::Pl011(r) = regs {
+            if !r.cr.is_set(PL011_CR::UARTEN) {
+                r.cr.write(PL011_CR::UARTEN::SET + PL011_CR::TXE::SET + PL011_CR::RXE::SET);
+            }
+        }
         Uart { regs }
     }
 

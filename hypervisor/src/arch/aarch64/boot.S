@@ -68,7 +68,16 @@ primary_entry:
     bl      primary_main                // never returns
     b       park
 
-5:  mov     x0, x19                     // not at EL2: report through the UART if one is known
+    /* Not at EL2: report through the UART if one is known. Rust code uses
+     * FP/SIMD registers, so stop them trapping at this EL first. */
+5:  cmp     x1, #3
+    b.eq    6f
+    mov     x2, #(3 << 20)              // CPACR_EL1.FPEN = 0b11
+    msr     cpacr_el1, x2
+    b       7f
+6:  msr     cptr_el3, xzr               // CPTR_EL3.TFP = 0
+7:  isb
+    mov     x0, x19
     bl      wrong_exception_level       // never returns
     b       park
 

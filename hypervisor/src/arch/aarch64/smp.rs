@@ -4,7 +4,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use super::{cpu, mmu, psci};
 use crate::addr::PhysAddr;
@@ -63,6 +63,7 @@ fn start_one(target: &Cpu, index: usize, stack: PhysAddr) -> bool {
     cpu::clean_dcache_range(SECONDARY_BOOT.0.get() as usize, core::mem::size_of::<SecondaryBoot>());
 
     let entry = PhysAddr::new(secondary_entry as *const () as u64);
+    debug!("starting {} (MPIDR {:#x}) as cpu{index} via {:?}, stack {}", target.path, target.mpidr, target.enable_method, stack);
     match target.enable_method {
         None => {
             warn!("{}: no enable-method, cannot start it", target.path);
