@@ -6,19 +6,19 @@
 //! memory map and page allocator → secondary CPUs → banner.
 //!
 //! Layers:
-//! - arch-neutral logic (`addr`, `platform`, `mm`, `esr`, `bootargs`) builds
-//!   and runs under `cargo test` on the build machine;
+//! - arch-neutral logic (`mm`, `esr`, `bootargs`, and `addr`/`platform` from
+//!   the shared `hv-devtree` crate) builds and runs under `cargo test` on the
+//!   build machine;
 //! - `arch`, `drivers`, `console`, `heap`, `panic` and `boot` touch
 //!   registers and run only on the target (`aarch64-unknown-none`).
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
-pub mod addr;
+pub use hv_devtree::{addr, platform};
 pub mod bootargs;
 pub mod esr;
 pub mod mm;
-pub mod platform;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;
