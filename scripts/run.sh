@@ -16,11 +16,12 @@ usage: scripts/run.sh [options] [-- extra QEMU arguments]
   --icount                count instructions: -icount shift=0,sleep=off
   --timeout SECONDS       end the run with status 124 after SECONDS
   --debug                 debug build, QEMU waits for gdb on tcp::1234
+  --no-dom0               boot the hypervisor alone (no boot bundle)
 Console: Ctrl-a x quits QEMU, Ctrl-a c switches to its monitor.
 USAGE
 }
 
-machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0
+machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --machine) machine=${2:?}; shift 2 ;;
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
         --icount) icount=1; shift ;;
         --timeout) timeout=${2:?}; shift 2 ;;
         --debug) debug=1; shift ;;
+        --no-dom0) dom0=0; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
         *) usage >&2; die "unknown option $1" ;;
@@ -44,7 +46,8 @@ case "$gic" in 2|3) ;; *) die "--gic must be 2 or 3" ;; esac
 [ "$gic" = 2 ] && [ "$smp" -gt 8 ] && die "GICv2 supports at most 8 CPUs"
 
 ensure_qemu
-if [ "$debug" = 1 ]; then img=$("$ROOT/scripts/build.sh" --debug); else img=$("$ROOT/scripts/build.sh"); fi
+if [ "$debug" = 1 ]; then built=$("$ROOT/scripts/build.sh" --debug); else built=$("$ROOT/scripts/build.sh"); fi
+img=$(sed -n 1p <<<"$built") bundle=$(sed -n 2p <<<"$built")
 [ "$until_idle" = 1 ] && append="${append:+$append }hv.until_idle"
 
 # One multiplexed stdio console for every UART of the board, so whichever
@@ -52,6 +55,7 @@ if [ "$debug" = 1 ]; then img=$("$ROOT/scripts/build.sh" --debug); else img=$("$
 qemu=(qemu-system-aarch64 -display none -monitor none
       -chardev stdio,id=con,mux=on -mon chardev=con,mode=readline
       -kernel "$img")
+[ "$dom0" = 1 ] && qemu+=(-initrd "$bundle")
 case "$machine" in
     virt)
         qemu+=(-machine "virt,virtualization=on,gic-version=$gic" -cpu cortex-a72
@@ -65,7 +69,7 @@ case "$machine" in
 esac
 [ -n "$append" ] && qemu+=(-append "$append")
 [ "$icount" = 1 ] && qemu+=(-icount shift=0,sleep=off)
-[ "$debug" = 1 ] && { qemu+=(-s -S); note "QEMU waits for gdb: gdb $ROOT/target/aarch64-unknown-none/debug/hypervisor -ex 'target remote :1234'"; }
+[ "$debug" = 1 ] && { qemu+=(-s -S); note "QEMU waits for gdb: gdb $ROOT/target/aarch64-unknown-none-softfloat/debug/hypervisor -ex 'target remote :1234'"; }
 qemu+=("$@")
 
 # --until-idle: the run's status comes from what the hypervisor reports:

@@ -103,9 +103,10 @@ if [ "$mode" != host ]; then
     if ! "$ROOT/scripts/build.sh" >"$LOGS/build.log" 2>&1; then
         fail "build image"; cat "$LOGS/build.log"
     else
-        size=$(stat -c %s "$(tail -n1 "$LOGS/build.log")")
-        echo "image: $(tail -n1 "$LOGS/build.log") ($size bytes, $((size / 1024)) KiB)"
-        T=(--until-idle --timeout 60)
+        img=$(tail -n2 "$LOGS/build.log" | head -n1)
+        size=$(stat -c %s "$img")
+        echo "image: $img ($size bytes, $((size / 1024)) KiB)"
+        T=(--until-idle --timeout 60 --no-dom0)
         boot_test virt-gicv3-smp4 0 "hypervisor 0." "at EL2" "board: linux,dummy-virt" "CPUs: 4 of 4 online" \
             "RAM: 1024 MiB" "GIC: v3 GICD@0x8000000 GICR@0x80a0000" "console: Pl011 at 0x9000000" \
             "cpu3 INFO  online" "nothing left to run" "*** system stopped: powering off" \

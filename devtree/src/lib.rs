@@ -7,4 +7,6 @@
 extern crate alloc;
 
 pub mod addr;
+pub mod dom0;
 pub mod platform;
+pub mod writer;

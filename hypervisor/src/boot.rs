@@ -7,7 +7,13 @@ use core::fmt::Write;
 use log::{debug, error, info, warn};
 
 use crate::addr::{PhysAddr, PAGE_SIZE};
-use crate::arch::aarch64::{cpu, mmu, psci, smp};
+use core::sync::atomic::Ordering;
+
+use crate::arch::aarch64::exception::TrapFrame;
+use crate::arch::aarch64::vcpu::{El1Context, SPSR_EL1H_MASKED};
+use crate::arch::aarch64::{cpu, gic, mmu, psci, smp};
+use crate::dom0;
+use crate::vm::{self, Vcpu, Vm};
 use crate::bootargs::{BootArgs, SelfTest};
 use crate::drivers::uart::Uart;
 use crate::mm::frames::FrameAllocator;
@@ -60,8 +66,8 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
         cpu::park()
     }
     crate::heap::init();
-    let platform = match Platform::from_fdt(dtb_slice(dtb, size)) {
-        Ok(p) => p,
+    let platform: &'static Platform = match Platform::from_fdt(dtb_slice(dtb, size)) {
+        Ok(p) => PLATFORM.call_once(|| p),
         Err(e) => early_failure(dtb_slice(dtb, size), format_args!("{e}")),
     };
     let Some(uart) = console_uart(&platform.console) else { cpu::park() };
@@ -71,15 +77,18 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     });
     crate::console::init_logging(args.log_level);
     info!("hypervisor {} starting at EL{}", version(), cpu::current_el());
-    describe(&platform, dtb, size);
+    describe(platform, dtb, size);
 
-    setup_memory(&platform, dtb, size);
-    map_gic(&platform);
+    setup_memory(platform, dtb, size);
+    map_gic(platform);
     psci::init(platform.psci.as_ref());
+    gic::init(&platform.gic);
+    gic::init_cpu(&platform.gic);
+    vm::set_stack_top(0, boot_stack_top());
     let online = smp::start_secondaries(&platform.cpus, || {
         FRAMES.lock().as_mut()?.alloc((smp::STACK_SIZE / PAGE_SIZE) as usize)
     });
-    banner(&platform, online);
+    banner(platform, online);
 
     match args.selftest {
         Some(SelfTest::Panic) => panic!("self-test: panic requested by hv.selftest=panic"),
@@ -92,12 +101,103 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
         }
         None => {}
     }
+    let settings = dom0::Dom0Settings { memory: args.dom0_mem, vcpus: args.dom0_vcpus, args: args.dom0_args, online_cpus: online };
+    match dom0::create(platform, dtb_slice(dtb, size), &settings) {
+        Ok(vm) => {
+            DOM0.call_once(|| vm);
+            if args.uart_log {
+                info!("starting dom0; hv.uart_log: this log stays on the UART too");
+            } else {
+                info!("starting dom0; from now on this log is in the ring dom0 reads with `hvlog`");
+                crate::console::hand_over_uart();
+            }
+            cpu::send_event();
+            vm::run(vm, &vm.vcpus[0])
+        }
+        Err(e) => error_no_dom0(&e),
+    }
     if args.until_idle {
         info!("nothing left to run (hv.until_idle): stopping");
         power_off()
     }
-    info!("nothing to run yet; idling");
+    info!("nothing to run; idling");
     idle()
+}
+
+fn error_no_dom0(why: &str) {
+    warn!("no dom0: {why}");
+}
+
+/// The platform, once the boot CPU has read it.
+static PLATFORM: spin::Once<Platform> = spin::Once::new();
+/// Dom0, once created.
+static DOM0: spin::Once<&'static Vm> = spin::Once::new();
+
+/// The GIC maintenance interrupt's INTID.
+pub fn maintenance_intid() -> Option<u32> {
+    PLATFORM.get().and_then(|p| p.gic.maintenance_irq).map(|irq| irq.intid)
+}
+
+fn boot_stack_top() -> usize {
+    extern "C" {
+        static boot_stack_top: u8;
+    }
+    core::ptr::addr_of!(boot_stack_top) as usize
+}
+
+/// A secondary CPU, once online: set up its GIC interface, then wait for
+/// its dom0 vCPU to be switched on.
+pub fn secondary_start(index: usize, stack_top: usize) -> ! {
+    vm::set_stack_top(index, stack_top);
+    if let Some(platform) = PLATFORM.get() {
+        gic::init_cpu(&platform.gic);
+    }
+    vcpu_wait()
+}
+
+/// Waits until this CPU's dom0 vCPU is switched on (PSCI `CPU_ON`), then
+/// runs it.
+fn vcpu_wait() -> ! {
+    let me = cpu::index();
+    loop {
+        if crate::panic::stopping() {
+            cpu::park()
+        }
+        if let Some(vm) = DOM0.get() {
+            if let Some(vcpu) = vm.vcpus.iter().find(|v| v.pcpu == me) {
+                if vcpu.power.load(Ordering::Acquire) == vm::power::ON_PENDING {
+                    let (entry, context) = *vcpu.start.lock();
+                    // SAFETY: this is the vCPU's physical CPU and it is not running.
+                    let ctx = unsafe { vcpu.context_mut() };
+                    ctx.regs = TrapFrame { x: [0; 31], sp: 0, elr: entry, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 };
+                    ctx.regs.x[0] = context;
+                    ctx.el1 = El1Context::reset(vcpu.mpidr, 0);
+                    vcpu.power.store(vm::power::ON, Ordering::Release);
+                    info!("{}: vcpu{} on at {entry:#x}", vm.name, vcpu.index);
+                    vm::run(vm, vcpu)
+                }
+            }
+        }
+        // Woken by SEV (CPU_ON) or the kick SGI.
+        cpu::wait_for_event();
+        while gic::acknowledge_and_drop_kick() {}
+    }
+}
+
+/// PSCI `CPU_OFF` (or the VM stopped): the vCPU stops; its CPU waits.
+pub fn vcpu_off(_vm: &Vm, vcpu: &Vcpu) -> ! {
+    vcpu.power.store(vm::power::OFF, Ordering::Release);
+    vm::clear_current();
+    vcpu_wait()
+}
+
+/// Resets the machine through PSCI, or stops it if there is no PSCI.
+pub fn reset() -> ! {
+    log::logger().flush();
+    if psci::available() {
+        psci::system_reset();
+    }
+    crate::panic::stop_system()
 }
 
 /// The platform in detail, at debug level.
@@ -148,6 +248,11 @@ fn setup_memory(platform: &Platform, dtb: PhysAddr, dtb_size: u64) {
         }
         if let Err(e) = frames.add_range(r.start, r.end) {
             warn!("memory map: page allocator refused {}..{}: {:?}", r.start, r.end, e);
+        }
+    }
+    if let Some(initrd) = &platform.initrd {
+        if let Err(e) = mmu::map_identity_read_only(initrd.base, initrd.size) {
+            warn!("memory map: cannot map the initrd {}+{:#x}: {:?}", initrd.base, initrd.size, e);
         }
     }
     if let Some(heap) = frames.alloc((HEAP_GROWTH / PAGE_SIZE) as usize) {
@@ -218,7 +323,7 @@ pub fn idle() -> ! {
     }
 }
 
-fn power_off() -> ! {
+pub fn power_off() -> ! {
     log::logger().flush();
     crate::panic::stop_system()
 }

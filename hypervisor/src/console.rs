@@ -1,6 +1,11 @@
 //! The hypervisor's console: the UART named by `/chosen/stdout-path`, shared
 //! by all CPUs. Every line is written under one lock, so lines from
 //! different CPUs never interleave, and carries a timestamp and the CPU.
+//!
+//! Every line also goes to the log ring. Once dom0 owns the UART
+//! (`hand_over_uart`), lines go only to the ring, which dom0 reads with the
+//! `LogRead` hypercall; the UART is then written directly only by a crash
+//! report.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -10,9 +15,41 @@ use spin::Mutex;
 
 use crate::arch::aarch64::cpu;
 use crate::drivers::uart::Uart;
+use crate::logring::{LogRing, ReadResult};
 
 static CONSOLE: Mutex<Option<Uart>> = Mutex::new(None);
 static PANICKING: AtomicBool = AtomicBool::new(false);
+/// Dom0 owns the UART: log lines go to the ring only.
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+static RING: Mutex<LogRing<RING_SIZE>> = Mutex::new(LogRing::new());
+const RING_SIZE: usize = 64 * 1024;
+
+/// From now on, log lines go only to the ring: dom0 drives the UART.
+pub fn hand_over_uart() {
+    log::logger().flush();
+    HANDED_OVER.store(true, Ordering::SeqCst);
+}
+
+/// Reads the log ring from `cursor` (the `LogRead` hypercall).
+pub fn read_log(cursor: u64, out: &mut [u8]) -> ReadResult {
+    RING.lock().read(cursor, out)
+}
+
+/// Writes to the ring and, until dom0 owns it, the UART.
+struct Tee<'a> {
+    uart: Option<&'a mut Uart>,
+    ring: &'a mut LogRing<RING_SIZE>,
+}
+
+impl Write for Tee<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.ring.push(s.as_bytes());
+        if let Some(uart) = self.uart.as_mut() {
+            uart.write_str(s)?;
+        }
+        Ok(())
+    }
+}
 
 /// Installs the console UART; output before this is dropped.
 pub fn init(uart: Uart) {
@@ -21,12 +58,13 @@ pub fn init(uart: Uart) {
 
 /// Writes `args` as one unit, prefixed like a log line.
 pub fn print_line(level: &str, args: fmt::Arguments<'_>) {
-    let mut guard = CONSOLE.lock();
-    if let Some(uart) = guard.as_mut() {
-        let _ = write_prefix(uart, level);
-        let _ = uart.write_fmt(args);
-        let _ = uart.write_str("\n");
-    }
+    let mut console = CONSOLE.lock();
+    let mut ring = RING.lock();
+    let uart = if HANDED_OVER.load(Ordering::Relaxed) { None } else { console.as_mut() };
+    let mut out = Tee { uart, ring: &mut ring };
+    let _ = write_prefix(&mut out, level);
+    let _ = out.write_fmt(args);
+    let _ = out.write_str("\n");
 }
 
 fn write_prefix(out: &mut impl Write, level: &str) -> fmt::Result {

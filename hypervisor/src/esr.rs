@@ -175,6 +175,155 @@ impl fmt::Debug for Esr {
     }
 }
 
+/// Width of a data access (ISS.SAS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessSize {
+    Byte = 1,
+    Half = 2,
+    Word = 4,
+    Double = 8,
+}
+
+impl AccessSize {
+    pub const fn bytes(self) -> u64 {
+        self as u64
+    }
+}
+
+/// A data abort's syndrome, decoded (Arm ARM D23.2.x "ISS encoding for an
+/// exception from a Data Abort").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataAbort {
+    /// ISV = 1: a single load or store of a general-purpose register, which
+    /// the hypervisor can emulate.
+    Emulatable {
+        size: AccessSize,
+        /// SSE: sign-extend a load.
+        sign_extend: bool,
+        /// SRT: the transfer register (31 = XZR/WZR).
+        register: u8,
+        /// SF: the register is 64 bits wide (else 32, upper half zeroed).
+        sixty_four: bool,
+        /// WnR: a write.
+        write: bool,
+        /// AR: acquire/release semantics.
+        acquire_release: bool,
+    },
+    /// ISV = 0: the instruction (load/store pair, SIMD register, writeback,
+    /// ...) is not described by the syndrome; the hypervisor cannot emulate
+    /// it and answers with an abort.
+    NotDescribed { write: bool },
+}
+
+impl DataAbort {
+    /// Decodes the ISS of a data abort (the caller checked the class).
+    pub const fn decode(esr: u64) -> Self {
+        let write = esr & (1 << 6) != 0;
+        if esr & (1 << 24) == 0 {
+            return DataAbort::NotDescribed { write };
+        }
+        let size = match (esr >> 22) & 3 {
+            0 => AccessSize::Byte,
+            1 => AccessSize::Half,
+            2 => AccessSize::Word,
+            _ => AccessSize::Double,
+        };
+        DataAbort::Emulatable {
+            size,
+            sign_extend: esr & (1 << 21) != 0,
+            register: ((esr >> 16) & 0x1f) as u8,
+            sixty_four: esr & (1 << 15) != 0,
+            write,
+            acquire_release: esr & (1 << 14) != 0,
+        }
+    }
+
+    /// The value a load puts in the destination register: `raw` (already
+    /// masked to the access size) sign-extended if SSE, then cut to 32 bits
+    /// for a W register.
+    pub const fn load_value(self, raw: u64) -> u64 {
+        let DataAbort::Emulatable { size, sign_extend, sixty_four, .. } = self else {
+            return 0;
+        };
+        let bits = size.bytes() * 8;
+        let mask = if bits == 64 { u64::MAX } else { (1 << bits) - 1 };
+        let mut value = raw & mask;
+        if sign_extend && bits < 64 && value & (1 << (bits - 1)) != 0 {
+            value |= !mask;
+        }
+        if !sixty_four {
+            value &= 0xffff_ffff;
+        }
+        value
+    }
+}
+
+/// Fault status of an abort: is it a stage-2 translation fault (the IPA is
+/// not mapped) rather than a permission or other fault?
+pub const fn is_translation_fault(esr: u64) -> bool {
+    matches!(esr & 0x3f, 0x04..=0x07)
+}
+
+/// A trapped MSR/MRS (EC 0x18), decoded (Arm ARM D23.2 "ISS encoding for
+/// an exception from MSR, MRS, or System instruction execution").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysRegAccess {
+    pub op0: u8,
+    pub op1: u8,
+    pub crn: u8,
+    pub crm: u8,
+    pub op2: u8,
+    /// The general-purpose register transferred (31 = XZR).
+    pub rt: u8,
+    /// MRS (read) rather than MSR.
+    pub read: bool,
+}
+
+impl SysRegAccess {
+    pub const fn decode(esr: u64) -> Self {
+        SysRegAccess {
+            op0: ((esr >> 20) & 3) as u8,
+            op2: ((esr >> 17) & 7) as u8,
+            op1: ((esr >> 14) & 7) as u8,
+            crn: ((esr >> 10) & 0xf) as u8,
+            rt: ((esr >> 5) & 0x1f) as u8,
+            crm: ((esr >> 1) & 0xf) as u8,
+            read: esr & 1 != 0,
+        }
+    }
+
+    /// What the hypervisor does with this access from a VM.
+    pub const fn policy(self) -> SysRegPolicy {
+        let Self { op0, op1, crn, crm, op2, .. } = self;
+        match (op0, op1, crn, crm, op2) {
+            // ICC_SGI1R_EL1: virtual SGIs through the vGIC.
+            (3, 0, 12, 11, 5) => SysRegPolicy::GicSgi1r,
+            // ICC_ASGI1R_EL1, ICC_SGI0R_EL1: group 0 / other-security SGIs
+            // do not exist for a VM.
+            (3, 0, 12, 11, 6) | (3, 0, 12, 11, 7) => SysRegPolicy::ReadsAsZeroWritesIgnored,
+            // Debug, trace and OS-lock registers (op0 = 2): hidden.
+            (2, _, _, _, _) => SysRegPolicy::ReadsAsZeroWritesIgnored,
+            // PMU: PMCR..PMUSERENR, PMINTEN*, PMOVSSET (CRn 9, CRm 12..14),
+            // PMEVCNTR/PMEVTYPER/PMCCFILTR (CRn 14, CRm 8..15): hidden.
+            (3, 3, 9, 12..=14, _) | (3, 0, 9, 14, _) | (3, 3, 14, 8..=15, _) => SysRegPolicy::ReadsAsZeroWritesIgnored,
+            // EL1 physical timer (CNTP_TVAL/CTL/CVAL_EL0): consistently denied.
+            (3, 3, 14, 2, _) => SysRegPolicy::ReadsAsZeroWritesIgnored,
+            // ACTLR_EL1: implementation-defined controls stay the hypervisor's.
+            (3, 0, 1, 0, 1) => SysRegPolicy::ReadsAsZeroWritesIgnored,
+            _ => SysRegPolicy::Undefined,
+        }
+    }
+}
+
+/// The answer to a trapped system register access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysRegPolicy {
+    GicSgi1r,
+    ReadsAsZeroWritesIgnored,
+    /// Inject UNDEF: implementation-defined or unknown registers.
+    Undefined,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +337,68 @@ mod tests {
         assert!(text.contains("data abort from the current EL"), "{text}");
         assert!(text.contains("translation fault at level 2"), "{text}");
         assert!(text.contains("write"), "{text}");
+    }
+
+    fn abort(isv: bool, sas: u64, sse: bool, srt: u64, sf: bool, wnr: bool) -> u64 {
+        (0x24 << 26) | ((isv as u64) << 24) | (sas << 22) | ((sse as u64) << 21) | (srt << 16) | ((sf as u64) << 15) | ((wnr as u64) << 6) | 0x07
+    }
+
+    #[test]
+    fn data_abort_syndrome_fields_are_decoded() {
+        let d = DataAbort::decode(abort(true, 2, false, 5, false, true));
+        assert_eq!(
+            d,
+            DataAbort::Emulatable { size: AccessSize::Word, sign_extend: false, register: 5, sixty_four: false, write: true, acquire_release: false }
+        );
+        let d = DataAbort::decode(abort(true, 3, false, 31, true, false));
+        assert!(matches!(d, DataAbort::Emulatable { size: AccessSize::Double, register: 31, sixty_four: true, write: false, .. }));
+        let d = DataAbort::decode(abort(true, 0, true, 0, true, false));
+        assert!(matches!(d, DataAbort::Emulatable { size: AccessSize::Byte, sign_extend: true, .. }));
+        assert!(is_translation_fault(abort(true, 0, false, 0, false, false)));
+    }
+
+    #[test]
+    fn load_pair_without_isv_is_not_emulatable() {
+        assert_eq!(DataAbort::decode(abort(false, 3, false, 7, true, true)), DataAbort::NotDescribed { write: true });
+    }
+
+    #[test]
+    fn loads_are_sign_extended_and_cut_to_register_width() {
+        // LDRSB x: 0x80 -> 0xffff_ffff_ffff_ff80
+        let ldrsb_x = DataAbort::decode(abort(true, 0, true, 1, true, false));
+        assert_eq!(ldrsb_x.load_value(0x80), 0xffff_ffff_ffff_ff80);
+        // LDRSB w: 0x80 -> 0xffff_ff80 (upper half zero)
+        let ldrsb_w = DataAbort::decode(abort(true, 0, true, 1, false, false));
+        assert_eq!(ldrsb_w.load_value(0x80), 0xffff_ff80);
+        // LDRH w without sign: upper garbage masked off
+        let ldrh = DataAbort::decode(abort(true, 1, false, 1, false, false));
+        assert_eq!(ldrh.load_value(0xdead_8001), 0x8001);
+        // LDRSW x: 0x8000_0000 -> 0xffff_ffff_8000_0000
+        let ldrsw = DataAbort::decode(abort(true, 2, true, 1, true, false));
+        assert_eq!(ldrsw.load_value(0x8000_0000), 0xffff_ffff_8000_0000);
+        // LDR x: all 64 bits
+        let ldr = DataAbort::decode(abort(true, 3, false, 1, true, false));
+        assert_eq!(ldr.load_value(u64::MAX), u64::MAX);
+    }
+
+    fn sysreg(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64, rt: u64, read: bool) -> u64 {
+        (0x18 << 26) | (op0 << 20) | (op2 << 17) | (op1 << 14) | (crn << 10) | (rt << 5) | (crm << 1) | read as u64
+    }
+
+    #[test]
+    fn trapped_sysreg_fields_and_policy() {
+        let sgi = SysRegAccess::decode(sysreg(3, 0, 12, 11, 5, 3, false));
+        assert_eq!(sgi, SysRegAccess { op0: 3, op1: 0, crn: 12, crm: 11, op2: 5, rt: 3, read: false });
+        assert_eq!(sgi.policy(), SysRegPolicy::GicSgi1r);
+        // MDSCR_EL1 (op0 2, CRn 0, CRm 2, op2 2) read.
+        let mdscr = SysRegAccess::decode(sysreg(2, 0, 0, 2, 2, 7, true));
+        assert!(mdscr.read);
+        assert_eq!(mdscr.policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
+        // PMCR_EL0 and CNTP_CTL_EL0.
+        assert_eq!(SysRegAccess::decode(sysreg(3, 3, 9, 12, 0, 0, true)).policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
+        assert_eq!(SysRegAccess::decode(sysreg(3, 3, 14, 2, 1, 0, false)).policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
+        // An implementation-defined register (CRn 15) is UNDEF.
+        assert_eq!(SysRegAccess::decode(sysreg(3, 1, 15, 2, 0, 0, true)).policy(), SysRegPolicy::Undefined);
     }
 
     #[test]

@@ -18,6 +18,8 @@ extern crate alloc;
 pub use hv_devtree::{addr, platform};
 pub mod bootargs;
 pub mod esr;
+pub mod vgic;
+pub mod logring;
 pub mod mm;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -32,3 +34,13 @@ pub mod drivers;
 mod heap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod panic;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod dom0;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod hypercall;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod sysreg_trap;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod trap;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod vm;

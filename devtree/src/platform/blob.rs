@@ -25,14 +25,14 @@ const END: u32 = 9;
 const MAX_DEPTH: usize = 32;
 
 /// A validated blob: the canonical copy for `fdt` and the `/memreserve/` entries.
-pub(super) struct Checked {
+pub(crate) struct Checked {
     pub canonical: Vec<u8>,
     /// `(address, size)` of each non-empty reservation map entry.
     pub memreserve: Vec<(u64, u64)>,
 }
 
 /// Big-endian u32 at `off`, if in bounds.
-pub(super) fn be32(b: &[u8], off: usize) -> Option<u32> {
+pub(crate) fn be32(b: &[u8], off: usize) -> Option<u32> {
     let bytes = b.get(off..off.checked_add(4)?)?;
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
 }
@@ -77,7 +77,7 @@ fn align4(n: usize) -> Option<usize> {
 }
 
 /// Validates `blob` and returns its canonical form and reservations.
-pub(super) fn check(blob: &[u8]) -> Result<Checked, PlatformError> {
+pub(crate) fn check(blob: &[u8]) -> Result<Checked, PlatformError> {
     let field = |off: usize| be32(blob, off).unwrap_or(0);
     let magic = be32(blob, 0).ok_or(ErrorKind::TooShort { have: blob.len() })?;
     if magic != MAGIC {

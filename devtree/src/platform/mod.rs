@@ -5,11 +5,11 @@
 //! range-checked. All MMIO and memory addresses are CPU physical addresses,
 //! translated through the `ranges` of every bus between the node and the root.
 
-mod blob;
+pub(crate) mod blob;
 mod error;
-mod parse;
-mod translate;
-mod tree;
+pub(crate) mod parse;
+pub(crate) mod translate;
+pub(crate) mod tree;
 
 #[cfg(test)]
 mod tests;

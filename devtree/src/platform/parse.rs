@@ -96,7 +96,7 @@ fn reserved(tree: &Tree<'_>, memreserve: &[(u64, u64)]) -> Result<Vec<MemRegion>
 }
 
 /// Decodes 3-cell GIC interrupt specifiers.
-fn decode_irqs(value: &[u8]) -> Result<Vec<Irq>, ErrorKind> {
+pub(crate) fn decode_irqs(value: &[u8]) -> Result<Vec<Irq>, ErrorKind> {
     if value.is_empty() || !value.len().is_multiple_of(12) {
         return Err(ErrorKind::BadLength { len: value.len(), entry: 12 });
     }
@@ -125,7 +125,7 @@ fn irqs(tree: &Tree<'_>, i: usize, gic: usize) -> Result<Option<Vec<Irq>>, Platf
 
 /// The interrupt controller: the root's `interrupt-parent` if it is a known
 /// GIC, else the first enabled known GIC.
-fn find_gic(tree: &Tree<'_>) -> Result<usize, PlatformError> {
+pub(crate) fn find_gic(tree: &Tree<'_>) -> Result<usize, PlatformError> {
     let is_intc = |i: usize| tree.enabled(i) && tree.prop(i, "interrupt-controller").is_some();
     let known =
         |i: &usize| is_intc(*i) && (tree.compatible(*i, GIC_V2) || tree.compatible(*i, GIC_V3));

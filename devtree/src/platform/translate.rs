@@ -9,7 +9,7 @@ use super::MemRegion;
 use crate::addr::PhysAddr;
 
 /// Splits `value` into entries of the given cell counts; each count must be at most 2.
-pub(super) fn entries<'v, const N: usize>(
+pub(crate) fn entries<'v, const N: usize>(
     value: &'v [u8],
     counts: [usize; N],
 ) -> Result<impl Iterator<Item = [u64; N]> + 'v, ErrorKind> {
@@ -35,7 +35,7 @@ pub(super) fn entries<'v, const N: usize>(
 /// The `reg` entries of node `i`, translated to CPU physical addresses.
 ///
 /// Absent `reg` is `Missing`; every region's end must fit in 64 bits.
-pub(super) fn reg(tree: &Tree<'_>, i: usize) -> Result<Vec<MemRegion>, PlatformError> {
+pub(crate) fn reg(tree: &Tree<'_>, i: usize) -> Result<Vec<MemRegion>, PlatformError> {
     let err = |kind| tree.prop_err(i, "reg", kind);
     let value = tree.prop(i, "reg").ok_or(err(ErrorKind::Missing))?;
     let bus = tree
@@ -55,7 +55,7 @@ pub(super) fn reg(tree: &Tree<'_>, i: usize) -> Result<Vec<MemRegion>, PlatformE
 }
 
 /// Translates `[addr, addr + size)` on the bus of node `bus`'s children up to the root.
-fn translate(
+pub(crate) fn translate(
     tree: &Tree<'_>,
     mut bus: usize,
     mut addr: u64,

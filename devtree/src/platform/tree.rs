@@ -11,14 +11,14 @@ use super::blob::be32;
 use super::error::{ErrorKind, PlatformError};
 
 /// One node: its full path, its parent's index and its properties.
-pub(super) struct Node<'a> {
+pub(crate) struct Node<'a> {
     pub path: String,
     pub parent: Option<usize>,
     pub props: Vec<NodeProperty<'a>>,
 }
 
 /// All nodes in tree (depth-first) order; index 0 is the root.
-pub(super) struct Tree<'a> {
+pub(crate) struct Tree<'a> {
     pub nodes: Vec<Node<'a>>,
 }
 
@@ -166,7 +166,7 @@ impl<'a> Tree<'a> {
 }
 
 /// A big-endian number of 0, 1 or 2 cells; `None` for other lengths.
-pub(super) fn cells(v: &[u8]) -> Option<u64> {
+pub(crate) fn cells(v: &[u8]) -> Option<u64> {
     match v.len() {
         0 => Some(0),
         4 => be32(v, 0).map(u64::from),

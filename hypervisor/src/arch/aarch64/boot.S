@@ -7,10 +7,7 @@
  * firmware load it. It is linked at 0 as a PIE and relocates itself.
  */
 
-.macro adr_l reg, sym
-    adrp    \reg, \sym
-    add     \reg, \reg, :lo12:\sym
-.endm
+/* adr_l and relocate_and_clear_bss come from asm/relocate.S, prepended by mod.rs. */
 
 .section .text.head, "ax"
 .global _start
@@ -31,28 +28,9 @@ primary_entry:
     mov     x19, x0                     // device tree (physical address)
     adr_l   x20, __image_start          // where the loader put us
 
-    /* Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend. */
-    adr_l   x1, __rela_start
-    adr_l   x2, __rela_end
-1:  cmp     x1, x2
-    b.hs    2f
-    ldp     x3, x4, [x1], #16           // r_offset, r_info
-    ldr     x5, [x1], #8                // r_addend
-    cmp     w4, #1027                   // R_AARCH64_RELATIVE
-    b.ne    park                        // the linker produced something we can't handle
-    add     x5, x5, x20
-    str     x5, [x20, x3]
-    b       1b
+    relocate_and_clear_bss x20, park, x1, x2, x3, x4, x5
 
-    /* Clear BSS (MMU off: plain stores reach memory). */
-2:  adr_l   x1, __bss_start
-    adr_l   x2, __bss_end
-3:  cmp     x1, x2
-    b.hs    4f
-    stp     xzr, xzr, [x1], #16
-    b       3b
-
-4:  adr_l   x1, boot_stack_top
+    adr_l   x1, boot_stack_top
     mov     sp, x1
     mov     x29, xzr
     mov     x30, xzr
@@ -139,4 +117,5 @@ park:
 .balign 16
 boot_stack:
     .space  0x10000
+.global boot_stack_top
 boot_stack_top:

@@ -78,3 +78,8 @@ pub fn dcache_line_size() -> usize {
     unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
     4 << ((ctr >> 16) & 0xf)
 }
+
+/// Waits for an interrupt (which ends the wait even while masked).
+pub fn wait_for_interrupt() {
+    asm::wfi();
+}

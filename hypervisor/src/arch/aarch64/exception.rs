@@ -59,11 +59,22 @@ impl fmt::Display for TrapFrame {
     }
 }
 
-/// Called by every vector entry with the saved frame.
+/// Called by every vector entry with the saved frame. Exceptions from a VM
+/// (entries 8..=15) go to the trap dispatcher; an exception taken at EL2 is
+/// a hypervisor bug.
 #[no_mangle]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
+    if kind >= 8 {
+        crate::trap::handle_lower(frame, kind);
+    } else {
+        fatal(frame, kind, "unexpected exception at EL2");
+    }
+}
+
+/// Reports `frame` and stops the system.
+pub fn fatal(frame: &TrapFrame, kind: u64, why: &str) -> ! {
     let mut out = crate::console::panic_console();
-    let _ = writeln!(out, "\n*** unexpected exception on cpu{}: {}", super::cpu::index(), VectorKind(kind));
+    let _ = writeln!(out, "\n*** unexpected exception on cpu{}: {} ({why})", super::cpu::index(), VectorKind(kind));
     let _ = write!(out, "{frame}");
     crate::panic::stop_system();
 }

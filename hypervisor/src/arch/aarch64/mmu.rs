@@ -135,6 +135,15 @@ fn page_span(base: PhysAddr, size: u64) -> (PhysAddr, u64) {
 /// (the image, the device tree, a device sharing a page) are left as they are.
 pub fn map_identity(base: PhysAddr, size: u64, device: bool) -> Result<(), MapError> {
     let attrs = if device { Attributes::DEVICE } else { Attributes::RW_DATA };
+    map_identity_with(base, size, attrs)
+}
+
+/// Maps `[base, base+size)` identity, read-only (e.g. the boot bundle).
+pub fn map_identity_read_only(base: PhysAddr, size: u64) -> Result<(), MapError> {
+    map_identity_with(base, size, Attributes::RO_DATA)
+}
+
+fn map_identity_with(base: PhysAddr, size: u64, attrs: Attributes) -> Result<(), MapError> {
     let (start, len) = page_span(base, size);
     let mut guard = EL2_TABLES.lock();
     let table = guard.as_mut().ok_or(MapError::NoMemory)?;

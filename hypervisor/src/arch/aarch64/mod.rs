@@ -1,10 +1,20 @@
 //! AArch64 EL2: boot, exceptions, MMU, PSCI, secondary CPUs.
 
 pub mod cpu;
+pub mod el2;
 pub mod exception;
+pub mod gic;
+pub mod inject;
 pub mod mmu;
 pub mod psci;
 pub mod smp;
+pub mod stage2;
+pub mod sysreg;
+pub mod vcpu;
 
-core::arch::global_asm!(include_str!("boot.S"));
+// The shared relocation macros must precede their use in boot.S.
+core::arch::global_asm!(concat!(
+    include_str!("../../../../asm/relocate.S"),
+    include_str!("boot.S")
+));
 core::arch::global_asm!(include_str!("vectors.S"));

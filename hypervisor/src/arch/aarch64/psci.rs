@@ -45,3 +45,12 @@ pub fn system_off() {
         _ => return,
     };
 }
+
+/// Resets the machine. Returns only if there is no PSCI or it failed.
+pub fn system_reset() {
+    let _ = match CONDUIT.load(Ordering::Relaxed) {
+        SMC => psci::system_reset::<Smc>(),
+        HVC => psci::system_reset::<Hvc>(),
+        _ => return,
+    };
+}

@@ -22,6 +22,7 @@ unsafe impl Sync for SecondaryBoot {}
 #[no_mangle]
 static SECONDARY_BOOT: SecondaryBoot = SecondaryBoot(UnsafeCell::new([0; 6]));
 
+static STACKS: [core::sync::atomic::AtomicUsize; cpu::MAX_CPUS] = [const { core::sync::atomic::AtomicUsize::new(0) }; cpu::MAX_CPUS];
 static ONLINE: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
 
 extern "C" {
@@ -57,6 +58,7 @@ pub fn start_secondaries(cpus: &[Cpu], mut alloc_stack: impl FnMut() -> Option<P
 fn start_one(target: &Cpu, index: usize, stack: PhysAddr) -> bool {
     let [mair, tcr, ttbr0, sctlr] = mmu::secondary_registers();
     let boot = [stack.as_u64() + STACK_SIZE, index as u64, mair, tcr, ttbr0, sctlr];
+    STACKS[index].store((stack.as_u64() + STACK_SIZE) as usize, Ordering::Relaxed);
     // SAFETY: no secondary CPU is reading SECONDARY_BOOT now: the previous
     // one reported online (after reading it) or timed out and was given up.
     unsafe { SECONDARY_BOOT.0.get().write_volatile(boot) };
@@ -106,7 +108,7 @@ fn start_one(target: &Cpu, index: usize, stack: PhysAddr) -> bool {
 extern "C" fn secondary_main(index: usize) -> ! {
     ONLINE[index].store(true, Ordering::Release);
     info!("online, MPIDR {:#x}, EL{}", cpu::mpidr(), cpu::current_el());
-    crate::boot::idle()
+    crate::boot::secondary_start(index, STACKS[index].load(Ordering::Relaxed))
 }
 
 /// True once the CPU with this logical index has come online.

@@ -63,6 +63,23 @@ el2_vectors:
     vector 14   //                     FIQ
     vector 15   //                     SError
 
+/*
+ * enter_guest(frame, stack_top): copy the TrapFrame to the top of this
+ * CPU's EL2 stack (where lower-EL exceptions will save the next one) and
+ * return to the guest through exception_return.
+ */
+.global enter_guest
+enter_guest:
+    mov     sp, x1
+    sub     sp, sp, #FRAME_SIZE
+    mov     x2, sp
+    mov     x3, #(FRAME_SIZE / 16)
+1:  ldp     x4, x5, [x0], #16
+    stp     x4, x5, [x2], #16
+    subs    x3, x3, #1
+    b.ne    1b
+    b       exception_return
+
 exception_return:
     ldp     x0, x1, [sp, #32 * 8]
     msr     elr_el2, x0

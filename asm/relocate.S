@@ -1,0 +1,46 @@
+/*
+ * Self-relocation and BSS clearing for the images linked at 0 as static PIEs
+ * (the hypervisor and dom0, both linked with the root linker.ld).
+ *
+ * Not `.include`d: each crate prepends this text to its boot.S with
+ * `global_asm!(concat!(include_str!(".../asm/relocate.S"), include_str!("boot.S")))`
+ * so the macros exist before they are used. Include it once per crate: a
+ * macro defined twice is an assembler error.
+ */
+
+/* \reg = runtime address of \sym (PC-relative, so correct before relocation). */
+.macro adr_l reg, sym
+    adrp    \reg, \sym
+    add     \reg, \reg, :lo12:\sym
+.endm
+
+/*
+ * relocate_and_clear_bss base, fail, t0, t1, t2, t3, t4
+ *
+ * \base holds the runtime address of __image_start. Applies every
+ * R_AARCH64_RELATIVE relocation in [__rela_start, __rela_end):
+ * *(base + r_offset) = base + r_addend, then zeroes [__bss_start, __bss_end)
+ * (16-byte aligned by linker.ld). Runs with the MMU off, so plain stores reach
+ * memory. Any other relocation type branches to \fail. Clobbers \t0..\t4 and
+ * the flags; \base is preserved. Falls through when done.
+ */
+.macro relocate_and_clear_bss base, fail, t0, t1, t2, t3, t4
+    adr_l   \t0, __rela_start
+    adr_l   \t1, __rela_end
+1:  cmp     \t0, \t1
+    b.hs    2f
+    ldp     \t2, \t3, [\t0], #16        // r_offset, r_info
+    ldr     \t4, [\t0], #8              // r_addend
+    cmp     \t3, #1027                  // R_AARCH64_RELATIVE (symbol index 0)
+    b.ne    \fail                       // the linker produced something we can't handle
+    add     \t4, \t4, \base
+    str     \t4, [\base, \t2]
+    b       1b
+2:  adr_l   \t0, __bss_start
+    adr_l   \t1, __bss_end
+3:  cmp     \t0, \t1
+    b.hs    4f
+    stp     xzr, xzr, [\t0], #16
+    b       3b
+4:
+.endm

@@ -1,0 +1,19 @@
+//! AArch64 EL1: boot, exceptions, MMU, GIC, timer, PSCI, hypercalls, secondary CPUs.
+
+pub mod cpu;
+pub mod exception;
+pub mod gic;
+pub mod hypercall;
+pub mod mmio;
+pub mod mmu;
+pub mod probe;
+pub mod psci;
+pub mod smp;
+pub mod timer;
+
+// The shared relocation macros (asm/relocate.S) must precede their use in boot.S.
+core::arch::global_asm!(concat!(
+    include_str!("../../../../asm/relocate.S"),
+    include_str!("boot.S")
+));
+core::arch::global_asm!(include_str!("vectors.S"));

@@ -1,0 +1,2 @@
+//! The architecture seam: everything that touches AArch64 system registers.
+pub mod aarch64;

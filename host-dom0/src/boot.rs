@@ -1,0 +1,78 @@
+//! The boot CPU's story, entered from `boot.S` at EL1 with the MMU off:
+//! identity map → heap → platform → console → PSCI → GIC → timer → console
+//! input → secondary CPUs → shell.
+
+use hv_devtree::platform::Platform;
+
+use crate::arch::aarch64::{cpu, gic, hypercall, mmu, psci, smp, timer};
+use crate::{console, fdt_scan, heap, panic, shell};
+
+/// What the shell needs to know about the machine.
+pub struct System {
+    pub platform: Platform,
+    pub blob: &'static [u8],
+    /// The device tree has `/hypervisor` compatible "rusthv,hypervisor".
+    pub hypervisor: bool,
+}
+
+#[no_mangle]
+extern "C" fn primary_main(dtb: usize) -> ! {
+    let (blob, map) = mmu::init(dtb);
+    heap::init();
+    let platform = match Platform::from_fdt(blob) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Ok(uart) = Platform::console_from_fdt(blob) {
+                console::init(&uart);
+                log::error!("device tree at {dtb:#x} is unusable: {e}");
+            }
+            panic::stop_system()
+        }
+    };
+    console::init(&platform.console);
+    log::info!(
+        "dom0 {} on {} (cpu0, MPIDR {:#x}), device tree at {dtb:#x}",
+        env!("CARGO_PKG_VERSION"),
+        platform.model,
+        cpu::mpidr()
+    );
+    match map.l2_tables {
+        Ok(n) => log::debug!(
+            "identity map: {} memory regions, {n} level-2 tables",
+            map.regions
+        ),
+        Err(n) => {
+            log::warn!("identity map: {n} GiB(s) mapped Normal whole (out of level-2 tables)")
+        }
+    }
+    psci::init(platform.psci.as_ref());
+    if let Err(e) = gic::init(&platform.gic) {
+        log::error!("GIC: {e}");
+        panic::stop_system();
+    }
+    if let Err(e) = timer::init(platform.timer.virt) {
+        log::error!("virtual timer: {e}");
+        panic::stop_system();
+    }
+    cpu::unmask_irqs();
+    if let Err(e) = console::enable_rx_interrupt(&platform.console) {
+        log::warn!("console input: {e}");
+    }
+    let hypervisor = fdt_scan::Tree::new(blob).is_compatible("/hypervisor", "rusthv,hypervisor");
+    if hypervisor {
+        match hypercall::version() {
+            Ok(v) => log::info!("hypervisor present, ABI {}.{}", v >> 16, v & 0xffff),
+            Err(e) => log::warn!(
+                "hypervisor present, but Version failed: {}",
+                e.description()
+            ),
+        }
+    }
+    smp::start_secondaries(&platform);
+    log::info!("{} of {} CPUs online", smp::online(), platform.cpus.len());
+    shell::run(System {
+        platform,
+        blob,
+        hypervisor,
+    })
+}

@@ -1,0 +1,395 @@
+//! Shell command parsing: a typed line becomes a [`Command`] or a readable error.
+#![forbid(unsafe_code)]
+
+use core::fmt;
+
+/// Longest `sleep` accepted, in seconds.
+pub const MAX_SLEEP_SECONDS: u64 = 86_400;
+
+/// One shell command with its parsed arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Blank line.
+    Empty,
+    Help,
+    Info,
+    HvLog,
+    Uptime,
+    /// Sleep this many microseconds.
+    Sleep {
+        micros: u64,
+    },
+    /// Read the 64-bit word at this physical address.
+    Peek {
+        addr: u64,
+    },
+    Poweroff,
+    Reboot,
+}
+
+/// Name, argument synopsis and one-line description of every command, for `help`.
+pub const COMMANDS: &[(&str, &str, &str)] = &[
+    ("help", "", "list the commands"),
+    (
+        "info",
+        "",
+        "memory, CPUs, GIC, console, timer, hypervisor and devices",
+    ),
+    (
+        "hvlog",
+        "",
+        "print the hypervisor's log (only what is new since the last hvlog)",
+    ),
+    ("uptime", "", "time since dom0 started"),
+    (
+        "sleep",
+        "SECONDS",
+        "sleep on the timer interrupt (decimals allowed, e.g. 0.5)",
+    ),
+    (
+        "peek",
+        "ADDR",
+        "read the 64-bit word at physical address ADDR (hex)",
+    ),
+    ("poweroff", "", "power the machine off (PSCI SYSTEM_OFF)"),
+    ("reboot", "", "reset the machine (PSCI SYSTEM_RESET)"),
+];
+
+/// Why a line is not a valid command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError<'a> {
+    Unknown(&'a str),
+    MissingArgument {
+        command: &'static str,
+        usage: &'static str,
+    },
+    ExtraArgument {
+        command: &'static str,
+        arg: &'a str,
+    },
+    BadNumber {
+        command: &'static str,
+        arg: &'a str,
+        why: NumberError,
+    },
+}
+
+/// Why a number argument was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberError {
+    Empty,
+    BadDigit,
+    TooLarge,
+    TooManyDecimals,
+    Unaligned,
+}
+
+impl fmt::Display for NumberError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "no digits",
+            Self::BadDigit => "not a number",
+            Self::TooLarge => "too large",
+            Self::TooManyDecimals => "at most 6 decimals",
+            Self::Unaligned => "not 8-byte aligned",
+        })
+    }
+}
+
+impl fmt::Display for ParseError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown(name) => write!(f, "unknown command '{name}' (type 'help' for the list)"),
+            Self::MissingArgument { command, usage } => write!(f, "usage: {command} {usage}"),
+            Self::ExtraArgument { command, arg } => {
+                write!(f, "{command}: unexpected argument '{arg}'")
+            }
+            Self::BadNumber {
+                command: c @ "sleep",
+                arg,
+                why: NumberError::TooLarge,
+            } => {
+                write!(
+                    f,
+                    "{c}: '{arg}': too large (at most {MAX_SLEEP_SECONDS} seconds)"
+                )
+            }
+            Self::BadNumber { command, arg, why } => write!(f, "{command}: '{arg}': {why}"),
+        }
+    }
+}
+
+/// Parses one line.
+pub fn parse(line: &str) -> Result<Command, ParseError<'_>> {
+    let mut words = line.split_ascii_whitespace();
+    let Some(name) = words.next() else {
+        return Ok(Command::Empty);
+    };
+    let (command, usage) = match COMMANDS.iter().find(|(n, _, _)| *n == name) {
+        Some(&(n, usage, _)) => (n, usage),
+        None => return Err(ParseError::Unknown(name)),
+    };
+    let mut arg = || {
+        words
+            .next()
+            .ok_or(ParseError::MissingArgument { command, usage })
+    };
+    let cmd = match command {
+        "help" => Command::Help,
+        "info" => Command::Info,
+        "hvlog" => Command::HvLog,
+        "uptime" => Command::Uptime,
+        "poweroff" => Command::Poweroff,
+        "reboot" => Command::Reboot,
+        "sleep" => {
+            let a = arg()?;
+            let micros = parse_seconds(a).map_err(|why| ParseError::BadNumber {
+                command,
+                arg: a,
+                why,
+            })?;
+            Command::Sleep { micros }
+        }
+        "peek" => {
+            let a = arg()?;
+            let bad = |why| ParseError::BadNumber {
+                command,
+                arg: a,
+                why,
+            };
+            let addr = parse_hex(a).map_err(bad)?;
+            if !addr.is_multiple_of(8) {
+                return Err(bad(NumberError::Unaligned));
+            }
+            Command::Peek { addr }
+        }
+        _ => return Err(ParseError::Unknown(name)),
+    };
+    match words.next() {
+        Some(extra) => Err(ParseError::ExtraArgument {
+            command,
+            arg: extra,
+        }),
+        None => Ok(cmd),
+    }
+}
+
+/// A hexadecimal number, with or without `0x`; `_` may separate digits.
+pub fn parse_hex(s: &str) -> Result<u64, NumberError> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    let mut value: u64 = 0;
+    let mut any = false;
+    for c in digits.chars() {
+        if c == '_' {
+            continue;
+        }
+        let d = c.to_digit(16).ok_or(NumberError::BadDigit)?;
+        value = value
+            .checked_mul(16)
+            .and_then(|v| v.checked_add(u64::from(d)))
+            .ok_or(NumberError::TooLarge)?;
+        any = true;
+    }
+    if any {
+        Ok(value)
+    } else {
+        Err(NumberError::Empty)
+    }
+}
+
+/// Decimal seconds (`2`, `0.5`, `.25`, `1.`) to microseconds, at most
+/// [`MAX_SLEEP_SECONDS`] and 6 decimals.
+pub fn parse_seconds(s: &str) -> Result<u64, NumberError> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    if !whole
+        .bytes()
+        .chain(frac.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return Err(NumberError::BadDigit);
+    }
+    if frac.len() > 6 {
+        return Err(NumberError::TooManyDecimals);
+    }
+    let mut secs: u64 = 0;
+    for b in whole.bytes() {
+        secs = secs.saturating_mul(10).saturating_add(u64::from(b - b'0'));
+    }
+    if secs > MAX_SLEEP_SECONDS {
+        return Err(NumberError::TooLarge);
+    }
+    let mut micros: u64 = 0;
+    for i in 0..6 {
+        let digit = frac.as_bytes().get(i).map_or(0, |b| u64::from(b - b'0'));
+        micros = micros * 10 + digit;
+    }
+    let total = secs * 1_000_000 + micros;
+    if total > MAX_SLEEP_SECONDS * 1_000_000 {
+        return Err(NumberError::TooLarge);
+    }
+    Ok(total)
+}
+
+/// `ticks` of a `freq` Hz counter as (seconds, milliseconds).
+pub fn seconds_millis(ticks: u64, freq: u64) -> (u64, u64) {
+    if freq == 0 {
+        return (0, 0);
+    }
+    let secs = ticks / freq;
+    let millis = (u128::from(ticks % freq) * 1000 / u128::from(freq)) as u64;
+    (secs, millis)
+}
+
+/// `micros` microseconds in ticks of a `freq` Hz counter, rounded up.
+pub fn micros_to_ticks(micros: u64, freq: u64) -> u64 {
+    let t = (u128::from(micros) * u128::from(freq)).div_ceil(1_000_000);
+    u64::try_from(t).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_without_arguments_parse() {
+        assert_eq!(parse(""), Ok(Command::Empty));
+        assert_eq!(parse("   "), Ok(Command::Empty));
+        assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(parse("  info  "), Ok(Command::Info));
+        assert_eq!(parse("hvlog"), Ok(Command::HvLog));
+        assert_eq!(parse("uptime"), Ok(Command::Uptime));
+        assert_eq!(parse("poweroff"), Ok(Command::Poweroff));
+        assert_eq!(parse("reboot"), Ok(Command::Reboot));
+    }
+
+    #[test]
+    fn unknown_command_message_names_it_and_points_at_help() {
+        let err = parse("xyz 1 2").unwrap_err();
+        assert_eq!(err, ParseError::Unknown("xyz"));
+        assert_eq!(
+            err.to_string(),
+            "unknown command 'xyz' (type 'help' for the list)"
+        );
+        assert_eq!(parse("HELP"), Err(ParseError::Unknown("HELP")));
+    }
+
+    #[test]
+    fn extra_and_missing_arguments_are_errors() {
+        assert_eq!(
+            parse("info now").unwrap_err().to_string(),
+            "info: unexpected argument 'now'"
+        );
+        assert_eq!(
+            parse("sleep").unwrap_err().to_string(),
+            "usage: sleep SECONDS"
+        );
+        assert_eq!(parse("peek").unwrap_err().to_string(), "usage: peek ADDR");
+        assert!(matches!(
+            parse("sleep 1 2"),
+            Err(ParseError::ExtraArgument { arg: "2", .. })
+        ));
+    }
+
+    #[test]
+    fn sleep_accepts_integers_and_decimals() {
+        assert_eq!(parse("sleep 1"), Ok(Command::Sleep { micros: 1_000_000 }));
+        assert_eq!(parse("sleep 0.5"), Ok(Command::Sleep { micros: 500_000 }));
+        assert_eq!(parse_seconds(".25"), Ok(250_000));
+        assert_eq!(parse_seconds("2."), Ok(2_000_000));
+        assert_eq!(parse_seconds("0.000001"), Ok(1));
+        assert_eq!(parse_seconds("0"), Ok(0));
+        assert_eq!(parse_seconds("86400"), Ok(86_400_000_000));
+    }
+
+    #[test]
+    fn sleep_rejects_bad_input_with_a_clear_message() {
+        assert_eq!(parse_seconds(""), Err(NumberError::Empty));
+        assert_eq!(parse_seconds("."), Err(NumberError::Empty));
+        assert_eq!(parse_seconds("-1"), Err(NumberError::BadDigit));
+        assert_eq!(parse_seconds("1e3"), Err(NumberError::BadDigit));
+        assert_eq!(parse_seconds("1.2.3"), Err(NumberError::BadDigit));
+        assert_eq!(parse_seconds("0x10"), Err(NumberError::BadDigit));
+        assert_eq!(
+            parse_seconds("0.1234567"),
+            Err(NumberError::TooManyDecimals)
+        );
+        assert_eq!(parse_seconds("86400.5"), Err(NumberError::TooLarge));
+        assert_eq!(
+            parse_seconds("99999999999999999999999"),
+            Err(NumberError::TooLarge)
+        );
+        assert_eq!(
+            parse("sleep abc").unwrap_err().to_string(),
+            "sleep: 'abc': not a number"
+        );
+        assert_eq!(
+            parse("sleep 100000").unwrap_err().to_string(),
+            "sleep: '100000': too large (at most 86400 seconds)"
+        );
+    }
+
+    #[test]
+    fn peek_takes_an_aligned_hex_address() {
+        assert_eq!(
+            parse("peek 0x40000000"),
+            Ok(Command::Peek { addr: 0x4000_0000 })
+        );
+        assert_eq!(
+            parse("peek 9000000"),
+            Ok(Command::Peek { addr: 0x900_0000 })
+        );
+        assert_eq!(
+            parse("peek 0xffff_0000"),
+            Ok(Command::Peek { addr: 0xffff_0000 })
+        );
+        assert_eq!(
+            parse("peek 0x4").unwrap_err().to_string(),
+            "peek: '0x4': not 8-byte aligned"
+        );
+        assert_eq!(
+            parse("peek 0xg").unwrap_err().to_string(),
+            "peek: '0xg': not a number"
+        );
+        assert_eq!(
+            parse("peek 0x").unwrap_err().to_string(),
+            "peek: '0x': no digits"
+        );
+        assert_eq!(
+            parse_hex("0x1_0000_0000_0000_0000"),
+            Err(NumberError::TooLarge)
+        );
+        assert_eq!(parse_hex("FFFFFFFFFFFFFFFF"), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn every_command_has_a_help_line_and_parses() {
+        for (name, usage, desc) in COMMANDS {
+            assert!(!desc.is_empty());
+            let line = match *usage {
+                "SECONDS" => format!("{name} 1"),
+                "ADDR" => format!("{name} 0x0"),
+                _ => name.to_string(),
+            };
+            assert!(parse(&line).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn counter_conversions_round_sensibly() {
+        assert_eq!(
+            seconds_millis(62_500_000 * 3 + 31_250_000, 62_500_000),
+            (3, 500)
+        );
+        assert_eq!(seconds_millis(u64::MAX, 1), (u64::MAX, 0));
+        assert_eq!(seconds_millis(5, 0), (0, 0));
+        assert_eq!(micros_to_ticks(500_000, 62_500_000), 31_250_000);
+        assert_eq!(micros_to_ticks(1, 54_000_000), 54);
+        assert_eq!(micros_to_ticks(1, 3), 1);
+    }
+}

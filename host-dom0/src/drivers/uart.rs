@@ -1,0 +1,167 @@
+//! Console UARTs: the Arm PL011 (QEMU virt, Raspberry Pi `uart0`) and the
+//! BCM2835 auxiliary mini-UART (the Raspberry Pi's default console).
+//! Transmit polls; receive is interrupt-driven (the caller drains the FIFO
+//! from the UART's interrupt).
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_bitfields;
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+use hv_devtree::platform::UartKind;
+
+register_bitfields! [u32,
+    /// PL011 UARTFR, flag register (PL011 TRM 3.3.3).
+    PL011_FR [
+        BUSY OFFSET(3) NUMBITS(1) [],
+        RXFE OFFSET(4) NUMBITS(1) [],
+        TXFF OFFSET(5) NUMBITS(1) []
+    ],
+    /// PL011 UARTCR, control register (PL011 TRM 3.3.8).
+    PL011_CR [
+        UARTEN OFFSET(0) NUMBITS(1) [],
+        TXE OFFSET(8) NUMBITS(1) [],
+        RXE OFFSET(9) NUMBITS(1) []
+    ],
+    /// PL011 UARTIMSC / UARTICR: interrupt mask set/clear and clear (TRM 3.3.10, 3.3.13).
+    PL011_INT [
+        RX OFFSET(4) NUMBITS(1) [],
+        RT OFFSET(6) NUMBITS(1) []
+    ],
+    /// Mini-UART AUX_MU_IER_REG (BCM2711 peripherals 2.2.2; bit 0 enables receive interrupts).
+    AUX_IER [
+        RX OFFSET(0) NUMBITS(1) []
+    ],
+    /// Mini-UART AUX_MU_LSR_REG, line status.
+    AUX_LSR [
+        DATA_READY OFFSET(0) NUMBITS(1) [],
+        TX_EMPTY OFFSET(5) NUMBITS(1) [],
+        TX_IDLE OFFSET(6) NUMBITS(1) []
+    ]
+];
+
+register_structs! {
+    Pl011Regs {
+        (0x00 => dr: ReadWrite<u32>),
+        (0x04 => _reserved0),
+        (0x18 => fr: ReadOnly<u32, PL011_FR::Register>),
+        (0x1c => _reserved1),
+        (0x30 => cr: ReadWrite<u32, PL011_CR::Register>),
+        (0x34 => _reserved2),
+        (0x38 => imsc: ReadWrite<u32, PL011_INT::Register>),
+        (0x3c => _reserved3),
+        (0x44 => icr: WriteOnly<u32, PL011_INT::Register>),
+        (0x48 => @END),
+    },
+    AuxUartRegs {
+        (0x00 => io: ReadWrite<u32>),
+        (0x04 => ier: ReadWrite<u32, AUX_IER::Register>),
+        (0x08 => iir: ReadWrite<u32>),
+        (0x0c => _reserved0),
+        (0x14 => lsr: ReadOnly<u32, AUX_LSR::Register>),
+        (0x18 => @END),
+    }
+}
+
+enum Regs {
+    Pl011(&'static Pl011Regs),
+    Aux(&'static AuxUartRegs),
+}
+
+/// A console UART at a mapped address.
+pub struct Uart {
+    regs: Regs,
+}
+
+// SAFETY: the registers are MMIO reached through shared references; the
+// console serialises transmitters with a lock, and the receive side is only
+// drained by the UART's interrupt handler (RX and TX registers are independent).
+unsafe impl Sync for Uart {}
+// SAFETY: as above.
+unsafe impl Send for Uart {}
+
+impl Uart {
+    /// # Safety
+    /// `base` must be the address, mapped as Device memory (or with the MMU
+    /// off), of a UART of type `kind` that nothing else drives.
+    pub unsafe fn new(kind: UartKind, base: usize) -> Self {
+        // SAFETY: per this function's contract the registers are mapped and ours.
+        let regs = unsafe {
+            match kind {
+                UartKind::Pl011 => Regs::Pl011(&*(base as *const Pl011Regs)),
+                UartKind::Bcm2835Aux => Regs::Aux(&*(base as *const AuxUartRegs)),
+            }
+        };
+        // Where no firmware ran (QEMU virt) the PL011 starts disabled: enable
+        // it without touching the baud rate firmware may have chosen.
+        if let Regs::Pl011(r) = regs {
+            if !r.cr.is_set(PL011_CR::UARTEN) {
+                r.cr.write(PL011_CR::UARTEN::SET + PL011_CR::TXE::SET + PL011_CR::RXE::SET);
+            }
+        }
+        Uart { regs }
+    }
+
+    pub fn write_byte(&self, byte: u8) {
+        match self.regs {
+            Regs::Pl011(r) => {
+                while r.fr.is_set(PL011_FR::TXFF) {
+                    core::hint::spin_loop();
+                }
+                r.dr.set(u32::from(byte));
+            }
+            Regs::Aux(r) => {
+                while !r.lsr.is_set(AUX_LSR::TX_EMPTY) {
+                    core::hint::spin_loop();
+                }
+                r.io.set(u32::from(byte));
+            }
+        }
+    }
+
+    /// The next received byte, if one is waiting.
+    pub fn read_byte(&self) -> Option<u8> {
+        match self.regs {
+            Regs::Pl011(r) => (!r.fr.is_set(PL011_FR::RXFE)).then(|| r.dr.get() as u8),
+            Regs::Aux(r) => r.lsr.is_set(AUX_LSR::DATA_READY).then(|| r.io.get() as u8),
+        }
+    }
+
+    /// Enables the receive interrupt (PL011: RX and RX-timeout; mini-UART: IER bit 0).
+    pub fn enable_rx_interrupt(&self) {
+        match self.regs {
+            Regs::Pl011(r) => {
+                r.icr.write(PL011_INT::RX::SET + PL011_INT::RT::SET);
+                r.imsc.write(PL011_INT::RX::SET + PL011_INT::RT::SET);
+            }
+            Regs::Aux(r) => r.ier.write(AUX_IER::RX::SET),
+        }
+    }
+
+    /// Interrupt side: hands every waiting byte to `sink`, then clears the
+    /// interrupt (the mini-UART's clears itself when the FIFO is empty).
+    pub fn drain_rx(&self, mut sink: impl FnMut(u8)) {
+        while let Some(b) = self.read_byte() {
+            sink(b);
+        }
+        if let Regs::Pl011(r) = self.regs {
+            r.icr.write(PL011_INT::RX::SET + PL011_INT::RT::SET);
+        }
+    }
+
+    /// Waits until every queued byte has left the UART.
+    pub fn flush(&self) {
+        match self.regs {
+            Regs::Pl011(r) => {
+                while r.fr.is_set(PL011_FR::BUSY) {
+                    core::hint::spin_loop();
+                }
+            }
+            Regs::Aux(r) => {
+                while !r.lsr.is_set(AUX_LSR::TX_IDLE) {
+                    core::hint::spin_loop();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Dom0: the privileged host VM, an EL1 kernel that owns the console UART.
+//!
+//! Boot story (`boot`, after `arch/aarch64/boot.S` has relocated the image,
+//! cleared BSS and, if entered at EL2, dropped to EL1): identity-mapped MMU
+//! from the device tree's `/memory` → heap → platform description → console
+//! and logging → GIC → timer → console receive interrupt → secondary CPUs →
+//! shell.
+//!
+//! Layers:
+//! - arch-neutral logic, built and unit-tested on the build machine with
+//!   `cargo test -p host-dom0`: `line` (line editor), `command` (command and
+//!   argument parsing), `ring` (interrupt-to-shell byte ring), `fdt_scan`
+//!   (raw device tree walk: memory, device list, `/hypervisor`), `pagetable`
+//!   (the identity map's descriptors);
+//! - `arch`, `drivers`, `console`, `heap`, `panic`, `shell` and `boot` touch
+//!   registers and run only on the target (`aarch64-unknown-none`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod command;
+pub mod fdt_scan;
+pub mod line;
+pub mod pagetable;
+pub mod ring;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod arch;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod boot;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod drivers;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod heap;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod panic;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod shell;

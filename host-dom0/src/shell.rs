@@ -1,0 +1,247 @@
+//! The console shell: line editing (`line`), parsing (`command`) and the
+//! commands themselves.
+
+use alloc::string::String;
+
+use hv_abi::hypercall::{VERSION_MAJOR, VERSION_MINOR};
+use hv_devtree::platform::UartKind;
+
+use crate::arch::aarch64::{cpu, gic, hypercall, probe, psci, smp, timer};
+use crate::boot::System;
+use crate::command::{self, Command, COMMANDS};
+use crate::console;
+use crate::fdt_scan::Tree;
+use crate::line::{Action, LineEditor};
+use crate::{print, println};
+
+/// The prompt the boot tests wait for.
+pub const PROMPT: &str = "dom0> ";
+/// Device nodes `info` lists before summarising the rest.
+const MAX_DEVICES: usize = 32;
+
+struct Shell {
+    sys: System,
+    editor: LineEditor,
+    /// `LogRead` cursor, kept so each `hvlog` prints only what is new.
+    log_cursor: u64,
+}
+
+pub fn run(sys: System) -> ! {
+    let mut shell = Shell {
+        sys,
+        editor: LineEditor::new(),
+        log_cursor: 0,
+    };
+    println!("dom0 shell: type 'help' for the list of commands");
+    loop {
+        print!("{PROMPT}");
+        if let Some(line) = shell.read_line() {
+            shell.execute(&line);
+        }
+    }
+}
+
+impl Shell {
+    /// Reads one line, echoing; `None` if it was cancelled with Ctrl-C.
+    fn read_line(&mut self) -> Option<String> {
+        loop {
+            match self.editor.feed(console::read_byte()) {
+                Action::None => {}
+                Action::Echo(c) => console::write_bytes(&[c]),
+                Action::EraseOne => console::write_bytes(b"\x08 \x08"),
+                Action::EraseAll(n) => (0..n).for_each(|_| console::write_bytes(b"\x08 \x08")),
+                Action::Refused => console::write_bytes(b"\x07"),
+                Action::Cancel => {
+                    println!("^C");
+                    return None;
+                }
+                Action::Submit => {
+                    println!();
+                    let line = String::from(self.editor.line());
+                    self.editor.clear();
+                    return Some(line);
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, line: &str) {
+        let cmd = match command::parse(line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                println!("{e}");
+                return;
+            }
+        };
+        match cmd {
+            Command::Empty => {}
+            Command::Help => help(),
+            Command::Info => self.info(),
+            Command::HvLog => self.hvlog(),
+            Command::Uptime => {
+                let (s, ms) =
+                    command::seconds_millis(timer::uptime_ticks(), cpu::counter_frequency());
+                println!("up {s}.{ms:03} s");
+            }
+            Command::Sleep { micros } => timer::sleep_micros(micros),
+            Command::Peek { addr } => match probe::read_u64(addr) {
+                Ok(v) => println!("peek {addr:#x}: {v:#018x}"),
+                Err(a) => println!(
+                    "peek {addr:#x}: data abort (ESR {:#x}, FAR {:#x})",
+                    a.esr, a.far
+                ),
+            },
+            Command::Poweroff | Command::Reboot if !psci::available() => {
+                println!("no PSCI in the device tree: cannot power off or reset this machine");
+            }
+            Command::Poweroff => {
+                println!("powering off");
+                console::flush();
+                if let Err(e) = psci::system_off() {
+                    println!("poweroff: PSCI SYSTEM_OFF failed: {e:?}");
+                }
+            }
+            Command::Reboot => {
+                println!("rebooting");
+                console::flush();
+                if let Err(e) = psci::system_reset() {
+                    println!("reboot: PSCI SYSTEM_RESET failed: {e:?}");
+                }
+            }
+        }
+    }
+
+    fn info(&self) {
+        let p = &self.sys.platform;
+        println!("model: {}", p.model);
+        for r in &p.memory {
+            let end = r.base.as_u64().saturating_add(r.size);
+            println!(
+                "memory: {:#x}-{:#x} ({} MiB)",
+                r.base.as_u64(),
+                end,
+                r.size >> 20
+            );
+        }
+        println!("memory total: {} MiB", p.ram_size() >> 20);
+        println!(
+            "cpus: {} online, {} in device tree",
+            smp::online(),
+            p.cpus.len()
+        );
+        let (version, gicd, other, region) = gic::describe(&p.gic);
+        match region {
+            Some(r) => println!(
+                "gic: {version}, gicd {gicd:#x}, {other} {:#x}",
+                r.base.as_u64()
+            ),
+            None => println!("gic: {version}, gicd {gicd:#x}"),
+        }
+        let kind = match p.console.kind {
+            UartKind::Pl011 => "pl011",
+            UartKind::Bcm2835Aux => "bcm2835-aux",
+        };
+        match p.console.irq {
+            Some(irq) => println!(
+                "console: {kind} at {:#x}, irq {}",
+                p.console.base.as_u64(),
+                irq.intid
+            ),
+            None => println!(
+                "console: {kind} at {:#x}, no irq (polled)",
+                p.console.base.as_u64()
+            ),
+        }
+        println!(
+            "timer: {} Hz, virtual timer irq {}",
+            cpu::counter_frequency(),
+            timer::intid()
+        );
+        if self.sys.hypervisor {
+            match hypercall::version() {
+                Ok(v) => println!(
+                    "hypervisor: present, ABI {}.{} (dom0 built for {VERSION_MAJOR}.{VERSION_MINOR})",
+                    v >> 16,
+                    v & 0xffff
+                ),
+                Err(e) => println!("hypervisor: present, Version failed: {}", e.description()),
+            }
+        } else {
+            println!("hypervisor: none (running on bare hardware)");
+        }
+        let devices = Tree::new(self.sys.blob).devices();
+        println!("devices: {} nodes with reg", devices.len());
+        for d in devices.iter().take(MAX_DEVICES) {
+            match d.base {
+                Some(base) => println!("  {} {base:#x} size {:#x}", d.path, d.size),
+                None => println!("  {} untranslatable", d.path),
+            }
+        }
+        if devices.len() > MAX_DEVICES {
+            println!("  ... {} more not shown", devices.len() - MAX_DEVICES);
+        }
+        let (unhandled, dropped) = (gic::unhandled(), console::rx_dropped());
+        if unhandled != 0 || dropped != 0 {
+            println!("warnings: {unhandled} unhandled interrupts, {dropped} input bytes dropped");
+        }
+    }
+
+    fn hvlog(&mut self) {
+        if !self.sys.hypervisor {
+            println!("no hypervisor: running on bare hardware");
+            return;
+        }
+        let mut buf = [0u8; 512];
+        let mut total = 0usize;
+        let mut last = b'\n';
+        loop {
+            let chunk = match hypercall::log_read(&mut buf, self.log_cursor) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("hvlog: LogRead failed: {}", e.description());
+                    return;
+                }
+            };
+            if chunk.lost != 0 {
+                println!(
+                    "hvlog: {} bytes lost (overwritten before they were read)",
+                    chunk.lost
+                );
+            }
+            self.log_cursor = chunk.next_cursor;
+            if chunk.copied == 0 {
+                break;
+            }
+            let text = &buf[..chunk.copied];
+            total += text.len();
+            last = text[text.len() - 1];
+            for piece in text.split_inclusive(|&b| b == b'\n') {
+                match piece.split_last() {
+                    Some((b'\n', body)) => {
+                        console::write_bytes(body);
+                        console::write_bytes(b"\r\n");
+                    }
+                    _ => console::write_bytes(piece),
+                }
+            }
+        }
+        if last != b'\n' {
+            println!();
+        }
+        if total == 0 {
+            println!("hvlog: no new log text");
+        }
+    }
+}
+
+fn help() {
+    println!("commands:");
+    for (name, usage, desc) in COMMANDS {
+        let left = if usage.is_empty() {
+            String::from(*name)
+        } else {
+            alloc::format!("{name} {usage}")
+        };
+        println!("  {left:<16} {desc}");
+    }
+}

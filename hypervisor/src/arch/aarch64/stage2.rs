@@ -1,0 +1,69 @@
+//! Stage-2 translation tables for VMs, with table pages from the page
+//! allocator (reached through the hypervisor's identity map).
+
+use crate::addr::{Ipa, PhysAddr, PAGE_SIZE};
+use crate::mm::pagetable::{Attributes, MapError, PageTable, Stage2, TableMemory};
+
+use super::el2;
+
+/// Table pages from the global page allocator.
+pub struct FrameTables;
+
+// SAFETY: pages come from the page allocator (4 KiB aligned, exclusively
+// ours until freed) and are zeroed before use; the accessors touch exactly
+// one aligned u64 through the EL2 identity map, volatile.
+unsafe impl TableMemory for FrameTables {
+    fn alloc_zeroed_table(&mut self) -> Option<PhysAddr> {
+        let page = crate::boot::FRAMES.lock().as_mut()?.alloc(1)?;
+        // SAFETY: a freshly allocated page, mapped read-write at EL2.
+        unsafe { core::ptr::write_bytes(page.as_u64() as *mut u8, 0, PAGE_SIZE as usize) };
+        Some(page)
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
+        if let Some(frames) = crate::boot::FRAMES.lock().as_mut() {
+            let _ = frames.free(table, 1);
+        }
+    }
+
+    fn read_descriptor(&self, table: PhysAddr, index: usize) -> u64 {
+        // SAFETY: `table` is a table page from `alloc_zeroed_table`, `index` < 512.
+        unsafe { (table.as_u64() as *const u64).add(index).read_volatile() }
+    }
+
+    fn write_descriptor(&mut self, table: PhysAddr, index: usize, value: u64) {
+        // SAFETY: as in `read_descriptor`.
+        unsafe { (table.as_u64() as *mut u64).add(index).write_volatile(value) }
+    }
+}
+
+/// A VM's stage-2 tables and the VTCR_EL2 value that walks them.
+pub struct Stage2Tables {
+    table: PageTable<FrameTables, Stage2>,
+    pub vtcr: u64,
+}
+
+impl Stage2Tables {
+    pub fn new() -> Result<Self, MapError> {
+        let (bits, level, pa_range) = el2::stage2_geometry();
+        let table = PageTable::new(FrameTables, Stage2, bits, level)?;
+        Ok(Stage2Tables { table, vtcr: el2::vtcr_value(bits, level, pa_range) })
+    }
+
+    pub fn root(&self) -> PhysAddr {
+        self.table.root()
+    }
+
+    /// Maps `[ipa, ipa+size)` to `[pa, pa+size)` with `attrs`. Only invalid
+    /// entries change, so no TLB maintenance is needed; the barrier makes
+    /// the new entries visible to table walks.
+    pub fn map(&mut self, ipa: Ipa, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), MapError> {
+        self.table.map(ipa, pa, size, attrs)?;
+        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+        Ok(())
+    }
+
+    pub fn translate(&self, ipa: Ipa) -> Option<(PhysAddr, Attributes)> {
+        self.table.translate(ipa).map(|(pa, attrs, _)| (pa, attrs))
+    }
+}

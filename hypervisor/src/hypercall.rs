@@ -1,0 +1,191 @@
+//! HVC and SMC from VMs: PSCI 1.1 and SMCCC 1.1 emulated for every VM, and
+//! the hypervisor's own calls (`hv_abi::hypercall`), some for dom0 only.
+
+use core::sync::atomic::Ordering;
+
+use hv_abi::hypercall::{Error, Function};
+use log::{info, warn};
+use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
+use smccc::psci::error::{ALREADY_ON, DENIED, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
+use smccc::psci::*;
+
+use crate::arch::aarch64::exception::TrapFrame;
+use crate::arch::aarch64::psci as firmware;
+use crate::vm::{power, Vcpu, Vm, VmKind};
+
+/// PSCI 1.1 and SMCCC 1.1 (major in bits [31:16]).
+const PSCI_VERSION_1_1: u64 = 0x1_0001;
+const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+
+/// `HVC #imm` from a VM. The preferred return address is already the next
+/// instruction.
+pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
+    if frame.esr & 0xffff != 0 {
+        // SMCCC only defines HVC #0.
+        frame.x[0] = NOT_SUPPORTED as i64 as u64;
+        return;
+    }
+    let id = frame.x[0] as u32;
+    if Function::in_range(id) {
+        hypervisor_call(vm, vcpu, frame, id);
+    } else {
+        psci_or_smccc(vm, vcpu, frame, id);
+    }
+}
+
+/// A trapped `SMC`: PSCI and SMCCC are emulated, anything else is
+/// NOT_SUPPORTED (no VM reaches the secure firmware).
+pub fn handle_smc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
+    let id = frame.x[0] as u32;
+    psci_or_smccc(vm, vcpu, frame, id);
+}
+
+fn ret(frame: &mut TrapFrame, value: i64) {
+    frame.x[0] = value as u64;
+}
+
+fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
+    let (a1, a2, a3) = (frame.x[1], frame.x[2], frame.x[3]);
+    match id {
+        SMCCC_VERSION => frame.x[0] = SMCCC_VERSION_1_1,
+        // No firmware workarounds to offer.
+        SMCCC_ARCH_FEATURES => ret(frame, NOT_SUPPORTED as i64),
+        PSCI_VERSION => frame.x[0] = PSCI_VERSION_1_1,
+        PSCI_FEATURES => {
+            let supported = matches!(
+                a1 as u32,
+                PSCI_VERSION
+                    | PSCI_FEATURES
+                    | PSCI_CPU_ON_64
+                    | PSCI_CPU_OFF
+                    | PSCI_AFFINITY_INFO_64
+                    | PSCI_CPU_SUSPEND_64
+                    | PSCI_SYSTEM_OFF
+                    | PSCI_SYSTEM_RESET
+                    | PSCI_MIGRATE_INFO_TYPE
+                    | SMCCC_VERSION
+            );
+            ret(frame, if supported { 0 } else { NOT_SUPPORTED as i64 });
+        }
+        PSCI_CPU_ON_64 => {
+            let result = cpu_on(vm, a1, a2, a3);
+            ret(frame, result);
+        }
+        PSCI_CPU_OFF => {
+            info!("{}: vcpu{} off", vm.name, vcpu.index);
+            crate::boot::vcpu_off(vm, vcpu)
+        }
+        PSCI_AFFINITY_INFO_64 => {
+            let result = match (a2, vm.vcpus.iter().find(|v| v.mpidr == a1 & 0xff_00ff_ffff)) {
+                (0, Some(v)) => match v.power.load(Ordering::Acquire) {
+                    power::ON => 0,
+                    power::ON_PENDING => 2,
+                    _ => 1,
+                },
+                _ => INVALID_PARAMETERS as i64,
+            };
+            ret(frame, result);
+        }
+        PSCI_CPU_SUSPEND_64 => {
+            // Every power state is treated as standby: wait for an interrupt.
+            crate::trap::wait_for_interrupt(vm, vcpu);
+            ret(frame, 0);
+        }
+        PSCI_MIGRATE_INFO_TYPE => ret(frame, 2), // no trusted OS to migrate
+        PSCI_SYSTEM_OFF => system_off(vm, vcpu),
+        PSCI_SYSTEM_RESET => system_reset(vm, vcpu),
+        _ => ret(frame, NOT_SUPPORTED as i64),
+    }
+}
+
+fn cpu_on(vm: &Vm, mpidr: u64, entry: u64, context: u64) -> i64 {
+    let Some(target) = vm.vcpus.iter().find(|v| v.mpidr == mpidr & 0xff_00ff_ffff) else {
+        return INVALID_PARAMETERS as i64;
+    };
+    if !vm.ram.iter().any(|&(base, _, size)| entry >= base.as_u64() && entry - base.as_u64() < size) {
+        warn!("{}: CPU_ON for vcpu{} with entry {entry:#x} outside its RAM", vm.name, target.index);
+        return smccc::psci::error::INVALID_ADDRESS as i64;
+    }
+    *target.start.lock() = (entry, context);
+    match target.power.compare_exchange(power::OFF, power::ON_PENDING, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            crate::arch::aarch64::cpu::send_event();
+            crate::arch::aarch64::gic::send_sgi(crate::arch::aarch64::gic::SGI_KICK, target.pcpu);
+            0
+        }
+        Err(power::ON_PENDING) => ON_PENDING as i64,
+        Err(_) => ALREADY_ON as i64,
+    }
+}
+
+fn system_off(vm: &Vm, vcpu: &Vcpu) -> ! {
+    if vm.kind == VmKind::Dom0 {
+        info!("dom0 (vcpu{}) switched the machine off", vcpu.index);
+        crate::boot::power_off()
+    }
+    crate::boot::vcpu_off(vm, vcpu)
+}
+
+fn system_reset(vm: &Vm, vcpu: &Vcpu) -> ! {
+    if vm.kind == VmKind::Dom0 {
+        info!("dom0 (vcpu{}) resets the machine", vcpu.index);
+        crate::boot::reset()
+    }
+    crate::boot::vcpu_off(vm, vcpu)
+}
+
+/// The hypervisor's own calls (hv_abi::hypercall).
+fn hypervisor_call(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
+    let result = match Function::from_id(id) {
+        Some(Function::Version) => Ok(hv_abi::hypercall::version()),
+        Some(Function::LogRead) => log_read(vm, frame),
+        Some(Function::LogWrite) => log_write(vm, vcpu, frame),
+        None => Err(Error::NotSupported),
+    };
+    frame.x[0] = match result {
+        Ok(value) => value,
+        Err(e) => e.code() as u64,
+    };
+}
+
+fn dom0_only(vm: &Vm) -> Result<(), Error> {
+    if vm.kind == VmKind::Dom0 {
+        Ok(())
+    } else {
+        Err(Error::Denied)
+    }
+}
+
+fn log_read(vm: &Vm, frame: &mut TrapFrame) -> Result<u64, Error> {
+    dom0_only(vm)?;
+    let (ipa, len, cursor) = (frame.x[1], frame.x[2], frame.x[3]);
+    let len = len.min(64 * 1024);
+    let pa = vm.ram_buffer(ipa, len).ok_or(Error::BadAddress)?;
+    // SAFETY: `ram_buffer` checked that the whole buffer is the VM's own
+    // RAM, which the hypervisor maps read-write; the VM is trapped here, so
+    // nothing else of its writes the buffer meanwhile.
+    let buffer = unsafe { core::slice::from_raw_parts_mut(pa.as_u64() as *mut u8, len as usize) };
+    let r = crate::console::read_log(cursor, buffer);
+    frame.x[1] = r.next;
+    frame.x[2] = r.lost;
+    Ok(r.copied as u64)
+}
+
+fn log_write(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Result<u64, Error> {
+    let (ipa, len) = (frame.x[1], frame.x[2]);
+    if len > 256 {
+        return Err(Error::InvalidParameter);
+    }
+    let pa = vm.ram_buffer(ipa, len).ok_or(Error::BadAddress)?;
+    // SAFETY: as in `log_read`; only read.
+    let bytes = unsafe { core::slice::from_raw_parts(pa.as_u64() as *const u8, len as usize) };
+    let text = core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
+    info!("{}/vcpu{}: {}", vm.name, vcpu.index, text.trim_end());
+    Ok(0)
+}
+
+#[allow(dead_code)]
+fn unused() {
+    let _ = DENIED;
+    let _ = firmware::available;
+}

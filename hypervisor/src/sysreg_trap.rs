@@ -1,0 +1,37 @@
+//! Trapped system register accesses from VMs (EC 0x18), answered by the
+//! policy in `esr::SysRegAccess::policy`.
+
+use log::{trace, warn};
+
+use crate::arch::aarch64::exception::TrapFrame;
+use crate::arch::aarch64::inject;
+use crate::esr::{SysRegAccess, SysRegPolicy};
+use crate::vgic::Effects;
+use crate::vm::{Vcpu, Vm};
+
+pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
+    let access = SysRegAccess::decode(frame.esr);
+    let rt = access.rt as usize;
+    let value = if rt == 31 { 0 } else { frame.x[rt] };
+    match access.policy() {
+        SysRegPolicy::GicSgi1r => {
+            let mut effects = Effects::new();
+            if let Err(e) = vm.vgic.lock().sgi1r_write(vcpu.index, value, &mut effects) {
+                warn!("{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);
+            }
+            vm.apply(&effects);
+        }
+        SysRegPolicy::ReadsAsZeroWritesIgnored => {
+            trace!("{}: vcpu{}: {:?}: RAZ/WI", vm.name, vcpu.index, access);
+            if access.read && rt != 31 {
+                frame.x[rt] = 0;
+            }
+        }
+        SysRegPolicy::Undefined => {
+            warn!("{}: vcpu{}: access to system register {:?} at {:#x}; UNDEF", vm.name, vcpu.index, access, frame.elr);
+            inject::undefined(frame);
+            return;
+        }
+    }
+    frame.elr += 4;
+}

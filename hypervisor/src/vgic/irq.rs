@@ -1,0 +1,107 @@
+//! Per-interrupt state and the per-vCPU delivery queue (a bitmap).
+
+use super::lr::LrState;
+
+/// One virtual interrupt's state (IHI 0069 and IHI 0048B,
+/// "Interrupt states"). Private interrupts (INTID 0..31) exist once per vCPU
+/// ("banked"); SPIs once per VM.
+///
+/// While an interrupt sits in a List Register, its pending/active state
+/// belongs to the LR (`lr_state` is the copy from the last flush/sync); the
+/// model fields then only record *new* events (`latch`) and guest requests
+/// (`*_req`) that `flush` folds into the LR.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Irq {
+    pub enabled: bool,
+    /// Edge pending, or a software-set pending (GICD_ISPENDR) of a level
+    /// interrupt, or a hardware injection (`inject_hw`).
+    pub latch: bool,
+    /// The input line, for level-sensitive interrupts.
+    pub level: bool,
+    pub active: bool,
+    pub edge: bool,
+    pub group1: bool,
+    pub priority: u8,
+    /// v2 GICD_ITARGETSR byte (SPIs).
+    pub targets: u8,
+    /// v3 GICD_IROUTER value (SPIs), masked to the defined fields.
+    pub route: u64,
+    /// The vCPU an SPI is delivered to, resolved from `targets`/`route`.
+    pub dest: Option<u8>,
+    /// Physical INTID this interrupt is linked to.
+    pub hw: Option<u32>,
+    /// Which vCPU's queue bitmap currently holds this interrupt.
+    pub queued_on: Option<u8>,
+    /// (vCPU, LR index) while the interrupt is in a List Register.
+    pub lr: Option<(u8, u8)>,
+    pub lr_state: LrState,
+    /// The LR's pending state came from a latch (not only the level line),
+    /// so evicting it must restore the latch.
+    pub lr_latch: bool,
+    /// v2 SGIs: the source CPU of the instance in the LR.
+    pub lr_source: u8,
+    pub clear_pending_req: bool,
+    pub clear_active_req: bool,
+    pub set_active_req: bool,
+}
+
+impl Irq {
+    pub const fn reset(edge: bool, group1: bool) -> Self {
+        Self {
+            enabled: false,
+            latch: false,
+            level: false,
+            active: false,
+            edge,
+            group1,
+            priority: 0,
+            targets: 0,
+            route: 0,
+            dest: None,
+            hw: None,
+            queued_on: None,
+            lr: None,
+            lr_state: LrState::INVALID,
+            lr_latch: false,
+            lr_source: 0,
+            clear_pending_req: false,
+            clear_active_req: false,
+            set_active_req: false,
+        }
+    }
+}
+
+/// One bit per INTID (0..1023): the interrupts queued for one vCPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct IrqBitmap([u64; 16]);
+
+impl IrqBitmap {
+    pub fn set(&mut self, intid: u32) {
+        self.0[(intid as usize / 64) % 16] |= 1 << (intid % 64);
+    }
+
+    pub fn clear(&mut self, intid: u32) {
+        self.0[(intid as usize / 64) % 16] &= !(1 << (intid % 64));
+    }
+
+    #[cfg(test)]
+    pub fn test(&self, intid: u32) -> bool {
+        self.0[(intid as usize / 64) % 16] & (1 << (intid % 64)) != 0
+    }
+
+    /// Set bits in ascending order; cost is 16 word tests plus one step per
+    /// set bit.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            core::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let b = w.trailing_zeros();
+                w &= w - 1;
+                Some(i as u32 * 64 + b)
+            })
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! GICv3 redistributor emulation (IHI 0069, "The GIC Redistributor
+//! register map" and "The GIC Redistributor register descriptions").
+//!
+//! Each vCPU has an RD_base frame followed by an SGI_base frame, laid out
+//! in vCPU order; the frame index (not the accessing vCPU) selects the
+//! redistributor, since one vCPU may program another's (Linux does at boot).
+//! No LPIs: GICR_CTLR.EnableLPIs, PROPBASER, PENDBASER are RAZ/WI.
+
+use super::dist::{allow, check_frame, id_register, BitReg, IIDR};
+use super::{AccessSize, Effects, Vgic, VgicError, VgicVersion, MAX_PHYS_EFFECTS};
+
+/// Size of one redistributor frame (RD_base or SGI_base).
+pub const REDIST_FRAME_SIZE: u64 = 0x1_0000;
+/// Distance between consecutive vCPUs' redistributors (two frames).
+pub const REDIST_STRIDE: u64 = 2 * REDIST_FRAME_SIZE;
+
+const WORD: &[AccessSize] = &[AccessSize::Word];
+const BYTE_OR_WORD: &[AccessSize] = &[AccessSize::Byte, AccessSize::Word];
+const WORD_OR_DOUBLE: &[AccessSize] = &[AccessSize::Word, AccessSize::Double];
+
+/// GICR_WAKER bits (IHI 0069, GICR_WAKER).
+const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
+const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
+
+#[derive(Clone, Copy, Debug)]
+enum RdReg {
+    Ctlr,
+    Iidr,
+    /// GICR_TYPER, byte offset 0 (whole or low half) or 4 (high half).
+    Typer {
+        high: Option<bool>,
+    },
+    Waker,
+    Id(u32),
+    Bits(BitReg),
+    Priority(u32),
+    Config(u32),
+    RazWi,
+}
+
+impl Vgic {
+    /// Split an offset in the whole redistributor region into (target
+    /// vCPU, decoded register).
+    fn redist_decode(&self, offset: u64, size: AccessSize) -> Result<(usize, RdReg), VgicError> {
+        if self.version != VgicVersion::V3 {
+            return Err(VgicError::OutOfFrame);
+        }
+        let target = offset / REDIST_STRIDE;
+        if target >= self.vcpus.len() as u64 {
+            return Err(VgicError::OutOfFrame);
+        }
+        let in_pair = offset % REDIST_STRIDE;
+        let (frame_off, sgi_frame) = (in_pair % REDIST_FRAME_SIZE, in_pair >= REDIST_FRAME_SIZE);
+        check_frame(frame_off, size, REDIST_FRAME_SIZE)?;
+        let id_base = REDIST_FRAME_SIZE - 0x30;
+        let (reg, sizes) = match (sgi_frame, frame_off) {
+            (false, 0x0000) => (RdReg::Ctlr, WORD),
+            (false, 0x0004) => (RdReg::Iidr, WORD),
+            (false, 0x0008) => {
+                let high = if size == AccessSize::Double {
+                    None
+                } else {
+                    Some(false)
+                };
+                (RdReg::Typer { high }, WORD_OR_DOUBLE)
+            }
+            (false, 0x000c) => (RdReg::Typer { high: Some(true) }, WORD),
+            (false, 0x0014) => (RdReg::Waker, WORD),
+            // GICR_PROPBASER, GICR_PENDBASER: 64-bit, RAZ/WI without LPIs.
+            (false, 0x0070..=0x007f) => (RdReg::RazWi, WORD_OR_DOUBLE),
+            (false, o) if o >= id_base => (
+                RdReg::Id(id_register(VgicVersion::V3, (o - id_base) / 4)),
+                WORD,
+            ),
+            // SGI_base: only the first register of each array exists.
+            (true, o @ 0x080..=0x3ff) => match BitReg::at(o) {
+                Some((r, 0)) => (RdReg::Bits(r), WORD),
+                _ => (RdReg::RazWi, WORD),
+            },
+            (true, o @ 0x400..=0x41f) => (RdReg::Priority((o - 0x400) as u32), BYTE_OR_WORD),
+            (true, o @ (0xc00 | 0xc04)) => (RdReg::Config((o - 0xc00) as u32 / 4 * 16), WORD),
+            _ => (RdReg::RazWi, WORD),
+        };
+        allow(size, sizes)?;
+        Ok((target as usize, reg))
+    }
+
+    /// GICR_TYPER (IHI 0069, GICR_TYPER): Affinity_Value [63:32] from the
+    /// vCPU's MPIDR, Processor_Number [23:8], Last [4]; no LPIs.
+    fn gicr_typer(&self, target: usize) -> u64 {
+        let m = self.vcpus[target].mpidr;
+        let aff = ((m >> 32) & 0xff) << 24 | (m & 0xff_ffff);
+        let last = u64::from(target + 1 == self.vcpus.len());
+        (aff << 32) | ((target as u64) << 8) | (last << 4)
+    }
+
+    /// Emulate a guest load from the redistributor region (all vCPUs'
+    /// frames, contiguous). `accessing_vcpu` is validated but the frame
+    /// selects the redistributor.
+    pub fn redist_read(
+        &mut self,
+        accessing_vcpu: usize,
+        offset: u64,
+        size: AccessSize,
+    ) -> Result<u64, VgicError> {
+        if accessing_vcpu >= self.vcpus.len() {
+            return Err(VgicError::BadVcpu);
+        }
+        let (t, reg) = self.redist_decode(offset, size)?;
+        Ok(match reg {
+            RdReg::Ctlr | RdReg::RazWi => 0,
+            RdReg::Iidr => u64::from(IIDR),
+            RdReg::Typer { high } => {
+                let v = self.gicr_typer(t);
+                match high {
+                    None => v,
+                    Some(false) => v & 0xffff_ffff,
+                    Some(true) => v >> 32,
+                }
+            }
+            RdReg::Waker => {
+                let sleep = self.vcpus[t].sleep;
+                if sleep {
+                    u64::from(WAKER_PROCESSOR_SLEEP | WAKER_CHILDREN_ASLEEP)
+                } else {
+                    0
+                }
+            }
+            RdReg::Id(v) => u64::from(v),
+            RdReg::Bits(r) => u64::from(self.read_bits(t, 0, r)),
+            RdReg::Priority(first) => self.read_priority(t, first, size.bytes() as u32),
+            RdReg::Config(first) => u64::from(self.read_config(t, first)),
+        })
+    }
+
+    /// Emulate a guest store to the redistributor region. Drain `out`'s
+    /// physical effects before the next write.
+    pub fn redist_write(
+        &mut self,
+        accessing_vcpu: usize,
+        offset: u64,
+        size: AccessSize,
+        value: u64,
+        out: &mut Effects,
+    ) -> Result<(), VgicError> {
+        if accessing_vcpu >= self.vcpus.len() {
+            return Err(VgicError::BadVcpu);
+        }
+        let (t, reg) = self.redist_decode(offset, size)?;
+        out.ensure_room(MAX_PHYS_EFFECTS)?;
+        match reg {
+            RdReg::Ctlr | RdReg::Iidr | RdReg::Typer { .. } | RdReg::Id(_) | RdReg::RazWi => {}
+            // ChildrenAsleep follows ProcessorSleep at once: nothing to
+            // quiesce in an emulated redistributor.
+            RdReg::Waker => self.vcpus[t].sleep = value as u32 & WAKER_PROCESSOR_SLEEP != 0,
+            RdReg::Bits(r) => self.write_bits(t, 0, r, value as u32, out),
+            RdReg::Priority(first) => {
+                self.write_priority(t, first, size.bytes() as u32, value, out)
+            }
+            RdReg::Config(first) => self.write_config(t, first, value as u32, out),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! Software-generated interrupts: GICD_SGIR and GICD_{C,S}PENDSGIR (v2,
+//! IHI 0048B) and ICC_SGI1R_EL1 (v3, IHI 0069, "ICC_SGI1R_EL1").
+
+use super::{Effects, Vgic, VgicError, VgicVersion};
+
+/// A decoded ICC_SGI1R_EL1 value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sgi1r {
+    /// TargetList [15:0]: Aff0 values RS*16 + bit.
+    pub target_list: u16,
+    /// Aff1 [23:16].
+    pub aff1: u8,
+    /// INTID [27:24].
+    pub intid: u8,
+    /// Aff2 [39:32].
+    pub aff2: u8,
+    /// IRM [40]: all PEs except self.
+    pub irm: bool,
+    /// RS [47:44].
+    pub rs: u8,
+    /// Aff3 [55:48].
+    pub aff3: u8,
+}
+
+impl Sgi1r {
+    pub fn decode(v: u64) -> Self {
+        Self {
+            target_list: v as u16,
+            aff1: (v >> 16) as u8,
+            intid: ((v >> 24) & 0xf) as u8,
+            aff2: (v >> 32) as u8,
+            irm: v & (1 << 40) != 0,
+            rs: ((v >> 44) & 0xf) as u8,
+            aff3: (v >> 48) as u8,
+        }
+    }
+
+    /// Whether a PE with this MPIDR is in the target list.
+    pub fn targets(&self, mpidr: u64) -> bool {
+        let aff = |n: u32| (mpidr >> n) as u8;
+        if (aff(32), aff(16), aff(8)) != (self.aff3, self.aff2, self.aff1) {
+            return false;
+        }
+        let aff0 = u32::from(aff(0));
+        let base = u32::from(self.rs) * 16;
+        (base..base + 16).contains(&aff0) && self.target_list & (1 << (aff0 - base)) != 0
+    }
+}
+
+impl Vgic {
+    /// v3: the guest wrote ICC_SGI1R_EL1 (trapped via ICH_HCR_EL2.TC or
+    /// ICC_SRE/TALL1). Silently ignored on a v2 vGIC.
+    pub fn sgi1r_write(
+        &mut self,
+        vcpu: usize,
+        value: u64,
+        out: &mut Effects,
+    ) -> Result<(), VgicError> {
+        if vcpu >= self.vcpus.len() {
+            return Err(VgicError::BadVcpu);
+        }
+        if self.version != VgicVersion::V3 {
+            return Ok(());
+        }
+        let sgi = Sgi1r::decode(value);
+        for t in 0..self.vcpus.len() {
+            let hit = if sgi.irm {
+                t != vcpu
+            } else {
+                sgi.targets(self.vcpus[t].mpidr)
+            };
+            if hit {
+                self.latch(t, u32::from(sgi.intid), out);
+            }
+        }
+        Ok(())
+    }
+
+    /// GICD_SGIR: TargetListFilter [25:24], CPUTargetList [23:16],
+    /// SGIINTID [3:0].
+    pub(super) fn sgir_write(&mut self, vcpu: usize, value: u32, out: &mut Effects) {
+        let sgi = value & 0xf;
+        let all = (1u16 << self.vcpus.len()) - 1;
+        let targets = match (value >> 24) & 3 {
+            0 => u16::from((value >> 16) as u8) & all,
+            1 => all & !(1 << vcpu),
+            2 => 1 << vcpu,
+            _ => 0, // reserved
+        };
+        for t in 0..self.vcpus.len() {
+            if targets & (1 << t) != 0 {
+                self.v2_sgi_add_source(t, sgi, vcpu as u8, out);
+            }
+        }
+    }
+
+    /// The GICD_SPENDSGIR byte of one SGI for vCPU `bank`: pending sources,
+    /// including the one in an LR.
+    pub(super) fn v2_sgi_pending_sources(&self, bank: usize, sgi: u32) -> u8 {
+        if sgi >= 16 {
+            return 0;
+        }
+        let irq = self.irq(bank, sgi);
+        let in_lr = if irq.lr.is_some() && irq.lr_state.pending && !irq.clear_pending_req {
+            1 << irq.lr_source
+        } else {
+            0
+        };
+        self.vcpus[bank].sgi_sources[sgi as usize] | in_lr
+    }
+
+    pub(super) fn v2_sgi_write_sources(
+        &mut self,
+        bank: usize,
+        sgi: u32,
+        sources: u8,
+        set: bool,
+        out: &mut Effects,
+    ) {
+        if sgi >= 16 || sources == 0 {
+            return;
+        }
+        let mask = ((1u16 << self.vcpus.len()) - 1) as u8;
+        let sources = sources & mask;
+        if set {
+            for s in 0..8u8 {
+                if sources & (1 << s) != 0 {
+                    self.v2_sgi_add_source(bank, sgi, s, out);
+                }
+            }
+            return;
+        }
+        self.vcpus[bank].sgi_sources[sgi as usize] &= !sources;
+        let irq = self.irq_mut(bank, sgi);
+        match irq.lr {
+            Some((owner, _)) if sources & (1 << irq.lr_source) != 0 => {
+                irq.clear_pending_req = true;
+                out.kick(owner as usize);
+            }
+            Some(_) => {}
+            None => self.update(bank, sgi, out),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Drives a serial console like a user: starts a command (scripts/run.sh
+...), waits for texts to appear, types lines, and checks the answers.
+
+usage: console_test.py LOG SCRIPT -- COMMAND...
+
+SCRIPT lines (blank lines and # comments ignored):
+  expect TEXT          wait (up to the step timeout) for TEXT in new output
+  send TEXT            type TEXT followed by Enter (carriage return)
+  type TEXT            type TEXT without Enter, one character at a time
+  timeout SECONDS      step timeout for the following expects (default 30)
+  exit                 wait for the command to end; its status must be 0
+Exits 0 if every step passed; otherwise prints the failing step and the
+whole transcript. The transcript is always written to LOG.
+"""
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+
+def main():
+    if len(sys.argv) < 5 or "--" not in sys.argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    split = sys.argv.index("--")
+    log_path, script_path = sys.argv[1], sys.argv[2]
+    command = sys.argv[split + 1:]
+    steps = []
+    with open(script_path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            verb, _, arg = line.strip().partition(" ")
+            steps.append((verb, arg))
+
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    transcript = bytearray()
+    seen = 0  # expects search from here
+    step_timeout = 30.0
+
+    def pump(deadline):
+        """Reads output until the deadline; returns False at EOF."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.2))
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    return False
+                transcript.extend(chunk)
+                return True
+
+    def fail(why):
+        with open(log_path, "wb") as f:
+            f.write(bytes(transcript))
+        print(f"      {why}")
+        print(f"---- console transcript ({log_path}) ----")
+        sys.stdout.write(transcript.decode("utf-8", "replace"))
+        print("\n----")
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return 1
+
+    for verb, arg in steps:
+        if verb == "timeout":
+            step_timeout = float(arg)
+        elif verb == "expect":
+            needle = arg.encode()
+            deadline = time.monotonic() + step_timeout
+            while True:
+                at = transcript.find(needle, seen)
+                if at >= 0:
+                    seen = at + len(needle)
+                    break
+                if time.monotonic() >= deadline:
+                    return fail(f"timed out after {step_timeout:.0f}s waiting for: {arg}")
+                if not pump(deadline) and transcript.find(needle, seen) < 0:
+                    return fail(f"the run ended before: {arg}")
+        elif verb in ("send", "type"):
+            data = arg.encode() + (b"\r" if verb == "send" else b"")
+            for byte in data:
+                proc.stdin.write(bytes([byte]))
+                proc.stdin.flush()
+                time.sleep(0.02)
+        elif verb == "exit":
+            deadline = time.monotonic() + step_timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                pump(min(deadline, time.monotonic() + 0.2))
+            while pump(time.monotonic() + 0.1):
+                if proc.poll() is not None and not select.select([proc.stdout], [], [], 0)[0]:
+                    break
+            if proc.poll() is None:
+                return fail(f"still running {step_timeout:.0f}s after the last step")
+            if proc.returncode != 0:
+                return fail(f"exit status {proc.returncode}")
+        else:
+            return fail(f"bad script step: {verb} {arg}")
+
+    with open(log_path, "wb") as f:
+        f.write(bytes(transcript))
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
