@@ -99,6 +99,26 @@ wrong_el_test() {
     fi
 }
 
+# dom0_test NAME CPUS GIC HVADDR END -- run.sh arguments
+# Boots dom0 and drives its shell (scripts/tests/dom0-shell.script); END is
+# "exit" (the run must end with status 0) or a last line to wait for (the
+# machine has no PSCI to switch itself off).
+dom0_test() {
+    local name=$1 cpus=$2 gic=$3 hvaddr=$4 end=$5; shift 6
+    [ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && return
+    local script=$LOGS/$name.script
+    sed -e "s/@CPUS@/$cpus/g" -e "s/@GIC@/$gic/g" -e "s/@HVADDR@/$hvaddr/g" \
+        "$ROOT/scripts/tests/dom0-shell.script" >"$script"
+    if [ "$end" = exit ]; then echo "exit" >>"$script"; else echo "expect $end" >>"$script"; fi
+    local out
+    if out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-$name.log" "$script" -- \
+            "$ROOT/scripts/run.sh" --timeout 90 "$@"); then
+        pass "boot $name"
+    else
+        fail "boot $name"; echo "$out"
+    fi
+}
+
 if [ "$mode" != host ]; then
     if ! "$ROOT/scripts/build.sh" >"$LOGS/build.log" 2>&1; then
         fail "build image"; cat "$LOGS/build.log"
@@ -135,6 +155,10 @@ if [ "$mode" != host ]; then
             -- --smp 2 --append "hv.selftest=fault" "${T[@]}"
         boot_test raspi4b-panic 1 "*** hypervisor panic on cpu0" "*** system stopped: no PSCI, parking all CPUs" \
             -- --machine raspi4b --append "hv.selftest=panic" "${T[@]}"
+        dom0_test dom0-virt-gicv3-smp4 4 3 0x40080000 exit -- --machine virt --gic 3 --smp 4
+        dom0_test dom0-virt-gicv2-smp2 2 2 0x40080000 exit -- --machine virt --gic 2 --smp 2
+        dom0_test dom0-virt-smp1 1 3 0x40080000 exit -- --machine virt --smp 1
+        dom0_test dom0-raspi4b 4 2 0x80000 "*** system stopped: no PSCI, parking all CPUs" -- --machine raspi4b
         wrong_el_test virt-el1 "hypervisor: entered at EL1, but it must be started at EL2" \
             -- --machine virt --smp 1 --timeout 30 -- -machine virtualization=off
     fi

@@ -151,6 +151,7 @@ pub fn secondary_start(index: usize, stack_top: usize) -> ! {
     vm::set_stack_top(index, stack_top);
     if let Some(platform) = PLATFORM.get() {
         gic::init_cpu(&platform.gic);
+        gic::set_enabled(gic::SGI_KICK, true);
     }
     vcpu_wait()
 }

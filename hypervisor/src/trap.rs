@@ -136,6 +136,7 @@ pub fn handle_irq(vm: &Vm, vcpu: &Vcpu) {
             return;
         }
         gic::priority_drop(iar);
+        trace!("{}: vcpu{}: physical interrupt {intid}", vm.name, vcpu.index);
         if intid == gic::SGI_KICK {
             gic::deactivate(iar);
             vcpu.needs_flush.store(true, Ordering::Release);
@@ -164,9 +165,9 @@ pub fn handle_irq(vm: &Vm, vcpu: &Vcpu) {
 /// wait, and is handled here) until it has one.
 pub fn wait_for_interrupt(vm: &Vm, vcpu: &Vcpu) {
     loop {
-        if vcpu.needs_flush.load(Ordering::Acquire) {
-            vm::flush_interrupts(vm, vcpu);
-        }
+        // Fold in what the vCPU did with its list registers (EOIs) before
+        // asking whether anything is left for it.
+        vm::flush_interrupts(vm, vcpu);
         if vm.vgic.lock().has_work(vcpu.index) {
             return;
         }

@@ -111,6 +111,8 @@ pub struct Vm {
     /// The VM's RAM: (IPA, PA, size).
     pub ram: Vec<(Ipa, PhysAddr, u64)>,
     pub regions: Vec<EmulatedRegion>,
+    /// Physical PPIs hardware-linked to each of its vCPUs.
+    pub hw_ppis: Vec<u32>,
     pub vgic: Mutex<Vgic>,
     pub vcpus: Vec<Vcpu>,
 }
@@ -214,6 +216,16 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
     CURRENT[i].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
     el2::configure_vm_traps();
     el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
+    // The physical PPIs the running vCPU owns (hardware-linked: the virtual
+    // timer) and the kick SGI stay enabled; whether the vCPU sees one is
+    // its virtual distributor's business.
+    for &ppi in &vm.hw_ppis {
+        gic::set_enabled(ppi, true);
+    }
+    gic::set_enabled(gic::SGI_KICK, true);
+    if let Some(maintenance) = crate::boot::maintenance_intid() {
+        gic::set_enabled(maintenance, true);
+    }
     // SAFETY: this is the vCPU's own physical CPU and it is not running.
     let context = unsafe { vcpu.context_mut() };
     context.el1.restore();

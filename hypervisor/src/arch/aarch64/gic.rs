@@ -145,10 +145,24 @@ pub fn init(gic: &Gic) {
         write32(&GIC.gicd, GICD_ICENABLER + 4 * word, u32::MAX);
         write32(&GIC.gicd, GICD_ICPENDR + 4 * word, u32::MAX);
         write32(&GIC.gicd, GICD_ICACTIVER + 4 * word, u32::MAX);
-        write32(&GIC.gicd, GICD_IGROUPR + 4 * word, u32::MAX);
+        if version == 3 {
+            // GICv3: group 1 (non-secure), taken through ICC_IAR1_EL1.
+            // GICv2 keeps the groups it has: group 0 on a GIC without
+            // security extensions (QEMU virt), where GICC_IAR only
+            // acknowledges group 0; group 1 as the firmware set it up on
+            // the Pi, whose non-secure GICC_IAR acknowledges group 1.
+            write32(&GIC.gicd, GICD_IGROUPR + 4 * word, u32::MAX);
+        }
     }
     for intid in 32..lines {
         byte_write(&GIC.gicd, GICD_IPRIORITYR + intid, DEFAULT_PRIORITY);
+    }
+    if !is_v3() {
+        // Every SPI to the boot CPU until someone routes it elsewhere.
+        let boot = read32(&GIC.gicd, GICD_ITARGETSR) & 0xff;
+        for intid in 32..lines {
+            byte_write(&GIC.gicd, GICD_ITARGETSR + intid, boot as u8);
+        }
     }
     if is_v3() {
         wait_rwp();
@@ -183,7 +197,6 @@ fn init_cpu_v2(index: usize) {
     let mask = read32(&GIC.gicd, GICD_ITARGETSR) & 0xff;
     CPU_IF[index].store(mask as usize, Ordering::Relaxed);
     write32(&GIC.gicd, GICD_ICENABLER, u32::MAX);
-    write32(&GIC.gicd, GICD_IGROUPR, u32::MAX);
     for intid in 0..32 {
         byte_write(&GIC.gicd, GICD_IPRIORITYR + intid, DEFAULT_PRIORITY);
     }
