@@ -23,6 +23,9 @@ pub enum Command {
     Peek {
         addr: u64,
     },
+    /// Time hypervisor round trips (instruction counts under -icount),
+    /// this many times each.
+    Bench { iterations: u64 },
     Poweroff,
     Reboot,
 }
@@ -50,6 +53,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "peek",
         "ADDR",
         "read the 64-bit word at physical address ADDR (hex)",
+    ),
+    (
+        "bench",
+        "[N]",
+        "cost of a null hypercall and a trapped GIC distributor read",
     ),
     ("poweroff", "", "power the machine off (PSCI SYSTEM_OFF)"),
     ("reboot", "", "reset the machine (PSCI SYSTEM_RESET)"),
@@ -138,6 +146,22 @@ pub fn parse(line: &str) -> Result<Command, ParseError<'_>> {
         "help" => Command::Help,
         "info" => Command::Info,
         "hvlog" => Command::HvLog,
+        "bench" => {
+            let iterations = match words.next() {
+                None => 20_000,
+                Some(a) => match a.parse::<u64>() {
+                    Ok(n) if (1..=10_000_000).contains(&n) => n,
+                    _ => {
+                        return Err(ParseError::BadNumber {
+                            command,
+                            arg: a,
+                            why: NumberError::BadDigit,
+                        })
+                    }
+                },
+            };
+            Command::Bench { iterations }
+        }
         "uptime" => Command::Uptime,
         "poweroff" => Command::Poweroff,
         "reboot" => Command::Reboot,

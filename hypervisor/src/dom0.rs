@@ -15,9 +15,9 @@ use hv_abi::bundle;
 use hv_devtree::dom0::{derive_dom0_tree, Dom0Config, GicView, GICR_FRAME_PAIR};
 use log::{debug, info};
 
-use crate::addr::{Ipa, PhysAddr, PAGE_SIZE};
+use crate::addr::{Ipa, PAGE_SIZE};
 use crate::arch::aarch64::stage2::Stage2Tables;
-use crate::arch::aarch64::{cpu, gic};
+use crate::arch::aarch64::gic;
 use crate::mm::pagetable::Attributes;
 use crate::platform::{GicVersion, MemRegion, Platform};
 use crate::vgic::{Vgic, VgicVersion};
@@ -163,7 +163,6 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
     context.regs.elr = entry;
     context.regs.x[0] = dtb_ipa;
     boot.power.store(power::ON, core::sync::atomic::Ordering::Release);
-    let _ = cpu::index();
     Ok(vm)
 }
 
@@ -182,6 +181,3 @@ fn page_span(r: MemRegion) -> MemRegion {
     let end = r.base.as_u64().saturating_add(r.size).next_multiple_of(PAGE_SIZE);
     MemRegion { base: start, size: end - start.as_u64() }
 }
-
-#[allow(dead_code)]
-fn unused(_: PhysAddr) {}

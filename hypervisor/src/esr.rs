@@ -37,6 +37,7 @@ pub enum ExceptionClass {
 }
 
 impl ExceptionClass {
+    #[inline]
     pub fn from_esr(esr: u64) -> Self {
         use ExceptionClass::*;
         match ((esr >> 26) & 0x3f) as u8 {
@@ -125,6 +126,7 @@ pub fn fault_status_description(fsc: u8) -> &'static str {
 pub struct Esr(pub u64);
 
 impl Esr {
+    #[inline]
     pub fn class(self) -> ExceptionClass {
         ExceptionClass::from_esr(self.0)
     }

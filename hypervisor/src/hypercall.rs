@@ -6,11 +6,10 @@ use core::sync::atomic::Ordering;
 use hv_abi::hypercall::{Error, Function};
 use log::{info, warn};
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
-use smccc::psci::error::{ALREADY_ON, DENIED, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
+use smccc::psci::error::{ALREADY_ON, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
 use smccc::psci::*;
 
 use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::psci as firmware;
 use crate::vm::{power, Vcpu, Vm, VmKind};
 
 /// PSCI 1.1 and SMCCC 1.1 (major in bits [31:16]).
@@ -182,10 +181,4 @@ fn log_write(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Result<u64, Error> 
     let text = core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
     info!("{}/vcpu{}: {}", vm.name, vcpu.index, text.trim_end());
     Ok(0)
-}
-
-#[allow(dead_code)]
-fn unused() {
-    let _ = DENIED;
-    let _ = firmware::available;
 }

@@ -6,8 +6,7 @@ use log::{trace, warn};
 use crate::arch::aarch64::exception::TrapFrame;
 use crate::arch::aarch64::inject;
 use crate::esr::{SysRegAccess, SysRegPolicy};
-use crate::vgic::Effects;
-use crate::vm::{Vcpu, Vm};
+use crate::vm::{self, Vcpu, Vm};
 
 pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let access = SysRegAccess::decode(frame.esr);
@@ -15,11 +14,9 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let value = if rt == 31 { 0 } else { frame.x[rt] };
     match access.policy() {
         SysRegPolicy::GicSgi1r => {
-            let mut effects = Effects::new();
-            if let Err(e) = vm.vgic.lock().sgi1r_write(vcpu.index, value, &mut effects) {
+            if let Err(e) = vm::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
                 warn!("{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);
             }
-            vm.apply(&effects);
         }
         SysRegPolicy::ReadsAsZeroWritesIgnored => {
             trace!("{}: vcpu{}: {:?}: RAZ/WI", vm.name, vcpu.index, access);

@@ -12,7 +12,6 @@ use crate::arch::aarch64::gic;
 use crate::arch::aarch64::{cpu, el2, inject};
 use crate::esr::{AccessSize, DataAbort, Esr, ExceptionClass};
 use crate::vm::{self, EmulatedDevice, Vcpu, Vm};
-use crate::vgic::Effects;
 
 /// Entry from the exception vectors for exceptions taken from EL1/EL0.
 pub fn handle_lower(frame: &mut TrapFrame, kind: u64) {
@@ -39,6 +38,10 @@ pub fn handle_lower(frame: &mut TrapFrame, kind: u64) {
 /// The trap table: exception class → handler.
 fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let esr = Esr(frame.esr);
+    // The most frequent exit, emulated MMIO, first.
+    if esr.class() == ExceptionClass::DataAbortLowerEl {
+        return data_abort(vm, vcpu, frame);
+    }
     match esr.class() {
         ExceptionClass::Hvc64 => crate::hypercall::handle(vm, vcpu, frame),
         ExceptionClass::Smc64 => {
@@ -75,25 +78,23 @@ fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
         inject::abort(frame, false, frame.far);
         return;
     };
-    let DataAbort::Emulatable { size, register, write, .. } = DataAbort::decode(frame.esr) else {
+    let abort = DataAbort::decode(frame.esr);
+    let DataAbort::Emulatable { size, register, write, .. } = abort else {
         warn!("{}: vcpu{}: {:?} access to {:#x} the hypervisor cannot decode (no ISV: load/store pair or writeback?); abort", vm.name, vcpu.index, device, ipa);
         inject::abort(frame, false, frame.far);
         return;
     };
-    let abort = DataAbort::decode(frame.esr);
     let result: Result<Option<u64>, crate::vgic::VgicError> = if write {
         let value = if register == 31 { 0 } else { frame.x[register as usize] };
         let value = value & mask(size);
         trace!("{}: vcpu{}: {:?}+{:#x} <- {:#x} ({:?})", vm.name, vcpu.index, device, offset, value, size);
-        let mut effects = Effects::new();
-        let result = {
+        let result = vm::with_effects(vm, |effects| {
             let mut vgic = vm.vgic.lock();
             match device {
-                EmulatedDevice::GicDistributor => vgic.dist_write(vcpu.index, offset, size, value, &mut effects),
-                EmulatedDevice::GicRedistributors => vgic.redist_write(vcpu.index, offset, size, value, &mut effects),
+                EmulatedDevice::GicDistributor => vgic.dist_write(vcpu.index, offset, size, value, effects),
+                EmulatedDevice::GicRedistributors => vgic.redist_write(vcpu.index, offset, size, value, effects),
             }
-        };
-        vm.apply(&effects);
+        });
         result.map(|()| None)
     } else {
         let mut vgic = vm.vgic.lock();
@@ -148,9 +149,7 @@ pub fn handle_irq(vm: &Vm, vcpu: &Vcpu) {
             continue;
         }
         // Hardware-linked: stays active until the VM's EOI deactivates it.
-        let mut effects = Effects::new();
-        let delivered = vm.vgic.lock().inject_hw(intid, vcpu.index, &mut effects).is_ok();
-        vm.apply(&effects);
+        let delivered = vm::with_effects(vm, |effects| vm.vgic.lock().inject_hw(intid, vcpu.index, effects).is_ok());
         if !delivered {
             warn!("{}: physical interrupt {intid} not owned by the VM; disabling it", vm.name);
             gic::set_enabled(intid, false);

@@ -180,6 +180,20 @@ fn vcpu_here(vm: &Vm) -> usize {
     }
 }
 
+/// Each physical CPU's effects buffer, reused: an `Effects` is a kilobyte,
+/// too much to build on every trap.
+static EFFECTS: [Mutex<Effects>; cpu::MAX_CPUS] = [const { Mutex::new(Effects::new()) }; cpu::MAX_CPUS];
+
+/// Runs `f` with this CPU's (cleared) effects buffer, then applies what it
+/// collected to `vm`.
+pub fn with_effects<R>(vm: &Vm, f: impl FnOnce(&mut Effects) -> R) -> R {
+    let mut effects = EFFECTS[cpu::index()].lock();
+    effects.clear();
+    let result = f(&mut effects);
+    vm.apply(&effects);
+    result
+}
+
 /// The vCPU each physical CPU runs.
 static CURRENT: [AtomicPtr<Vcpu>; cpu::MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; cpu::MAX_CPUS];
 static CURRENT_VM: [AtomicPtr<Vm>; cpu::MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; cpu::MAX_CPUS];
@@ -238,13 +252,11 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
 pub fn flush_interrupts(vm: &Vm, vcpu: &Vcpu) {
     vcpu.needs_flush.store(false, Ordering::Relaxed);
     let mut lrs = HwListRegisters;
-    let mut effects = Effects::new();
-    let result = {
+    let result = with_effects(vm, |effects| {
         let mut vgic = vm.vgic.lock();
-        vgic.sync(vcpu.index, &mut lrs, &mut effects).and_then(|()| vgic.flush(vcpu.index, &mut lrs, &mut effects))
-    };
+        vgic.sync(vcpu.index, &mut lrs, effects).and_then(|()| vgic.flush(vcpu.index, &mut lrs, effects))
+    });
     if let Err(e) = result {
         log::error!("{}: vcpu{}: vGIC list register update failed: {e:?}", vm.name, vcpu.index);
     }
-    vm.apply(&effects);
 }

@@ -114,7 +114,8 @@ pub(super) fn check_frame(offset: u64, size: AccessSize, frame: u64) -> Result<(
     if offset >= frame || frame - offset < size.bytes() {
         return Err(VgicError::OutOfFrame);
     }
-    if !offset.is_multiple_of(size.bytes()) {
+    // Sizes are powers of two: a mask, not a division.
+    if offset & (size.bytes() - 1) != 0 {
         return Err(VgicError::BadAccessSize);
     }
     Ok(())
@@ -133,6 +134,7 @@ const BYTE_OR_WORD: &[AccessSize] = &[AccessSize::Byte, AccessSize::Word];
 const WORD_OR_DOUBLE: &[AccessSize] = &[AccessSize::Word, AccessSize::Double];
 
 impl Vgic {
+    #[inline]
     fn dist_decode(&self, offset: u64, size: AccessSize) -> Result<DistReg, VgicError> {
         let v3 = self.version == VgicVersion::V3;
         let frame = if v3 { V3_DIST_SIZE } else { V2_DIST_SIZE };

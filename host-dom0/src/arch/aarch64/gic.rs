@@ -429,3 +429,8 @@ fn find_redistributor(regions: &[(u64, u64)]) -> Option<Mmio> {
     }
     None
 }
+
+/// The distributor's address (for `bench`).
+pub fn distributor_base() -> usize {
+    GIC.get().map_or(0, |g| g.gicd.0)
+}

@@ -19,17 +19,11 @@ const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 
 /// FP/SIMD state: V0..V31, FPCR, FPSR.
 #[repr(C, align(16))]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct FpState {
     pub v: [u128; 32],
     pub fpcr: u64,
     pub fpsr: u64,
-}
-
-impl Default for FpState {
-    fn default() -> Self {
-        FpState { v: [0; 32], fpcr: 0, fpsr: 0 }
-    }
 }
 
 extern "C" {
