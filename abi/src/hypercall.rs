@@ -43,6 +43,34 @@ pub enum Function {
     /// Write to the hypervisor's log (any VM; tagged with the VM).
     /// `(x1 = buffer IPA, x2 = length ≤ 256)` → `x0 = 0`.
     LogWrite = BASE + 2,
+    /// Create a VM (dom0 only): `(x1 = vCPUs 1..=8, x2 = memory bytes
+    /// (multiple of 2 MiB, at least 2 MiB), x3 = name IPA, x4 = name length
+    /// ≤ 31, x5 = weight 1..=1024 (0: 256), x6 = pinning: bit i allows
+    /// physical CPU i (0: any))` → `x0 = VM id`. The VM's RAM is zeroed and
+    /// appears at [`guest::RAM_BASE`]; the VM stays `Created` until `VmStart`.
+    VmCreate = BASE + 3,
+    /// Copy dom0 memory into a VM's RAM (dom0 only): `(x1 = VM id, x2 =
+    /// destination IPA in the VM, x3 = source IPA in dom0, x4 = length)`.
+    /// Both ranges must lie in the respective VM's RAM.
+    VmWrite = BASE + 4,
+    /// Set a vCPU's entry state (dom0 only, VM `Created`): `(x1 = VM id, x2 =
+    /// vCPU, x3 = PC, x4 = x0)`. vCPU 0 starts at `VmStart`; the others wait
+    /// for PSCI `CPU_ON` unless given an entry here.
+    VmSetEntry = BASE + 5,
+    /// `(x1 = VM id)`: start a `Created` VM.
+    VmStart = BASE + 6,
+    /// `(x1 = VM id)`: stop scheduling a running VM's vCPUs.
+    VmPause = BASE + 7,
+    /// `(x1 = VM id)`: resume a paused VM.
+    VmUnpause = BASE + 8,
+    /// `(x1 = VM id)`: destroy a VM in any state; its memory is zeroed and
+    /// returned.
+    VmDestroy = BASE + 9,
+    /// `(x1 = VM id, x2 = buffer IPA, x3 = buffer length ≥ size of
+    /// [`VmInfo`])`: fills a [`VmInfo`]. Unknown id → `InvalidParameter`.
+    VmInfo = BASE + 10,
+    /// Read the guests' console output ring (dom0 only): as `LogRead`.
+    ConsoleRead = BASE + 11,
 }
 
 impl Function {
@@ -51,6 +79,15 @@ impl Function {
             x if x == Self::Version as u32 => Self::Version,
             x if x == Self::LogRead as u32 => Self::LogRead,
             x if x == Self::LogWrite as u32 => Self::LogWrite,
+            x if x == Self::VmCreate as u32 => Self::VmCreate,
+            x if x == Self::VmWrite as u32 => Self::VmWrite,
+            x if x == Self::VmSetEntry as u32 => Self::VmSetEntry,
+            x if x == Self::VmStart as u32 => Self::VmStart,
+            x if x == Self::VmPause as u32 => Self::VmPause,
+            x if x == Self::VmUnpause as u32 => Self::VmUnpause,
+            x if x == Self::VmDestroy as u32 => Self::VmDestroy,
+            x if x == Self::VmInfo as u32 => Self::VmInfo,
+            x if x == Self::ConsoleRead as u32 => Self::ConsoleRead,
             _ => return None,
         })
     }
@@ -123,13 +160,221 @@ pub const fn decode_result(x0: u64) -> Result<u64, Error> {
     }
 }
 
+/// Most VMs at once, dom0 included; ids run from 1 to `MAX_VMS - 1`.
+pub const MAX_VMS: u16 = 64;
+/// Longest VM name (bytes, UTF-8).
+pub const MAX_NAME: usize = 31;
+
+/// A VM's lifecycle state (`VmInfo::state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum VmState {
+    Created = 0,
+    Running = 1,
+    Paused = 2,
+    Stopped = 3,
+}
+
+impl VmState {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Created,
+            1 => Self::Running,
+            2 => Self::Paused,
+            3 => Self::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a VM stopped (`VmInfo::stop_reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum StopReason {
+    None = 0,
+    /// PSCI `SYSTEM_OFF`.
+    SystemOff = 1,
+    /// PSCI `SYSTEM_RESET`.
+    SystemReset = 2,
+    /// An exception the VM could not take (e.g. no vectors): `stop_syndrome`
+    /// holds the ESR, `stop_address` the PC.
+    Crashed = 3,
+}
+
+impl StopReason {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::None,
+            1 => Self::SystemOff,
+            2 => Self::SystemReset,
+            3 => Self::Crashed,
+            _ => return None,
+        })
+    }
+}
+
+/// Exit counters in `VmInfo::exits`, by reason.
+pub const EXIT_REASONS: [&str; 8] = ["hvc", "smc", "mmio", "wfi", "sysreg", "irq", "abort", "other"];
+
+/// What `VmInfo` writes into dom0's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct VmInfo {
+    pub id: u32,
+    /// [`VmState`] as u32.
+    pub state: u32,
+    pub vcpus: u32,
+    /// [`StopReason`] as u32.
+    pub stop_reason: u32,
+    pub memory: u64,
+    pub stop_syndrome: u64,
+    pub stop_address: u64,
+    /// Total time its vCPUs ran, in nanoseconds.
+    pub cpu_time_ns: u64,
+    /// Exits by reason, indexed like [`EXIT_REASONS`].
+    pub exits: [u64; 8],
+    pub name_len: u32,
+    pub weight: u32,
+    pub name: [u8; 32],
+}
+
+const _: () = assert!(core::mem::size_of::<VmInfo>() == 6 * 8 + 8 * 8 + 8 + 32);
+
+impl VmInfo {
+    pub const fn zeroed() -> Self {
+        VmInfo {
+            id: 0,
+            state: 0,
+            vcpus: 0,
+            stop_reason: 0,
+            memory: 0,
+            stop_syndrome: 0,
+            stop_address: 0,
+            cpu_time_ns: 0,
+            exits: [0; 8],
+            name_len: 0,
+            weight: 0,
+            name: [0; 32],
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        let len = (self.name_len as usize).min(self.name.len());
+        core::str::from_utf8(&self.name[..len]).unwrap_or("?")
+    }
+
+    /// The bytes written into dom0's buffer (little-endian, as laid out).
+    pub fn to_bytes(&self) -> [u8; core::mem::size_of::<VmInfo>()] {
+        let mut out = [0u8; core::mem::size_of::<VmInfo>()];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&self.id.to_le_bytes());
+        put(&self.state.to_le_bytes());
+        put(&self.vcpus.to_le_bytes());
+        put(&self.stop_reason.to_le_bytes());
+        put(&self.memory.to_le_bytes());
+        put(&self.stop_syndrome.to_le_bytes());
+        put(&self.stop_address.to_le_bytes());
+        put(&self.cpu_time_ns.to_le_bytes());
+        for e in self.exits {
+            put(&e.to_le_bytes());
+        }
+        put(&self.name_len.to_le_bytes());
+        put(&self.weight.to_le_bytes());
+        put(&self.name);
+        out
+    }
+
+    /// Reads what `to_bytes` wrote; `None` if `bytes` is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let b = bytes.get(at..at + n);
+            at += n;
+            b
+        };
+        let u32_ = |b: Option<&[u8]>| b.map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let u64_ = |b: Option<&[u8]>| {
+            b.map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        };
+        let id = u32_(take(4))?;
+        let state = u32_(take(4))?;
+        let vcpus = u32_(take(4))?;
+        let stop_reason = u32_(take(4))?;
+        let memory = u64_(take(8))?;
+        let stop_syndrome = u64_(take(8))?;
+        let stop_address = u64_(take(8))?;
+        let cpu_time_ns = u64_(take(8))?;
+        let mut exits = [0u64; 8];
+        for e in &mut exits {
+            *e = u64_(take(8))?;
+        }
+        let name_len = u32_(take(4))?;
+        let weight = u32_(take(4))?;
+        let mut name = [0u8; 32];
+        name.copy_from_slice(take(32)?);
+        Some(VmInfo { id, state, vcpus, stop_reason, memory, stop_syndrome, stop_address, cpu_time_ns, exits, name_len, weight, name })
+    }
+}
+
+/// The platform every guest VM sees: QEMU virt's layout, so kernels and
+/// programs built for QEMU's `virt` machine run unchanged. The hypervisor
+/// decides what to trap and map from these values, and the toolstack
+/// builds the guest's device tree from the same values
+/// (`hv_devtree::guest`), so the two cannot drift apart.
+pub mod guest {
+    /// Guest RAM starts here.
+    pub const RAM_BASE: u64 = 0x4000_0000;
+    /// GIC distributor (emulated), 64 KiB.
+    pub const GICD_BASE: u64 = 0x0800_0000;
+    pub const GICD_SIZE: u64 = 0x1_0000;
+    /// GICv2 CPU interface (the host's GICV frame is mapped here).
+    pub const GICC_BASE: u64 = 0x0801_0000;
+    pub const GICC_SIZE: u64 = 0x2000;
+    /// GICv3 redistributors (emulated), 128 KiB per vCPU.
+    pub const GICR_BASE: u64 = 0x080A_0000;
+    pub const GICR_STRIDE: u64 = 0x2_0000;
+    /// PL011 console UART.
+    pub const UART_BASE: u64 = 0x0900_0000;
+    pub const UART_SIZE: u64 = 0x1000;
+    /// The UART's SPI number (INTID 33).
+    pub const UART_SPI: u32 = 1;
+    /// virtio-mmio slots: base + i * stride, SPI `VIRTIO_SPI_BASE + i`.
+    pub const VIRTIO_BASE: u64 = 0x0A00_0000;
+    pub const VIRTIO_STRIDE: u64 = 0x200;
+    pub const VIRTIO_SLOTS: u32 = 32;
+    pub const VIRTIO_SPI_BASE: u32 = 16;
+    /// Timer PPIs as on QEMU virt: secure phys, non-secure phys, virtual,
+    /// hypervisor (PPI numbers; INTID = PPI + 16).
+    pub const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
+    /// Where the toolstack places a raw binary (QEMU's rule for `-kernel`
+    /// on virt: 64 KiB above the RAM base, entered at its first byte).
+    pub const RAW_KERNEL_OFFSET: u64 = 0x1_0000;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ids_round_trip_and_are_in_the_vendor_hypervisor_range() {
-        for f in [Function::Version, Function::LogRead, Function::LogWrite] {
+        for f in [
+            Function::Version,
+            Function::LogRead,
+            Function::LogWrite,
+            Function::VmCreate,
+            Function::VmWrite,
+            Function::VmSetEntry,
+            Function::VmStart,
+            Function::VmPause,
+            Function::VmUnpause,
+            Function::VmDestroy,
+            Function::VmInfo,
+            Function::ConsoleRead,
+        ] {
             assert_eq!(Function::from_id(f as u32), Some(f));
             assert!(Function::in_range(f as u32));
             // SMCCC: bit 31 fast call, bit 30 SMC64, bits [29:24] owner 6.
@@ -137,6 +382,22 @@ mod tests {
         }
         assert_eq!(Function::from_id(0xC600_FFFF), None);
         assert!(!Function::in_range(0x8400_0000));
+    }
+
+    #[test]
+    fn vm_info_round_trips_through_bytes() {
+        let mut info = VmInfo::zeroed();
+        info.id = 3;
+        info.state = VmState::Stopped as u32;
+        info.stop_reason = StopReason::Crashed as u32;
+        info.stop_syndrome = 0x0200_0000;
+        info.exits = [1, 2, 3, 4, 5, 6, 7, 8];
+        info.name[..4].copy_from_slice(b"test");
+        info.name_len = 4;
+        let bytes = info.to_bytes();
+        assert_eq!(VmInfo::from_bytes(&bytes), Some(info));
+        assert_eq!(VmInfo::from_bytes(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(info.name(), "test");
     }
 
     #[test]
