@@ -9,11 +9,11 @@ use log::{debug, error, info, warn};
 use crate::addr::{PhysAddr, PAGE_SIZE};
 use core::sync::atomic::Ordering;
 
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::vcpu::{El1Context, SPSR_EL1H_MASKED};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize};
+
 use crate::arch::aarch64::{cpu, gic, mmu, psci, smp};
-use crate::dom0;
-use crate::vm::{self, Vcpu, Vm};
+use crate::vm::{self, VmId};
+use crate::{dom0, sched};
 use crate::bootargs::{BootArgs, SelfTest};
 use crate::drivers::uart::Uart;
 use crate::mm::frames::FrameAllocator;
@@ -84,11 +84,14 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     psci::init(platform.psci.as_ref());
     gic::init(&platform.gic);
     gic::init_cpu(&platform.gic);
-    vm::set_stack_top(0, boot_stack_top());
+    sched::set_stack_top(0, boot_stack_top());
+    sched::init_cpu();
     let online = smp::start_secondaries(&platform.cpus, || {
         FRAMES.lock().as_mut()?.alloc((smp::STACK_SIZE / PAGE_SIZE) as usize)
     });
     banner(platform, online);
+    ONLINE.store(online, Ordering::Relaxed);
+    UNTIL_IDLE.store(args.until_idle, Ordering::Relaxed);
 
     match args.selftest {
         Some(SelfTest::Panic) => panic!("self-test: panic requested by hv.selftest=panic"),
@@ -104,15 +107,15 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     let settings = dom0::Dom0Settings { memory: args.dom0_mem, vcpus: args.dom0_vcpus, args: args.dom0_args, online_cpus: online };
     match dom0::create(platform, dtb_slice(dtb, size), &settings) {
         Ok(vm) => {
-            DOM0.call_once(|| vm);
             if args.uart_log {
                 info!("starting dom0; hv.uart_log: this log stays on the UART too");
             } else {
                 info!("starting dom0; from now on this log is in the ring dom0 reads with `hvlog`");
                 crate::console::hand_over_uart();
             }
-            cpu::send_event();
-            vm::run(vm, &vm.vcpus[0])
+            sched::wake(&vm, 0);
+            drop(vm);
+            sched::run_next()
         }
         Err(e) => error_no_dom0(&e),
     }
@@ -130,9 +133,6 @@ fn error_no_dom0(why: &str) {
 
 /// The platform, once the boot CPU has read it.
 static PLATFORM: spin::Once<Platform> = spin::Once::new();
-/// Dom0, once created.
-static DOM0: spin::Once<&'static Vm> = spin::Once::new();
-
 /// The GIC maintenance interrupt's INTID.
 pub fn maintenance_intid() -> Option<u32> {
     PLATFORM.get().and_then(|p| p.gic.maintenance_irq).map(|irq| irq.intid)
@@ -145,51 +145,69 @@ fn boot_stack_top() -> usize {
     core::ptr::addr_of!(boot_stack_top) as usize
 }
 
-/// A secondary CPU, once online: set up its GIC interface, then wait for
-/// its dom0 vCPU to be switched on.
+/// Physical CPUs online.
+static ONLINE: AtomicUsize = AtomicUsize::new(1);
+/// `hv.until_idle`: power off once every guest has stopped.
+static UNTIL_IDLE: AtomicBool = AtomicBool::new(false);
+/// Which VM each physical SPI was given to (dom0's passed-through devices).
+static SPI_OWNER: [AtomicU16; 1024] = [const { AtomicU16::new(u16::MAX) }; 1024];
+
+pub fn online_cpus() -> usize {
+    ONLINE.load(Ordering::Relaxed)
+}
+
+/// The platform (read once at boot).
+pub fn platform() -> &'static Platform {
+    PLATFORM.get().expect("the platform is read before any VM exists")
+}
+
+pub fn set_spi_owner(intid: u32, vm: VmId) {
+    if let Some(slot) = SPI_OWNER.get(intid as usize) {
+        slot.store(vm.0, Ordering::Relaxed);
+    }
+}
+
+/// The VM a physical SPI belongs to.
+pub fn spi_owner(intid: u32) -> Option<VmId> {
+    let owner = SPI_OWNER.get(intid as usize)?.load(Ordering::Relaxed);
+    (owner != u16::MAX).then_some(VmId(owner))
+}
+
+/// A guest stopped: under `hv.until_idle`, end the run once none is left,
+/// saying whether every guest ended with SYSTEM_OFF.
+pub fn guest_stopped() {
+    if !UNTIL_IDLE.load(Ordering::Relaxed) {
+        return;
+    }
+    let guests: alloc::vec::Vec<_> = vm::guest_ids().into_iter().filter_map(vm::get).collect();
+    if guests.is_empty() || guests.iter().any(|g| g.state() != hv_abi::hypercall::VmState::Stopped) {
+        return;
+    }
+    let clean = guests.iter().all(|g| g.stop.lock().reason == hv_abi::hypercall::StopReason::SystemOff);
+    info!(
+        "all {} guest(s) stopped ({}): nothing left to run (hv.until_idle): stopping",
+        guests.len(),
+        if clean { "all with SYSTEM_OFF" } else { "not all with SYSTEM_OFF" }
+    );
+    crate::console::force_uart();
+    log::logger().flush();
+    if clean {
+        crate::console::print_line("INFO", format_args!("*** all guests ended with SYSTEM_OFF"));
+    } else {
+        crate::console::print_line("WARN", format_args!("*** some guests did not end with SYSTEM_OFF"));
+    }
+    crate::panic::stop_system()
+}
+
+/// A secondary CPU, once online: set up its GIC interface, then run the
+/// vCPUs placed on it (dom0's vCPU i first, once switched on).
 pub fn secondary_start(index: usize, stack_top: usize) -> ! {
-    vm::set_stack_top(index, stack_top);
+    sched::set_stack_top(index, stack_top);
     if let Some(platform) = PLATFORM.get() {
         gic::init_cpu(&platform.gic);
-        gic::set_enabled(gic::SGI_KICK, true);
     }
-    vcpu_wait()
-}
-
-/// Waits until this CPU's dom0 vCPU is switched on (PSCI `CPU_ON`), then
-/// runs it.
-fn vcpu_wait() -> ! {
-    let me = cpu::index();
-    loop {
-        if crate::panic::stopping() {
-            cpu::park()
-        }
-        if let Some(vm) = DOM0.get() {
-            if let Some(vcpu) = vm.vcpus.iter().find(|v| v.pcpu == me) {
-                if vcpu.power.load(Ordering::Acquire) == vm::power::ON_PENDING {
-                    let (entry, context) = *vcpu.start.lock();
-                    // SAFETY: this is the vCPU's physical CPU and it is not running.
-                    let ctx = unsafe { vcpu.context_mut() };
-                    ctx.regs = TrapFrame { x: [0; 31], sp: 0, elr: entry, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 };
-                    ctx.regs.x[0] = context;
-                    ctx.el1 = El1Context::reset(vcpu.mpidr, 0);
-                    vcpu.power.store(vm::power::ON, Ordering::Release);
-                    info!("{}: vcpu{} on at {entry:#x}", vm.name, vcpu.index);
-                    vm::run(vm, vcpu)
-                }
-            }
-        }
-        // Woken by SEV (CPU_ON) or the kick SGI.
-        cpu::wait_for_event();
-        while gic::acknowledge_and_drop_kick() {}
-    }
-}
-
-/// PSCI `CPU_OFF` (or the VM stopped): the vCPU stops; its CPU waits.
-pub fn vcpu_off(_vm: &Vm, vcpu: &Vcpu) -> ! {
-    vcpu.power.store(vm::power::OFF, Ordering::Release);
-    vm::clear_current();
-    vcpu_wait()
+    sched::init_cpu();
+    sched::run_next()
 }
 
 /// Resets the machine through PSCI, or stops it if there is no PSCI.

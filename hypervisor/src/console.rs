@@ -30,6 +30,29 @@ pub fn hand_over_uart() {
     HANDED_OVER.store(true, Ordering::SeqCst);
 }
 
+/// Guests' console output, whole lines prefixed with the VM's name, read by
+/// dom0 with `ConsoleRead`.
+static GUEST_RING: Mutex<LogRing<RING_SIZE>> = Mutex::new(LogRing::new());
+
+/// Appends a guest's console line.
+pub fn guest_line(vm: &str, line: &[u8]) {
+    let mut ring = GUEST_RING.lock();
+    ring.push(vm.as_bytes());
+    ring.push(b": ");
+    ring.push(line);
+    ring.push(b"\n");
+}
+
+/// Reads the guests' console ring from `cursor` (`ConsoleRead`).
+pub fn read_guest_console(cursor: u64, out: &mut [u8]) -> ReadResult {
+    GUEST_RING.lock().read(cursor, out)
+}
+
+/// The run is ending: the last lines go to the UART again.
+pub fn force_uart() {
+    HANDED_OVER.store(false, Ordering::SeqCst);
+}
+
 /// Reads the log ring from `cursor` (the `LogRead` hypercall).
 pub fn read_log(cursor: u64, out: &mut [u8]) -> ReadResult {
     RING.lock().read(cursor, out)

@@ -5,7 +5,10 @@
 //! (`hv_devtree::dom0`); every device the hypervisor does not keep is passed
 //! through, with its interrupts.
 
-use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use hv_abi::hypercall::{StopReason, VmState};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -21,7 +24,7 @@ use crate::arch::aarch64::gic;
 use crate::mm::pagetable::Attributes;
 use crate::platform::{GicVersion, MemRegion, Platform};
 use crate::vgic::{Vgic, VgicVersion};
-use crate::vm::{power, EmulatedDevice, EmulatedRegion, Vcpu, Vm, VmId, VmKind};
+use crate::vm::{self, power, EmulatedDevice, EmulatedRegion, StopInfo, Vcpu, Vm, VmId, VmKind};
 
 const DEFAULT_MEMORY: u64 = 256 << 20;
 /// arm64 Image header: magic at 56, text_offset at 8, image_size at 16.
@@ -40,7 +43,7 @@ pub struct Dom0Settings<'a> {
 }
 
 /// Creates dom0 (not yet running). Its vCPU i runs on physical CPU i.
-pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>) -> Result<&'static Vm, Dom0Error> {
+pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>) -> Result<Arc<Vm>, Dom0Error> {
     let initrd = platform.initrd.ok_or("no boot bundle: start the hypervisor with an initrd holding dom0.img (see README)")?;
     // SAFETY: the initrd is RAM the boot loader filled, excluded from the
     // page allocator and mapped by the EL2 identity map; nothing writes it.
@@ -139,15 +142,23 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
             vgic.link_hw(spi, None, spi).map_err(|e| format!("vGIC: SPI {spi}: {e:?}"))?;
         }
     }
-    let vcpu_list: Vec<Vcpu> = mpidrs.iter().enumerate().map(|(i, &mpidr)| Vcpu::new(i, mpidr, i, 0)).collect();
+    // Dom0's vCPU i runs on physical CPU i.
+    let vcpu_list: Vec<Vcpu> = mpidrs
+        .iter()
+        .enumerate()
+        .map(|(i, &mpidr)| {
+            crate::sched::place_fixed(i);
+            Vcpu::new(i, mpidr, i, 0)
+        })
+        .collect();
     let root = stage2.root();
     let vtcr = stage2.vtcr;
-    let vm: &'static Vm = Box::leak(Box::new(Vm {
+    let vm = Arc::new(Vm {
         id: VmId(0),
         name: "dom0".into(),
         kind: VmKind::Dom0,
         vmid: 1,
-        stage2: spin::Mutex::new(stage2),
+        stage2: spin::Mutex::new(Some(stage2)),
         stage2_root: root,
         vtcr,
         ram: vec![(Ipa::new(base.as_u64()), base, size)],
@@ -155,14 +166,20 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
         hw_ppis: vec![VTIMER_PPI],
         vgic: spin::Mutex::new(vgic),
         vcpus: vcpu_list,
-    }));
+        cntvoff: 0,
+        weight: crate::schedpolicy::DEFAULT_WEIGHT,
+        state: AtomicU32::new(VmState::Running as u32),
+        stop: spin::Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
+        exits: [const { AtomicU64::new(0) }; 8],
+        console_line: spin::Mutex::new(Vec::new()),
+    });
     // vCPU 0 starts at the kernel's entry with x0 = its device tree.
-    let boot = &vm.vcpus[0];
-    // SAFETY: no CPU runs dom0 yet.
-    let context = unsafe { boot.context_mut() };
-    context.regs.elr = entry;
-    context.regs.x[0] = dtb_ipa;
-    boot.power.store(power::ON, core::sync::atomic::Ordering::Release);
+    *vm.vcpus[0].start.lock() = (entry, dtb_ipa);
+    vm.vcpus[0].power.store(power::ON_PENDING, Ordering::Release);
+    for &spi in &tree.passthrough_spis {
+        crate::boot::set_spi_owner(spi, VmId(0));
+    }
+    vm::insert(vm.clone()).map_err(|_| String::from("VM slot 0 taken"))?;
     Ok(vm)
 }
 

@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use hv_abi::hypercall::{Error, Function};
+use hv_abi::hypercall::{Error, Function, StopReason};
 use log::{info, warn};
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
 use smccc::psci::error::{ALREADY_ON, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
@@ -72,7 +72,8 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
         }
         PSCI_CPU_OFF => {
             info!("{}: vcpu{} off", vm.name, vcpu.index);
-            crate::boot::vcpu_off(vm, vcpu)
+            vcpu.power.store(power::OFF, Ordering::Release);
+            crate::sched::stop_current(frame)
         }
         PSCI_AFFINITY_INFO_64 => {
             let result = match (a2, vm.vcpus.iter().find(|v| v.mpidr == a1 & 0xff_00ff_ffff)) {
@@ -87,12 +88,12 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
         }
         PSCI_CPU_SUSPEND_64 => {
             // Every power state is treated as standby: wait for an interrupt.
-            crate::trap::wait_for_interrupt(vm, vcpu);
             ret(frame, 0);
+            crate::trap::wait_for_interrupt(vm, vcpu, frame);
         }
         PSCI_MIGRATE_INFO_TYPE => ret(frame, 2), // no trusted OS to migrate
-        PSCI_SYSTEM_OFF => system_off(vm, vcpu),
-        PSCI_SYSTEM_RESET => system_reset(vm, vcpu),
+        PSCI_SYSTEM_OFF => system_off(vm, vcpu, frame, StopReason::SystemOff),
+        PSCI_SYSTEM_RESET => system_off(vm, vcpu, frame, StopReason::SystemReset),
         _ => ret(frame, NOT_SUPPORTED as i64),
     }
 }
@@ -101,15 +102,16 @@ fn cpu_on(vm: &Vm, mpidr: u64, entry: u64, context: u64) -> i64 {
     let Some(target) = vm.vcpus.iter().find(|v| v.mpidr == mpidr & 0xff_00ff_ffff) else {
         return INVALID_PARAMETERS as i64;
     };
-    if !vm.ram.iter().any(|&(base, _, size)| entry >= base.as_u64() && entry - base.as_u64() < size) {
+    if !vm.contains_ram(entry, 4) {
         warn!("{}: CPU_ON for vcpu{} with entry {entry:#x} outside its RAM", vm.name, target.index);
         return smccc::psci::error::INVALID_ADDRESS as i64;
     }
-    *target.start.lock() = (entry, context);
+    let mut start = target.start.lock();
     match target.power.compare_exchange(power::OFF, power::ON_PENDING, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
-            crate::arch::aarch64::cpu::send_event();
-            crate::arch::aarch64::gic::send_sgi(crate::arch::aarch64::gic::SGI_KICK, target.pcpu);
+            *start = (entry, context);
+            drop(start);
+            crate::sched::wake(vm, target.index);
             0
         }
         Err(power::ON_PENDING) => ON_PENDING as i64,
@@ -117,20 +119,19 @@ fn cpu_on(vm: &Vm, mpidr: u64, entry: u64, context: u64) -> i64 {
     }
 }
 
-fn system_off(vm: &Vm, vcpu: &Vcpu) -> ! {
+/// PSCI SYSTEM_OFF / SYSTEM_RESET: for dom0 the machine's; for a guest,
+/// that VM only: it stops and dom0 sees why.
+fn system_off(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, reason: StopReason) -> ! {
     if vm.kind == VmKind::Dom0 {
+        if reason == StopReason::SystemReset {
+            info!("dom0 (vcpu{}) resets the machine", vcpu.index);
+            crate::boot::reset()
+        }
         info!("dom0 (vcpu{}) switched the machine off", vcpu.index);
         crate::boot::power_off()
     }
-    crate::boot::vcpu_off(vm, vcpu)
-}
-
-fn system_reset(vm: &Vm, vcpu: &Vcpu) -> ! {
-    if vm.kind == VmKind::Dom0 {
-        info!("dom0 (vcpu{}) resets the machine", vcpu.index);
-        crate::boot::reset()
-    }
-    crate::boot::vcpu_off(vm, vcpu)
+    crate::trap::stop_vm(vm, crate::vm::StopInfo { reason, syndrome: 0, address: frame.elr });
+    crate::sched::stop_current(frame)
 }
 
 /// The hypervisor's own calls (hv_abi::hypercall).
@@ -139,6 +140,8 @@ fn hypervisor_call(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
         Some(Function::Version) => Ok(hv_abi::hypercall::version()),
         Some(Function::LogRead) => log_read(vm, frame),
         Some(Function::LogWrite) => log_write(vm, vcpu, frame),
+        Some(Function::ConsoleRead) => console_read(vm, frame),
+        Some(f) => dom0_only(vm).and_then(|()| crate::domctl::handle(vm, f, frame)),
         None => Err(Error::NotSupported),
     };
     frame.x[0] = match result {
@@ -147,7 +150,7 @@ fn hypervisor_call(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
     };
 }
 
-fn dom0_only(vm: &Vm) -> Result<(), Error> {
+pub(crate) fn dom0_only(vm: &Vm) -> Result<(), Error> {
     if vm.kind == VmKind::Dom0 {
         Ok(())
     } else {
@@ -165,6 +168,18 @@ fn log_read(vm: &Vm, frame: &mut TrapFrame) -> Result<u64, Error> {
     // nothing else of its writes the buffer meanwhile.
     let buffer = unsafe { core::slice::from_raw_parts_mut(pa.as_u64() as *mut u8, len as usize) };
     let r = crate::console::read_log(cursor, buffer);
+    frame.x[1] = r.next;
+    frame.x[2] = r.lost;
+    Ok(r.copied as u64)
+}
+
+fn console_read(vm: &Vm, frame: &mut TrapFrame) -> Result<u64, Error> {
+    dom0_only(vm)?;
+    let (ipa, len, cursor) = (frame.x[1], frame.x[2].min(64 * 1024), frame.x[3]);
+    let pa = vm.ram_buffer(ipa, len).ok_or(Error::BadAddress)?;
+    // SAFETY: as in `log_read`.
+    let buffer = unsafe { core::slice::from_raw_parts_mut(pa.as_u64() as *mut u8, len as usize) };
+    let r = crate::console::read_guest_console(cursor, buffer);
     frame.x[1] = r.next;
     frame.x[2] = r.lost;
     Ok(r.copied as u64)

@@ -20,6 +20,7 @@ pub mod bootargs;
 pub mod esr;
 pub mod vgic;
 pub mod logring;
+pub mod schedpolicy;
 pub mod mm;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -37,7 +38,11 @@ mod panic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod dom0;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod domctl;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hypercall;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod sched;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod sysreg_trap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -1,28 +1,34 @@
 //! Exceptions from VMs: one dispatch table by exception class. Nothing a VM
 //! does can panic the hypervisor: what cannot be emulated is answered with
 //! an exception injected into the VM (UNDEF or a synchronous external
-//! abort), and logged as the VM's misbehaviour (`warn!`).
+//! abort), and logged as the VM's misbehaviour (`warn!`); a VM that cannot
+//! go on (it executes outside its memory) is stopped and reported.
 
 use core::sync::atomic::Ordering;
 
-use log::{trace, warn};
+use hv_abi::hypercall::StopReason;
+use log::{info, trace, warn};
 
 use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::gic;
-use crate::arch::aarch64::{cpu, el2, inject};
+use crate::arch::aarch64::{el2, gic, inject};
 use crate::esr::{AccessSize, DataAbort, Esr, ExceptionClass};
-use crate::vm::{self, EmulatedDevice, Vcpu, Vm};
+use crate::sched;
+use crate::vm::{self, EmulatedDevice, Exit, StopInfo, Vcpu, Vm, VmKind};
 
 /// Entry from the exception vectors for exceptions taken from EL1/EL0.
 pub fn handle_lower(frame: &mut TrapFrame, kind: u64) {
-    let Some((vm, vcpu)) = vm::current() else {
+    let Some((vm, vcpu)) = sched::current() else {
         crate::arch::aarch64::exception::fatal(frame, kind, "exception from a lower EL with no vCPU running");
     };
     match kind {
         8 => handle_sync(vm, vcpu, frame),
-        9 | 10 => handle_irq(vm, vcpu),
+        9 | 10 => {
+            vm.count_exit(Exit::Irq);
+            handle_irqs(Some((vm, vcpu)));
+        }
         11 => {
             warn!("{}: vcpu{}: SError (ESR {:#x}), injecting an abort", vm.name, vcpu.index, frame.esr);
+            vm.count_exit(Exit::Other);
             inject::abort(frame, false, frame.far);
         }
         _ => {
@@ -33,6 +39,7 @@ pub fn handle_lower(frame: &mut TrapFrame, kind: u64) {
     if vcpu.needs_flush.load(Ordering::Acquire) {
         vm::flush_interrupts(vm, vcpu);
     }
+    sched::maybe_switch(vm, frame);
 }
 
 /// The trap table: exception class → handler.
@@ -43,28 +50,67 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
         return data_abort(vm, vcpu, frame);
     }
     match esr.class() {
-        ExceptionClass::Hvc64 => crate::hypercall::handle(vm, vcpu, frame),
+        ExceptionClass::Hvc64 => {
+            vm.count_exit(Exit::Hvc);
+            crate::hypercall::handle(vm, vcpu, frame)
+        }
         ExceptionClass::Smc64 => {
+            vm.count_exit(Exit::Smc);
             // A trapped SMC returns to the SMC itself: step over it.
             frame.elr += 4;
             crate::hypercall::handle_smc(vm, vcpu, frame);
         }
-        ExceptionClass::DataAbortLowerEl => data_abort(vm, vcpu, frame),
         ExceptionClass::InstructionAbortLowerEl => {
+            // Executing outside its memory: nothing sensible can follow
+            // (its vectors may be exactly what is missing), so stop it.
+            vm.count_exit(Exit::Abort);
             let ipa = el2::fault_ipa(frame.far);
-            warn!("{}: vcpu{}: instruction fetch from {:#x} (IPA {:#x}) outside its memory; abort", vm.name, vcpu.index, frame.far, ipa);
-            inject::abort(frame, true, frame.far);
+            crash(vm, vcpu, frame, &format_args!("instruction fetch from {:#x} (IPA {ipa:#x}) outside its memory", frame.far));
         }
         ExceptionClass::WfiWfe => {
+            vm.count_exit(Exit::Wfi);
             frame.elr += 4;
-            wait_for_interrupt(vm, vcpu);
+            wait_for_interrupt(vm, vcpu, frame);
         }
         ExceptionClass::SysReg => {
+            vm.count_exit(Exit::SysReg);
             crate::sysreg_trap::handle(vm, vcpu, frame);
         }
         other => {
+            vm.count_exit(Exit::Other);
             warn!("{}: vcpu{}: unexpected {} at {:#x} (ESR {esr}); UNDEF", vm.name, vcpu.index, other.description(), frame.elr);
             inject::undefined(frame);
+        }
+    }
+}
+
+/// Stops `vm` because of what `vcpu` did; dom0 cannot be stopped without
+/// the machine, so a dom0 crash stops the system.
+pub fn crash(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, what: &dyn core::fmt::Display) -> ! {
+    warn!("{}: vcpu{}: {what} at PC {:#x} (ESR {:#x}); the VM is stopped", vm.name, vcpu.index, frame.elr, frame.esr);
+    if vm.kind == VmKind::Dom0 {
+        crate::arch::aarch64::exception::fatal(frame, 8, "dom0 crashed");
+    }
+    stop_vm(vm, StopInfo { reason: StopReason::Crashed, syndrome: frame.esr, address: frame.elr });
+    sched::stop_current(frame)
+}
+
+/// Marks `vm` stopped for `info` (its vCPUs stop at their next trap) and
+/// tells dom0 through the log; ends the run under `hv.until_idle` when it
+/// was the last guest.
+pub fn stop_vm(vm: &Vm, info: StopInfo) {
+    *vm.stop.lock() = info;
+    halt_vm(vm);
+    info!("{} (VM {}) stopped: {:?}", vm.name, vm.id.0, info.reason);
+    crate::boot::guest_stopped();
+}
+
+/// Marks `vm` stopped and makes every CPU running one of its vCPUs drop it.
+pub fn halt_vm(vm: &Vm) {
+    vm.set_state(hv_abi::hypercall::VmState::Stopped);
+    for v in &vm.vcpus {
+        if v.sched.load(Ordering::Acquire) == sched::state::RUNNING && v.pcpu != crate::arch::aarch64::cpu::index() {
+            gic::send_sgi(gic::SGI_KICK, v.pcpu);
         }
     }
 }
@@ -74,10 +120,12 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
 fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let ipa = el2::fault_ipa(frame.far);
     let Some((device, offset)) = vm.emulated_region(ipa) else {
+        vm.count_exit(Exit::Abort);
         warn!("{}: vcpu{}: access to IPA {:#x} (VA {:#x}, PC {:#x}) outside its memory; abort", vm.name, vcpu.index, ipa, frame.far, frame.elr);
         inject::abort(frame, false, frame.far);
         return;
     };
+    vm.count_exit(Exit::Mmio);
     let abort = DataAbort::decode(frame.esr);
     let DataAbort::Emulatable { size, register, write, .. } = abort else {
         warn!("{}: vcpu{}: {:?} access to {:#x} the hypervisor cannot decode (no ISV: load/store pair or writeback?); abort", vm.name, vcpu.index, device, ipa);
@@ -88,21 +136,24 @@ fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
         let value = if register == 31 { 0 } else { frame.x[register as usize] };
         let value = value & mask(size);
         trace!("{}: vcpu{}: {:?}+{:#x} <- {:#x} ({:?})", vm.name, vcpu.index, device, offset, value, size);
-        let result = vm::with_effects(vm, |effects| {
-            let mut vgic = vm.vgic.lock();
-            match device {
-                EmulatedDevice::GicDistributor => vgic.dist_write(vcpu.index, offset, size, value, effects),
-                EmulatedDevice::GicRedistributors => vgic.redist_write(vcpu.index, offset, size, value, effects),
+        match device {
+            EmulatedDevice::ConsoleUart => {
+                console_write(vm, offset, value);
+                Ok(None)
             }
-        });
-        result.map(|()| None)
+            EmulatedDevice::GicDistributor => {
+                vm::with_effects(vm, |effects| vm.vgic.lock().dist_write(vcpu.index, offset, size, value, effects)).map(|()| None)
+            }
+            EmulatedDevice::GicRedistributors => {
+                vm::with_effects(vm, |effects| vm.vgic.lock().redist_write(vcpu.index, offset, size, value, effects)).map(|()| None)
+            }
+        }
     } else {
-        let mut vgic = vm.vgic.lock();
-        let value = match device {
-            EmulatedDevice::GicDistributor => vgic.dist_read(vcpu.index, offset, size),
-            EmulatedDevice::GicRedistributors => vgic.redist_read(vcpu.index, offset, size),
-        };
-        value.map(Some)
+        match device {
+            EmulatedDevice::ConsoleUart => Ok(Some(console_read(offset))),
+            EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size).map(Some),
+            EmulatedDevice::GicRedistributors => vm.vgic.lock().redist_read(vcpu.index, offset, size).map(Some),
+        }
     };
     match result {
         Ok(Some(value)) => {
@@ -128,8 +179,45 @@ fn mask(size: AccessSize) -> u64 {
     }
 }
 
-/// A physical interrupt while a vCPU ran (or while it waited).
-pub fn handle_irq(vm: &Vm, vcpu: &Vcpu) {
+/// The guest console until dom0 emulates it: a PL011 that only transmits.
+/// Bytes written to UARTDR collect into lines for dom0's console ring.
+fn console_write(vm: &Vm, offset: u64, value: u64) {
+    const MAX_LINE: usize = 512;
+    if offset != 0 {
+        return; // control registers: accepted and ignored
+    }
+    let byte = value as u8;
+    let mut line = vm.console_line.lock();
+    match byte {
+        b'\n' => {
+            crate::console::guest_line(&vm.name, &line);
+            line.clear();
+        }
+        b'\r' => {}
+        _ if line.len() >= MAX_LINE => {
+            // An over-long line is cut into pieces, never dropped.
+            crate::console::guest_line(&vm.name, &line);
+            line.clear();
+            line.push(byte);
+        }
+        _ => line.push(byte),
+    }
+}
+
+/// PL011 registers as this transmit-only model shows them (PL011 TRM 3.2).
+fn console_read(offset: u64) -> u64 {
+    const ID: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+    match offset {
+        0x18 => 0x90,            // UARTFR: TX FIFO empty, RX FIFO empty
+        0x30 => 0x301,           // UARTCR: enabled, TX and RX on
+        0xfe0..=0xffc => ID[((offset - 0xfe0) / 4) as usize] as u64,
+        _ => 0,
+    }
+}
+
+/// Takes every pending physical interrupt. `current`: the VM and vCPU this
+/// CPU was running (None when idle).
+pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
     loop {
         let iar = gic::acknowledge();
         let intid = iar & 0x3ff;
@@ -137,40 +225,65 @@ pub fn handle_irq(vm: &Vm, vcpu: &Vcpu) {
             return;
         }
         gic::priority_drop(iar);
-        trace!("{}: vcpu{}: physical interrupt {intid}", vm.name, vcpu.index);
-        if intid == gic::SGI_KICK {
+        trace!("physical interrupt {intid}");
+        if intid == gic::SGI_KICK || Some(intid) == crate::boot::maintenance_intid() {
             gic::deactivate(iar);
-            vcpu.needs_flush.store(true, Ordering::Release);
+            if let Some((_, vcpu)) = current {
+                vcpu.needs_flush.store(true, Ordering::Release);
+            }
+            if intid == gic::SGI_KICK {
+                sched::on_kick();
+            }
             continue;
         }
-        if Some(intid) == crate::boot::maintenance_intid() {
+        if sched::is_timer(intid) {
             gic::deactivate(iar);
-            vcpu.needs_flush.store(true, Ordering::Release);
+            sched::on_timer();
             continue;
         }
-        // Hardware-linked: stays active until the VM's EOI deactivates it.
-        let delivered = vm::with_effects(vm, |effects| vm.vgic.lock().inject_hw(intid, vcpu.index, effects).is_ok());
+        // Hardware-linked: stays active until the owner's EOI deactivates
+        // it. PPIs belong to the running vCPU, SPIs to the VM they were
+        // given to.
+        let owner = if intid < 32 {
+            current.map(|(vm, vcpu)| (vm.id, vcpu.index))
+        } else {
+            crate::boot::spi_owner(intid).map(|id| (id, 0))
+        };
+        let delivered = match owner {
+            Some((id, index)) => match current.filter(|(vm, _)| vm.id == id) {
+                Some((vm, _)) => vm::with_effects(vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
+                None => match vm::get(id) {
+                    Some(vm) => vm::with_effects(&vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
+                    None => false,
+                },
+            },
+            None => false,
+        };
         if !delivered {
-            warn!("{}: physical interrupt {intid} not owned by the VM; disabling it", vm.name);
+            warn!("physical interrupt {intid} has no owner; disabling it");
             gic::set_enabled(intid, false);
             gic::deactivate(iar);
+        } else if let Some((vm, vcpu)) = current {
+            if owner.map(|o| o.0) == Some(vm.id) {
+                vcpu.needs_flush.store(true, Ordering::Release);
+            }
         }
-        vcpu.needs_flush.store(true, Ordering::Release);
     }
 }
 
-/// WFI: return at once if the vCPU has an interrupt to take, else wait on
-/// this CPU (interrupts masked: a pending physical interrupt still ends the
-/// wait, and is handled here) until it has one.
-pub fn wait_for_interrupt(vm: &Vm, vcpu: &Vcpu) {
-    loop {
-        // Fold in what the vCPU did with its list registers (EOIs) before
-        // asking whether anything is left for it.
-        vm::flush_interrupts(vm, vcpu);
-        if vm.vgic.lock().has_work(vcpu.index) {
-            return;
-        }
-        cpu::wait_for_interrupt();
-        handle_irq(vm, vcpu);
+/// Interrupts taken while this CPU idles.
+pub fn handle_irqs_idle() {
+    handle_irqs(None);
+}
+
+/// WFI: return at once if the vCPU has an interrupt to take, else block it
+/// until it has one.
+pub fn wait_for_interrupt(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
+    // Fold in what the vCPU did with its list registers (EOIs) before
+    // asking whether anything is left for it.
+    vm::flush_interrupts(vm, vcpu);
+    if vm.vgic.lock().has_work(vcpu.index) {
+        return;
     }
+    sched::block(vm, vcpu, frame);
 }

@@ -1,18 +1,21 @@
-//! Virtual machines and their vCPUs, and running a vCPU on this CPU.
+//! Virtual machines and their vCPUs: the VM table, per-VM state and
+//! statistics, and what a vCPU carries between runs.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use hv_abi::hypercall::{StopReason, VmState, MAX_VMS};
 use spin::Mutex;
 
 use crate::addr::{Ipa, PhysAddr};
 use crate::arch::aarch64::exception::TrapFrame;
 use crate::arch::aarch64::gic::{self, HwListRegisters};
 use crate::arch::aarch64::stage2::Stage2Tables;
-use crate::arch::aarch64::vcpu::{self, El1Context, SPSR_EL1H_MASKED};
-use crate::arch::aarch64::{cpu, el2};
+use crate::arch::aarch64::vcpu::{El1Context, SPSR_EL1H_MASKED};
+use crate::arch::aarch64::cpu;
 use crate::vgic::{Effect, Effects, Vgic};
 
 /// A VM's identifier, as dom0 sees it (dom0 is 0).
@@ -32,6 +35,8 @@ pub enum VmKind {
 pub enum EmulatedDevice {
     GicDistributor,
     GicRedistributors,
+    /// A transmit-only PL011 whose lines go to the guest console ring.
+    ConsoleUart,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -44,15 +49,34 @@ pub struct EmulatedRegion {
 /// vCPU power states (PSCI).
 pub mod power {
     pub const OFF: u8 = 0;
-    /// `CPU_ON` accepted; its physical CPU has not picked it up yet.
+    /// `CPU_ON` accepted (or the VM started); not yet run.
     pub const ON_PENDING: u8 = 1;
     pub const ON: u8 = 2;
+}
+
+/// Exit reasons counted per VM (`hv_abi::hypercall::EXIT_REASONS`).
+#[derive(Clone, Copy, Debug)]
+pub enum Exit {
+    Hvc = 0,
+    Smc = 1,
+    Mmio = 2,
+    Wfi = 3,
+    SysReg = 4,
+    Irq = 5,
+    Abort = 6,
+    Other = 7,
 }
 
 /// What a vCPU's physical CPU restores when it (re)enters it.
 pub struct VcpuContext {
     pub regs: TrapFrame,
     pub el1: El1Context,
+    /// List registers and active priorities while the vCPU is not loaded.
+    pub lrs: [u64; 16],
+    pub apr: u64,
+    /// The physical virtual-timer PPI was active (the vCPU had not yet
+    /// EOIed its timer interrupt) when it was switched out.
+    pub vtimer_active: bool,
 }
 
 pub struct Vcpu {
@@ -67,6 +91,10 @@ pub struct Vcpu {
     /// Set when the vGIC has new work for this vCPU: flush the list
     /// registers before re-entering it.
     pub needs_flush: AtomicBool,
+    /// Scheduler state (`sched::state`).
+    pub sched: AtomicU8,
+    /// Counter ticks this vCPU has run.
+    pub run_ticks: AtomicU64,
     context: UnsafeCell<VcpuContext>,
 }
 
@@ -77,7 +105,6 @@ unsafe impl Sync for Vcpu {}
 
 impl Vcpu {
     pub fn new(index: usize, mpidr: u64, pcpu: usize, cntvoff: u64) -> Self {
-        let regs = TrapFrame { x: [0; 31], sp: 0, elr: 0, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 };
         Vcpu {
             index,
             mpidr,
@@ -85,18 +112,50 @@ impl Vcpu {
             power: AtomicU8::new(power::OFF),
             start: Mutex::new((0, 0)),
             needs_flush: AtomicBool::new(false),
-            context: UnsafeCell::new(VcpuContext { regs, el1: El1Context::reset(mpidr, cntvoff) }),
+            sched: AtomicU8::new(0),
+            run_ticks: AtomicU64::new(0),
+            context: UnsafeCell::new(VcpuContext {
+                regs: TrapFrame { x: [0; 31], sp: 0, elr: 0, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 },
+                el1: El1Context::reset(mpidr, cntvoff),
+                lrs: [0; 16],
+                apr: 0,
+                vtimer_active: false,
+            }),
         }
     }
 
     /// # Safety
     /// Only on the vCPU's own physical CPU, while it is not running the
-    /// vCPU, with no other reference to the context alive.
+    /// vCPU (or from its own trap handler), with no other reference to the
+    /// context alive.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn context_mut(&self) -> &mut VcpuContext {
         // SAFETY: the caller guarantees exclusive access (see above).
         unsafe { &mut *self.context.get() }
     }
+
+    /// Resets the context for a (re)start at `entry` with x0 = `context`.
+    ///
+    /// # Safety
+    /// As for `context_mut`.
+    pub unsafe fn reset(&self, entry: u64, context: u64, cntvoff: u64) {
+        // SAFETY: forwarded from the caller.
+        let ctx = unsafe { self.context_mut() };
+        ctx.regs = TrapFrame { x: [0; 31], sp: 0, elr: entry, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 };
+        ctx.regs.x[0] = context;
+        ctx.el1 = El1Context::reset(self.mpidr, cntvoff);
+        ctx.lrs = [0; 16];
+        ctx.apr = 0;
+        ctx.vtimer_active = false;
+    }
+}
+
+/// Why and where a VM stopped.
+#[derive(Clone, Copy, Debug)]
+pub struct StopInfo {
+    pub reason: StopReason,
+    pub syndrome: u64,
+    pub address: u64,
 }
 
 pub struct Vm {
@@ -105,19 +164,49 @@ pub struct Vm {
     pub kind: VmKind,
     /// Stage-2 VMID (8 bits).
     pub vmid: u16,
-    pub stage2: Mutex<Stage2Tables>,
+    /// Its stage-2 tables (taken when it is destroyed).
+    pub stage2: Mutex<Option<Stage2Tables>>,
     pub stage2_root: PhysAddr,
     pub vtcr: u64,
-    /// The VM's RAM: (IPA, PA, size).
+    /// The VM's RAM: (IPA, PA, size) chunks, in IPA order.
     pub ram: Vec<(Ipa, PhysAddr, u64)>,
     pub regions: Vec<EmulatedRegion>,
     /// Physical PPIs hardware-linked to each of its vCPUs.
     pub hw_ppis: Vec<u32>,
     pub vgic: Mutex<Vgic>,
     pub vcpus: Vec<Vcpu>,
+    /// CNTVOFF_EL2 for its vCPUs.
+    pub cntvoff: u64,
+    pub weight: u32,
+    pub state: AtomicU32,
+    pub stop: Mutex<StopInfo>,
+    pub exits: [AtomicU64; 8],
+    /// The guest console's current line.
+    pub console_line: Mutex<Vec<u8>>,
 }
 
 impl Vm {
+    pub fn state(&self) -> VmState {
+        VmState::from_u32(self.state.load(Ordering::Acquire)).unwrap_or(VmState::Stopped)
+    }
+
+    pub fn set_state(&self, state: VmState) {
+        self.state.store(state as u32, Ordering::Release);
+    }
+
+    /// May its vCPUs run now?
+    pub fn runnable(&self) -> bool {
+        self.state() == VmState::Running
+    }
+
+    pub fn count_exit(&self, exit: Exit) {
+        self.exits[exit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn ram_size(&self) -> u64 {
+        self.ram.iter().map(|&(_, _, size)| size).sum()
+    }
+
     /// The emulated device at `ipa`, and the offset into it.
     pub fn emulated_region(&self, ipa: u64) -> Option<(EmulatedDevice, u64)> {
         self.regions.iter().find_map(|r| {
@@ -126,8 +215,8 @@ impl Vm {
         })
     }
 
-    /// Translates a guest buffer `[ipa, ipa+len)` that must lie entirely
-    /// inside one RAM region into the host physical address of its start.
+    /// Translates a buffer `[ipa, ipa+len)` that lies entirely inside one
+    /// RAM chunk into the host physical address of its start.
     pub fn ram_buffer(&self, ipa: u64, len: u64) -> Option<PhysAddr> {
         let end = ipa.checked_add(len)?;
         self.ram.iter().find_map(|&(base, pa, size)| {
@@ -136,12 +225,30 @@ impl Vm {
         })
     }
 
+    /// Is `[ipa, ipa+len)` entirely in this VM's RAM (possibly across chunks)?
+    pub fn contains_ram(&self, ipa: u64, len: u64) -> bool {
+        let Some(end) = ipa.checked_add(len) else { return false };
+        let mut at = ipa;
+        while at < end {
+            let Some(&(base, _, size)) = self.ram.iter().find(|&&(b, _, s)| at >= b.as_u64() && at < b.as_u64() + s) else {
+                return false;
+            };
+            at = base.as_u64() + size;
+        }
+        true
+    }
+
     /// Applies what a vGIC operation asks of the physical GIC and the
     /// other CPUs.
     pub fn apply(&self, effects: &Effects) {
+        let here = crate::sched::current_vcpu_of(self.id);
         for effect in effects.iter() {
             match effect {
-                Effect::Kick(v) if v == vcpu_here(self) => {}
+                Effect::Kick(v) if Some(v) == here => {
+                    if let Some(vcpu) = self.vcpus.get(v) {
+                        vcpu.needs_flush.store(true, Ordering::Release);
+                    }
+                }
                 Effect::Kick(v) => self.kick(v),
                 Effect::PhysEnable { intid, enable } => gic::set_enabled(intid, enable),
                 Effect::PhysPriority { intid, prio } => gic::set_priority(intid, prio),
@@ -160,23 +267,12 @@ impl Vm {
         }
     }
 
-    /// Makes vCPU `index` look at its pending interrupts: on this CPU at the
-    /// next entry, on another by an SGI.
+    /// Makes vCPU `index` look at its pending interrupts: wakes it if it is
+    /// blocked, and interrupts its physical CPU if that is another one.
     pub fn kick(&self, index: usize) {
         let Some(v) = self.vcpus.get(index) else { return };
         v.needs_flush.store(true, Ordering::Release);
-        if v.pcpu != cpu::index() {
-            gic::send_sgi(gic::SGI_KICK, v.pcpu);
-        }
-        cpu::send_event();
-    }
-}
-
-/// Index of the vCPU of `vm` running on this CPU, if any.
-fn vcpu_here(vm: &Vm) -> usize {
-    match current() {
-        Some((current_vm, vcpu)) if core::ptr::eq(current_vm, vm) => vcpu.index,
-        _ => usize::MAX,
+        crate::sched::wake(self, index);
     }
 }
 
@@ -194,61 +290,8 @@ pub fn with_effects<R>(vm: &Vm, f: impl FnOnce(&mut Effects) -> R) -> R {
     result
 }
 
-/// The vCPU each physical CPU runs.
-static CURRENT: [AtomicPtr<Vcpu>; cpu::MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; cpu::MAX_CPUS];
-static CURRENT_VM: [AtomicPtr<Vm>; cpu::MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; cpu::MAX_CPUS];
-/// Top of each physical CPU's EL2 stack (where trap frames go).
-static STACK_TOP: [core::sync::atomic::AtomicUsize; cpu::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicUsize::new(0) }; cpu::MAX_CPUS];
-
-pub fn set_stack_top(pcpu: usize, top: usize) {
-    STACK_TOP[pcpu].store(top, Ordering::Relaxed);
-}
-
-/// The VM and vCPU running on this CPU (None while the CPU is idle).
-pub fn current() -> Option<(&'static Vm, &'static Vcpu)> {
-    let i = cpu::index();
-    let vm = CURRENT_VM[i].load(Ordering::Relaxed);
-    let vcpu = CURRENT[i].load(Ordering::Relaxed);
-    // SAFETY: both pointers are set together by `run` from `&'static`
-    // references (VMs are never freed while one of their vCPUs runs).
-    unsafe { Some((vm.as_ref()?, vcpu.as_ref()?)) }
-}
-
-/// This CPU runs no vCPU any more.
-pub fn clear_current() {
-    let i = cpu::index();
-    CURRENT[i].store(core::ptr::null_mut(), Ordering::Relaxed);
-    CURRENT_VM[i].store(core::ptr::null_mut(), Ordering::Relaxed);
-}
-
-/// Runs `vcpu` of `vm` on this CPU from its saved context. Never returns:
-/// traps come back through the exception vectors.
-pub fn run(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
-    let i = cpu::index();
-    CURRENT_VM[i].store(vm as *const Vm as *mut Vm, Ordering::Relaxed);
-    CURRENT[i].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
-    el2::configure_vm_traps();
-    el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
-    // The physical PPIs the running vCPU owns (hardware-linked: the virtual
-    // timer) and the kick SGI stay enabled; whether the vCPU sees one is
-    // its virtual distributor's business.
-    for &ppi in &vm.hw_ppis {
-        gic::set_enabled(ppi, true);
-    }
-    gic::set_enabled(gic::SGI_KICK, true);
-    if let Some(maintenance) = crate::boot::maintenance_intid() {
-        gic::set_enabled(maintenance, true);
-    }
-    // SAFETY: this is the vCPU's own physical CPU and it is not running.
-    let context = unsafe { vcpu.context_mut() };
-    context.el1.restore();
-    flush_interrupts(vm, vcpu);
-    vcpu::enter(&context.regs, STACK_TOP[i].load(Ordering::Relaxed))
-}
-
 /// Folds list-register state back into the vGIC and refills the list
-/// registers from it; cheap when nothing changed.
+/// registers from it (the vCPU must be loaded on this CPU).
 pub fn flush_interrupts(vm: &Vm, vcpu: &Vcpu) {
     vcpu.needs_flush.store(false, Ordering::Relaxed);
     let mut lrs = HwListRegisters;
@@ -259,4 +302,40 @@ pub fn flush_interrupts(vm: &Vm, vcpu: &Vcpu) {
     if let Err(e) = result {
         log::error!("{}: vcpu{}: vGIC list register update failed: {e:?}", vm.name, vcpu.index);
     }
+}
+
+/// The VM table, indexed by id. Only hypercalls and the scheduler's
+/// switch-in look VMs up, by id, never by scanning.
+static VMS: Mutex<[Option<Arc<Vm>>; MAX_VMS as usize]> = Mutex::new([const { None }; MAX_VMS as usize]);
+
+pub fn get(id: VmId) -> Option<Arc<Vm>> {
+    VMS.lock().get(id.0 as usize)?.clone()
+}
+
+/// Puts `vm` in the table under its id (which must be free).
+pub fn insert(vm: Arc<Vm>) -> Result<(), Arc<Vm>> {
+    let mut table = VMS.lock();
+    match table.get_mut(vm.id.0 as usize) {
+        Some(slot @ None) => {
+            *slot = Some(vm);
+            Ok(())
+        }
+        _ => Err(vm),
+    }
+}
+
+pub fn remove(id: VmId) -> Option<Arc<Vm>> {
+    VMS.lock().get_mut(id.0 as usize)?.take()
+}
+
+/// A free VM id (1.. for guests).
+pub fn free_id() -> Option<VmId> {
+    let table = VMS.lock();
+    (1..MAX_VMS).find(|&i| table[i as usize].is_none()).map(VmId)
+}
+
+/// Ids of guests (not dom0) that exist.
+pub fn guest_ids() -> Vec<VmId> {
+    let table = VMS.lock();
+    table.iter().flatten().filter(|vm| vm.kind == VmKind::Guest).map(|vm| vm.id).collect()
 }

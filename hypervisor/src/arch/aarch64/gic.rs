@@ -495,3 +495,37 @@ pub fn acknowledge_and_drop_kick() -> bool {
     deactivate(iar);
     true
 }
+
+const GICD_ISACTIVER: usize = 0x300;
+
+/// Is private interrupt `intid` (a PPI of this CPU) active?
+pub fn is_active(intid: u32) -> bool {
+    let (base, off) = private_base();
+    read32(&base, off + GICD_ISACTIVER) & (1 << (intid % 32)) != 0
+}
+
+/// Sets or clears the active state of private interrupt `intid` (saving and
+/// restoring a vCPU's hardware-linked timer interrupt across a switch).
+pub fn set_active(intid: u32, active: bool) {
+    let (base, off) = private_base();
+    let reg = if active { GICD_ISACTIVER } else { GICD_ICACTIVER };
+    write32(&base, off + reg + 4 * (intid as usize / 32), 1 << (intid % 32));
+}
+
+/// The virtual CPU interface's active priorities (GICH_APR /
+/// ICH_AP1R0_EL2), part of a vCPU's state.
+pub fn active_priorities() -> u64 {
+    if is_v3() {
+        read_sysreg!("ich_ap1r0_el2")
+    } else {
+        read32(&GIC.gich, GICH_APR) as u64
+    }
+}
+
+pub fn set_active_priorities(value: u64) {
+    if is_v3() {
+        write_sysreg!("ich_ap1r0_el2", value);
+    } else {
+        write32(&GIC.gich, GICH_APR, value as u32);
+    }
+}

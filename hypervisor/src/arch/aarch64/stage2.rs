@@ -6,8 +6,12 @@ use crate::mm::pagetable::{Attributes, MapError, PageTable, Stage2, TableMemory}
 
 use super::el2;
 
-/// Table pages from the global page allocator.
-pub struct FrameTables;
+/// Table pages from the global page allocator, remembered so a VM's tables
+/// can all be returned when it is destroyed.
+#[derive(Default)]
+pub struct FrameTables {
+    pages: alloc::vec::Vec<PhysAddr>,
+}
 
 // SAFETY: pages come from the page allocator (4 KiB aligned, exclusively
 // ours until freed) and are zeroed before use; the accessors touch exactly
@@ -15,12 +19,13 @@ pub struct FrameTables;
 unsafe impl TableMemory for FrameTables {
     fn alloc_zeroed_table(&mut self) -> Option<PhysAddr> {
         let page = crate::boot::FRAMES.lock().as_mut()?.alloc(1)?;
-        // SAFETY: a freshly allocated page, mapped read-write at EL2.
-        unsafe { core::ptr::write_bytes(page.as_u64() as *mut u8, 0, PAGE_SIZE as usize) };
+        super::cpu::zero(page, PAGE_SIZE);
+        self.pages.push(page);
         Some(page)
     }
 
     fn free_table(&mut self, table: PhysAddr) {
+        self.pages.retain(|&p| p != table);
         if let Some(frames) = crate::boot::FRAMES.lock().as_mut() {
             let _ = frames.free(table, 1);
         }
@@ -46,7 +51,7 @@ pub struct Stage2Tables {
 impl Stage2Tables {
     pub fn new() -> Result<Self, MapError> {
         let (bits, level, pa_range) = el2::stage2_geometry();
-        let table = PageTable::new(FrameTables, Stage2, bits, level)?;
+        let table = PageTable::new(FrameTables::default(), Stage2, bits, level)?;
         Ok(Stage2Tables { table, vtcr: el2::vtcr_value(bits, level, pa_range) })
     }
 
@@ -61,6 +66,17 @@ impl Stage2Tables {
         self.table.map(ipa, pa, size, attrs)?;
         aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
         Ok(())
+    }
+
+    /// Returns every table page to the page allocator (the VM is gone and
+    /// its TLB entries invalidated).
+    pub fn release(self) {
+        let mem = self.table.into_memory();
+        if let Some(frames) = crate::boot::FRAMES.lock().as_mut() {
+            for page in mem.pages {
+                let _ = frames.free(page, 1);
+            }
+        }
     }
 
     pub fn translate(&self, ipa: Ipa) -> Option<(PhysAddr, Attributes)> {

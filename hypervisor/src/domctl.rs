@@ -1,0 +1,342 @@
+//! Domain control: the hypercalls with which dom0's toolstack creates,
+//! starts, pauses and destroys guest VMs (`hv_abi::hypercall`). The caller
+//! is dom0 (checked by `hypercall`); every argument is still validated.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use hv_abi::hypercall::{guest, Error, Function, StopReason, VmInfo, VmState, MAX_NAME};
+use log::{info, warn};
+use spin::Mutex;
+
+use crate::addr::{Ipa, PhysAddr};
+use crate::arch::aarch64::exception::TrapFrame;
+use crate::arch::aarch64::stage2::Stage2Tables;
+use crate::arch::aarch64::{cpu, el2, gic};
+use crate::mm::pagetable::Attributes;
+use crate::platform::GicVersion;
+use crate::schedpolicy::{DEFAULT_WEIGHT, MAX_WEIGHT};
+use crate::vgic::{Vgic, VgicVersion};
+use crate::vm::{self, power, EmulatedDevice, EmulatedRegion, StopInfo, Vcpu, Vm, VmId, VmKind};
+
+const CHUNK: u64 = 2 << 20;
+const CHUNK_PAGES: usize = (CHUNK / 4096) as usize;
+const MAX_MEMORY: u64 = 4 << 30;
+const MAX_VCPUS: u64 = 8;
+/// The guest's virtual timer PPI (INTID 27).
+const VTIMER: u32 = 27;
+
+pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Error> {
+    let a = &frame.x;
+    match f {
+        Function::VmCreate => create(dom0, a[1], a[2], a[3], a[4], a[5], a[6]),
+        Function::VmWrite => write(dom0, a[1], a[2], a[3], a[4]),
+        Function::VmSetEntry => set_entry(a[1], a[2], a[3], a[4]),
+        Function::VmStart => start(a[1]),
+        Function::VmPause => pause(a[1], true),
+        Function::VmUnpause => pause(a[1], false),
+        Function::VmDestroy => destroy(a[1]),
+        Function::VmInfo => info(dom0, a[1], a[2], a[3]),
+        _ => Err(Error::NotSupported),
+    }
+}
+
+fn guest_vm(id: u64) -> Result<Arc<Vm>, Error> {
+    let id = u16::try_from(id).map_err(|_| Error::InvalidParameter)?;
+    match vm::get(VmId(id)) {
+        Some(vm) if vm.kind == VmKind::Guest => Ok(vm),
+        _ => Err(Error::InvalidParameter),
+    }
+}
+
+/// Reads `len` bytes at `ipa` from dom0's RAM.
+fn dom0_bytes(dom0: &Vm, ipa: u64, len: u64) -> Result<&'static [u8], Error> {
+    let pa = dom0.ram_buffer(ipa, len).ok_or(Error::BadAddress)?;
+    // SAFETY: the range is dom0's RAM, mapped at EL2; dom0 is trapped in
+    // this hypercall, so nothing of its changes the bytes while we read.
+    Ok(unsafe { core::slice::from_raw_parts(pa.as_u64() as *const u8, len as usize) })
+}
+
+fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weight: u64, pin: u64) -> Result<u64, Error> {
+    if !(1..=MAX_VCPUS).contains(&vcpus)
+        || memory < CHUNK
+        || memory % CHUNK != 0
+        || memory > MAX_MEMORY
+        || !(1..=MAX_NAME as u64).contains(&name_len)
+        || weight > MAX_WEIGHT as u64
+    {
+        return Err(Error::InvalidParameter);
+    }
+    let name = core::str::from_utf8(dom0_bytes(dom0, name_ipa, name_len)?).map_err(|_| Error::InvalidParameter)?;
+    let online = crate::boot::online_cpus();
+    let online_mask = if online >= 64 { u64::MAX } else { (1u64 << online) - 1 };
+    if pin != 0 && pin & online_mask == 0 {
+        return Err(Error::InvalidParameter); // pinned only to CPUs that are not online
+    }
+    let pin = pin & online_mask;
+    let id = vm::free_id().ok_or(Error::Busy)?;
+
+    // RAM in 2 MiB chunks (block-mapped at stage 2), zeroed.
+    let mut chunks: Vec<(Ipa, PhysAddr, u64)> = Vec::new();
+    for i in 0..memory / CHUNK {
+        let Some(pa) = crate::boot::FRAMES.lock().as_mut().and_then(|f| f.alloc(CHUNK_PAGES)) else {
+            free_chunks(&chunks);
+            return Err(Error::NoMemory);
+        };
+        cpu::zero(pa, CHUNK);
+        chunks.push((Ipa::new(guest::RAM_BASE + i * CHUNK), pa, CHUNK));
+    }
+    let fail = |chunks: &[(Ipa, PhysAddr, u64)], e| {
+        free_chunks(chunks);
+        e
+    };
+    let mut stage2 = Stage2Tables::new().map_err(|_| fail(&chunks, Error::NoMemory))?;
+    for &(ipa, pa, size) in &chunks {
+        if stage2.map(ipa, pa, size, Attributes::RWX).is_err() {
+            stage2.release();
+            return Err(fail(&chunks, Error::NoMemory));
+        }
+    }
+    let platform = crate::boot::platform();
+    let mut regions = vec![
+        EmulatedRegion { base: Ipa::new(guest::GICD_BASE), size: guest::GICD_SIZE, device: EmulatedDevice::GicDistributor },
+        EmulatedRegion { base: Ipa::new(guest::UART_BASE), size: guest::UART_SIZE, device: EmulatedDevice::ConsoleUart },
+    ];
+    let version = match platform.gic.version {
+        GicVersion::V2 => {
+            // The guest's GICC is the host's virtual CPU interface.
+            let gicv = platform.gic.gicv.map(|r| r.base).ok_or(Error::NotSupported)?;
+            if stage2.map(Ipa::new(guest::GICC_BASE), gicv, guest::GICC_SIZE, Attributes::DEVICE).is_err() {
+                stage2.release();
+                return Err(fail(&chunks, Error::NoMemory));
+            }
+            VgicVersion::V2
+        }
+        GicVersion::V3 => {
+            regions.push(EmulatedRegion { base: Ipa::new(guest::GICR_BASE), size: guest::GICR_STRIDE * vcpus, device: EmulatedDevice::GicRedistributors });
+            VgicVersion::V3
+        }
+    };
+    let vgic = Vgic::new(version, vcpus as usize, 64, |i| i as u64).map_err(|_| Error::InvalidParameter);
+    let mut vgic = match vgic {
+        Ok(v) => v,
+        Err(e) => {
+            stage2.release();
+            return Err(fail(&chunks, e));
+        }
+    };
+    for v in 0..vcpus as usize {
+        let _ = vgic.link_hw(VTIMER, Some(v), VTIMER);
+    }
+    let cntvoff = cpu::counter();
+    let mut vcpu_list = Vec::new();
+    for i in 0..vcpus as usize {
+        match crate::sched::place(pin, online) {
+            Some(pcpu) => vcpu_list.push(Vcpu::new(i, i as u64, pcpu, cntvoff)),
+            None => {
+                for v in &vcpu_list {
+                    crate::sched::unplace(v.pcpu);
+                }
+                stage2.release();
+                return Err(fail(&chunks, Error::InvalidParameter));
+            }
+        }
+    }
+    let root = stage2.root();
+    let vtcr = stage2.vtcr;
+    let placement: Vec<usize> = vcpu_list.iter().map(|v: &Vcpu| v.pcpu).collect();
+    let vm = Arc::new(Vm {
+        id,
+        name: String::from(name),
+        kind: VmKind::Guest,
+        vmid: id.0 + 1,
+        stage2: Mutex::new(Some(stage2)),
+        stage2_root: root,
+        vtcr,
+        ram: chunks,
+        regions,
+        hw_ppis: vec![VTIMER],
+        vgic: Mutex::new(vgic),
+        vcpus: vcpu_list,
+        cntvoff,
+        weight: if weight == 0 { DEFAULT_WEIGHT } else { weight as u32 },
+        state: AtomicU32::new(VmState::Created as u32),
+        stop: Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
+        exits: [const { AtomicU64::new(0) }; 8],
+        console_line: Mutex::new(Vec::new()),
+    });
+    if let Err(vm) = vm::insert(vm) {
+        release(&vm);
+        return Err(Error::Busy);
+    }
+    info!("VM {} '{name}' created: {vcpus} vCPU(s) on CPUs {placement:?}, {} MiB", id.0, memory >> 20);
+    Ok(id.0 as u64)
+}
+
+fn free_chunks(chunks: &[(Ipa, PhysAddr, u64)]) {
+    let mut frames = crate::boot::FRAMES.lock();
+    let Some(frames) = frames.as_mut() else { return };
+    for &(_, pa, size) in chunks {
+        // No VM's data may outlive it.
+        cpu::zero(pa, size);
+        if frames.free(pa, (size / 4096) as usize).is_err() {
+            log::error!("page allocator refused VM memory at {pa}");
+        }
+    }
+}
+
+/// Returns a VM's memory and tables (it is out of the table and runs nowhere).
+fn release(vm: &Vm) {
+    free_chunks(&vm.ram);
+    for v in &vm.vcpus {
+        crate::sched::unplace(v.pcpu);
+    }
+    // Drop stale translations tagged with its VMID before the VMID is reused.
+    el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
+    el2::flush_vm_tlbs();
+    if let Some((current, _)) = crate::sched::current() {
+        el2::set_stage2(current.vmid, current.stage2_root, current.vtcr);
+    }
+    if let Some(stage2) = vm.stage2.lock().take() {
+        stage2.release();
+    }
+}
+
+fn write(dom0: &Vm, id: u64, dest: u64, src: u64, len: u64) -> Result<u64, Error> {
+    let vm = guest_vm(id)?;
+    if vm.state() != VmState::Created && vm.state() != VmState::Paused {
+        return Err(Error::Busy);
+    }
+    if !vm.contains_ram(dest, len) {
+        return Err(Error::BadAddress);
+    }
+    let bytes = dom0_bytes(dom0, src, len)?;
+    let mut done = 0u64;
+    while done < len {
+        let ipa = dest + done;
+        let &(base, pa, size) = vm.ram.iter().find(|&&(b, _, s)| ipa >= b.as_u64() && ipa < b.as_u64() + s).ok_or(Error::BadAddress)?;
+        let offset = ipa - base.as_u64();
+        let n = (size - offset).min(len - done);
+        // SAFETY: the destination is inside this RAM chunk of the VM (mapped
+        // at EL2); the VM is not running (Created or Paused).
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes[done as usize..].as_ptr(), (pa.as_u64() + offset) as *mut u8, n as usize)
+        };
+        done += n;
+    }
+    Ok(0)
+}
+
+fn set_entry(id: u64, vcpu: u64, pc: u64, x0: u64) -> Result<u64, Error> {
+    let vm = guest_vm(id)?;
+    if vm.state() != VmState::Created {
+        return Err(Error::Busy);
+    }
+    let v = vm.vcpus.get(vcpu as usize).ok_or(Error::InvalidParameter)?;
+    if !vm.contains_ram(pc, 4) {
+        return Err(Error::BadAddress);
+    }
+    *v.start.lock() = (pc, x0);
+    v.power.store(power::ON_PENDING, Ordering::Release);
+    Ok(0)
+}
+
+fn start(id: u64) -> Result<u64, Error> {
+    let vm = guest_vm(id)?;
+    if vm.state() != VmState::Created {
+        return Err(Error::Busy);
+    }
+    if vm.vcpus[0].power.load(Ordering::Acquire) != power::ON_PENDING {
+        return Err(Error::InvalidParameter); // vCPU 0 has no entry point
+    }
+    vm.set_state(VmState::Running);
+    info!("VM {} '{}' started", vm.id.0, vm.name);
+    for v in &vm.vcpus {
+        if v.power.load(Ordering::Acquire) == power::ON_PENDING {
+            crate::sched::wake(&vm, v.index);
+        }
+    }
+    Ok(0)
+}
+
+fn pause(id: u64, pause: bool) -> Result<u64, Error> {
+    let vm = guest_vm(id)?;
+    match (vm.state(), pause) {
+        (VmState::Running, true) => {
+            vm.set_state(VmState::Paused);
+            for v in &vm.vcpus {
+                if v.sched.load(Ordering::Acquire) == crate::sched::state::RUNNING {
+                    gic::send_sgi(gic::SGI_KICK, v.pcpu);
+                }
+            }
+            Ok(0)
+        }
+        (VmState::Paused, false) => {
+            vm.set_state(VmState::Running);
+            for v in &vm.vcpus {
+                let s = v.sched.load(Ordering::Acquire);
+                if s == crate::sched::state::RUNNABLE || v.power.load(Ordering::Acquire) == power::ON_PENDING {
+                    crate::sched::wake(&vm, v.index);
+                }
+            }
+            Ok(0)
+        }
+        _ => Err(Error::Busy),
+    }
+}
+
+fn destroy(id: u64) -> Result<u64, Error> {
+    let vm = guest_vm(id)?;
+    if vm.state() != VmState::Stopped {
+        crate::trap::halt_vm(&vm);
+    }
+    // Wait until none of its vCPUs runs anywhere (they stop at their next
+    // trap; the kick SGI makes that soon).
+    let deadline = cpu::counter() + cpu::counter_frequency();
+    while vm.vcpus.iter().any(|v| v.sched.load(Ordering::Acquire) == crate::sched::state::RUNNING) {
+        if cpu::counter() > deadline {
+            warn!("VM {} '{}': a vCPU did not stop within 1 s; not destroyed", vm.id.0, vm.name);
+            return Err(Error::Busy);
+        }
+        core::hint::spin_loop();
+    }
+    crate::sched::forget_vm(vm.id, crate::boot::online_cpus());
+    vm::remove(vm.id);
+    release(&vm);
+    info!("VM {} '{}' destroyed", vm.id.0, vm.name);
+    Ok(0)
+}
+
+fn info(dom0: &Vm, id: u64, buffer: u64, len: u64) -> Result<u64, Error> {
+    let size = core::mem::size_of::<VmInfo>() as u64;
+    if len < size {
+        return Err(Error::InvalidParameter);
+    }
+    let vm = guest_vm(id)?;
+    let pa = dom0.ram_buffer(buffer, size).ok_or(Error::BadAddress)?;
+    let stop = *vm.stop.lock();
+    let mut out = VmInfo::zeroed();
+    out.id = vm.id.0 as u32;
+    out.state = vm.state() as u32;
+    out.vcpus = vm.vcpus.len() as u32;
+    out.stop_reason = stop.reason as u32;
+    out.stop_syndrome = stop.syndrome;
+    out.stop_address = stop.address;
+    out.memory = vm.ram_size();
+    let ticks: u64 = vm.vcpus.iter().map(|v| v.run_ticks.load(Ordering::Relaxed)).sum();
+    out.cpu_time_ns = (ticks as u128 * 1_000_000_000 / cpu::counter_frequency().max(1) as u128) as u64;
+    for (slot, counter) in out.exits.iter_mut().zip(&vm.exits) {
+        *slot = counter.load(Ordering::Relaxed);
+    }
+    let name = vm.name.as_bytes();
+    out.name_len = name.len().min(32) as u32;
+    out.name[..name.len().min(32)].copy_from_slice(&name[..name.len().min(32)]);
+    out.weight = vm.weight;
+    let bytes = out.to_bytes();
+    // SAFETY: `ram_buffer` checked the buffer is dom0's RAM; dom0 is trapped.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa.as_u64() as *mut u8, bytes.len()) };
+    Ok(size)
+}

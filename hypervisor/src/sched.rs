@@ -1,0 +1,374 @@
+//! The scheduler's mechanism: per-physical-CPU run queues of vCPUs (policy
+//! in `schedpolicy`), time slices from the EL2 physical timer (CNTHP, PPI
+//! 26), blocking on WFI with soft timers for blocked vCPUs' virtual timers,
+//! wake-ups across CPUs by SGI, and the vCPU context switch.
+//!
+//! A vCPU runs only on the physical CPU it was placed on (`Vcpu::pcpu`), so
+//! its context is only ever touched by that CPU.
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+use log::debug;
+use spin::Mutex;
+
+use crate::arch::aarch64::exception::TrapFrame;
+use crate::arch::aarch64::gic::{self, HwListRegisters};
+use crate::arch::aarch64::sysreg::{read_sysreg, write_sysreg};
+use crate::arch::aarch64::{cpu, el2, vcpu as arch_vcpu};
+use crate::schedpolicy::{slice_ticks, RunQueue, SoftTimers};
+use crate::vgic::ListRegisters;
+use crate::vm::{self, power, Vcpu, Vm, VmId, VmKind};
+
+/// `Vcpu::sched` values.
+pub mod state {
+    /// Not runnable: powered off, or its VM not started.
+    pub const OFF: u8 = 0;
+    /// Wants to run (in a run queue, or waiting for its VM to be unpaused).
+    pub const RUNNABLE: u8 = 1;
+    pub const RUNNING: u8 = 2;
+    /// In WFI with nothing to take.
+    pub const BLOCKED: u8 = 3;
+}
+
+/// The EL2 physical timer's PPI (CNTHP), which ends time slices.
+const HYP_TIMER_PPI: u32 = 26;
+/// The virtual timer's PPI.
+const VTIMER_PPI: u32 = 27;
+
+/// A vCPU, as the run queues name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuRef {
+    pub vm: VmId,
+    pub vcpu: u8,
+}
+
+struct CpuSched {
+    runq: RunQueue<VcpuRef>,
+    timers: SoftTimers<VcpuRef>,
+    /// The running vCPU (its VM kept alive by the Arc).
+    current: Option<(Arc<Vm>, usize)>,
+    /// Counter value when the current vCPU was switched in.
+    since: u64,
+    slice_end: u64,
+}
+
+impl CpuSched {
+    const fn new() -> Self {
+        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0 }
+    }
+}
+
+static SCHED: [Mutex<CpuSched>; cpu::MAX_CPUS] = [const { Mutex::new(CpuSched::new()) }; cpu::MAX_CPUS];
+/// Fast, lock-free view of what each CPU runs, for the trap path.
+static CURRENT_VM: [AtomicPtr<Vm>; cpu::MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; cpu::MAX_CPUS];
+static CURRENT_VCPU: [AtomicPtr<Vcpu>; cpu::MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; cpu::MAX_CPUS];
+/// This CPU should pick another vCPU at the end of the current trap.
+static RESCHED: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
+/// vCPUs placed on each CPU (for placement).
+static ASSIGNED: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
+/// Top of each CPU's EL2 stack (where trap frames go).
+static STACK_TOP: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
+
+pub fn set_stack_top(pcpu: usize, top: usize) {
+    STACK_TOP[pcpu].store(top, Ordering::Relaxed);
+}
+
+/// The VM and vCPU running on this CPU (None while it idles).
+#[inline]
+pub fn current() -> Option<(&'static Vm, &'static Vcpu)> {
+    let i = cpu::index();
+    let vm = CURRENT_VM[i].load(Ordering::Relaxed);
+    let vcpu = CURRENT_VCPU[i].load(Ordering::Relaxed);
+    // SAFETY: both are set together by `switch_in` from the Arc held in
+    // SCHED[i].current, which keeps the VM alive until `switch_out` clears
+    // these pointers first.
+    unsafe { Some((vm.as_ref()?, vcpu.as_ref()?)) }
+}
+
+/// The index of `vm`'s vCPU running on this CPU, if one is.
+pub fn current_vcpu_of(vm: VmId) -> Option<usize> {
+    current().filter(|(v, _)| v.id == vm).map(|(_, vcpu)| vcpu.index)
+}
+
+/// Chooses the physical CPU for a new vCPU (pinning: bit i allows CPU i).
+pub fn place(allowed: u64, online: usize) -> Option<usize> {
+    let assigned: [usize; cpu::MAX_CPUS] = core::array::from_fn(|i| ASSIGNED[i].load(Ordering::Relaxed));
+    let cpu = crate::schedpolicy::place(allowed, online, &assigned)?;
+    ASSIGNED[cpu].fetch_add(1, Ordering::Relaxed);
+    Some(cpu)
+}
+
+/// A vCPU is gone (its VM destroyed).
+pub fn unplace(pcpu: usize) {
+    ASSIGNED[pcpu].fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Assigns dom0's vCPU i to physical CPU i.
+pub fn place_fixed(pcpu: usize) {
+    ASSIGNED[pcpu].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Makes vCPU `index` of `vm` runnable if it was blocked (or has a pending
+/// `CPU_ON`), and makes its physical CPU notice.
+pub fn wake(vm: &Vm, index: usize) {
+    let Some(v) = vm.vcpus.get(index) else { return };
+    let me = cpu::index();
+    let queue = match v.sched.load(Ordering::Acquire) {
+        state::BLOCKED => v.sched.compare_exchange(state::BLOCKED, state::RUNNABLE, Ordering::AcqRel, Ordering::Acquire).is_ok(),
+        state::OFF => {
+            v.power.load(Ordering::Acquire) == power::ON_PENDING
+                && vm.runnable()
+                && v.sched.compare_exchange(state::OFF, state::RUNNABLE, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        }
+        state::RUNNABLE => true,
+        _ => false,
+    };
+    let favoured = vm.kind == VmKind::Dom0;
+    if queue {
+        let mut s = SCHED[v.pcpu].lock();
+        let r = VcpuRef { vm: vm.id, vcpu: index as u8 };
+        s.timers.cancel(&r);
+        s.runq.push(r, favoured);
+        let preempt = s.current.as_ref().is_none_or(|(cur, _)| favoured && cur.kind != VmKind::Dom0);
+        drop(s);
+        if v.pcpu == me {
+            if preempt {
+                RESCHED[me].store(true, Ordering::Release);
+            }
+            return;
+        }
+    } else if v.pcpu == me {
+        return;
+    }
+    // Another CPU: interrupt it so it re-flushes, preempts or stops idling.
+    gic::send_sgi(gic::SGI_KICK, v.pcpu);
+}
+
+/// The kick SGI arrived on this CPU: preempt the running vCPU if a
+/// favoured one (dom0) is waiting, or if nothing runs.
+pub fn on_kick() {
+    let me = cpu::index();
+    let s = SCHED[me].lock();
+    let preempt = match &s.current {
+        None => true,
+        Some((cur, _)) => cur.kind != VmKind::Dom0 && s.runq.front_is(|r| r.vm == VmId(0)),
+    };
+    if preempt && !s.runq.is_empty() {
+        RESCHED[me].store(true, Ordering::Release);
+    }
+}
+
+/// The EL2 timer fired: wake blocked vCPUs whose virtual timer is due,
+/// end the slice if others wait.
+pub fn on_timer() {
+    let me = cpu::index();
+    let now = cpu::counter();
+    let due = SCHED[me].lock().timers.expire(now);
+    for r in due {
+        if let Some(vm) = vm::get(r.vm) {
+            wake(&vm, r.vcpu as usize);
+        }
+    }
+    let s = SCHED[me].lock();
+    if !s.runq.is_empty() && (s.current.is_none() || now >= s.slice_end) {
+        RESCHED[me].store(true, Ordering::Release);
+    }
+    program_timer(&s, now);
+}
+
+/// Arms CNTHP for the earliest of: the end of the slice (if others wait)
+/// and the soft timers.
+fn program_timer(s: &CpuSched, now: u64) {
+    let slice = (s.current.is_some() && !s.runq.is_empty()).then_some(s.slice_end);
+    match [slice, s.timers.next_deadline()].into_iter().flatten().min() {
+        Some(deadline) => {
+            write_sysreg!("cnthp_cval_el2", deadline.max(now));
+            write_sysreg!("cnthp_ctl_el2", 1);
+        }
+        None => write_sysreg!("cnthp_ctl_el2", 0),
+    }
+}
+
+/// At the end of every trap: switch away if asked to, or if the VM may not
+/// run any more (paused, stopped, destroyed). Cheap when nothing is due.
+#[inline]
+pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
+    let me = cpu::index();
+    if RESCHED[me].load(Ordering::Relaxed) || !vm.runnable() {
+        schedule(frame, true)
+    }
+}
+
+/// WFI (or CPU_SUSPEND) with nothing to take: block until an interrupt is
+/// pending for the vCPU or its virtual timer is due.
+pub fn block(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
+    vcpu.sched.store(state::BLOCKED, Ordering::Release);
+    // A wake-up between the caller's check and the store above found the
+    // vCPU running and only set needs_flush: look again.
+    if vcpu.needs_flush.load(Ordering::Acquire) || vm.vgic.lock().has_work(vcpu.index) {
+        if vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return;
+        }
+    }
+    let ctl = read_sysreg!("cntv_ctl_el0");
+    if ctl & 0b11 == 0b01 {
+        // Enabled, not masked: wake at CVAL in physical counter terms.
+        let deadline = read_sysreg!("cntv_cval_el0").wrapping_add(read_sysreg!("cntvoff_el2"));
+        let r = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
+        SCHED[cpu::index()].lock().timers.arm(r, deadline);
+    }
+    schedule(frame, false)
+}
+
+/// Takes the running vCPU off this CPU for good (CPU_OFF, VM stopped).
+pub fn stop_current(frame: &TrapFrame) -> ! {
+    if let Some((_, vcpu)) = current() {
+        vcpu.sched.store(state::OFF, Ordering::Release);
+    }
+    schedule(frame, false)
+}
+
+/// Saves the running vCPU (whose registers are `frame`) and runs the next
+/// one, or idles. `requeue`: the current vCPU is still runnable.
+pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
+    let me = cpu::index();
+    RESCHED[me].store(false, Ordering::Relaxed);
+    let mut s = SCHED[me].lock();
+    let now = cpu::counter();
+    if let Some((vm, index)) = s.current.take() {
+        CURRENT_VM[me].store(core::ptr::null_mut(), Ordering::Relaxed);
+        CURRENT_VCPU[me].store(core::ptr::null_mut(), Ordering::Relaxed);
+        let vcpu = &vm.vcpus[index];
+        save(vcpu, frame);
+        vcpu.run_ticks.fetch_add(now.saturating_sub(s.since), Ordering::Relaxed);
+        if requeue && vcpu.sched.load(Ordering::Acquire) == state::RUNNING {
+            vcpu.sched.store(state::RUNNABLE, Ordering::Release);
+            if vm.runnable() {
+                s.runq.push(VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
+            }
+        }
+    }
+    drop(s);
+    run_next()
+}
+
+/// Picks the next runnable vCPU of this CPU and enters it; idles (WFI at
+/// EL2, handling interrupts) while there is none.
+pub fn run_next() -> ! {
+    let me = cpu::index();
+    loop {
+        if crate::panic::stopping() {
+            cpu::park()
+        }
+        let mut s = SCHED[me].lock();
+        while let Some(r) = s.runq.pop() {
+            let Some(vm) = vm::get(r.vm) else { continue };
+            let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
+            if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
+                continue; // paused or stopped: unpause queues it again
+            }
+            switch_in(s, vm, r.vcpu as usize);
+        }
+        program_timer(&s, cpu::counter());
+        drop(s);
+        cpu::wait_for_interrupt();
+        crate::trap::handle_irqs_idle();
+    }
+}
+
+fn switch_in(mut s: spin::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: usize) -> ! {
+    let me = cpu::index();
+    let now = cpu::counter();
+    // SAFETY: the Arc moves into SCHED[me].current below, which keeps the VM
+    // alive while it runs here; `schedule` clears CURRENT_* before it lets
+    // the Arc go, and nothing keeps these references past that.
+    let vm_ref: &'static Vm = unsafe { &*Arc::as_ptr(&vm) };
+    let vcpu: &'static Vcpu = &vm_ref.vcpus[index];
+    if vcpu.power.load(Ordering::Acquire) == power::ON_PENDING {
+        let (entry, context) = *vcpu.start.lock();
+        // SAFETY: this is the vCPU's CPU and the vCPU is not running.
+        unsafe { vcpu.reset(entry, context, vm.cntvoff) };
+        vcpu.power.store(power::ON, Ordering::Release);
+        debug!("{}: vcpu{} starts at {entry:#x} on cpu{me}", vm.name, index);
+    }
+    vcpu.sched.store(state::RUNNING, Ordering::Release);
+    s.since = now;
+    s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
+    s.timers.cancel(&VcpuRef { vm: vm.id, vcpu: index as u8 });
+    program_timer(&s, now);
+    CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
+    CURRENT_VCPU[me].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
+    s.current = Some((vm, index));
+    drop(s);
+    restore(vm_ref, vcpu)
+}
+
+/// Saves the running vCPU's state: registers, EL1 state, list registers,
+/// the physical timer interrupt's active state.
+fn save(vcpu: &Vcpu, frame: &TrapFrame) {
+    // SAFETY: the vCPU was running on this CPU until now.
+    let ctx = unsafe { vcpu.context_mut() };
+    ctx.regs = *frame;
+    ctx.el1.save();
+    let mut lrs = HwListRegisters;
+    for i in 0..lrs.count().min(16) {
+        ctx.lrs[i] = lrs.read(i);
+        lrs.write(i, 0);
+    }
+    ctx.apr = gic::active_priorities();
+    gic::set_active_priorities(0);
+    ctx.vtimer_active = gic::is_active(VTIMER_PPI);
+    if ctx.vtimer_active {
+        gic::set_active(VTIMER_PPI, false);
+    }
+}
+
+/// Loads `vcpu`'s state and enters it.
+fn restore(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
+    el2::configure_vm_traps();
+    el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
+    for &ppi in &vm.hw_ppis {
+        gic::set_enabled(ppi, true);
+    }
+    // SAFETY: this is the vCPU's CPU and it is not running yet.
+    let ctx = unsafe { vcpu.context_mut() };
+    if ctx.vtimer_active {
+        gic::set_active(VTIMER_PPI, true);
+    }
+    gic::set_active_priorities(ctx.apr);
+    let mut lrs = HwListRegisters;
+    for i in 0..lrs.count().min(16) {
+        lrs.write(i, ctx.lrs[i]);
+    }
+    ctx.el1.restore();
+    vm::flush_interrupts(vm, vcpu);
+    arch_vcpu::enter(&ctx.regs, STACK_TOP[cpu::index()].load(Ordering::Relaxed))
+}
+
+/// Enables the interrupts every CPU needs for scheduling.
+pub fn init_cpu() {
+    gic::set_enabled(gic::SGI_KICK, true);
+    gic::set_enabled(HYP_TIMER_PPI, true);
+    if let Some(maintenance) = crate::boot::maintenance_intid() {
+        gic::set_enabled(maintenance, true);
+    }
+    write_sysreg!("cnthp_ctl_el2", 0);
+}
+
+/// Is `intid` the scheduler's timer?
+pub fn is_timer(intid: u32) -> bool {
+    intid == HYP_TIMER_PPI
+}
+
+/// Removes every queued or timed entry of `vm` from every CPU (it is being
+/// destroyed; none of its vCPUs runs).
+pub fn forget_vm(vm: VmId, online: usize) {
+    for s in SCHED.iter().take(online) {
+        let mut s = s.lock();
+        s.runq.retain(|r| r.vm != vm);
+        for v in 0..8 {
+            s.timers.cancel(&VcpuRef { vm, vcpu: v });
+        }
+    }
+}

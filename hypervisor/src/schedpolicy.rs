@@ -1,0 +1,230 @@
+//! Scheduling policy, arch-neutral and host-tested: per-physical-CPU run
+//! queues with weighted time slices, favoured (dom0) vCPUs first, soft
+//! timers for blocked vCPUs, and placement of new vCPUs.
+//!
+//! The mechanism (context switch, the EL2 timer, IPIs) is in `sched`; this
+//! module only decides.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+/// Default weight; a vCPU's slice is `BASE_SLICE * weight / DEFAULT_WEIGHT`.
+pub const DEFAULT_WEIGHT: u32 = 256;
+pub const MAX_WEIGHT: u32 = 1024;
+
+/// Time slice at the default weight, in counter ticks per second units:
+/// callers pass the counter frequency.
+pub fn slice_ticks(weight: u32, counter_hz: u64) -> u64 {
+    const BASE_SLICE_MS: u64 = 10;
+    let weight = weight.clamp(1, MAX_WEIGHT) as u64;
+    (counter_hz * BASE_SLICE_MS / 1000 * weight / DEFAULT_WEIGHT as u64).max(1)
+}
+
+/// One physical CPU's runnable vCPUs (handles `T`), in the order they run.
+/// Favoured vCPUs (dom0's, woken for IO) go to the front.
+#[derive(Debug)]
+pub struct RunQueue<T> {
+    queue: VecDeque<T>,
+}
+
+impl<T: PartialEq + Clone> Default for RunQueue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: PartialEq + Clone> RunQueue<T> {
+    pub const fn new() -> Self {
+        RunQueue { queue: VecDeque::new() }
+    }
+
+    /// Makes `v` runnable; a vCPU already queued is not queued twice.
+    pub fn push(&mut self, v: T, favoured: bool) {
+        if self.queue.contains(&v) {
+            return;
+        }
+        if favoured {
+            self.queue.push_front(v);
+        } else {
+            self.queue.push_back(v);
+        }
+    }
+
+    /// The next vCPU to run, removed from the queue.
+    pub fn pop(&mut self) -> Option<T> {
+        self.queue.pop_front()
+    }
+
+    /// Is anything waiting for this CPU?
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Is a favoured vCPU waiting (then the running one is preempted)?
+    pub fn front_is(&self, pred: impl Fn(&T) -> bool) -> bool {
+        self.queue.front().is_some_and(pred)
+    }
+
+    /// Removes `v` wherever it is (its VM is paused or destroyed).
+    pub fn remove(&mut self, v: &T) {
+        self.queue.retain(|x| x != v);
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.queue.retain(keep);
+    }
+}
+
+/// Blocked vCPUs of one physical CPU with the counter value at which each
+/// must wake (its virtual timer's deadline), if any.
+#[derive(Debug)]
+pub struct SoftTimers<T> {
+    entries: Vec<(T, u64)>,
+}
+
+impl<T: PartialEq + Clone> Default for SoftTimers<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: PartialEq + Clone> SoftTimers<T> {
+    pub const fn new() -> Self {
+        SoftTimers { entries: Vec::new() }
+    }
+
+    /// Sets (or replaces) `v`'s wake-up deadline.
+    pub fn arm(&mut self, v: T, deadline: u64) {
+        self.cancel(&v);
+        self.entries.push((v, deadline));
+    }
+
+    pub fn cancel(&mut self, v: &T) {
+        self.entries.retain(|(x, _)| x != v);
+    }
+
+    /// The earliest deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.entries.iter().map(|&(_, d)| d).min()
+    }
+
+    /// Removes and returns every vCPU whose deadline is at or before `now`.
+    pub fn expire(&mut self, now: u64) -> Vec<T> {
+        let mut due = Vec::new();
+        self.entries.retain(|(v, d)| {
+            if *d <= now {
+                due.push(v.clone());
+                false
+            } else {
+                true
+            }
+        });
+        due
+    }
+}
+
+/// Chooses the physical CPU for a new vCPU: among those `allowed` (bit i =
+/// CPU i; 0 = any) and online, the one with the fewest vCPUs assigned;
+/// ties go to the lowest number. `None` if no allowed CPU is online.
+pub fn place(allowed: u64, online: usize, assigned: &[usize]) -> Option<usize> {
+    (0..online.min(64))
+        .filter(|&cpu| allowed == 0 || allowed & (1 << cpu) != 0)
+        .min_by_key(|&cpu| (assigned.get(cpu).copied().unwrap_or(0), cpu))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs CPU-bound vCPUs (id, weight) round-robin on one CPU for
+    /// `total` ticks; returns ticks each got.
+    fn simulate(vcpus: &[(u32, u32)], total: u64, hz: u64) -> Vec<u64> {
+        let mut q = RunQueue::new();
+        for &(id, _) in vcpus {
+            q.push(id, false);
+        }
+        let mut got = vec![0u64; vcpus.len()];
+        let mut now = 0;
+        while now < total {
+            let id = q.pop().unwrap();
+            let weight = vcpus.iter().find(|v| v.0 == id).unwrap().1;
+            let run = slice_ticks(weight, hz).min(total - now);
+            got[id as usize] += run;
+            now += run;
+            q.push(id, false);
+        }
+        got
+    }
+
+    #[test]
+    fn equal_weights_share_a_cpu_equally() {
+        let got = simulate(&[(0, 256), (1, 256)], 62_500_000, 62_500_000);
+        let (a, b) = (got[0] as f64, got[1] as f64);
+        assert!((a - b).abs() / (a + b) < 0.05, "{got:?}");
+    }
+
+    #[test]
+    fn weights_give_proportional_shares() {
+        let got = simulate(&[(0, 512), (1, 256)], 62_500_000, 62_500_000);
+        let ratio = got[0] as f64 / got[1] as f64;
+        assert!((ratio - 2.0).abs() < 0.1, "{got:?}");
+    }
+
+    #[test]
+    fn favoured_vcpus_run_first_and_nothing_is_queued_twice() {
+        let mut q = RunQueue::new();
+        q.push(1, false);
+        q.push(2, false);
+        q.push(1, false);
+        q.push(0, true);
+        assert_eq!(q.len(), 3);
+        assert!(q.front_is(|&v| v == 0));
+        assert_eq!((q.pop(), q.pop(), q.pop(), q.pop()), (Some(0), Some(1), Some(2), None));
+    }
+
+    #[test]
+    fn removed_vcpus_do_not_run() {
+        let mut q = RunQueue::new();
+        for v in 0..4 {
+            q.push(v, false);
+        }
+        q.remove(&2);
+        q.retain(|&v| v != 0);
+        assert_eq!((q.pop(), q.pop(), q.pop()), (Some(1), Some(3), None));
+    }
+
+    #[test]
+    fn soft_timers_expire_in_deadline_order_and_can_be_rearmed() {
+        let mut t = SoftTimers::new();
+        t.arm('a', 300);
+        t.arm('b', 100);
+        t.arm('a', 200);
+        assert_eq!(t.next_deadline(), Some(100));
+        assert_eq!(t.expire(150), vec!['b']);
+        assert_eq!(t.next_deadline(), Some(200));
+        t.cancel(&'a');
+        assert_eq!(t.next_deadline(), None);
+        assert!(t.expire(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn placement_respects_pinning_and_balances() {
+        assert_eq!(place(0, 4, &[2, 1, 1, 0]), Some(3));
+        assert_eq!(place(0b0110, 4, &[0, 3, 1, 0]), Some(2));
+        assert_eq!(place(0b1000, 2, &[0, 0]), None, "pinned to an offline CPU");
+        assert_eq!(place(0, 1, &[5]), Some(0));
+    }
+
+    #[test]
+    fn slices_scale_with_weight_and_never_vanish() {
+        let hz = 62_500_000;
+        assert_eq!(slice_ticks(256, hz), 625_000);
+        assert_eq!(slice_ticks(512, hz), 1_250_000);
+        assert!(slice_ticks(1, 1000) >= 1);
+        assert_eq!(slice_ticks(100_000, hz), slice_ticks(MAX_WEIGHT, hz));
+    }
+}
