@@ -8,5 +8,6 @@ extern crate alloc;
 
 pub mod addr;
 pub mod dom0;
+pub mod guest;
 pub mod platform;
 pub mod writer;
