@@ -17,11 +17,15 @@ usage: scripts/run.sh [options] [-- extra QEMU arguments]
   --timeout SECONDS       end the run with status 124 after SECONDS
   --debug                 debug build, QEMU waits for gdb on tcp::1234
   --no-dom0               boot the hypervisor alone (no boot bundle)
+  --vm kernel=PATH[,initrd=PATH][,cmdline=STR][,vcpus=N][,memory=SIZE][,name=NAME][,pin=A:B][,weight=N]
+                          a guest VM, autostarted by dom0 (repeatable)
+  --config FILE           guest VMs from a configuration file (repeatable; see README)
 Console: Ctrl-a x quits QEMU, Ctrl-a c switches to its monitor.
 USAGE
 }
 
 machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1
+vms=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --machine) machine=${2:?}; shift 2 ;;
@@ -34,6 +38,8 @@ while [ $# -gt 0 ]; do
         --timeout) timeout=${2:?}; shift 2 ;;
         --debug) debug=1; shift ;;
         --no-dom0) dom0=0; shift ;;
+        --vm) vms+=(--vm "${2:?}"); shift 2 ;;
+        --config) vms+=(--config "${2:?}"); shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
         *) usage >&2; die "unknown option $1" ;;
@@ -48,6 +54,15 @@ case "$gic" in 2|3) ;; *) die "--gic must be 2 or 3" ;; esac
 ensure_qemu
 if [ "$debug" = 1 ]; then built=$("$ROOT/scripts/build.sh" --debug); else built=$("$ROOT/scripts/build.sh"); fi
 img=$(sed -n 1p <<<"$built") bundle=$(sed -n 2p <<<"$built")
+if [ ${#vms[@]} -gt 0 ]; then
+    # A bundle of its own for this run: dom0 plus the guests asked for.
+    profile=release; [ "$debug" = 1 ] && profile=debug
+    run_bundle=$ROOT/target/run-bundle-$$.cpio
+    trap 'rm -f "$run_bundle"' EXIT
+    cargo run -q --release -p mkbundle -- "$run_bundle" "dom0.img=$ROOT/target/dom0-$profile.img" "${vms[@]}" ||
+        die "cannot build the boot bundle (see the message above)"
+    bundle=$run_bundle
+fi
 [ "$until_idle" = 1 ] && append="${append:+$append }hv.until_idle"
 
 # One multiplexed stdio console for every UART of the board, so whichever
@@ -78,7 +93,7 @@ qemu+=("$@")
 # parks, and this script ends QEMU for it.
 if [ "$until_idle" = 1 ]; then
     fifo=$(mktemp -u); mkfifo "$fifo"
-    trap 'rm -f "$fifo"' EXIT
+    trap 'rm -f "$fifo" ${run_bundle:+"$run_bundle"}' EXIT
     if [ "$timeout" -gt 0 ]; then timeout "$timeout" "${qemu[@]}" >"$fifo" </dev/null & else "${qemu[@]}" >"$fifo" </dev/null & fi
     pid=$!
     idle=0 crashed=0
@@ -86,7 +101,7 @@ if [ "$until_idle" = 1 ]; then
         printf '%s\n' "$line"
         case "$line" in
             *"nothing left to run"*) idle=1 ;;
-            *"*** hypervisor panic"*|*"*** unexpected exception"*) crashed=1 ;;
+            *"*** hypervisor panic"*|*"*** unexpected exception"*|*"*** some guests did not end with SYSTEM_OFF"*) crashed=1 ;;
             *"*** system stopped: no PSCI"*) kill "$pid" 2>/dev/null || true ;;
         esac
     done <"$fifo"

@@ -71,6 +71,9 @@ pub enum Function {
     VmInfo = BASE + 10,
     /// Read the guests' console output ring (dom0 only): as `LogRead`.
     ConsoleRead = BASE + 11,
+    /// The page allocator's state (dom0 only): `() → x0 = free pages,
+    /// x1 = total pages` (4 KiB pages of RAM the hypervisor manages).
+    MemInfo = BASE + 12,
 }
 
 impl Function {
@@ -88,6 +91,7 @@ impl Function {
             x if x == Self::VmDestroy as u32 => Self::VmDestroy,
             x if x == Self::VmInfo as u32 => Self::VmInfo,
             x if x == Self::ConsoleRead as u32 => Self::ConsoleRead,
+            x if x == Self::MemInfo as u32 => Self::MemInfo,
             _ => return None,
         })
     }
@@ -374,6 +378,7 @@ mod tests {
             Function::VmDestroy,
             Function::VmInfo,
             Function::ConsoleRead,
+            Function::MemInfo,
         ] {
             assert_eq!(Function::from_id(f as u32), Some(f));
             assert!(Function::in_range(f as u32));

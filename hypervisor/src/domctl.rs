@@ -30,7 +30,7 @@ const MAX_VCPUS: u64 = 8;
 const VTIMER: u32 = 27;
 
 pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Error> {
-    let a = &frame.x;
+    let a = frame.x;
     match f {
         Function::VmCreate => create(dom0, a[1], a[2], a[3], a[4], a[5], a[6]),
         Function::VmWrite => write(dom0, a[1], a[2], a[3], a[4]),
@@ -40,6 +40,12 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
         Function::VmUnpause => pause(a[1], false),
         Function::VmDestroy => destroy(a[1]),
         Function::VmInfo => info(dom0, a[1], a[2], a[3]),
+        Function::MemInfo => {
+            let frames = crate::boot::FRAMES.lock();
+            let frames = frames.as_ref().ok_or(Error::NoMemory)?;
+            frame.x[1] = frames.total_pages() as u64;
+            Ok(frames.free_pages() as u64)
+        }
         _ => Err(Error::NotSupported),
     }
 }
@@ -63,7 +69,7 @@ fn dom0_bytes(dom0: &Vm, ipa: u64, len: u64) -> Result<&'static [u8], Error> {
 fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weight: u64, pin: u64) -> Result<u64, Error> {
     if !(1..=MAX_VCPUS).contains(&vcpus)
         || memory < CHUNK
-        || memory % CHUNK != 0
+        || !memory.is_multiple_of(CHUNK)
         || memory > MAX_MEMORY
         || !(1..=MAX_NAME as u64).contains(&name_len)
         || weight > MAX_WEIGHT as u64

@@ -206,10 +206,10 @@ pub fn block(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
     vcpu.sched.store(state::BLOCKED, Ordering::Release);
     // A wake-up between the caller's check and the store above found the
     // vCPU running and only set needs_flush: look again.
-    if vcpu.needs_flush.load(Ordering::Acquire) || vm.vgic.lock().has_work(vcpu.index) {
-        if vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            return;
-        }
+    if (vcpu.needs_flush.load(Ordering::Acquire) || vm.vgic.lock().has_work(vcpu.index))
+        && vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    {
+        return;
     }
     let ctl = read_sysreg!("cntv_ctl_el0");
     if ctl & 0b11 == 0b01 {

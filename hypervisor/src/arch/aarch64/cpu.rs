@@ -92,7 +92,7 @@ pub fn zero(pa: crate::addr::PhysAddr, len: u64) {
     unsafe { core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
     let block = 4u64 << (dczid & 0xf);
     let start = pa.as_u64();
-    if dczid & 0x10 != 0 || start % block != 0 || len % block != 0 {
+    if dczid & 0x10 != 0 || !start.is_multiple_of(block) || !len.is_multiple_of(block) {
         // DC ZVA prohibited or the range is odd: plain stores.
         // SAFETY: the caller owns the mapped range.
         unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
