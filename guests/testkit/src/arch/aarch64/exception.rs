@@ -1,0 +1,112 @@
+//! Exception entry from vectors.S: IRQs go to the GIC dispatcher; aborts at
+//! the probe instructions and an UNDEFINED `hvc` resume at their fix-ups;
+//! anything else is unexpected, reported as a FAIL, and ends the guest.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::esr;
+
+use super::cpu::{self, MAX_CPUS};
+use super::gic;
+
+/// Saved by vectors.S (same layout as dom0's: x0..x30, sp, elr, spsr, esr, far).
+#[repr(C)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub sp: u64,
+    pub elr: u64,
+    pub spsr: u64,
+    pub esr: u64,
+    pub far: u64,
+}
+
+// vectors.S stores ELR/SPSR at 32*8 and ESR/FAR at 34*8.
+const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 32 * 8);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, esr) == 34 * 8);
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 36 * 8);
+
+extern "C" {
+    fn testkit_probe_read(addr: u64, out: *mut u64) -> u64;
+    fn testkit_probe_write(addr: u64, value: u64) -> u64;
+    fn testkit_guarded_hvc(regs: *mut [u64; 4]) -> u64;
+    static testkit_probe_read_insn: u8;
+    static testkit_probe_write_insn: u8;
+    static testkit_guarded_hvc_insn: u8;
+    static testkit_fixup: u8;
+    static testkit_hvc_fixup: u8;
+}
+
+/// The syndrome of a caught exception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caught {
+    pub esr: u64,
+    pub far: u64,
+}
+
+static CAUGHT: [[AtomicU64; 2]; MAX_CPUS] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_CPUS];
+
+fn last_caught() -> Caught {
+    let slot = &CAUGHT[cpu::index()];
+    Caught { esr: slot[0].load(Ordering::SeqCst), far: slot[1].load(Ordering::SeqCst) }
+}
+
+/// Reads the 64-bit word at `addr` (VA == IPA), or returns the data abort.
+pub fn probe_read(addr: u64) -> Result<u64, Caught> {
+    let mut value = 0;
+    // SAFETY: the address is arbitrary on purpose. The identity map covers
+    // the whole IPA space as Device or Normal memory, so the load either
+    // returns a value or takes a data abort that `fix_up` resumes at
+    // testkit_fixup; a successful load only writes `value`.
+    let ok = unsafe { testkit_probe_read(addr, &mut value) };
+    if ok == 1 { Ok(value) } else { Err(last_caught()) }
+}
+
+/// Writes `value` at `addr`, or returns the data abort.
+pub fn probe_write(addr: u64, value: u64) -> Result<(), Caught> {
+    // SAFETY: as `probe_read`. A write that does not abort may change
+    // whatever is at `addr`; callers only aim at addresses outside their own
+    // RAM, which this image never uses.
+    let ok = unsafe { testkit_probe_write(addr, value) };
+    if ok == 1 { Ok(()) } else { Err(last_caught()) }
+}
+
+/// `hvc #0` with x0..x3 = `regs`, returning x0..x3; `Err` if the
+/// instruction was UNDEFINED (no EL2, or EL2 refused it).
+pub fn guarded_hvc(regs: [u64; 4]) -> Result<[u64; 4], Caught> {
+    let mut r = regs;
+    // SAFETY: an SMCCC call changes only x0..x17 (the asm saves what it
+    // needs on the stack); an UNDEFINED hvc is resumed at the fix-up, which
+    // rebalances the stack.
+    let ok = unsafe { testkit_guarded_hvc(&mut r) };
+    if ok == 1 { Ok(r) } else { Err(last_caught()) }
+}
+
+fn fix_up(frame: &mut TrapFrame) -> bool {
+    let ec = esr::exception_class(frame.esr);
+    let is = |label: *const u8| frame.elr == label as u64;
+    let resume = if ec == esr::EC_DATA_ABORT_SAME_EL
+        && (is(&raw const testkit_probe_read_insn) || is(&raw const testkit_probe_write_insn))
+    {
+        &raw const testkit_fixup
+    } else if ec == esr::EC_UNKNOWN && is(&raw const testkit_guarded_hvc_insn) {
+        &raw const testkit_hvc_fixup
+    } else {
+        return false;
+    };
+    let slot = &CAUGHT[cpu::index()];
+    slot[0].store(frame.esr, Ordering::SeqCst);
+    slot[1].store(frame.far, Ordering::SeqCst);
+    frame.elr = resume as u64;
+    true
+}
+
+/// Vector kinds (vectors.S): 0..3 current EL with SP_EL0, 4..7 with SP_EL1,
+/// each synchronous / IRQ / FIQ / SError.
+#[no_mangle]
+extern "C" fn testkit_handle_exception(frame: &mut TrapFrame, kind: u64) {
+    match kind {
+        1 | 5 => gic::handle_irq(),
+        0 | 4 if fix_up(frame) => {}
+        _ => crate::rt::unexpected_exception(kind, frame.esr, frame.elr, frame.far),
+    }
+}

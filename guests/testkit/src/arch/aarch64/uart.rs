@@ -1,0 +1,52 @@
+//! PL011 output, polled (Arm PrimeCell UART PL011 TRM, DDI 0183).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hv_abi::hypercall::guest;
+
+const DR: u64 = 0x00;
+const FR: u64 = 0x18;
+const CR: u64 = 0x30;
+const FR_TXFF: u32 = 1 << 5;
+const CR_UARTEN_TXE: u32 = (1 << 0) | (1 << 8);
+
+static BASE: AtomicU64 = AtomicU64::new(guest::UART_BASE);
+
+/// Uses the PL011 at `base` (the device tree's console), enabling its
+/// transmitter if nobody has.
+pub fn init(base: u64) {
+    BASE.store(base, Ordering::SeqCst);
+    let cr = read(CR);
+    if cr & CR_UARTEN_TXE != CR_UARTEN_TXE {
+        write(CR, cr | CR_UARTEN_TXE);
+    }
+}
+
+fn read(reg: u64) -> u32 {
+    // SAFETY: BASE is the PL011 window (the guest ABI's, or the tree's
+    // console), identity-mapped as Device memory; reads have no side effects
+    // on the registers used here.
+    unsafe { core::ptr::read_volatile((BASE.load(Ordering::Relaxed) + reg) as *const u32) }
+}
+
+fn write(reg: u64, value: u32) {
+    // SAFETY: as `read`; writing DR sends a byte, CR enables the UART.
+    unsafe { core::ptr::write_volatile((BASE.load(Ordering::Relaxed) + reg) as *mut u32, value) }
+}
+
+pub fn put_byte(b: u8) {
+    let mut spins = 0u32;
+    while read(FR) & FR_TXFF != 0 && spins < 1_000_000 {
+        spins += 1;
+    }
+    write(DR, b as u32);
+}
+
+pub fn put_str(s: &str) {
+    for b in s.bytes() {
+        if b == b'\n' {
+            put_byte(b'\r');
+        }
+        put_byte(b);
+    }
+}

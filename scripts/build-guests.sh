@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds the test guest VMs: scripts/build-guests.sh [--debug] [guest...]
+# Prints one path per guest: target/guests/<name>.img (flat arm64 Images).
+# Without names, builds every guests/<name> crate except the testkit.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/scripts/lib/deps.sh"
+
+profile=release
+names=()
+for arg in "$@"; do
+    case "$arg" in
+        --debug) profile=debug ;;
+        --release) ;;
+        -*) die "usage: scripts/build-guests.sh [--debug|--release] [guest...]" ;;
+        *) names+=("$arg") ;;
+    esac
+done
+cd "$ROOT"
+if [ ${#names[@]} -eq 0 ]; then
+    for dir in guests/*/; do
+        name=$(basename "$dir")
+        [ "$name" = testkit ] || [ ! -f "$dir/Cargo.toml" ] || names+=("$name")
+    done
+fi
+
+rustup toolchain install >&2 2>/dev/null || rustup show active-toolchain >/dev/null
+flags=(); [ "$profile" = release ] && flags=(--release)
+pkgs=(); for n in "${names[@]}"; do pkgs+=(-p "guest-$n"); done
+cargo build -q "${flags[@]}" "${pkgs[@]}" --target aarch64-unknown-none >&2
+mkdir -p "$ROOT/target/guests"
+objcopy=$(llvm_tool objcopy)
+for n in "${names[@]}"; do
+    elf=$ROOT/target/aarch64-unknown-none/$profile/guest-$n
+    img=$ROOT/target/guests/$n.img
+    "$objcopy" -O binary "$elf" "$img"
+    [ "$(dd if="$img" bs=1 skip=56 count=4 2>/dev/null)" = $'ARM\x64' ] || die "$img: arm64 Image magic missing"
+    echo "$img"
+done
