@@ -67,7 +67,12 @@ boot_test() {
     [ "$status" = "$want_status" ] || problems+=("exit status $status, expected $want_status")
     local e
     for e in "${expects[@]}"; do
-        grep -qF -- "$e" "$log" || problems+=("missing: $e")
+        if [[ "$e" == '!'* ]]; then
+            # "!TEXT": TEXT must not appear.
+            ! grep -qF -- "${e#!}" "$log" || problems+=("unexpected: $(grep -F -m3 -- "${e#!}" "$log" | tr '\n' '|')")
+        else
+            grep -qF -- "$e" "$log" || problems+=("missing: $e")
+        fi
     done
     if [ ${#problems[@]} -eq 0 ]; then
         pass "boot $name"
@@ -119,6 +124,87 @@ dom0_test() {
     fi
 }
 
+# spin_share LOG VM...: iterations each spinning VM reported ("RESULT spin").
+spin_iterations() {
+    sed -n "s/^$2: RESULT spin: iterations=\([0-9]*\).*/\1/p" "$1" | head -n1
+}
+
+# within_percent A B P: A and B differ by at most P % of their mean.
+within_percent() {
+    local a=$1 b=$2 p=$3
+    [ -n "$a" ] && [ -n "$b" ] && [ $(( (a > b ? a - b : b - a) * 200 )) -le $(( (a + b) * p )) ]
+}
+
+guest_tests() {
+    if ! "$ROOT/scripts/build-guests.sh" >"$LOGS/guests-build.log" 2>&1; then
+        fail "build test guests"; cat "$LOGS/guests-build.log"; return
+    fi
+    local G=$ROOT/target/guests
+    local common=("!: FAIL" "!*** hypervisor panic" "!*** unexpected exception")
+    # The functional guests side by side, on 4 physical CPUs (virt GICv3).
+    boot_test guests-virt-gicv3-smp4 0 "${common[@]}" \
+        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
+        "GUEST ipi: DONE" "GUEST hvcall: DONE" "GUEST isolation: DONE" "GUEST pattern: DONE 2 passed, 0 failed" \
+        "GUEST idle: DONE 1 passed, 0 failed" "all with SYSTEM_OFF" \
+        -- --machine virt --gic 3 --smp 4 --until-idle --timeout 150 \
+        --vm "kernel=$G/platform.img,cmdline=expect.memory=32M expect.vcpus=2 expect.gic=3,vcpus=2,memory=32M" \
+        --vm "kernel=$G/psci.img,vcpus=3,memory=16M" \
+        --vm "kernel=$G/timer.img,cmdline=timer.hz=1000 timer.ms=500,memory=16M" \
+        --vm "kernel=$G/ipi.img,cmdline=ipi.count=100,vcpus=3,memory=16M" \
+        --vm "kernel=$G/hvcall.img,memory=16M" \
+        --vm "kernel=$G/isolation.img,memory=16M" \
+        --vm "kernel=$G/pattern.img,cmdline=pattern.seconds=4 pattern.interval-ms=200,memory=16M" \
+        --vm "kernel=$G/idle.img,cmdline=idle.seconds=2,memory=16M"
+    # Everything on one physical CPU with dom0 (virt GICv2).
+    boot_test guests-virt-gicv2-smp1 0 "${common[@]}" \
+        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
+        "GUEST ipi: DONE" "GUEST hvcall: DONE" "GUEST isolation: DONE" "all with SYSTEM_OFF" \
+        -- --machine virt --gic 2 --smp 1 --until-idle --timeout 150 \
+        --vm "kernel=$G/platform.img,cmdline=expect.memory=32M expect.vcpus=2 expect.gic=2,vcpus=2,memory=32M" \
+        --vm "kernel=$G/psci.img,vcpus=2,memory=16M" \
+        --vm "kernel=$G/timer.img,cmdline=timer.hz=100 timer.ms=500,memory=16M" \
+        --vm "kernel=$G/ipi.img,cmdline=ipi.count=50,vcpus=2,memory=16M" \
+        --vm "kernel=$G/hvcall.img,memory=16M" \
+        --vm "kernel=$G/isolation.img,memory=16M"
+    # The Raspberry Pi 4 (GIC-400, spin-table CPUs underneath).
+    boot_test guests-raspi4b 0 "${common[@]}" \
+        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
+        "GUEST ipi: DONE" "GUEST isolation: DONE" "all with SYSTEM_OFF" \
+        -- --machine raspi4b --until-idle --timeout 150 \
+        --vm "kernel=$G/platform.img,cmdline=expect.memory=32M expect.vcpus=2 expect.gic=2,vcpus=2,memory=32M" \
+        --vm "kernel=$G/psci.img,vcpus=3,memory=16M" \
+        --vm "kernel=$G/timer.img,cmdline=timer.hz=1000 timer.ms=500,memory=16M" \
+        --vm "kernel=$G/ipi.img,cmdline=ipi.count=100,vcpus=3,memory=16M" \
+        --vm "kernel=$G/isolation.img,memory=16M"
+    # A crash stops only that VM; the run then ends, not cleanly.
+    boot_test guests-crash 1 "GUEST crash: about to crash" "crash (VM" "stopped: Crashed" \
+        "GUEST spin: DONE 1 passed, 0 failed" "not all with SYSTEM_OFF" \
+        -- --machine virt --smp 2 --until-idle --timeout 90 \
+        --vm "kernel=$G/crash.img,memory=16M,pin=1" --vm "kernel=$G/spin.img,memory=16M,pin=1"
+    # Scheduling: two spinning VMs share a CPU equally; one spinning with
+    # interrupts masked cannot starve its neighbour; an idle VM takes no
+    # time from a busy one.
+    local name=sched-fairness log
+    if [ -z "$filter" ] || [[ "$name" == *"$filter"* ]]; then
+        log=$LOGS/boot-$name.log
+        "$ROOT/scripts/run.sh" --machine virt --gic 3 --smp 4 --until-idle --timeout 120 \
+            --vm "kernel=$G/spin.img,name=spinA,memory=16M,pin=1" --vm "kernel=$G/spin.img,name=spinB,memory=16M,pin=1" \
+            --vm "kernel=$G/spin.img,name=spinM,cmdline=spin.masked=1,memory=16M,pin=2" --vm "kernel=$G/spin.img,name=spinN,memory=16M,pin=2" \
+            --vm "kernel=$G/spin.img,name=spinC,memory=16M,pin=3" --vm "kernel=$G/idle.img,name=idleC,cmdline=idle.seconds=2,memory=16M,pin=3" \
+            >"$log" 2>&1 </dev/null
+        local a b m n c
+        a=$(spin_iterations "$log" spinA) b=$(spin_iterations "$log" spinB)
+        m=$(spin_iterations "$log" spinM) n=$(spin_iterations "$log" spinN) c=$(spin_iterations "$log" spinC)
+        echo "      spin iterations: A=$a B=$b (one CPU); masked=$m unmasked=$n (one CPU); C=$c (beside an idle VM)"
+        if within_percent "$a" "$b" 10 && within_percent "$m" "$n" 10 && [ -n "$c" ] && [ $((c * 10)) -ge $(( (a + b) / 2 * 18 )) ]; then
+            pass "boot $name"
+        else
+            fail "boot $name"; echo "      want A~B and masked~unmasked within 10 %, C >= 1.8 x mean(A, B)"
+            echo "---- serial log ($log) ----"; cat "$log"; echo "----"
+        fi
+    fi
+}
+
 if [ "$mode" != host ]; then
     if ! "$ROOT/scripts/build.sh" >"$LOGS/build.log" 2>&1; then
         fail "build image"; cat "$LOGS/build.log"
@@ -159,6 +245,7 @@ if [ "$mode" != host ]; then
         dom0_test dom0-virt-gicv2-smp2 2 2 0x40080000 exit -- --machine virt --gic 2 --smp 2
         dom0_test dom0-virt-smp1 1 3 0x40080000 exit -- --machine virt --smp 1
         dom0_test dom0-raspi4b 4 2 0x80000 "*** system stopped: no PSCI, parking all CPUs" -- --machine raspi4b
+        guest_tests
         wrong_el_test virt-el1 "hypervisor: entered at EL1, but it must be started at EL2" \
             -- --machine virt --smp 1 --timeout 30 -- -machine virtualization=off
     fi

@@ -1,10 +1,11 @@
 //! The boot CPU's story, entered from `boot.S` at EL1 with the MMU off:
 //! identity map → heap → platform → console → PSCI → GIC → timer → console
-//! input → secondary CPUs → shell.
+//! input → secondary CPUs → guest VMs from the boot bundle → shell.
 
 use hv_devtree::platform::Platform;
 
 use crate::arch::aarch64::{cpu, gic, hypercall, mmu, psci, smp, timer};
+use crate::toolstack::Toolstack;
 use crate::{console, fdt_scan, heap, panic, shell};
 
 /// What the shell needs to know about the machine.
@@ -13,6 +14,8 @@ pub struct System {
     pub blob: &'static [u8],
     /// The device tree has `/hypervisor` compatible "rusthv,hypervisor".
     pub hypervisor: bool,
+    /// Guest VMs.
+    pub vms: Toolstack,
 }
 
 #[no_mangle]
@@ -70,9 +73,12 @@ extern "C" fn primary_main(dtb: usize) -> ! {
     }
     smp::start_secondaries(&platform);
     log::info!("{} of {} CPUs online", smp::online(), platform.cpus.len());
+    let mut vms = Toolstack::new(&platform, hypervisor);
+    vms.boot();
     shell::run(System {
         platform,
         blob,
         hypervisor,
+        vms,
     })
 }

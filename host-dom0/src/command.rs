@@ -6,13 +6,49 @@ use core::fmt;
 /// Longest `sleep` accepted, in seconds.
 pub const MAX_SLEEP_SECONDS: u64 = 86_400;
 
+/// A VM named on the command line: a number is an id, anything else a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmRef<'a> {
+    Id(u32),
+    Name(&'a str),
+}
+
+impl VmRef<'_> {
+    pub fn parse(arg: &str) -> VmRef<'_> {
+        match arg.parse::<u32>() {
+            Ok(id) if arg.bytes().all(|b| b.is_ascii_digit()) => VmRef::Id(id),
+            _ => VmRef::Name(arg),
+        }
+    }
+}
+
+impl fmt::Display for VmRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
 /// One shell command with its parsed arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
+pub enum Command<'a> {
     /// Blank line.
     Empty,
     Help,
+    /// `info`: the machine.
     Info,
+    /// `info VM`: one VM.
+    VmInfo { vm: VmRef<'a> },
+    /// `list`: every VM.
+    List,
+    /// `create NAME|FILE`: a VM of the bundle's configs by name, or every VM
+    /// of a `.toml` file in the bundle.
+    Create { what: &'a str },
+    Destroy { vm: VmRef<'a> },
+    Pause { vm: VmRef<'a> },
+    Unpause { vm: VmRef<'a> },
     HvLog,
     Uptime,
     /// Sleep this many microseconds.
@@ -35,9 +71,18 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("help", "", "list the commands"),
     (
         "info",
-        "",
-        "memory, CPUs, GIC, console, timer, hypervisor and devices",
+        "[VM]",
+        "memory, CPUs, GIC, console, timer, hypervisor and devices; or one VM",
     ),
+    ("list", "", "list the guest VMs"),
+    (
+        "create",
+        "NAME|FILE",
+        "create and start a VM of the bundle's configs, or those of a .toml file in the bundle",
+    ),
+    ("destroy", "VM", "destroy a VM (id or name)"),
+    ("pause", "VM", "stop running a VM's vCPUs"),
+    ("unpause", "VM", "resume a paused VM"),
     (
         "hvlog",
         "",
@@ -128,7 +173,7 @@ impl fmt::Display for ParseError<'_> {
 }
 
 /// Parses one line.
-pub fn parse(line: &str) -> Result<Command, ParseError<'_>> {
+pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
     let mut words = line.split_ascii_whitespace();
     let Some(name) = words.next() else {
         return Ok(Command::Empty);
@@ -144,7 +189,15 @@ pub fn parse(line: &str) -> Result<Command, ParseError<'_>> {
     };
     let cmd = match command {
         "help" => Command::Help,
-        "info" => Command::Info,
+        "info" => match words.next() {
+            None => Command::Info,
+            Some(a) => Command::VmInfo { vm: VmRef::parse(a) },
+        },
+        "list" => Command::List,
+        "create" => Command::Create { what: arg()? },
+        "destroy" => Command::Destroy { vm: VmRef::parse(arg()?) },
+        "pause" => Command::Pause { vm: VmRef::parse(arg()?) },
+        "unpause" => Command::Unpause { vm: VmRef::parse(arg()?) },
         "hvlog" => Command::HvLog,
         "bench" => {
             let iterations = match words.next() {
@@ -306,8 +359,16 @@ mod tests {
     #[test]
     fn extra_and_missing_arguments_are_errors() {
         assert_eq!(
-            parse("info now").unwrap_err().to_string(),
-            "info: unexpected argument 'now'"
+            parse("info a b").unwrap_err().to_string(),
+            "info: unexpected argument 'b'"
+        );
+        assert_eq!(
+            parse("destroy").unwrap_err().to_string(),
+            "usage: destroy VM"
+        );
+        assert_eq!(
+            parse("create").unwrap_err().to_string(),
+            "usage: create NAME|FILE"
         );
         assert_eq!(
             parse("sleep").unwrap_err().to_string(),
@@ -398,10 +459,28 @@ mod tests {
             let line = match *usage {
                 "SECONDS" => format!("{name} 1"),
                 "ADDR" => format!("{name} 0x0"),
+                "VM" | "NAME|FILE" => format!("{name} x"),
                 _ => name.to_string(),
             };
             assert!(parse(&line).is_ok(), "{line}");
         }
+    }
+
+    #[test]
+    fn vm_commands_take_an_id_or_a_name() {
+        assert_eq!(parse("list"), Ok(Command::List));
+        assert_eq!(parse("info"), Ok(Command::Info));
+        assert_eq!(parse("info 3"), Ok(Command::VmInfo { vm: VmRef::Id(3) }));
+        assert_eq!(parse("info hello"), Ok(Command::VmInfo { vm: VmRef::Name("hello") }));
+        assert_eq!(parse("destroy 12"), Ok(Command::Destroy { vm: VmRef::Id(12) }));
+        assert_eq!(parse("pause web-1"), Ok(Command::Pause { vm: VmRef::Name("web-1") }));
+        assert_eq!(parse("unpause 1"), Ok(Command::Unpause { vm: VmRef::Id(1) }));
+        assert_eq!(parse("create hello"), Ok(Command::Create { what: "hello" }));
+        assert_eq!(parse("create vms/a.toml"), Ok(Command::Create { what: "vms/a.toml" }));
+        assert_eq!(VmRef::parse("+1"), VmRef::Name("+1"));
+        assert_eq!(VmRef::parse("99999999999"), VmRef::Name("99999999999"));
+        assert!(matches!(parse("list all"), Err(ParseError::ExtraArgument { arg: "all", .. })));
+        assert!(matches!(parse("destroy a b"), Err(ParseError::ExtraArgument { arg: "b", .. })));
     }
 
     #[test]

@@ -65,6 +65,32 @@ pub fn read_byte() -> u8 {
     }
 }
 
+/// The next received byte, or `None` after `micros` microseconds without
+/// one (the shell's periodic work, e.g. guest console output, runs between).
+pub fn read_byte_timeout(micros: u64) -> Option<u8> {
+    if RX_IRQ.get() == Some(&true) {
+        let mut byte = None;
+        timer::wait_micros(micros, || {
+            byte = RX.pop();
+            byte.is_some()
+        });
+        return byte;
+    }
+    // No interrupt: poll every 10 ms on the timer.
+    let mut waited = 0;
+    loop {
+        if let Some(b) = UART.get().and_then(Uart::read_byte) {
+            return Some(b);
+        }
+        if waited >= micros {
+            return None;
+        }
+        let step = (micros - waited).min(10_000);
+        timer::sleep_micros(step);
+        waited += step;
+    }
+}
+
 /// Bytes dropped because the shell fell behind.
 pub fn rx_dropped() -> usize {
     RX.dropped()

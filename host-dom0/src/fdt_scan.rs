@@ -184,6 +184,39 @@ pub fn for_each_memory(blob: &[u8], mut f: impl FnMut(u64, u64)) -> usize {
     count
 }
 
+/// `/chosen`'s `linux,initrd-start`..`linux,initrd-end` (1 or 2 cells
+/// each) as `(base, size)`, if both are present and end > start. Allocates
+/// nothing (the MMU setup maps the initrd, where the hypervisor puts the
+/// boot bundle, as Normal memory).
+pub fn initrd(blob: &[u8]) -> Option<(u64, u64)> {
+    let mut depth = 0usize;
+    let mut in_chosen = false;
+    let (mut start, mut end) = (None, None);
+    for token in Walker::new(blob)? {
+        match token {
+            Token::Begin(name) => {
+                depth += 1;
+                in_chosen = depth == 2 && name == "chosen";
+            }
+            Token::Prop(name, value) if in_chosen && depth == 2 => match name {
+                "linux,initrd-start" => start = cells(value),
+                "linux,initrd-end" => end = cells(value),
+                _ => {}
+            },
+            Token::Prop(..) => {}
+            Token::End => {
+                if depth <= 1 {
+                    break;
+                }
+                depth -= 1;
+                in_chosen = false;
+            }
+        }
+    }
+    let (start, end) = (start?, end?);
+    (end > start).then(|| (start, end - start))
+}
+
 /// A node of the tree, as much as the device list needs.
 #[derive(Debug, Default)]
 struct Node<'a> {
@@ -493,6 +526,37 @@ pub(crate) mod tests {
             seen,
             [(0x4000_0000, 0x4000_0000), (0x1_0000_0000, 0x1000_0000)]
         );
+    }
+
+    #[test]
+    fn initrd_range_comes_from_chosen() {
+        let blob = Builder::new()
+            .begin("")
+            .begin("memory@0")
+            .cells("linux,initrd-start", &[0x1])
+            .end()
+            .begin("chosen")
+            .cells("linux,initrd-start", &[0, 0x4800_0000])
+            .cells("linux,initrd-end", &[0x4810_0000])
+            .begin("sub")
+            .cells("linux,initrd-end", &[0x5000_0000])
+            .end()
+            .end()
+            .end()
+            .finish();
+        assert_eq!(initrd(&blob), Some((0x4800_0000, 0x10_0000)));
+        let none = Builder::new().begin("").begin("chosen").end().end().finish();
+        assert_eq!(initrd(&none), None);
+        let backwards = Builder::new()
+            .begin("")
+            .begin("chosen")
+            .cells("linux,initrd-start", &[0x2000])
+            .cells("linux,initrd-end", &[0x1000])
+            .end()
+            .end()
+            .finish();
+        assert_eq!(initrd(&backwards), None);
+        assert_eq!(initrd(&[]), None);
     }
 
     #[test]

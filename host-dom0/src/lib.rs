@@ -11,18 +11,24 @@
 //!   `cargo test -p host-dom0`: `line` (line editor), `command` (command and
 //!   argument parsing), `ring` (interrupt-to-shell byte ring), `fdt_scan`
 //!   (raw device tree walk: memory, device list, `/hypervisor`), `pagetable`
-//!   (the identity map's descriptors);
-//! - `arch`, `drivers`, `console`, `heap`, `panic`, `shell` and `boot` touch
-//!   registers and run only on the target (`aarch64-unknown-none`).
+//!   (the identity map's descriptors), `kernel_image` (guest kernel formats
+//!   and where kernel, initrd and device tree go in guest RAM), `vmview`
+//!   (the `list` table and `info VM` report);
+//! - `arch`, `drivers`, `console`, `heap`, `panic`, `shell`, `toolstack`
+//!   (guest VMs: configs from the boot bundle, creation by hypercall, guest
+//!   console output) and `boot` touch registers or hypercalls and run only on
+//!   the target (`aarch64-unknown-none`).
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
 pub mod command;
 pub mod fdt_scan;
+pub mod kernel_image;
 pub mod line;
 pub mod pagetable;
 pub mod ring;
+pub mod vmview;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;
@@ -38,3 +44,5 @@ mod heap;
 mod panic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod shell;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod toolstack;

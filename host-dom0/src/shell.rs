@@ -3,7 +3,7 @@
 
 use alloc::string::String;
 
-use hv_abi::hypercall::{VERSION_MAJOR, VERSION_MINOR};
+use hv_abi::hypercall::{Function, VERSION_MAJOR, VERSION_MINOR};
 use hv_devtree::platform::UartKind;
 
 use crate::arch::aarch64::{cpu, gic, hypercall, probe, psci, smp, timer};
@@ -18,6 +18,8 @@ use crate::{print, println};
 pub const PROMPT: &str = "dom0> ";
 /// Device nodes `info` lists before summarising the rest.
 const MAX_DEVICES: usize = 32;
+/// How often guest console output is polled while waiting for input.
+const CONSOLE_POLL_MICROS: u64 = 20_000;
 
 struct Shell {
     sys: System,
@@ -43,9 +45,18 @@ pub fn run(sys: System) -> ! {
 
 impl Shell {
     /// Reads one line, echoing; `None` if it was cancelled with Ctrl-C.
+    /// Guest console output is printed above the prompt every 20 ms.
     fn read_line(&mut self) -> Option<String> {
+        let period = command::micros_to_ticks(CONSOLE_POLL_MICROS, cpu::counter_frequency());
+        let mut last_poll = cpu::counter();
         loop {
-            match self.editor.feed(console::read_byte()) {
+            let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS);
+            if byte.is_none() || cpu::counter().wrapping_sub(last_poll) >= period {
+                self.sys.vms.poll_console(PROMPT, self.editor.line());
+                last_poll = cpu::counter();
+            }
+            let Some(byte) = byte else { continue };
+            match self.editor.feed(byte) {
                 Action::None => {}
                 Action::Echo(c) => console::write_bytes(&[c]),
                 Action::EraseOne => console::write_bytes(b"\x08 \x08"),
@@ -107,6 +118,12 @@ impl Shell {
             Command::Empty => {}
             Command::Help => help(),
             Command::Info => self.info(),
+            Command::VmInfo { vm } => self.sys.vms.info(vm),
+            Command::List => self.sys.vms.list(),
+            Command::Create { what } => self.sys.vms.create_command(what),
+            Command::Destroy { vm } => self.sys.vms.control(Function::VmDestroy, vm),
+            Command::Pause { vm } => self.sys.vms.control(Function::VmPause, vm),
+            Command::Unpause { vm } => self.sys.vms.control(Function::VmUnpause, vm),
             Command::HvLog => self.hvlog(),
             Command::Uptime => {
                 let (s, ms) =

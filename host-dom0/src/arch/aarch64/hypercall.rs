@@ -2,7 +2,7 @@
 //! Only call these when the device tree has a `/hypervisor` node: on bare
 //! hardware an unknown HVC is UNDEFINED.
 
-use hv_abi::hypercall::{decode_result, Error, Function};
+use hv_abi::hypercall::{decode_result, Error, Function, VmInfo};
 
 /// `Version`: the hypervisor's ABI version (major << 16 | minor).
 pub fn version() -> Result<u64, Error> {
@@ -30,6 +30,59 @@ pub fn log_read(buf: &mut [u8], cursor: u64) -> Result<LogChunk, Error> {
         next_cursor: r[1],
         lost: r[2],
     })
+}
+
+/// `ConsoleRead` (the guests' console ring) into `buf` from `cursor`: as `log_read`.
+pub fn console_read(buf: &mut [u8], cursor: u64) -> Result<LogChunk, Error> {
+    let r = call(Function::ConsoleRead, &[buf.as_mut_ptr() as u64, buf.len() as u64, cursor]);
+    let copied = decode_result(r[0])?;
+    Ok(LogChunk {
+        copied: (copied as usize).min(buf.len()),
+        next_cursor: r[1],
+        lost: r[2],
+    })
+}
+
+/// Makes call `f` with `args` in x1.. and returns x0..x3.
+fn call(f: Function, args: &[u64]) -> [u64; 4] {
+    let mut regs = [0u64; 17];
+    regs[..args.len()].copy_from_slice(args);
+    let r = smccc::hvc64(f as u32, regs);
+    [r[0], r[1], r[2], r[3]]
+}
+
+/// `VmCreate`: a VM named `name` (its bytes are read through their address,
+/// dom0's RAM being identity-mapped). Returns the VM id.
+pub fn vm_create(vcpus: u32, memory: u64, name: &str, weight: u32, pin: u64) -> Result<u32, Error> {
+    let r = call(
+        Function::VmCreate,
+        &[u64::from(vcpus), memory, name.as_ptr() as u64, name.len() as u64, u64::from(weight), pin],
+    );
+    decode_result(r[0]).map(|id| id as u32)
+}
+
+/// `VmWrite`: copies `len` bytes at dom0 IPA `src` to `dst` in VM `id`.
+pub fn vm_write(id: u32, dst: u64, src: u64, len: u64) -> Result<(), Error> {
+    decode_result(call(Function::VmWrite, &[u64::from(id), dst, src, len])[0]).map(drop)
+}
+
+/// `VmSetEntry`: vCPU `vcpu` of VM `id` starts at `pc` with `x0`.
+pub fn vm_set_entry(id: u32, vcpu: u32, pc: u64, x0: u64) -> Result<(), Error> {
+    decode_result(call(Function::VmSetEntry, &[u64::from(id), u64::from(vcpu), pc, x0])[0]).map(drop)
+}
+
+/// `VmStart`, `VmPause`, `VmUnpause`, `VmDestroy`: the calls that take only a VM id.
+pub fn vm_op(f: Function, id: u32) -> Result<(), Error> {
+    debug_assert!(matches!(f, Function::VmStart | Function::VmPause | Function::VmUnpause | Function::VmDestroy));
+    decode_result(call(f, &[u64::from(id)])[0]).map(drop)
+}
+
+/// `VmInfo` for VM `id`.
+pub fn vm_info(id: u32) -> Result<VmInfo, Error> {
+    let mut buf = [0u8; core::mem::size_of::<VmInfo>()];
+    let r = call(Function::VmInfo, &[u64::from(id), buf.as_mut_ptr() as u64, buf.len() as u64]);
+    decode_result(r[0])?;
+    VmInfo::from_bytes(&buf).ok_or(Error::InvalidParameter)
 }
 
 /// The cheapest round trip: `Version` with nothing else saved or passed

@@ -78,6 +78,15 @@ pub fn init(dtb: usize) -> (&'static [u8], MapReport) {
         regions[0] = (image & !(pagetable::L1_BLOCK - 1), pagetable::L1_BLOCK);
         n = 1;
     }
+    // The initrd (under the hypervisor: the boot bundle, mapped read-only
+    // at stage 2 outside dom0's /memory) is read as ordinary memory: map it
+    // Normal, or unaligned loads from it would fault as Device accesses.
+    if let Some(initrd) = fdt_scan::initrd(blob) {
+        if n < MAX_REGIONS {
+            regions[n] = initrd;
+            n += 1;
+        }
+    }
     let tables = TABLES.0.get();
     // SAFETY: see `TableStore`: nothing else accesses TABLES now.
     let tables = unsafe { &mut *tables };

@@ -32,12 +32,24 @@ pub fn uptime_ticks() -> u64 {
 /// the interrupt (other interrupts, e.g. typed characters, only wake the CPU
 /// to check the deadline).
 pub fn sleep_micros(micros: u64) {
+    wait_micros(micros, || false);
+}
+
+/// Waits in WFI until `done()` or `micros` microseconds have passed;
+/// returns whether `done()` became true. `done` is checked with IRQs masked
+/// (see `cpu::wait_until`).
+pub fn wait_micros(micros: u64, mut done: impl FnMut() -> bool) -> bool {
     let deadline =
         cpu::counter().saturating_add(command::micros_to_ticks(micros, cpu::counter_frequency()));
     CNTV_CVAL_EL0.set(deadline);
     CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
-    cpu::wait_until(|| cpu::counter() >= deadline);
+    let mut finished = false;
+    cpu::wait_until(|| {
+        finished = done();
+        finished || cpu::counter() >= deadline
+    });
     CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::CLEAR);
+    finished
 }
 
 /// The timer fired: mask it (the line is level-triggered) until the next `sleep`.

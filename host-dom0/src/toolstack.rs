@@ -1,0 +1,447 @@
+//! The toolstack: guest VMs from the boot bundle's configurations
+//! (`vms/*.toml`, `hv_vmconfig`), created, controlled and inspected with the
+//! hypervisor's domain-control calls, and the guests' console output.
+//!
+//! Creating a VM checks everything first (kernel and initrd present and
+//! fitting, device tree built and placed; `kernel_image`), then `VmCreate`,
+//! `VmWrite` of each piece, `VmSetEntry` for vCPU 0 (x0 = the device
+//! tree's address, as arm64 Linux expects) and `VmStart`. If any call after
+//! `VmCreate` fails, the VM is destroyed again: no half-made VM is left.
+//!
+//! Without `/hypervisor` in the device tree nothing here makes a hypercall.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use hv_abi::bundle::{self, Entry};
+use hv_abi::hypercall::{Error, Function, VmInfo, MAX_VMS};
+use hv_devtree::guest::{build_tree, GuestGic, GuestTreeConfig};
+use hv_devtree::platform::{GicVersion, Platform};
+use hv_vmconfig::{Loaded, VmConfig};
+
+use crate::arch::aarch64::hypercall;
+use crate::command::VmRef;
+use crate::kernel_image::{self, KernelLayout};
+use crate::{console, println, vmview};
+
+/// Bytes per `VmWrite` straight from the bundle.
+const WRITE_CHUNK: usize = 1 << 20;
+/// Bytes per `VmWrite` through the heap, if the hypervisor refuses bundle addresses.
+const BOUNCE_CHUNK: usize = 64 << 10;
+/// `ConsoleRead` buffer.
+const CONSOLE_CHUNK: usize = 1024;
+const NO_HYPERVISOR: &str = "no hypervisor: running on bare hardware";
+
+pub struct Toolstack {
+    hypervisor: bool,
+    /// The boot bundle (read-only, mapped Normal by `mmu::init`), or empty.
+    bundle: &'static [u8],
+    gic: GuestGic,
+    configs: Vec<Loaded>,
+    console_cursor: u64,
+    /// Poll `ConsoleRead`: set once a VM was created, cleared if the call fails.
+    console_live: bool,
+    /// `VmWrite` takes bundle addresses as its source (else bounce through the heap).
+    direct_writes: bool,
+}
+
+impl Toolstack {
+    pub fn new(platform: &Platform, hypervisor: bool) -> Self {
+        let bundle: &'static [u8] = match platform.initrd {
+            Some(r) if r.size > 0 && usize::try_from(r.size).is_ok() => {
+                // SAFETY: the device tree's initrd, which `mmu::init` maps
+                // Normal (read from the same /chosen properties). Under the
+                // hypervisor it is the boot bundle, mapped read-only at stage
+                // 2 and never written; standalone, it is RAM the loader
+                // filled and dom0 never allocates (its heap is in its image).
+                unsafe { core::slice::from_raw_parts(r.base.as_u64() as *const u8, r.size as usize) }
+            }
+            _ => &[],
+        };
+        let gic = match platform.gic.version {
+            GicVersion::V2 => GuestGic::V2,
+            GicVersion::V3 => GuestGic::V3,
+        };
+        Toolstack {
+            hypervisor,
+            bundle,
+            gic,
+            configs: Vec::new(),
+            console_cursor: 0,
+            console_live: false,
+            direct_writes: true,
+        }
+    }
+
+    /// Reads the bundle's `vms/*.toml`, reports errors, starts the `autostart` VMs.
+    pub fn boot(&mut self) {
+        if self.bundle.is_empty() {
+            return;
+        }
+        let mut files: Vec<(&str, &str)> = Vec::new();
+        for entry in bundle::Reader::new(self.bundle) {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    println!("vms: {e}");
+                    break;
+                }
+            };
+            let Some(rest) = entry.name.strip_prefix("vms/") else { continue };
+            if !rest.ends_with(".toml") || rest.contains('/') {
+                continue;
+            }
+            match core::str::from_utf8(entry.data) {
+                Ok(text) => files.push((entry.name, text)),
+                Err(_) => println!("vms: {}:1: not UTF-8 text", entry.name),
+            }
+        }
+        let (configs, errors) = hv_vmconfig::load_all(files);
+        for e in &errors {
+            println!("vms: {e}");
+        }
+        self.configs = configs;
+        if self.configs.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = self.configs.iter().map(|l| l.config.name.as_str()).collect();
+        println!("vms: {} configured in the bundle: {}", names.len(), names.join(", "));
+        let autostart: Vec<VmConfig> =
+            self.configs.iter().filter(|l| l.config.autostart).map(|l| l.config.clone()).collect();
+        for cfg in autostart {
+            if !self.hypervisor {
+                println!("vms: autostart {}: {NO_HYPERVISOR}", cfg.name);
+                continue;
+            }
+            match self.create(&cfg) {
+                Ok(id) => println!("vms: autostart {}: started VM {id}", cfg.name),
+                Err(e) => println!("vms: autostart {}: {e}", cfg.name),
+            }
+        }
+    }
+
+    /// `create NAME|FILE`.
+    pub fn create_command(&mut self, what: &str) {
+        if !self.hypervisor {
+            println!("create: {NO_HYPERVISOR}");
+            return;
+        }
+        let configs: Vec<VmConfig> = if what.ends_with(".toml") {
+            let entry = match bundle::find(self.bundle, what) {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    println!("create: {what}: not in the boot bundle");
+                    return;
+                }
+                Err(e) => {
+                    println!("create: {e}");
+                    return;
+                }
+            };
+            let Ok(text) = core::str::from_utf8(entry.data) else {
+                println!("create: {what}:1: not UTF-8 text");
+                return;
+            };
+            match hv_vmconfig::parse(what, text) {
+                Ok(c) => c,
+                Err(errors) => {
+                    errors.iter().for_each(|e| println!("create: {e}"));
+                    return;
+                }
+            }
+        } else {
+            match self.configs.iter().find(|l| l.config.name == what) {
+                Some(l) => alloc::vec![l.config.clone()],
+                None => {
+                    println!("create: no VM named '{what}' in the bundle's configs (vms/*.toml)");
+                    return;
+                }
+            }
+        };
+        if configs.is_empty() {
+            println!("create: {what} defines no VM");
+        }
+        for cfg in configs {
+            match self.create(&cfg) {
+                Ok(id) => println!("started VM {id} ({})", cfg.name),
+                Err(e) => println!("create {}: {e}", cfg.name),
+            }
+        }
+    }
+
+    fn file(&self, path: &str) -> Result<Entry<'static>, String> {
+        match bundle::find(self.bundle, path) {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => Err(format!("{path}: not in the boot bundle")),
+            Err(e) => Err(format!("{e}")),
+        }
+    }
+
+    /// Creates and starts one VM; returns its id.
+    pub fn create(&mut self, cfg: &VmConfig) -> Result<u32, String> {
+        // Everything that can be checked without the hypervisor comes first.
+        let kernel = self.file(&cfg.kernel)?;
+        let layout = kernel_image::layout(kernel.data, cfg.memory).map_err(|e| format!("{}: {e}", cfg.kernel))?;
+        let initrd = match &cfg.initrd {
+            Some(path) => {
+                let entry = self.file(path)?;
+                let range = kernel_image::place_initrd(layout.end, entry.data.len() as u64, cfg.memory)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                Some((entry, range))
+            }
+            None => None,
+        };
+        let used_end = initrd.map_or(layout.end, |(_, (_, end))| end);
+        let dtb = build_tree(&GuestTreeConfig {
+            memory: cfg.memory,
+            vcpus: cfg.vcpus as usize,
+            gic: self.gic,
+            bootargs: &cfg.cmdline,
+            initrd: initrd.map(|(_, r)| r),
+            virtio_slots: 0,
+        })
+        .map_err(|e| format!("device tree: {e}"))?;
+        let dtb_ipa = kernel_image::place_dtb(dtb.len() as u64, used_end, cfg.memory)?;
+        match self.find_by_name(&cfg.name) {
+            Ok(Some(info)) => return Err(format!("a VM named {} already exists (VM {})", cfg.name, info.id)),
+            Ok(None) | Err(Error::NotSupported) => {}
+            Err(e) => return Err(format!("VmInfo failed: {}", e.description())),
+        }
+
+        let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask())
+            .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
+        let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (start, _))| (e, start)), &dtb, dtb_ipa);
+        if let Err(e) = loaded {
+            return Err(match hypercall::vm_op(Function::VmDestroy, id) {
+                Ok(()) => format!("{e} (VM {id} destroyed)"),
+                Err(d) => format!("{e}; VmDestroy of VM {id} failed too: {}", d.description()),
+            });
+        }
+        self.console_live = true;
+        Ok(id)
+    }
+
+    /// Fills VM `id`'s RAM, sets vCPU 0's entry and starts it.
+    fn load(
+        &mut self,
+        id: u32,
+        kernel: Entry<'static>,
+        layout: &KernelLayout,
+        initrd: Option<(Entry<'static>, u64)>,
+        dtb: &[u8],
+        dtb_ipa: u64,
+    ) -> Result<(), String> {
+        for seg in &layout.segments {
+            let data = kernel.data.get(seg.offset..seg.offset + seg.len).ok_or("kernel segment outside the file")?;
+            self.write_from_bundle(id, seg.ipa, data)?;
+        }
+        if let Some((entry, start)) = initrd {
+            self.write_from_bundle(id, start, entry.data)?;
+        }
+        hypercall::vm_write(id, dtb_ipa, dtb.as_ptr() as u64, dtb.len() as u64)
+            .map_err(|e| format!("VmWrite of the device tree failed: {}", e.description()))?;
+        hypercall::vm_set_entry(id, 0, layout.entry, dtb_ipa)
+            .map_err(|e| format!("VmSetEntry failed: {}", e.description()))?;
+        hypercall::vm_op(Function::VmStart, id).map_err(|e| format!("VmStart failed: {}", e.description()))
+    }
+
+    /// `VmWrite`s `data` (inside the bundle) to `dst` in VM `id`: straight
+    /// from the bundle's address, or through a heap buffer if the
+    /// hypervisor does not accept the bundle as a source (`BadAddress`).
+    fn write_from_bundle(&mut self, id: u32, dst: u64, data: &[u8]) -> Result<(), String> {
+        let mut bounce: Vec<u8> = Vec::new();
+        let mut done = 0;
+        while done < data.len() {
+            let chunk = if self.direct_writes { WRITE_CHUNK } else { BOUNCE_CHUNK };
+            let piece = &data[done..data.len().min(done + chunk)];
+            let to = dst + done as u64;
+            let result = if self.direct_writes {
+                hypercall::vm_write(id, to, piece.as_ptr() as u64, piece.len() as u64)
+            } else {
+                bounce.clear();
+                bounce.extend_from_slice(piece);
+                hypercall::vm_write(id, to, bounce.as_ptr() as u64, bounce.len() as u64)
+            };
+            match result {
+                Ok(()) => done += piece.len(),
+                Err(Error::BadAddress) if self.direct_writes => self.direct_writes = false,
+                Err(e) => return Err(format!("VmWrite to {to:#x} failed: {}", e.description())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every VM the hypervisor reports.
+    fn all(&self) -> Result<Vec<VmInfo>, Error> {
+        let mut out = Vec::new();
+        for id in 1..u32::from(MAX_VMS) {
+            match hypercall::vm_info(id) {
+                Ok(info) => out.push(info),
+                Err(Error::InvalidParameter) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn find_by_name(&self, name: &str) -> Result<Option<VmInfo>, Error> {
+        Ok(self.all()?.into_iter().find(|i| i.name() == name))
+    }
+
+    fn resolve(&self, vm: VmRef<'_>) -> Result<VmInfo, String> {
+        let failed = |e: Error| format!("VmInfo failed: {}", e.description());
+        match vm {
+            VmRef::Id(id) => hypercall::vm_info(id).map_err(|e| match e {
+                Error::InvalidParameter => format!("no VM with id {id}"),
+                e => failed(e),
+            }),
+            VmRef::Name(name) => self.find_by_name(name).map_err(failed)?.ok_or_else(|| format!("no VM named '{name}'")),
+        }
+    }
+
+    /// `list`.
+    pub fn list(&self) {
+        if !self.hypervisor {
+            println!("list: {NO_HYPERVISOR}");
+            return;
+        }
+        println!("{}", vmview::list_header());
+        match self.all() {
+            Ok(vms) => vms.iter().for_each(|i| println!("{}", vmview::list_row(i))),
+            Err(e) => println!("list: VmInfo failed: {}", e.description()),
+        }
+    }
+
+    /// `info VM`.
+    pub fn info(&self, vm: VmRef<'_>) {
+        if !self.hypervisor {
+            println!("info: {NO_HYPERVISOR}");
+            return;
+        }
+        match self.resolve(vm) {
+            Ok(info) => {
+                let config = self.configs.iter().find(|l| l.config.name == info.name());
+                vmview::info_lines(&info, config).iter().for_each(|l| println!("{l}"));
+            }
+            Err(e) => println!("info {vm}: {e}"),
+        }
+    }
+
+    /// `destroy`, `pause`, `unpause`.
+    pub fn control(&mut self, f: Function, vm: VmRef<'_>) {
+        let (verb, done, call) = match f {
+            Function::VmDestroy => ("destroy", "destroyed", "VmDestroy"),
+            Function::VmPause => ("pause", "paused", "VmPause"),
+            _ => ("unpause", "unpaused", "VmUnpause"),
+        };
+        if !self.hypervisor {
+            println!("{verb}: {NO_HYPERVISOR}");
+            return;
+        }
+        let info = match self.resolve(vm) {
+            Ok(i) => i,
+            Err(e) => {
+                println!("{verb} {vm}: {e}");
+                return;
+            }
+        };
+        match hypercall::vm_op(f, info.id) {
+            Ok(()) => println!("{done} VM {} ({})", info.id, info.name()),
+            Err(e) => println!("{verb} {vm}: {call} failed: {}", e.description()),
+        }
+    }
+
+    /// Prints new guest console output above the prompt, then redraws
+    /// `prompt` and the partly typed `line`. One `ConsoleRead` when nothing is new.
+    pub fn poll_console(&mut self, prompt: &str, line: &str) {
+        if !self.console_live {
+            return;
+        }
+        let mut buf = [0u8; CONSOLE_CHUNK];
+        let mut printed = false;
+        let mut last = b'\n';
+        loop {
+            let chunk = match hypercall::console_read(&mut buf, self.console_cursor) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not there (yet) or broken: stop polling rather than spam.
+                    self.console_live = false;
+                    if e != Error::NotSupported {
+                        if !printed {
+                            console::write_bytes(b"\r\n");
+                            printed = true;
+                        }
+                        println!("[dom0] guest console: ConsoleRead failed: {}", e.description());
+                    }
+                    break;
+                }
+            };
+            self.console_cursor = chunk.next_cursor;
+            if chunk.copied == 0 && chunk.lost == 0 {
+                break;
+            }
+            if !printed {
+                // Nothing typed: overwrite the bare prompt; else keep the line and go below it.
+                console::write_bytes(if line.is_empty() { b"\r\x1b[K" } else { b"\r\n" });
+                printed = true;
+            }
+            if chunk.lost != 0 {
+                if last != b'\n' {
+                    console::write_bytes(b"\r\n");
+                }
+                println!("[dom0] guest console: {} bytes lost", chunk.lost);
+                last = b'\n';
+            }
+            let text = &buf[..chunk.copied];
+            write_guest_text(text);
+            if let Some(&b) = text.last() {
+                last = b;
+            }
+            if chunk.copied == 0 {
+                break;
+            }
+        }
+        if printed {
+            if last != b'\n' {
+                console::write_bytes(b"\r\n");
+            }
+            console::write_bytes(prompt.as_bytes());
+            console::write_bytes(line.as_bytes());
+        }
+    }
+}
+
+/// Writes guest text with LF as CR LF and other control characters (escape
+/// sequences included) shown as `?`, so a guest cannot drive the terminal.
+fn write_guest_text(text: &[u8]) {
+    let mut out = [0u8; 2 * CONSOLE_CHUNK];
+    let mut n = 0;
+    for &b in text {
+        if n + 2 > out.len() {
+            console::write_bytes(&out[..n]);
+            n = 0;
+        }
+        match b {
+            b'\n' => {
+                out[n] = b'\r';
+                out[n + 1] = b'\n';
+                n += 2;
+            }
+            b'\r' => {}
+            b'\t' => {
+                out[n] = b;
+                n += 1;
+            }
+            0..=0x1f | 0x7f => {
+                out[n] = b'?';
+                n += 1;
+            }
+            _ => {
+                out[n] = b;
+                n += 1;
+            }
+        }
+    }
+    console::write_bytes(&out[..n]);
+}
