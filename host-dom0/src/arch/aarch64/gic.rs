@@ -5,7 +5,7 @@
 //! All interrupts are Group 1 (non-secure) at one priority; SPIs go to the
 //! boot CPU. Handlers are registered per INTID in a small lock-free table.
 
-use super::mmio;
+use hv_mmio as mmio;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use spin::Once;

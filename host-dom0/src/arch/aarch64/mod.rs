@@ -4,7 +4,7 @@ pub mod cpu;
 pub mod exception;
 pub mod gic;
 pub mod hypercall;
-pub mod mmio;
+pub use hv_mmio as mmio;
 pub mod mmu;
 pub mod probe;
 pub mod psci;

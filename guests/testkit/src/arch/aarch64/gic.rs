@@ -53,13 +53,13 @@ const GICR_IPRIORITYR: u64 = GICR_SGI + 0x400;
 fn read32(addr: u64) -> u32 {
     // SAFETY: `addr` is a GIC register inside a window the device tree
     // gave (identity-mapped Device memory); reading it has no memory effects.
-    unsafe { core::ptr::read_volatile(addr as *const u32) }
+    unsafe { hv_mmio::read32(addr as usize) }
 }
 
 fn write32(addr: u64, value: u32) {
     // SAFETY: as `read32`; the GIC registers written here only change
     // interrupt state.
-    unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
+    unsafe { hv_mmio::write32(addr as usize, value) }
 }
 
 fn state() -> &'static State {

@@ -26,12 +26,12 @@ fn read(reg: u64) -> u32 {
     // SAFETY: BASE is the PL011 window (the guest ABI's, or the tree's
     // console), identity-mapped as Device memory; reads have no side effects
     // on the registers used here.
-    unsafe { core::ptr::read_volatile((BASE.load(Ordering::Relaxed) + reg) as *const u32) }
+    unsafe { hv_mmio::read32((BASE.load(Ordering::Relaxed) + reg) as usize) }
 }
 
 fn write(reg: u64, value: u32) {
     // SAFETY: as `read`; writing DR sends a byte, CR enables the UART.
-    unsafe { core::ptr::write_volatile((BASE.load(Ordering::Relaxed) + reg) as *mut u32, value) }
+    unsafe { hv_mmio::write32((BASE.load(Ordering::Relaxed) + reg) as usize, value) }
 }
 
 pub fn put_byte(b: u8) {

@@ -1,3 +1,4 @@
+#![no_std]
 //! MMIO accessors that always compile to one plain load or store with a
 //! register base and no writeback. A hypervisor can emulate only accesses
 //! whose syndrome it gets (ISV = 1); `read_volatile` may become a
