@@ -124,9 +124,14 @@ dom0_test() {
     fi
 }
 
-# spin_share LOG VM...: iterations each spinning VM reported ("RESULT spin").
+# spin_iterations LOG VM: iterations a spinning VM reported ("RESULT spin").
 spin_iterations() {
     sed -n "s/^$2: RESULT spin: iterations=\([0-9]*\).*/\1/p" "$1" | head -n1
+}
+
+# cpu_ms LOG VM: the VM's CPU time from the hypervisor's end-of-run summary.
+cpu_ms() {
+    sed -n "s/.*\*\*\* guest $2 (VM [0-9]*): .*CPU time \([0-9]*\) ms.*/\1/p" "$1" | head -n1
 }
 
 # within_percent A B P: A and B differ by at most P % of their mean.
@@ -177,7 +182,7 @@ guest_tests() {
         --vm "kernel=$G/ipi.img,cmdline=ipi.count=100,vcpus=3,memory=16M" \
         --vm "kernel=$G/isolation.img,memory=16M"
     # A crash stops only that VM; the run then ends, not cleanly.
-    boot_test guests-crash 1 "GUEST crash: about to crash" "crash (VM" "stopped: Crashed" \
+    boot_test guests-crash 1 "GUEST crash: about to crash" "*** guest crash (VM 1): Crashed (syndrome 0x" \
         "GUEST spin: DONE 1 passed, 0 failed" "not all with SYSTEM_OFF" \
         -- --machine virt --smp 2 --until-idle --timeout 90 \
         --vm "kernel=$G/crash.img,memory=16M,pin=1" --vm "kernel=$G/spin.img,memory=16M,pin=1"
@@ -192,14 +197,17 @@ guest_tests() {
             --vm "kernel=$G/spin.img,name=spinM,cmdline=spin.masked=1,memory=16M,pin=2" --vm "kernel=$G/spin.img,name=spinN,memory=16M,pin=2" \
             --vm "kernel=$G/spin.img,name=spinC,memory=16M,pin=3" --vm "kernel=$G/idle.img,name=idleC,cmdline=idle.seconds=2,memory=16M,pin=3" \
             >"$log" 2>&1 </dev/null
-        local a b m n c
+        local a b m n ca cb cc ci
         a=$(spin_iterations "$log" spinA) b=$(spin_iterations "$log" spinB)
-        m=$(spin_iterations "$log" spinM) n=$(spin_iterations "$log" spinN) c=$(spin_iterations "$log" spinC)
-        echo "      spin iterations: A=$a B=$b (one CPU); masked=$m unmasked=$n (one CPU); C=$c (beside an idle VM)"
-        if within_percent "$a" "$b" 10 && within_percent "$m" "$n" 10 && [ -n "$c" ] && [ $((c * 10)) -ge $(( (a + b) / 2 * 18 )) ]; then
+        m=$(spin_iterations "$log" spinM) n=$(spin_iterations "$log" spinN)
+        ca=$(cpu_ms "$log" spinA) cb=$(cpu_ms "$log" spinB) cc=$(cpu_ms "$log" spinC) ci=$(cpu_ms "$log" idleC)
+        echo "      spin iterations: A=$a B=$b (sharing a CPU); masked=$m unmasked=$n (sharing a CPU)"
+        echo "      CPU time (ms): A=$ca B=$cb; C=$cc beside idle=$ci"
+        if within_percent "$a" "$b" 10 && within_percent "$m" "$n" 10 && [ -n "$cc" ] && [ -n "$ci" ] &&
+            [ $((cc * 10)) -ge $(( (ca + cb) * 9 )) ] && [ $((ci * 20)) -le "$cc" ]; then
             pass "boot $name"
         else
-            fail "boot $name"; echo "      want A~B and masked~unmasked within 10 %, C >= 1.8 x mean(A, B)"
+            fail "boot $name"; echo "      want A~B and masked~unmasked within 10 %; C's CPU time >= 90 % of A+B's, idle's <= 5 % of C's"
             echo "---- serial log ($log) ----"; cat "$log"; echo "----"
         fi
     fi

@@ -109,14 +109,24 @@ impl Toolstack {
         println!("vms: {} configured in the bundle: {}", names.len(), names.join(", "));
         let autostart: Vec<VmConfig> =
             self.configs.iter().filter(|l| l.config.autostart).map(|l| l.config.clone()).collect();
+        // Create them all first, then start them all: a guest that stops at
+        // once must not find itself the last one while others are still
+        // being loaded (the hypervisor's `hv.until_idle` watches for that).
+        let mut created = Vec::new();
         for cfg in autostart {
             if !self.hypervisor {
                 println!("vms: autostart {}: {NO_HYPERVISOR}", cfg.name);
                 continue;
             }
-            match self.create(&cfg) {
-                Ok(id) => println!("vms: autostart {}: started VM {id}", cfg.name),
+            match self.create(&cfg, false) {
+                Ok(id) => created.push((id, cfg.name)),
                 Err(e) => println!("vms: autostart {}: {e}", cfg.name),
+            }
+        }
+        for (id, name) in created {
+            match hypercall::vm_op(Function::VmStart, id) {
+                Ok(()) => println!("vms: autostart {name}: started VM {id}"),
+                Err(e) => println!("vms: autostart {name}: VmStart failed: {}", e.description()),
             }
         }
     }
@@ -163,7 +173,7 @@ impl Toolstack {
             println!("create: {what} defines no VM");
         }
         for cfg in configs {
-            match self.create(&cfg) {
+            match self.create(&cfg, true) {
                 Ok(id) => println!("started VM {id} ({})", cfg.name),
                 Err(e) => println!("create {}: {e}", cfg.name),
             }
@@ -178,8 +188,8 @@ impl Toolstack {
         }
     }
 
-    /// Creates and starts one VM; returns its id.
-    pub fn create(&mut self, cfg: &VmConfig) -> Result<u32, String> {
+    /// Creates one VM (and starts it if `start`); returns its id.
+    pub fn create(&mut self, cfg: &VmConfig, start: bool) -> Result<u32, String> {
         // Everything that can be checked without the hypervisor comes first.
         let kernel = self.file(&cfg.kernel)?;
         let layout = kernel_image::layout(kernel.data, cfg.memory).map_err(|e| format!("{}: {e}", cfg.kernel))?;
@@ -211,7 +221,7 @@ impl Toolstack {
 
         let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask())
             .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
-        let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (start, _))| (e, start)), &dtb, dtb_ipa);
+        let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (at, _))| (e, at)), &dtb, dtb_ipa, start);
         if let Err(e) = loaded {
             return Err(match hypercall::vm_op(Function::VmDestroy, id) {
                 Ok(()) => format!("{e} (VM {id} destroyed)"),
@@ -222,7 +232,7 @@ impl Toolstack {
         Ok(id)
     }
 
-    /// Fills VM `id`'s RAM, sets vCPU 0's entry and starts it.
+    /// Fills VM `id`'s RAM, sets vCPU 0's entry and, if `start`, starts it.
     fn load(
         &mut self,
         id: u32,
@@ -231,6 +241,7 @@ impl Toolstack {
         initrd: Option<(Entry<'static>, u64)>,
         dtb: &[u8],
         dtb_ipa: u64,
+        start: bool,
     ) -> Result<(), String> {
         for seg in &layout.segments {
             let data = kernel.data.get(seg.offset..seg.offset + seg.len).ok_or("kernel segment outside the file")?;
@@ -243,7 +254,10 @@ impl Toolstack {
             .map_err(|e| format!("VmWrite of the device tree failed: {}", e.description()))?;
         hypercall::vm_set_entry(id, 0, layout.entry, dtb_ipa)
             .map_err(|e| format!("VmSetEntry failed: {}", e.description()))?;
-        hypercall::vm_op(Function::VmStart, id).map_err(|e| format!("VmStart failed: {}", e.description()))
+        if start {
+            hypercall::vm_op(Function::VmStart, id).map_err(|e| format!("VmStart failed: {}", e.description()))?;
+        }
+        Ok(())
     }
 
     /// `VmWrite`s `data` (inside the bundle) to `dst` in VM `id`: straight

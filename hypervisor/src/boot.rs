@@ -184,12 +184,25 @@ pub fn guest_stopped() {
         return;
     }
     let clean = guests.iter().all(|g| g.stop.lock().reason == hv_abi::hypercall::StopReason::SystemOff);
+    crate::console::flush_unread_guest_output();
+    crate::console::force_uart();
     info!(
         "all {} guest(s) stopped ({}): nothing left to run (hv.until_idle): stopping",
         guests.len(),
         if clean { "all with SYSTEM_OFF" } else { "not all with SYSTEM_OFF" }
     );
-    crate::console::force_uart();
+    for g in &guests {
+        let stop = *g.stop.lock();
+        let ticks: u64 = g.vcpus.iter().map(|v| v.run_ticks.load(Ordering::Relaxed)).sum();
+        let ms = ticks * 1000 / cpu::counter_frequency().max(1);
+        crate::console::print_line(
+            "INFO",
+            format_args!(
+                "*** guest {} (VM {}): {:?} (syndrome {:#x}, PC {:#x}), CPU time {} ms",
+                g.name, g.id.0, stop.reason, stop.syndrome, stop.address, ms
+            ),
+        );
+    }
     log::logger().flush();
     if clean {
         crate::console::print_line("INFO", format_args!("*** all guests ended with SYSTEM_OFF"));

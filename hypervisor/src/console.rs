@@ -43,9 +43,37 @@ pub fn guest_line(vm: &str, line: &[u8]) {
     ring.push(b"\n");
 }
 
+/// How far dom0 has read the guests' console ring.
+static GUEST_READ: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Reads the guests' console ring from `cursor` (`ConsoleRead`).
 pub fn read_guest_console(cursor: u64, out: &mut [u8]) -> ReadResult {
-    GUEST_RING.lock().read(cursor, out)
+    let r = GUEST_RING.lock().read(cursor, out);
+    GUEST_READ.fetch_max(r.next, Ordering::Relaxed);
+    r
+}
+
+/// The run is ending: guest console output dom0 has not printed yet goes
+/// straight to the UART, so nothing a guest said is lost.
+pub fn flush_unread_guest_output() {
+    let ring = GUEST_RING.lock();
+    let mut console = CONSOLE.lock();
+    let Some(uart) = console.as_mut() else { return };
+    let mut cursor = GUEST_READ.load(Ordering::Relaxed);
+    let mut chunk = [0u8; 256];
+    loop {
+        let r = ring.read(cursor, &mut chunk);
+        if r.copied == 0 {
+            break;
+        }
+        for &b in &chunk[..r.copied] {
+            if b == b'\n' {
+                uart.write_byte(b'\r');
+            }
+            uart.write_byte(b);
+        }
+        cursor = r.next;
+    }
 }
 
 /// The run is ending: the last lines go to the UART again.

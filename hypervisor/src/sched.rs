@@ -51,11 +51,14 @@ struct CpuSched {
     /// Counter value when the current vCPU was switched in.
     since: u64,
     slice_end: u64,
+    /// A vCPU that should preempt a running guest (dom0, or woken from
+    /// WFI) was queued since the last switch.
+    boost_pending: bool,
 }
 
 impl CpuSched {
     const fn new() -> Self {
-        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0 }
+        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false }
     }
 }
 
@@ -114,8 +117,12 @@ pub fn place_fixed(pcpu: usize) {
 pub fn wake(vm: &Vm, index: usize) {
     let Some(v) = vm.vcpus.get(index) else { return };
     let me = cpu::index();
+    let mut woken = false;
     let queue = match v.sched.load(Ordering::Acquire) {
-        state::BLOCKED => v.sched.compare_exchange(state::BLOCKED, state::RUNNABLE, Ordering::AcqRel, Ordering::Acquire).is_ok(),
+        state::BLOCKED => {
+            woken = v.sched.compare_exchange(state::BLOCKED, state::RUNNABLE, Ordering::AcqRel, Ordering::Acquire).is_ok();
+            woken
+        }
         state::OFF => {
             v.power.load(Ordering::Acquire) == power::ON_PENDING
                 && vm.runnable()
@@ -124,13 +131,21 @@ pub fn wake(vm: &Vm, index: usize) {
         state::RUNNABLE => true,
         _ => false,
     };
-    let favoured = vm.kind == VmKind::Dom0;
+    let dom0 = vm.kind == VmKind::Dom0;
     if queue {
         let mut s = SCHED[v.pcpu].lock();
         let r = VcpuRef { vm: vm.id, vcpu: index as u8 };
         s.timers.cancel(&r);
-        s.runq.push(r, favoured);
-        let preempt = s.current.as_ref().is_none_or(|(cur, _)| favoured && cur.kind != VmKind::Dom0);
+        // Dom0 (which serves IO) and vCPUs just woken from WFI (an interrupt
+        // is waiting for them) go first; woken guests then run briefly and
+        // block again, so a busy guest loses little.
+        s.runq.push(r, dom0 || woken);
+        s.boost_pending |= dom0 || woken;
+        let preempt = s.current.as_ref().is_none_or(|(cur, _)| (dom0 || woken) && cur.kind != VmKind::Dom0);
+        if v.pcpu == me {
+            // Someone now waits behind the running vCPU: its slice counts.
+            program_timer(&s, cpu::counter());
+        }
         drop(s);
         if v.pcpu == me {
             if preempt {
@@ -150,9 +165,12 @@ pub fn wake(vm: &Vm, index: usize) {
 pub fn on_kick() {
     let me = cpu::index();
     let s = SCHED[me].lock();
+    program_timer(&s, cpu::counter());
+    // Something was queued here by another CPU: run it now if it went to
+    // the front (dom0, or a vCPU woken from WFI) and a guest is running.
     let preempt = match &s.current {
         None => true,
-        Some((cur, _)) => cur.kind != VmKind::Dom0 && s.runq.front_is(|r| r.vm == VmId(0)),
+        Some((cur, _)) => cur.kind != VmKind::Dom0 && !s.runq.is_empty() && s.boost_pending,
     };
     if preempt && !s.runq.is_empty() {
         RESCHED[me].store(true, Ordering::Release);
@@ -171,16 +189,22 @@ pub fn on_timer() {
         }
     }
     let s = SCHED[me].lock();
-    if !s.runq.is_empty() && (s.current.is_none() || now >= s.slice_end) {
+    if !s.runq.is_empty() && s.current.is_none() {
         RESCHED[me].store(true, Ordering::Release);
     }
     program_timer(&s, now);
 }
 
 /// Arms CNTHP for the earliest of: the end of the slice (if others wait)
-/// and the soft timers.
+/// and the soft timers. A slice that is already over asks for a switch at
+/// the end of this trap instead (the timer's line would stay asserted).
 fn program_timer(s: &CpuSched, now: u64) {
-    let slice = (s.current.is_some() && !s.runq.is_empty()).then_some(s.slice_end);
+    let me = cpu::index();
+    let waiting = s.current.is_some() && !s.runq.is_empty();
+    if waiting && now >= s.slice_end {
+        RESCHED[me].store(true, Ordering::Release);
+    }
+    let slice = (waiting && !RESCHED[me].load(Ordering::Relaxed)).then_some(s.slice_end);
     match [slice, s.timers.next_deadline()].into_iter().flatten().min() {
         Some(deadline) => {
             write_sysreg!("cnthp_cval_el2", deadline.max(now));
@@ -294,12 +318,13 @@ fn switch_in(mut s: spin::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: usize) -
     }
     vcpu.sched.store(state::RUNNING, Ordering::Release);
     s.since = now;
+    s.boost_pending = false;
     s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
     s.timers.cancel(&VcpuRef { vm: vm.id, vcpu: index as u8 });
-    program_timer(&s, now);
     CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
     CURRENT_VCPU[me].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
     s.current = Some((vm, index));
+    program_timer(&s, now);
     drop(s);
     restore(vm_ref, vcpu)
 }

@@ -5,6 +5,7 @@
 //! post-indexed or paired access, which it cannot. (Linux's readl/writel
 //! use inline assembly for the same reason.)
 
+#[cfg(target_arch = "aarch64")]
 macro_rules! accessor {
     ($read:ident, $write:ident, $ty:ty, $ldr:literal, $str:literal, $reg:literal) => {
         /// # Safety
@@ -27,6 +28,9 @@ macro_rules! accessor {
     };
 }
 
+#[cfg(target_arch = "aarch64")]
 accessor!(read8, write8, u8, "ldrb", "strb", "w");
+#[cfg(target_arch = "aarch64")]
 accessor!(read32, write32, u32, "ldr", "str", "w");
+#[cfg(target_arch = "aarch64")]
 accessor!(read64, write64, u64, "ldr", "str", "x");
