@@ -181,6 +181,16 @@ guest_tests() {
         --vm "kernel=$G/timer.img,cmdline=timer.hz=1000 timer.ms=500,memory=16M" \
         --vm "kernel=$G/ipi.img,cmdline=ipi.count=100,vcpus=3,memory=16M" \
         --vm "kernel=$G/isolation.img,memory=16M"
+    # Dom0's shell: crash reporting, pause/unpause/destroy, 100 cycles.
+    if [ -z "$filter" ] || [[ vm-control == *"$filter"* ]]; then
+        local out
+        if out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-vm-control.log" "$ROOT/scripts/tests/vm-control.script" -- \
+                "$ROOT/scripts/run.sh" --smp 2 --timeout 180 --config "$ROOT/scripts/tests/control.toml"); then
+            pass "boot vm-control"
+        else
+            fail "boot vm-control"; echo "$out"
+        fi
+    fi
     # A crash stops only that VM; the run then ends, not cleanly.
     boot_test guests-crash 1 "GUEST crash: about to crash" "*** guest crash (VM 1): Crashed (syndrome 0x" \
         "GUEST spin: DONE 1 passed, 0 failed" "not all with SYSTEM_OFF" \

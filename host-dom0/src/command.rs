@@ -47,6 +47,9 @@ pub enum Command<'a> {
     /// of a `.toml` file in the bundle.
     Create { what: &'a str },
     Destroy { vm: VmRef<'a> },
+    /// `cycle N NAME`: create and destroy a configured VM N times, checking
+    /// that the hypervisor's free memory comes back.
+    Cycle { times: u32, name: &'a str },
     Pause { vm: VmRef<'a> },
     Unpause { vm: VmRef<'a> },
     HvLog,
@@ -81,6 +84,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "create and start a VM of the bundle's configs, or those of a .toml file in the bundle",
     ),
     ("destroy", "VM", "destroy a VM (id or name)"),
+    (
+        "cycle",
+        "N NAME",
+        "create and destroy VM NAME N times; check no memory is left behind",
+    ),
     ("pause", "VM", "stop running a VM's vCPUs"),
     ("unpause", "VM", "resume a paused VM"),
     (
@@ -196,6 +204,20 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         "list" => Command::List,
         "create" => Command::Create { what: arg()? },
         "destroy" => Command::Destroy { vm: VmRef::parse(arg()?) },
+        "cycle" => {
+            let n = arg()?;
+            let times = match n.parse::<u32>() {
+                Ok(t) if (1..=10_000).contains(&t) => t,
+                _ => {
+                    return Err(ParseError::BadNumber {
+                        command,
+                        arg: n,
+                        why: NumberError::BadDigit,
+                    })
+                }
+            };
+            Command::Cycle { times, name: arg()? }
+        }
         "pause" => Command::Pause { vm: VmRef::parse(arg()?) },
         "unpause" => Command::Unpause { vm: VmRef::parse(arg()?) },
         "hvlog" => Command::HvLog,
@@ -460,6 +482,7 @@ mod tests {
                 "SECONDS" => format!("{name} 1"),
                 "ADDR" => format!("{name} 0x0"),
                 "VM" | "NAME|FILE" => format!("{name} x"),
+                "N NAME" => format!("{name} 3 x"),
                 _ => name.to_string(),
             };
             assert!(parse(&line).is_ok(), "{line}");
@@ -473,6 +496,9 @@ mod tests {
         assert_eq!(parse("info 3"), Ok(Command::VmInfo { vm: VmRef::Id(3) }));
         assert_eq!(parse("info hello"), Ok(Command::VmInfo { vm: VmRef::Name("hello") }));
         assert_eq!(parse("destroy 12"), Ok(Command::Destroy { vm: VmRef::Id(12) }));
+        assert_eq!(parse("cycle 100 hello"), Ok(Command::Cycle { times: 100, name: "hello" }));
+        assert!(parse("cycle 0 hello").is_err());
+        assert!(parse("cycle 5").is_err());
         assert_eq!(parse("pause web-1"), Ok(Command::Pause { vm: VmRef::Name("web-1") }));
         assert_eq!(parse("unpause 1"), Ok(Command::Unpause { vm: VmRef::Id(1) }));
         assert_eq!(parse("create hello"), Ok(Command::Create { what: "hello" }));

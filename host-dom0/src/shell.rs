@@ -122,6 +122,7 @@ impl Shell {
             Command::List => self.sys.vms.list(),
             Command::Create { what } => self.sys.vms.create_command(what),
             Command::Destroy { vm } => self.sys.vms.control(Function::VmDestroy, vm),
+            Command::Cycle { times, name } => self.sys.vms.cycle(times, name),
             Command::Pause { vm } => self.sys.vms.control(Function::VmPause, vm),
             Command::Unpause { vm } => self.sys.vms.control(Function::VmUnpause, vm),
             Command::HvLog => self.hvlog(),

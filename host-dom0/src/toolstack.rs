@@ -131,6 +131,50 @@ impl Toolstack {
         }
     }
 
+    /// `cycle N NAME`: creates (and starts) the configured VM NAME and
+    /// destroys it again, N times, then compares the hypervisor's free pages
+    /// with the count before the first cycle.
+    pub fn cycle(&mut self, times: u32, name: &str) {
+        if !self.hypervisor {
+            println!("cycle: {NO_HYPERVISOR}");
+            return;
+        }
+        let Some(cfg) = self.configs.iter().find(|l| l.config.name == name).map(|l| l.config.clone()) else {
+            println!("cycle: no VM named '{name}' in the bundle's configs (vms/*.toml)");
+            return;
+        };
+        let before = match hypercall::mem_info() {
+            Ok((free, _)) => free,
+            Err(e) => {
+                println!("cycle: MemInfo failed: {}", e.description());
+                return;
+            }
+        };
+        for i in 1..=times {
+            let id = match self.create(&cfg, true) {
+                Ok(id) => id,
+                Err(e) => {
+                    println!("cycle: create {i} of {times}: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = hypercall::vm_op(Function::VmDestroy, id) {
+                println!("cycle: destroy {i} of {times} (VM {id}): {}", e.description());
+                return;
+            }
+        }
+        match hypercall::mem_info() {
+            Ok((after, _)) if after == before => {
+                println!("cycle: {times} create/destroy cycles of {name}: free pages {before} before, {after} after: no memory left behind")
+            }
+            Ok((after, _)) => println!(
+                "cycle: {times} create/destroy cycles of {name}: free pages {before} before, {after} after: {} pages LEAKED",
+                before as i64 - after as i64
+            ),
+            Err(e) => println!("cycle: MemInfo failed: {}", e.description()),
+        }
+    }
+
     /// `create NAME|FILE`.
     pub fn create_command(&mut self, what: &str) {
         if !self.hypervisor {

@@ -77,6 +77,12 @@ pub fn vm_op(f: Function, id: u32) -> Result<(), Error> {
     decode_result(call(f, &[u64::from(id)])[0]).map(drop)
 }
 
+/// `MemInfo`: (free pages, total pages) of the hypervisor's page allocator.
+pub fn mem_info() -> Result<(u64, u64), Error> {
+    let r = call(Function::MemInfo, &[]);
+    decode_result(r[0]).map(|free| (free, r[1]))
+}
+
 /// `VmInfo` for VM `id`.
 pub fn vm_info(id: u32) -> Result<VmInfo, Error> {
     let mut buf = [0u8; core::mem::size_of::<VmInfo>()];
