@@ -6,7 +6,7 @@
 //! through, with its interrupts.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use hv_abi::hypercall::{StopReason, VmState};
 use alloc::format;
@@ -170,8 +170,8 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
         weight: crate::schedpolicy::DEFAULT_WEIGHT,
         state: AtomicU32::new(VmState::Running as u32),
         stop: spin::Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
-        exits: [const { AtomicU64::new(0) }; 8],
         console_line: spin::Mutex::new(Vec::new()),
+        warnings: AtomicU32::new(0),
     });
     // vCPU 0 starts at the kernel's entry with x0 = its device tree.
     *vm.vcpus[0].start.lock() = (entry, dtb_ipa);

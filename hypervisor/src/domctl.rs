@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use hv_abi::hypercall::{guest, Error, Function, StopReason, VmInfo, VmState, MAX_NAME};
 use log::{info, warn};
@@ -29,6 +29,7 @@ const MAX_VCPUS: u64 = 8;
 /// The guest's virtual timer PPI (INTID 27).
 const VTIMER: u32 = 27;
 
+#[inline(never)]
 pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Error> {
     let a = frame.x;
     match f {
@@ -171,8 +172,8 @@ fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weig
         weight: if weight == 0 { DEFAULT_WEIGHT } else { weight as u32 },
         state: AtomicU32::new(VmState::Created as u32),
         stop: Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
-        exits: [const { AtomicU64::new(0) }; 8],
         console_line: Mutex::new(Vec::new()),
+        warnings: AtomicU32::new(0),
     });
     if let Err(vm) = vm::insert(vm) {
         release(&vm);
@@ -334,9 +335,7 @@ fn info(dom0: &Vm, id: u64, buffer: u64, len: u64) -> Result<u64, Error> {
     out.memory = vm.ram_size();
     let ticks: u64 = vm.vcpus.iter().map(|v| v.run_ticks.load(Ordering::Relaxed)).sum();
     out.cpu_time_ns = (ticks as u128 * 1_000_000_000 / cpu::counter_frequency().max(1) as u128) as u64;
-    for (slot, counter) in out.exits.iter_mut().zip(&vm.exits) {
-        *slot = counter.load(Ordering::Relaxed);
-    }
+    out.exits = vm.exits();
     let name = vm.name.as_bytes();
     out.name_len = name.len().min(32) as u32;
     out.name[..name.len().min(32)].copy_from_slice(&name[..name.len().min(32)]);

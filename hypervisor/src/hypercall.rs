@@ -4,11 +4,12 @@
 use core::sync::atomic::Ordering;
 
 use hv_abi::hypercall::{Error, Function, StopReason};
-use log::{info, warn};
+use log::info;
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
 use smccc::psci::error::{ALREADY_ON, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
 use smccc::psci::*;
 
+use crate::vm::vm_warn;
 use crate::arch::aarch64::exception::TrapFrame;
 use crate::vm::{power, Vcpu, Vm, VmKind};
 
@@ -43,6 +44,7 @@ fn ret(frame: &mut TrapFrame, value: i64) {
     frame.x[0] = value as u64;
 }
 
+#[inline(never)]
 fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
     let (a1, a2, a3) = (frame.x[1], frame.x[2], frame.x[3]);
     match id {
@@ -103,7 +105,7 @@ fn cpu_on(vm: &Vm, mpidr: u64, entry: u64, context: u64) -> i64 {
         return INVALID_PARAMETERS as i64;
     };
     if !vm.contains_ram(entry, 4) {
-        warn!("{}: CPU_ON for vcpu{} with entry {entry:#x} outside its RAM", vm.name, target.index);
+        vm_warn!(vm, "{}: CPU_ON for vcpu{} with entry {entry:#x} outside its RAM", vm.name, target.index);
         return smccc::psci::error::INVALID_ADDRESS as i64;
     }
     let mut start = target.start.lock();
@@ -158,6 +160,7 @@ pub(crate) fn dom0_only(vm: &Vm) -> Result<(), Error> {
     }
 }
 
+#[inline(never)]
 fn log_read(vm: &Vm, frame: &mut TrapFrame) -> Result<u64, Error> {
     dom0_only(vm)?;
     let (ipa, len, cursor) = (frame.x[1], frame.x[2], frame.x[3]);
@@ -173,6 +176,7 @@ fn log_read(vm: &Vm, frame: &mut TrapFrame) -> Result<u64, Error> {
     Ok(r.copied as u64)
 }
 
+#[inline(never)]
 fn console_read(vm: &Vm, frame: &mut TrapFrame) -> Result<u64, Error> {
     dom0_only(vm)?;
     let (ipa, len, cursor) = (frame.x[1], frame.x[2].min(64 * 1024), frame.x[3]);
@@ -185,6 +189,7 @@ fn console_read(vm: &Vm, frame: &mut TrapFrame) -> Result<u64, Error> {
     Ok(r.copied as u64)
 }
 
+#[inline(never)]
 fn log_write(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Result<u64, Error> {
     let (ipa, len) = (frame.x[1], frame.x[2]);
     if len > 256 {

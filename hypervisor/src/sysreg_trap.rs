@@ -1,13 +1,15 @@
 //! Trapped system register accesses from VMs (EC 0x18), answered by the
 //! policy in `esr::SysRegAccess::policy`.
 
-use log::{trace, warn};
+use log::trace;
 
+use crate::vm::vm_warn;
 use crate::arch::aarch64::exception::TrapFrame;
 use crate::arch::aarch64::inject;
 use crate::esr::{SysRegAccess, SysRegPolicy};
 use crate::vm::{self, Vcpu, Vm};
 
+#[inline(never)]
 pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let access = SysRegAccess::decode(frame.esr);
     let rt = access.rt as usize;
@@ -15,7 +17,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     match access.policy() {
         SysRegPolicy::GicSgi1r => {
             if let Err(e) = vm::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
-                warn!("{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);
+                vm_warn!(vm, "{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);
             }
         }
         SysRegPolicy::ReadsAsZeroWritesIgnored => {
@@ -25,7 +27,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
             }
         }
         SysRegPolicy::Undefined => {
-            warn!("{}: vcpu{}: access to system register {:?} at {:#x}; UNDEF", vm.name, vcpu.index, access, frame.elr);
+            vm_warn!(vm, "{}: vcpu{}: access to system register {:?} at {:#x}; UNDEF", vm.name, vcpu.index, access, frame.elr);
             inject::undefined(frame);
             return;
         }

@@ -9,6 +9,7 @@ use core::sync::atomic::Ordering;
 use hv_abi::hypercall::StopReason;
 use log::{info, trace, warn};
 
+use crate::vm::vm_warn;
 use crate::arch::aarch64::exception::TrapFrame;
 use crate::arch::aarch64::{el2, gic, inject};
 use crate::esr::{AccessSize, DataAbort, Esr, ExceptionClass};
@@ -23,16 +24,16 @@ pub fn handle_lower(frame: &mut TrapFrame, kind: u64) {
     match kind {
         8 => handle_sync(vm, vcpu, frame),
         9 | 10 => {
-            vm.count_exit(Exit::Irq);
+            vcpu.count_exit(Exit::Irq);
             handle_irqs(Some((vm, vcpu)));
         }
         11 => {
-            warn!("{}: vcpu{}: SError (ESR {:#x}), injecting an abort", vm.name, vcpu.index, frame.esr);
-            vm.count_exit(Exit::Other);
+            vm_warn!(vm, "{}: vcpu{}: SError (ESR {:#x}), injecting an abort", vm.name, vcpu.index, frame.esr);
+            vcpu.count_exit(Exit::Other);
             inject::abort(frame, false, frame.far);
         }
         _ => {
-            warn!("{}: vcpu{}: AArch32 exception, which it cannot be running; UNDEF", vm.name, vcpu.index);
+            vm_warn!(vm, "{}: vcpu{}: AArch32 exception, which it cannot be running; UNDEF", vm.name, vcpu.index);
             inject::undefined(frame);
         }
     }
@@ -43,6 +44,7 @@ pub fn handle_lower(frame: &mut TrapFrame, kind: u64) {
 }
 
 /// The trap table: exception class → handler.
+#[inline(always)]
 fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let esr = Esr(frame.esr);
     // The most frequent exit, emulated MMIO, first.
@@ -51,11 +53,11 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     }
     match esr.class() {
         ExceptionClass::Hvc64 => {
-            vm.count_exit(Exit::Hvc);
+            vcpu.count_exit(Exit::Hvc);
             crate::hypercall::handle(vm, vcpu, frame)
         }
         ExceptionClass::Smc64 => {
-            vm.count_exit(Exit::Smc);
+            vcpu.count_exit(Exit::Smc);
             // A trapped SMC returns to the SMC itself: step over it.
             frame.elr += 4;
             crate::hypercall::handle_smc(vm, vcpu, frame);
@@ -63,22 +65,22 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
         ExceptionClass::InstructionAbortLowerEl => {
             // Executing outside its memory: nothing sensible can follow
             // (its vectors may be exactly what is missing), so stop it.
-            vm.count_exit(Exit::Abort);
+            vcpu.count_exit(Exit::Abort);
             let ipa = el2::fault_ipa(frame.far);
             crash(vm, vcpu, frame, &format_args!("instruction fetch from {:#x} (IPA {ipa:#x}) outside its memory", frame.far));
         }
         ExceptionClass::WfiWfe => {
-            vm.count_exit(Exit::Wfi);
+            vcpu.count_exit(Exit::Wfi);
             frame.elr += 4;
             wait_for_interrupt(vm, vcpu, frame);
         }
         ExceptionClass::SysReg => {
-            vm.count_exit(Exit::SysReg);
+            vcpu.count_exit(Exit::SysReg);
             crate::sysreg_trap::handle(vm, vcpu, frame);
         }
         other => {
-            vm.count_exit(Exit::Other);
-            warn!("{}: vcpu{}: unexpected {} at {:#x} (ESR {esr}); UNDEF", vm.name, vcpu.index, other.description(), frame.elr);
+            vcpu.count_exit(Exit::Other);
+            vm_warn!(vm, "{}: vcpu{}: unexpected {} at {:#x} (ESR {esr}); UNDEF", vm.name, vcpu.index, other.description(), frame.elr);
             inject::undefined(frame);
         }
     }
@@ -86,8 +88,9 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
 
 /// Stops `vm` because of what `vcpu` did; dom0 cannot be stopped without
 /// the machine, so a dom0 crash stops the system.
+#[inline(never)]
 pub fn crash(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, what: &dyn core::fmt::Display) -> ! {
-    warn!("{}: vcpu{}: {what} at PC {:#x} (ESR {:#x}); the VM is stopped", vm.name, vcpu.index, frame.elr, frame.esr);
+    vm_warn!(vm, "{}: vcpu{}: {what} at PC {:#x} (ESR {:#x}); the VM is stopped", vm.name, vcpu.index, frame.elr, frame.esr);
     if vm.kind == VmKind::Dom0 {
         crate::arch::aarch64::exception::fatal(frame, 8, "dom0 crashed");
     }
@@ -116,19 +119,21 @@ pub fn halt_vm(vm: &Vm) {
 }
 
 /// A data abort at stage 2: an emulated device, or an access outside the
-/// VM's memory (answered with a synchronous external abort).
+/// VM's memory (answered with a synchronous external abort). Kept out of
+/// line so the other exits do not pay for its stack frame.
+#[inline(never)]
 fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let ipa = el2::fault_ipa(frame.far);
     let Some((device, offset)) = vm.emulated_region(ipa) else {
-        vm.count_exit(Exit::Abort);
-        warn!("{}: vcpu{}: access to IPA {:#x} (VA {:#x}, PC {:#x}) outside its memory; abort", vm.name, vcpu.index, ipa, frame.far, frame.elr);
+        vcpu.count_exit(Exit::Abort);
+        vm_warn!(vm, "{}: vcpu{}: access to IPA {:#x} (VA {:#x}, PC {:#x}) outside its memory; abort", vm.name, vcpu.index, ipa, frame.far, frame.elr);
         inject::abort(frame, false, frame.far);
         return;
     };
-    vm.count_exit(Exit::Mmio);
+    vcpu.count_exit(Exit::Mmio);
     let abort = DataAbort::decode(frame.esr);
     let DataAbort::Emulatable { size, register, write, .. } = abort else {
-        warn!("{}: vcpu{}: {:?} access to {:#x} the hypervisor cannot decode (no ISV: load/store pair or writeback?); abort", vm.name, vcpu.index, device, ipa);
+        vm_warn!(vm, "{}: vcpu{}: {:?} access to {:#x} the hypervisor cannot decode (no ISV: load/store pair or writeback?); abort", vm.name, vcpu.index, device, ipa);
         inject::abort(frame, false, frame.far);
         return;
     };
@@ -166,7 +171,7 @@ fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
         }
         Ok(None) => frame.elr += 4,
         Err(e) => {
-            warn!("{}: vcpu{}: bad {:?} access at offset {:#x} ({:?}, write {}): {:?}; abort", vm.name, vcpu.index, device, offset, size, write, e);
+            vm_warn!(vm, "{}: vcpu{}: bad {:?} access at offset {:#x} ({:?}, write {}): {:?}; abort", vm.name, vcpu.index, device, offset, size, write, e);
             inject::abort(frame, false, frame.far);
         }
     }
@@ -217,6 +222,7 @@ fn console_read(offset: u64) -> u64 {
 
 /// Takes every pending physical interrupt. `current`: the VM and vCPU this
 /// CPU was running (None when idle).
+#[inline(never)]
 pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
     loop {
         let iar = gic::acknowledge();
@@ -278,6 +284,7 @@ pub fn handle_irqs_idle() {
 
 /// WFI: return at once if the vCPU has an interrupt to take, else block it
 /// until it has one.
+#[inline(never)]
 pub fn wait_for_interrupt(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
     // Fold in what the vCPU did with its list registers (EOIs) before
     // asking whether anything is left for it.

@@ -95,6 +95,9 @@ pub struct Vcpu {
     pub sched: AtomicU8,
     /// Counter ticks this vCPU has run.
     pub run_ticks: AtomicU64,
+    /// Exits by reason (`Exit`). Only the vCPU's own CPU writes them, so a
+    /// plain load and store count without a read-modify-write loop.
+    pub exits: [AtomicU64; 8],
     context: UnsafeCell<VcpuContext>,
 }
 
@@ -114,6 +117,7 @@ impl Vcpu {
             needs_flush: AtomicBool::new(false),
             sched: AtomicU8::new(0),
             run_ticks: AtomicU64::new(0),
+            exits: [const { AtomicU64::new(0) }; 8],
             context: UnsafeCell::new(VcpuContext {
                 regs: TrapFrame { x: [0; 31], sp: 0, elr: 0, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 },
                 el1: El1Context::reset(mpidr, cntvoff),
@@ -132,6 +136,12 @@ impl Vcpu {
     pub unsafe fn context_mut(&self) -> &mut VcpuContext {
         // SAFETY: the caller guarantees exclusive access (see above).
         unsafe { &mut *self.context.get() }
+    }
+
+    #[inline]
+    pub fn count_exit(&self, exit: Exit) {
+        let c = &self.exits[exit as usize];
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// Resets the context for a (re)start at `entry` with x0 = `context`.
@@ -180,10 +190,29 @@ pub struct Vm {
     pub weight: u32,
     pub state: AtomicU32,
     pub stop: Mutex<StopInfo>,
-    pub exits: [AtomicU64; 8],
     /// The guest console's current line.
     pub console_line: Mutex<Vec<u8>>,
+    /// Warnings logged about this VM's misbehaviour so far.
+    pub warnings: AtomicU32,
 }
+
+/// Warnings a VM may cause before the rest are suppressed: a guest must not
+/// be able to flood the hypervisor's log.
+pub const WARNING_BUDGET: u32 = 64;
+
+/// `warn!` about a VM's misbehaviour, within its `WARNING_BUDGET`.
+macro_rules! vm_warn {
+    ($vm:expr, $($arg:tt)*) => {{
+        let vm: &$crate::vm::Vm = $vm;
+        let n = vm.warnings.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        if n < $crate::vm::WARNING_BUDGET {
+            log::warn!($($arg)*);
+        } else if n == $crate::vm::WARNING_BUDGET {
+            log::warn!("{}: further warnings about this VM are suppressed", vm.name);
+        }
+    }};
+}
+pub(crate) use vm_warn;
 
 impl Vm {
     pub fn state(&self) -> VmState {
@@ -195,12 +224,20 @@ impl Vm {
     }
 
     /// May its vCPUs run now?
+    #[inline]
     pub fn runnable(&self) -> bool {
-        self.state() == VmState::Running
+        self.state.load(Ordering::Acquire) == VmState::Running as u32
     }
 
-    pub fn count_exit(&self, exit: Exit) {
-        self.exits[exit as usize].fetch_add(1, Ordering::Relaxed);
+    /// Exits of all its vCPUs by reason.
+    pub fn exits(&self) -> [u64; 8] {
+        let mut total = [0u64; 8];
+        for v in &self.vcpus {
+            for (t, c) in total.iter_mut().zip(&v.exits) {
+                *t += c.load(Ordering::Relaxed);
+            }
+        }
+        total
     }
 
     pub fn ram_size(&self) -> u64 {
