@@ -184,6 +184,8 @@ pub fn guest_stopped() {
         return;
     }
     let clean = guests.iter().all(|g| g.stop.lock().reason == hv_abi::hypercall::StopReason::SystemOff);
+    crate::console::wait_for_dom0_console(cpu::counter_frequency() / 2);
+    crate::panic::stop_other_cpus();
     crate::console::flush_unread_guest_output();
     crate::console::force_uart();
     info!(

@@ -53,6 +53,20 @@ pub fn read_guest_console(cursor: u64, out: &mut [u8]) -> ReadResult {
     r
 }
 
+/// Waits (at most `timeout_ticks`) until dom0 has read all guest console
+/// output, then a little longer so it can print what it read.
+pub fn wait_for_dom0_console(timeout_ticks: u64) {
+    use crate::arch::aarch64::cpu;
+    let start = cpu::counter();
+    while GUEST_READ.load(Ordering::Relaxed) < GUEST_RING.lock().written() && cpu::counter() - start < timeout_ticks {
+        core::hint::spin_loop();
+    }
+    let settle = cpu::counter();
+    while cpu::counter() - settle < cpu::counter_frequency() / 20 {
+        core::hint::spin_loop();
+    }
+}
+
 /// The run is ending: guest console output dom0 has not printed yet goes
 /// straight to the UART, so nothing a guest said is lost.
 pub fn flush_unread_guest_output() {
@@ -61,6 +75,8 @@ pub fn flush_unread_guest_output() {
     let Some(uart) = console.as_mut() else { return };
     let mut cursor = GUEST_READ.load(Ordering::Relaxed);
     let mut chunk = [0u8; 256];
+    // Dom0 may have been stopped mid-line.
+    let _ = uart.write_str("\n");
     loop {
         let r = ring.read(cursor, &mut chunk);
         if r.copied == 0 {

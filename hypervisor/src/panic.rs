@@ -14,6 +14,21 @@ pub fn stopping() -> bool {
     STOPPING.load(Ordering::Acquire)
 }
 
+/// Makes every other CPU stop running vCPUs and park (they are kicked out
+/// of whatever VM they run), so the calling CPU has the console to itself.
+pub fn stop_other_cpus() {
+    STOPPING.store(true, Ordering::Release);
+    cpu::send_event();
+    let me = cpu::index();
+    for other in (0..crate::boot::online_cpus()).filter(|&c| c != me) {
+        crate::arch::aarch64::gic::send_sgi(crate::arch::aarch64::gic::SGI_KICK, other);
+    }
+    let until = cpu::counter() + cpu::counter_frequency() / 50;
+    while cpu::counter() < until {
+        core::hint::spin_loop();
+    }
+}
+
 /// Stops all CPUs and ends the machine: PSCI `SYSTEM_OFF` if available,
 /// otherwise this CPU parks too.
 pub fn stop_system() -> ! {

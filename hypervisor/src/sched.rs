@@ -164,6 +164,11 @@ pub fn wake(vm: &Vm, index: usize) {
 /// favoured one (dom0) is waiting, or if nothing runs.
 pub fn on_kick() {
     let me = cpu::index();
+    if crate::panic::stopping() {
+        // The system is stopping: leave the vCPU, `run_next` parks.
+        RESCHED[me].store(true, Ordering::Release);
+        return;
+    }
     let s = SCHED[me].lock();
     program_timer(&s, cpu::counter());
     // Something was queued here by another CPU: run it now if it went to
@@ -367,7 +372,11 @@ fn restore(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
         lrs.write(i, ctx.lrs[i]);
     }
     ctx.el1.restore();
-    vm::flush_interrupts(vm, vcpu);
+    // The list registers are as the vCPU left them; the vGIC only needs a
+    // look if something was injected meanwhile.
+    if vcpu.needs_flush.load(Ordering::Acquire) {
+        vm::flush_interrupts(vm, vcpu);
+    }
     arch_vcpu::enter(&ctx.regs, STACK_TOP[cpu::index()].load(Ordering::Relaxed))
 }
 

@@ -278,6 +278,9 @@ impl Vm {
     /// Applies what a vGIC operation asks of the physical GIC and the
     /// other CPUs.
     pub fn apply(&self, effects: &Effects) {
+        if effects.is_empty() {
+            return;
+        }
         let here = crate::sched::current_vcpu_of(self.id);
         for effect in effects.iter() {
             match effect {
