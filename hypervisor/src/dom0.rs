@@ -66,8 +66,8 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
         .ok_or_else(|| format!("no contiguous {} MiB block for dom0's RAM", size >> 20))?;
     let ram = MemRegion { base, size };
     info!("dom0: {} MiB RAM at {}..{:#x}, {} vCPU(s)", size >> 20, base, base.as_u64() + size, vcpus);
-    // SAFETY: freshly allocated, mapped read-write at EL2, dom0's from now on.
-    unsafe { core::ptr::write_bytes(base.as_u64() as *mut u8, 0, size as usize) };
+    // Freshly allocated, mapped read-write at EL2, dom0's from now on.
+    crate::arch::aarch64::cpu::zero(base, size);
 
     if text_offset + image_size.max(kernel.data.len() as u64) > size / 2 {
         return Err(format!("dom0.img needs {image_size} bytes at offset {text_offset:#x}: more than half of dom0's RAM"));
