@@ -16,4 +16,4 @@ core::arch::global_asm!(concat!(
     include_str!("../../../../asm/relocate.S"),
     include_str!("boot.S")
 ));
-core::arch::global_asm!(include_str!("vectors.S"));
+core::arch::global_asm!(include_str!("../../../../asm/el1_vectors.S"));

@@ -73,7 +73,7 @@ el1_setup:
     mov     x0, #(3 << 20)              // CPACR_EL1.FPEN
     msr     cpacr_el1, x0
     msr     spsel, #1
-    adr_l   x0, testkit_vectors
+    adr_l   x0, el1_vectors
     msr     vbar_el1, x0
     isb
     ret

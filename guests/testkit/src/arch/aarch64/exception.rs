@@ -103,7 +103,7 @@ fn fix_up(frame: &mut TrapFrame) -> bool {
 /// Vector kinds (vectors.S): 0..3 current EL with SP_EL0, 4..7 with SP_EL1,
 /// each synchronous / IRQ / FIQ / SError.
 #[no_mangle]
-extern "C" fn testkit_handle_exception(frame: &mut TrapFrame, kind: u64) {
+extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
     match kind {
         1 | 5 => gic::handle_irq(),
         0 | 4 if fix_up(frame) => {}

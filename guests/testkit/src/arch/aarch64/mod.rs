@@ -14,4 +14,4 @@ core::arch::global_asm!(concat!(
     include_str!("../../../../../asm/relocate.S"),
     include_str!("entry.S")
 ));
-core::arch::global_asm!(include_str!("vectors.S"));
+core::arch::global_asm!(include_str!("../../../../../asm/el1_vectors.S"));

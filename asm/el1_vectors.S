@@ -1,8 +1,10 @@
 /*
- * EL1 exception vectors (VBAR_EL1), as dom0's: every entry saves the general
- * registers as a TrapFrame (exception.rs checks the offsets) plus FP/SIMD
- * state, calls testkit_handle_exception(frame, kind) and restores everything
- * (the handler may change ELR: the probe fix-ups).
+ * EL1 exception vectors (VBAR_EL1), shared by dom0 and the test guests'
+ * testkit (each defines its own handle_exception). Every entry saves the general registers
+ * as a TrapFrame (exception.rs checks the offsets at compile time) plus the
+ * FP/SIMD state (interrupt handlers are Rust code and may use it), calls
+ * handle_exception(frame, kind), and restores everything (the handler may
+ * change ELR, e.g. the peek fix-up).
  */
 
 .equ GPR_SIZE, 36 * 8
@@ -20,8 +22,8 @@
 
 .section .text.vectors, "ax"
 .balign 0x800
-.global testkit_vectors
-testkit_vectors:
+.global el1_vectors
+el1_vectors:
     vector 0    // current EL, SP_EL0: synchronous
     vector 1    //                     IRQ
     vector 2    //                     FIQ
@@ -84,7 +86,7 @@ save_and_handle:
     stp     q28, q29, [x2, #14 * 32]
     stp     q30, q31, [x2, #15 * 32]
     mov     x0, sp
-    bl      testkit_handle_exception
+    bl      handle_exception
     /* fall through */
 
 exception_return:
