@@ -265,7 +265,13 @@ impl Toolstack {
 
         let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask())
             .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
-        let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (at, _))| (e, at)), &dtb, dtb_ipa, start);
+        let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (at, _))| (e, at)), &dtb, dtb_ipa).and_then(|()| {
+            if start {
+                hypercall::vm_op(Function::VmStart, id).map_err(|e| format!("VmStart failed: {}", e.description()))
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = loaded {
             return Err(match hypercall::vm_op(Function::VmDestroy, id) {
                 Ok(()) => format!("{e} (VM {id} destroyed)"),
@@ -276,7 +282,7 @@ impl Toolstack {
         Ok(id)
     }
 
-    /// Fills VM `id`'s RAM, sets vCPU 0's entry and, if `start`, starts it.
+    /// Fills VM `id`'s RAM and sets vCPU 0's entry.
     fn load(
         &mut self,
         id: u32,
@@ -285,7 +291,6 @@ impl Toolstack {
         initrd: Option<(Entry<'static>, u64)>,
         dtb: &[u8],
         dtb_ipa: u64,
-        start: bool,
     ) -> Result<(), String> {
         for seg in &layout.segments {
             let data = kernel.data.get(seg.offset..seg.offset + seg.len).ok_or("kernel segment outside the file")?;
@@ -298,9 +303,6 @@ impl Toolstack {
             .map_err(|e| format!("VmWrite of the device tree failed: {}", e.description()))?;
         hypercall::vm_set_entry(id, 0, layout.entry, dtb_ipa)
             .map_err(|e| format!("VmSetEntry failed: {}", e.description()))?;
-        if start {
-            hypercall::vm_op(Function::VmStart, id).map_err(|e| format!("VmStart failed: {}", e.description()))?;
-        }
         Ok(())
     }
 

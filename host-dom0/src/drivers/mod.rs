@@ -1,2 +1,2 @@
 //! Device drivers.
-pub mod uart;
+pub use hv_uart as uart;

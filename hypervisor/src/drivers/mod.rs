@@ -1,3 +1,3 @@
 //! Drivers for the few devices the hypervisor itself uses.
 
-pub mod uart;
+pub use hv_uart as uart;

@@ -1,4 +1,6 @@
-//! Console UARTs: the Arm PL011 (QEMU virt, Raspberry Pi `uart0`) and the
+#![no_std]
+//! Console UARTs shared by the hypervisor (transmit only) and dom0 (which
+//! also receives): the Arm PL011 (QEMU virt, Raspberry Pi `uart0`) and the
 //! BCM2835 auxiliary mini-UART (the Raspberry Pi's default console).
 //! Transmit polls; receive is interrupt-driven (the caller drains the FIFO
 //! from the UART's interrupt).
@@ -163,5 +165,18 @@ impl Uart {
                 }
             }
         }
+    }
+}
+
+impl core::fmt::Write for Uart {
+    /// Text output for consoles: `\n` becomes `\r\n`.
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(b);
+        }
+        Ok(())
     }
 }
