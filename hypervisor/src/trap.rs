@@ -137,27 +137,14 @@ fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
         inject::abort(frame, false, frame.far);
         return;
     };
-    let result: Result<Option<u64>, crate::vgic::VgicError> = if write {
+    let result = if write {
         let value = if register == 31 { 0 } else { frame.x[register as usize] };
-        let value = value & mask(size);
-        trace!("{}: vcpu{}: {:?}+{:#x} <- {:#x} ({:?})", vm.name, vcpu.index, device, offset, value, size);
-        match device {
-            EmulatedDevice::ConsoleUart => {
-                console_write(vm, offset, value);
-                Ok(None)
-            }
-            EmulatedDevice::GicDistributor => {
-                vm::with_effects(vm, |effects| vm.vgic.lock().dist_write(vcpu.index, offset, size, value, effects)).map(|()| None)
-            }
-            EmulatedDevice::GicRedistributors => {
-                vm::with_effects(vm, |effects| vm.vgic.lock().redist_write(vcpu.index, offset, size, value, effects)).map(|()| None)
-            }
-        }
+        mmio_write(vm, vcpu, device, offset, size, value & mask(size)).map(|()| None)
     } else {
         match device {
-            EmulatedDevice::ConsoleUart => Ok(Some(console_read(offset))),
             EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size).map(Some),
             EmulatedDevice::GicRedistributors => vm.vgic.lock().redist_read(vcpu.index, offset, size).map(Some),
+            EmulatedDevice::ConsoleUart => Ok(Some(console_read(offset))),
         }
     };
     match result {
@@ -174,6 +161,21 @@ fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
             vm_warn!(vm, "{}: vcpu{}: bad {:?} access at offset {:#x} ({:?}, write {}): {:?}; abort", vm.name, vcpu.index, device, offset, size, write, e);
             inject::abort(frame, false, frame.far);
         }
+    }
+}
+
+/// An emulated device register write (out of line: it needs the effects
+/// machinery, which reads do not).
+#[inline(never)]
+fn mmio_write(vm: &Vm, vcpu: &Vcpu, device: EmulatedDevice, offset: u64, size: AccessSize, value: u64) -> Result<(), crate::vgic::VgicError> {
+    trace!("{}: vcpu{}: {:?}+{:#x} <- {:#x} ({:?})", vm.name, vcpu.index, device, offset, value, size);
+    match device {
+        EmulatedDevice::ConsoleUart => {
+            console_write(vm, offset, value);
+            Ok(())
+        }
+        EmulatedDevice::GicDistributor => vm::with_effects(vm, |effects| vm.vgic.lock().dist_write(vcpu.index, offset, size, value, effects)),
+        EmulatedDevice::GicRedistributors => vm::with_effects(vm, |effects| vm.vgic.lock().redist_write(vcpu.index, offset, size, value, effects)),
     }
 }
 
