@@ -171,6 +171,19 @@ guest_tests() {
         --vm "kernel=$G/ipi.img,cmdline=ipi.count=50,vcpus=2,memory=16M" \
         --vm "kernel=$G/hvcall.img,memory=16M" \
         --vm "kernel=$G/isolation.img,memory=16M"
+    # Eight physical CPUs, 8-vCPU guests, dom0 with 2 vCPUs, and a kernel
+    # in the raw format (the Image header's magic wiped: loaded 64 KiB above
+    # the RAM base and entered at its first byte, as QEMU does).
+    local raw=$LOGS/platform.raw
+    cp "$G/platform.img" "$raw" && printf '\0\0\0\0' | dd of="$raw" bs=1 seek=56 conv=notrunc status=none
+    boot_test guests-virt-smp8 0 "${common[@]}" "CPUs: 8 of 8 online" \
+        "GUEST psci: DONE 49 passed, 0 failed" "GUEST ipi: DONE 8 passed, 0 failed" \
+        "rawplatform: GUEST platform: DONE 10 passed, 0 failed" "*** guest rawplatform (VM 3): SystemOff (syndrome 0x0, PC 0x40010" \
+        "all with SYSTEM_OFF" \
+        -- --machine virt --gic 3 --smp 8 --until-idle --timeout 120 --append "dom0.vcpus=2" \
+        --vm "kernel=$G/psci.img,vcpus=8,memory=16M" \
+        --vm "kernel=$G/ipi.img,cmdline=ipi.count=50,vcpus=8,memory=16M" \
+        --vm "kernel=$raw,name=rawplatform,cmdline=expect.memory=16M expect.vcpus=1,memory=16M"
     # The Raspberry Pi 4 (GIC-400, spin-table CPUs underneath).
     boot_test guests-raspi4b 0 "${common[@]}" \
         "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
