@@ -229,7 +229,7 @@ pub fn secondary_start(index: usize, stack_top: usize) -> ! {
 pub fn reset() -> ! {
     log::logger().flush();
     if psci::available() {
-        psci::system_reset();
+        let _ = psci::system_reset();
     }
     crate::panic::stop_system()
 }

@@ -41,7 +41,7 @@ pub fn stop_system() -> ! {
     }
     if psci::available() {
         let _ = writeln!(crate::console::panic_console(), "*** system stopped: powering off");
-        psci::system_off();
+        let _ = psci::system_off();
     }
     let _ = writeln!(crate::console::panic_console(), "*** system stopped: no PSCI, parking all CPUs");
     cpu::park()

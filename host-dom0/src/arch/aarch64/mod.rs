@@ -7,7 +7,7 @@ pub mod hypercall;
 pub use hv_mmio as mmio;
 pub mod mmu;
 pub mod probe;
-pub mod psci;
+pub use hv_psci as psci;
 pub mod smp;
 pub mod timer;
 

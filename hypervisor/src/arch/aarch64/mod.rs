@@ -6,7 +6,7 @@ pub mod exception;
 pub mod gic;
 pub mod inject;
 pub mod mmu;
-pub mod psci;
+pub use hv_psci as psci;
 pub mod smp;
 pub mod stage2;
 pub mod sysreg;

@@ -72,7 +72,7 @@ fn start_one(target: &Cpu, index: usize, stack: PhysAddr) -> bool {
             return false;
         }
         Some(EnableMethod::Psci) => {
-            if let Err(e) = psci::cpu_on(target.mpidr, entry, index as u64) {
+            if let Err(e) = psci::cpu_on(target.mpidr, entry.as_u64(), index as u64) {
                 warn!("{}: PSCI CPU_ON failed: {:?}", target.path, e);
                 return false;
             }

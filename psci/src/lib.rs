@@ -1,4 +1,8 @@
-//! PSCI (Arm DEN 0022) through the conduit the device tree names; the
+#![no_std]
+// The calls are AArch64 instructions; on the build machine the crate is empty.
+#![cfg(target_arch = "aarch64")]
+//! PSCI (Arm DEN 0022) calls to the firmware (from the hypervisor) or to
+//! the hypervisor (from dom0), through the conduit the device tree names; the
 //! `smccc` crate issues the calls.
 
 use core::sync::atomic::{AtomicU8, Ordering};
