@@ -44,3 +44,22 @@
     b       3b
 4:
 .endm
+
+/*
+ * The arm64 Linux Image header (Documentation/arch/arm64/booting.rst) at the
+ * start of an image, branching to `entry`: text_offset 0x80000 (as Linux;
+ * clear of the Raspberry Pi's armstub at 0), image_size from the linker
+ * script (BSS included), little-endian, 4 KiB pages, anywhere in RAM.
+ */
+.macro arm64_image_header entry
+    b       \entry                      // code0
+    .long   0                           // code1
+    .quad   0x80000                     // text_offset
+    .quad   __image_size                // image_size, including BSS
+    .quad   0xa                         // flags: little-endian, 4 KiB pages, anywhere in RAM
+    .quad   0                           // res2
+    .quad   0                           // res3
+    .quad   0                           // res4
+    .ascii  "ARM\x64"                   // magic
+    .long   0                           // res5 (no PE/COFF header)
+.endm

@@ -12,16 +12,7 @@
 .section .text.head, "ax"
 .global _start
 _start:
-    b       primary_entry               // code0
-    .long   0                           // code1
-    .quad   0x80000                     // text_offset: as Linux, keeps clear of the Pi's armstub at 0
-    .quad   __image_size                // image_size, including BSS
-    .quad   0xa                         // flags: little-endian, 4 KiB pages, anywhere in RAM
-    .quad   0                           // res2
-    .quad   0                           // res3
-    .quad   0                           // res4
-    .ascii  "ARM\x64"                   // magic
-    .long   0                           // res5 (no PE/COFF header)
+    arm64_image_header primary_entry
 
 .section .text, "ax"
 primary_entry:
