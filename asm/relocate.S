@@ -63,3 +63,42 @@
     .ascii  "ARM\x64"                   // magic
     .long   0                           // res5 (no PE/COFF header)
 .endm
+
+/*
+ * The general registers of a trap frame at [sp]: x0..x29 as pairs at 8-byte
+ * slots 0..29 (the caller handles x30, SP and the system registers).
+ */
+.macro store_x2_to_x29
+    stp     x2, x3, [sp, #2 * 8]
+    stp     x4, x5, [sp, #4 * 8]
+    stp     x6, x7, [sp, #6 * 8]
+    stp     x8, x9, [sp, #8 * 8]
+    stp     x10, x11, [sp, #10 * 8]
+    stp     x12, x13, [sp, #12 * 8]
+    stp     x14, x15, [sp, #14 * 8]
+    stp     x16, x17, [sp, #16 * 8]
+    stp     x18, x19, [sp, #18 * 8]
+    stp     x20, x21, [sp, #20 * 8]
+    stp     x22, x23, [sp, #22 * 8]
+    stp     x24, x25, [sp, #24 * 8]
+    stp     x26, x27, [sp, #26 * 8]
+    stp     x28, x29, [sp, #28 * 8]
+.endm
+
+.macro load_x0_to_x29
+    ldp     x0, x1, [sp, #0 * 8]
+    ldp     x2, x3, [sp, #2 * 8]
+    ldp     x4, x5, [sp, #4 * 8]
+    ldp     x6, x7, [sp, #6 * 8]
+    ldp     x8, x9, [sp, #8 * 8]
+    ldp     x10, x11, [sp, #10 * 8]
+    ldp     x12, x13, [sp, #12 * 8]
+    ldp     x14, x15, [sp, #14 * 8]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldp     x18, x19, [sp, #18 * 8]
+    ldp     x20, x21, [sp, #20 * 8]
+    ldp     x22, x23, [sp, #22 * 8]
+    ldp     x24, x25, [sp, #24 * 8]
+    ldp     x26, x27, [sp, #26 * 8]
+    ldp     x28, x29, [sp, #28 * 8]
+.endm
