@@ -1,6 +1,7 @@
 /*
- * Self-relocation and BSS clearing for the images linked at 0 as static PIEs
- * (the hypervisor and dom0, both linked with the root linker.ld).
+ * Assembly macros shared by every image linked at 0 as a static PIE with the
+ * root linker.ld (the hypervisor, dom0, the test guests): the arm64 Image
+ * header, self-relocation and BSS clearing, and trap-frame register save/load.
  *
  * Not `.include`d: each crate prepends this text to its boot.S with
  * `global_asm!(concat!(include_str!(".../asm/relocate.S"), include_str!("boot.S")))`
