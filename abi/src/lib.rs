@@ -6,3 +6,4 @@
 
 pub mod bundle;
 pub mod hypercall;
+pub mod ioreq;
