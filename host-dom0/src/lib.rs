@@ -13,7 +13,9 @@
 //!   (raw device tree walk: memory, device list, `/hypervisor`), `pagetable`
 //!   (the identity map's descriptors), `kernel_image` (guest kernel formats
 //!   and where kernel, initrd and device tree go in guest RAM), `vmview`
-//!   (the `list` table and `info VM` report);
+//!   (the `list` table and `info VM` report), `pl011` (the guest PL011
+//!   device model dom0 will serve forwarded console accesses with; not yet
+//!   wired to the hypervisor);
 //! - `arch`, `drivers`, `console`, `heap`, `panic`, `shell`, `toolstack`
 //!   (guest VMs: configs from the boot bundle, creation by hypercall, guest
 //!   console output) and `boot` touch registers or hypercalls and run only on
@@ -27,6 +29,7 @@ pub mod fdt_scan;
 pub mod kernel_image;
 pub mod line;
 pub mod pagetable;
+pub mod pl011;
 pub mod ring;
 pub mod vmview;
 
