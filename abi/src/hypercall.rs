@@ -74,7 +74,25 @@ pub enum Function {
     /// The page allocator's state (dom0 only): `() → x0 = free pages,
     /// x1 = total pages` (4 KiB pages of RAM the hypervisor manages).
     MemInfo = BASE + 12,
+    /// Set up IO forwarding (dom0 only, once): `(x1 = IPA of a 4 KiB page
+    /// of dom0's RAM, page-aligned)`. The hypervisor initialises the page
+    /// as an `ioreq::IoPage` (both rings empty) and from then on writes IO
+    /// requests into it, raising [`IO_EVENT_INTID`] on dom0's vCPU 0.
+    IoSetup = BASE + 13,
+    /// Forward a guest's accesses to `[x2, x2 + x3)` (page-aligned, outside
+    /// its RAM and the devices the hypervisor emulates) to dom0 (dom0 only;
+    /// VM `Created`): `(x1 = VM id, x2 = base IPA, x3 = size)`.
+    IoMap = BASE + 14,
+    /// Dom0 has put completions in the page's completion ring: the
+    /// hypervisor drains it and resumes the vCPUs (dom0 only). `→ x0 =
+    /// completions taken`.
+    IoComplete = BASE + 15,
 }
+
+/// The interrupt dom0 receives when IO requests are waiting: PPI 15 (INTID
+/// 31), edge, on dom0's vCPU 0. Dom0's device tree names it in the
+/// `/hypervisor` node's `interrupts`.
+pub const IO_EVENT_INTID: u32 = 31;
 
 impl Function {
     pub const fn from_id(id: u32) -> Option<Self> {
@@ -92,6 +110,9 @@ impl Function {
             x if x == Self::VmInfo as u32 => Self::VmInfo,
             x if x == Self::ConsoleRead as u32 => Self::ConsoleRead,
             x if x == Self::MemInfo as u32 => Self::MemInfo,
+            x if x == Self::IoSetup as u32 => Self::IoSetup,
+            x if x == Self::IoMap as u32 => Self::IoMap,
+            x if x == Self::IoComplete as u32 => Self::IoComplete,
             _ => return None,
         })
     }
@@ -379,6 +400,9 @@ mod tests {
             Function::VmInfo,
             Function::ConsoleRead,
             Function::MemInfo,
+            Function::IoSetup,
+            Function::IoMap,
+            Function::IoComplete,
         ] {
             assert_eq!(Function::from_id(f as u32), Some(f));
             assert!(Function::in_range(f as u32));
