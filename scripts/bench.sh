@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures hypervisor costs as instructions per operation: boots under
 # QEMU with -icount shift=0 (virtual time counts instructions: 1 ns = 1
-# instruction), runs dom0's `bench` command, prints the figures.
+# instruction), runs dom0's `bench` command and the mmio test guest's
+# forwarded-read loop, prints the figures.
 # scripts/bench.sh [run.sh options, e.g. --gic 2 --smp 1]
 # Default: QEMU virt, GICv3, 2 CPUs (dom0 has its own physical CPUs).
 set -euo pipefail
@@ -27,4 +28,16 @@ fi
 img=$(sed -n 1p <<<"$("$ROOT/scripts/build.sh")")
 echo "QEMU virt ${args[*]}, -icount shift=0: instructions per operation"
 grep -E '^bench: (null|trapped)' "$log" | sed 's/^bench: /  /'
+
+# A guest read forwarded to dom0's MMIO test device and back, timed by the
+# mmio test guest: with dom0 on the same physical CPU, and on its own.
+"$ROOT/scripts/build-guests.sh" mmio >/dev/null
+forwarded() {
+    "$ROOT/scripts/run.sh" --icount --until-idle --timeout 300 "$@" </dev/null 2>&1 |
+        sed -n 's/.*RESULT mmio: forwarded-read-ns=\([0-9]*\).*/\1/p' | head -n1
+}
+one=$(forwarded --gic 3 --smp 1 --vm "kernel=$ROOT/target/guests/mmio.img,cmdline=mmio.bench=2000,memory=16M")
+two=$(forwarded --gic 3 --smp 2 --append "dom0.vcpus=1" --vm "kernel=$ROOT/target/guests/mmio.img,cmdline=mmio.bench=2000,memory=16M,pin=1")
+echo "  guest MMIO read forwarded to dom0 and back, 1 CPU shared with dom0: ${one:-?}"
+echo "  guest MMIO read forwarded to dom0 and back, dom0 on its own CPU: ${two:-?}"
 echo "  hypervisor image: $(stat -c %s "$img") bytes ($(( $(stat -c %s "$img") / 1024 )) KiB)"

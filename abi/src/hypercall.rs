@@ -375,6 +375,10 @@ pub mod guest {
     /// Timer PPIs as on QEMU virt: secure phys, non-secure phys, virtual,
     /// hypervisor (PPI numbers; INTID = PPI + 16).
     pub const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
+    /// Dom0's MMIO test device (forwarded to dom0 with `IoMap`): 32 64-bit
+    /// scratch registers and a read-only magic value at 0x100.
+    pub const TEST_DEVICE_BASE: u64 = 0x0B00_0000;
+    pub const TEST_DEVICE_SIZE: u64 = 0x1000;
     /// Where the toolstack places a raw binary (QEMU's rule for `-kernel`
     /// on virt: 64 KiB above the RAM base, entered at its first byte).
     pub const RAW_KERNEL_OFFSET: u64 = 0x1_0000;

@@ -48,7 +48,7 @@ use core::fmt;
 
 use hv_abi::hypercall::guest::{
     GICC_BASE, GICC_SIZE, GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, RAM_BASE, TIMER_PPIS,
-    UART_BASE, UART_SIZE, UART_SPI, VIRTIO_BASE, VIRTIO_SLOTS, VIRTIO_SPI_BASE, VIRTIO_STRIDE,
+    TEST_DEVICE_BASE, TEST_DEVICE_SIZE, UART_BASE, UART_SIZE, UART_SPI, VIRTIO_BASE, VIRTIO_SLOTS, VIRTIO_SPI_BASE, VIRTIO_STRIDE,
 };
 
 use crate::writer::{cells_bytes, FdtWriter, WriteError};
@@ -100,6 +100,9 @@ pub struct GuestTreeConfig<'a> {
     pub initrd: Option<(u64, u64)>,
     /// How many virtio-mmio slots to describe, 0..=`VIRTIO_SLOTS` (32).
     pub virtio_slots: u32,
+    /// Describe dom0's MMIO test device (`rusthv,mmio-test` at
+    /// `TEST_DEVICE_BASE`), which dom0 serves through IO forwarding.
+    pub test_device: bool,
 }
 
 /// Why [`build_tree`] refused a configuration.
@@ -298,6 +301,13 @@ pub fn build_tree(cfg: &GuestTreeConfig<'_>) -> Result<Vec<u8>, GuestTreeError> 
         w.end_node()?;
     }
 
+    if cfg.test_device {
+        w.begin_node(&format!("mmio-test@{TEST_DEVICE_BASE:x}"))?;
+        w.property_string("compatible", "rusthv,mmio-test")?;
+        w.property("reg", &reg64(&[(TEST_DEVICE_BASE, TEST_DEVICE_SIZE)]))?;
+        w.end_node()?;
+    }
+
     w.end_node()?;
     Ok(w.finish()?)
 }
@@ -316,6 +326,7 @@ mod tests {
             bootargs: "console=ttyAMA0 earlycon",
             initrd: Some((0x4400_0000, 0x4410_0000)),
             virtio_slots: 4,
+            test_device: true,
         }
     }
 
@@ -391,6 +402,16 @@ mod tests {
     }
 
     #[test]
+    fn the_mmio_test_device_is_described_only_when_asked_for() {
+        let with = build_tree(&cfg(GuestGic::V3, 1)).unwrap();
+        let n = node(&with, "mmio-test@b000000").unwrap();
+        assert_eq!(n.get("compatible"), Some(&b"rusthv,mmio-test\0"[..]));
+        assert_eq!(n.get("reg"), Some(&reg64(&[(0x0B00_0000, 0x1000)])[..]));
+        let without = build_tree(&GuestTreeConfig { test_device: false, ..cfg(GuestGic::V3, 1) }).unwrap();
+        assert!(node(&without, "mmio-test@b000000").is_none());
+    }
+
+    #[test]
     fn guest_timer_flags_carry_the_cpu_mask_on_v2_only() {
         let v2 = build_tree(&cfg(GuestGic::V2, 2)).unwrap();
         let t = node(&v2, "timer").unwrap();
@@ -413,6 +434,7 @@ mod tests {
         for slots in [0, 1, 32] {
             let c = GuestTreeConfig {
                 virtio_slots: slots,
+                test_device: false,
                 ..cfg(GuestGic::V3, 1)
             };
             let fdt = crate::writer::Fdt::parse(&build_tree(&c).unwrap()).unwrap();
@@ -517,6 +539,7 @@ mod tests {
         }
         let c = GuestTreeConfig {
             virtio_slots: 33,
+            test_device: false,
             ..base.clone()
         };
         assert_eq!(err(c), GuestTreeError::VirtioSlots(33));

@@ -1,12 +1,12 @@
 //! The boot CPU's story, entered from `boot.S` at EL1 with the MMU off:
 //! identity map → heap → platform → console → PSCI → GIC → timer → console
-//! input → secondary CPUs → guest VMs from the boot bundle → shell.
+//! input → IO forwarding (under the hypervisor) → secondary CPUs → guest VMs from the boot bundle → shell.
 
 use hv_devtree::platform::Platform;
 
 use crate::arch::aarch64::{cpu, gic, hypercall, mmu, psci, smp, timer};
 use crate::toolstack::Toolstack;
-use crate::{console, fdt_scan, heap, panic, shell};
+use crate::{console, fdt_scan, heap, ioport, panic, shell};
 
 /// What the shell needs to know about the machine.
 pub struct System {
@@ -70,6 +70,7 @@ extern "C" fn primary_main(dtb: usize) -> ! {
                 e.description()
             ),
         }
+        ioport::init();
     }
     smp::start_secondaries(&platform);
     log::info!("{} of {} CPUs online", smp::online(), platform.cpus.len());

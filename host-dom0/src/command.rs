@@ -53,6 +53,8 @@ pub enum Command<'a> {
     Pause { vm: VmRef<'a> },
     Unpause { vm: VmRef<'a> },
     HvLog,
+    /// `iostat`: IO forwarding counters.
+    IoStat,
     Uptime,
     /// Sleep this many microseconds.
     Sleep {
@@ -95,6 +97,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "hvlog",
         "",
         "print the hypervisor's log (only what is new since the last hvlog)",
+    ),
+    (
+        "iostat",
+        "",
+        "IO forwarding: guest MMIO requests handled and errors",
     ),
     ("uptime", "", "time since dom0 started"),
     (
@@ -221,6 +228,7 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         "pause" => Command::Pause { vm: VmRef::parse(arg()?) },
         "unpause" => Command::Unpause { vm: VmRef::parse(arg()?) },
         "hvlog" => Command::HvLog,
+        "iostat" => Command::IoStat,
         "bench" => {
             let iterations = match words.next() {
                 None => 20_000,
@@ -363,6 +371,7 @@ mod tests {
         assert_eq!(parse("  info  "), Ok(Command::Info));
         assert_eq!(parse("hvlog"), Ok(Command::HvLog));
         assert_eq!(parse("uptime"), Ok(Command::Uptime));
+        assert_eq!(parse("iostat"), Ok(Command::IoStat));
         assert_eq!(parse("poweroff"), Ok(Command::Poweroff));
         assert_eq!(parse("reboot"), Ok(Command::Reboot));
     }

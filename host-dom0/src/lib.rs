@@ -13,10 +13,13 @@
 //!   (raw device tree walk: memory, device list, `/hypervisor`), `pagetable`
 //!   (the identity map's descriptors), `kernel_image` (guest kernel formats
 //!   and where kernel, initrd and device tree go in guest RAM), `vmview`
-//!   (the `list` table and `info VM` report), `pl011` (the guest PL011
+//!   (the `list` table and `info VM` report), `iodev` (the MMIO test
+//!   device every guest gets through IO forwarding, and the request →
+//!   completion backend), `pl011` (the guest PL011
 //!   device model dom0 will serve forwarded console accesses with; not yet
 //!   wired to the hypervisor);
-//! - `arch`, `drivers`, `console`, `heap`, `panic`, `shell`, `toolstack`
+//! - `arch`, `drivers`, `console`, `heap`, `ioport` (IO forwarding: the
+//!   page shared with the hypervisor and its interrupt), `panic`, `shell`, `toolstack`
 //!   (guest VMs: configs from the boot bundle, creation by hypercall, guest
 //!   console output) and `boot` touch registers or hypercalls and run only on
 //!   the target (`aarch64-unknown-none`).
@@ -26,6 +29,7 @@ extern crate alloc;
 
 pub mod command;
 pub mod fdt_scan;
+pub mod iodev;
 pub mod kernel_image;
 pub mod line;
 pub mod pagetable;
@@ -43,6 +47,8 @@ pub mod console;
 pub mod drivers;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod heap;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod ioport;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod panic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -9,7 +9,7 @@ use hv_devtree::platform::UartKind;
 use crate::arch::aarch64::{cpu, gic, hypercall, probe, psci, smp, timer};
 use crate::boot::System;
 use crate::command::{self, Command, COMMANDS};
-use crate::console;
+use crate::{console, ioport};
 use crate::fdt_scan::Tree;
 use crate::line::{Action, LineEditor};
 use crate::{print, println};
@@ -126,6 +126,7 @@ impl Shell {
             Command::Pause { vm } => self.sys.vms.control(Function::VmPause, vm),
             Command::Unpause { vm } => self.sys.vms.control(Function::VmUnpause, vm),
             Command::HvLog => self.hvlog(),
+            Command::IoStat => iostat(),
             Command::Uptime => {
                 let (s, ms) =
                     command::seconds_millis(timer::uptime_ticks(), cpu::counter_frequency());
@@ -279,6 +280,24 @@ impl Shell {
         }
         if total == 0 {
             println!("hvlog: no new log text");
+        }
+    }
+}
+
+fn iostat() {
+    match ioport::status() {
+        None => println!("iostat: IO forwarding is off"),
+        Some(s) => {
+            println!(
+                "IO forwarding: {} requests handled, {} errors ({} malformed), {} events",
+                s.stats.handled, s.stats.errors, s.stats.malformed, s.events
+            );
+            if s.dropped > 0 {
+                println!("  {} completions dropped (completion ring stayed full)", s.dropped);
+            }
+            if s.corrupt {
+                println!("  stopped: the hypervisor wrote impossible ring indices");
+            }
         }
     }
 }

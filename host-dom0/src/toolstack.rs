@@ -23,7 +23,7 @@ use hv_vmconfig::{Loaded, VmConfig};
 use crate::arch::aarch64::hypercall;
 use crate::command::VmRef;
 use crate::kernel_image::{self, KernelLayout};
-use crate::{console, println, vmview};
+use crate::{console, ioport, iodev, println, vmview};
 
 /// Bytes per `VmWrite` straight from the bundle.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -162,6 +162,7 @@ impl Toolstack {
                 println!("cycle: destroy {i} of {times} (VM {id}): {}", e.description());
                 return;
             }
+            ioport::detach(id);
         }
         match hypercall::mem_info() {
             Ok((after, _)) if after == before => {
@@ -254,6 +255,7 @@ impl Toolstack {
             bootargs: &cfg.cmdline,
             initrd: initrd.map(|(_, r)| r),
             virtio_slots: 0,
+            test_device: crate::ioport::enabled(),
         })
         .map_err(|e| format!("device tree: {e}"))?;
         let dtb_ipa = kernel_image::place_dtb(dtb.len() as u64, used_end, cfg.memory)?;
@@ -265,6 +267,13 @@ impl Toolstack {
 
         let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask())
             .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
+        if ioport::enabled() {
+            // The MMIO test device; a guest works without it, so go on.
+            match hypercall::io_map(id, iodev::BASE, iodev::WINDOW) {
+                Ok(()) => ioport::attach(id),
+                Err(e) => println!("vms: {}: IoMap failed: {}", cfg.name, e.description()),
+            }
+        }
         let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (at, _))| (e, at)), &dtb, dtb_ipa).and_then(|()| {
             if start {
                 hypercall::vm_op(Function::VmStart, id).map_err(|e| format!("VmStart failed: {}", e.description()))
@@ -274,7 +283,10 @@ impl Toolstack {
         });
         if let Err(e) = loaded {
             return Err(match hypercall::vm_op(Function::VmDestroy, id) {
-                Ok(()) => format!("{e} (VM {id} destroyed)"),
+                Ok(()) => {
+                    ioport::detach(id);
+                    format!("{e} (VM {id} destroyed)")
+                }
                 Err(d) => format!("{e}; VmDestroy of VM {id} failed too: {}", d.description()),
             });
         }
@@ -407,7 +419,12 @@ impl Toolstack {
             }
         };
         match hypercall::vm_op(f, info.id) {
-            Ok(()) => println!("{done} VM {} ({})", info.id, info.name()),
+            Ok(()) => {
+                if f == Function::VmDestroy {
+                    ioport::detach(info.id);
+                }
+                println!("{done} VM {} ({})", info.id, info.name())
+            }
             Err(e) => println!("{verb} {vm}: {call} failed: {}", e.description()),
         }
     }

@@ -41,6 +41,9 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
         Function::VmUnpause => pause(a[1], false),
         Function::VmDestroy => destroy(a[1]),
         Function::VmInfo => info(dom0, a[1], a[2], a[3]),
+        Function::IoSetup => crate::io::setup(dom0, a[1]),
+        Function::IoMap => io_map(a[1], a[2], a[3]),
+        Function::IoComplete => crate::io::complete(),
         Function::MemInfo => {
             let frames = crate::boot::FRAMES.lock();
             let frames = frames.as_ref().ok_or(Error::NoMemory)?;
@@ -165,6 +168,7 @@ fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weig
         vtcr,
         ram: chunks,
         regions,
+        forwarded: spin::RwLock::new(Vec::new()),
         hw_ppis: vec![VTIMER],
         vgic: Mutex::new(vgic),
         vcpus: vcpu_list,
@@ -314,6 +318,28 @@ fn destroy(id: u64) -> Result<u64, Error> {
     vm::remove(vm.id);
     release(&vm);
     info!("VM {} '{}' destroyed", vm.id.0, vm.name);
+    Ok(0)
+}
+
+/// `IoMap`: accesses to `[base, base+size)` of a `Created` VM go to dom0.
+fn io_map(id: u64, base: u64, size: u64) -> Result<u64, Error> {
+    let vm = guest_vm(id)?;
+    if vm.state() != VmState::Created {
+        return Err(Error::Busy);
+    }
+    let end = base.checked_add(size).ok_or(Error::InvalidParameter)?;
+    if size == 0 || !base.is_multiple_of(4096) || !size.is_multiple_of(4096) || size > 1 << 30 {
+        return Err(Error::InvalidParameter);
+    }
+    let overlaps = |b: u64, s: u64| base < b.saturating_add(s) && b < end;
+    let taken = vm.ram.iter().any(|&(ipa, _, s)| overlaps(ipa.as_u64(), s))
+        || vm.regions.iter().any(|r| overlaps(r.base.as_u64(), r.size))
+        || overlaps(guest::GICC_BASE, guest::GICC_SIZE)
+        || vm.forwarded.read().iter().any(|&(b, s)| overlaps(b, s));
+    if taken {
+        return Err(Error::InvalidParameter);
+    }
+    vm.forwarded.write().push((base, size));
     Ok(0)
 }
 

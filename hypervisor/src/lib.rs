@@ -42,6 +42,8 @@ mod domctl;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hypercall;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod io;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod sched;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod sysreg_trap;

@@ -29,6 +29,9 @@ pub mod state {
     pub const RUNNING: u8 = 2;
     /// In WFI with nothing to take.
     pub const BLOCKED: u8 = 3;
+    /// Waiting for dom0 to answer a forwarded access (`io`); only that
+    /// answer wakes it.
+    pub const IO_WAIT: u8 = 4;
 }
 
 /// The EL2 physical timer's PPI (CNTHP), which ends time slices.
@@ -157,6 +160,27 @@ pub fn wake(vm: &Vm, index: usize) {
         return;
     }
     // Another CPU: interrupt it so it re-flushes, preempts or stops idling.
+    gic::send_sgi(gic::SGI_KICK, v.pcpu);
+}
+
+/// Dom0 answered vCPU `index`'s forwarded access: make it runnable.
+pub fn wake_io(vm: &Vm, index: usize) {
+    let Some(v) = vm.vcpus.get(index) else { return };
+    if v.sched.compare_exchange(state::IO_WAIT, state::RUNNABLE, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return;
+    }
+    let mut s = SCHED[v.pcpu].lock();
+    s.runq.push(VcpuRef { vm: vm.id, vcpu: index as u8 }, true);
+    s.boost_pending = true;
+    let idle = s.current.is_none();
+    if v.pcpu == cpu::index() {
+        if idle {
+            RESCHED[v.pcpu].store(true, Ordering::Release);
+        }
+        program_timer(&s, cpu::counter());
+        return;
+    }
+    drop(s);
     gic::send_sgi(gic::SGI_KICK, v.pcpu);
 }
 
@@ -372,6 +396,7 @@ fn restore(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
         lrs.write(i, ctx.lrs[i]);
     }
     ctx.el1.restore();
+    crate::io::finish(vcpu, &mut ctx.regs);
     // The list registers are as the vCPU left them; the vGIC only needs a
     // look if something was injected meanwhile.
     if vcpu.needs_flush.load(Ordering::Acquire) {

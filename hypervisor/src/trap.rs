@@ -125,6 +125,14 @@ pub fn halt_vm(vm: &Vm) {
 fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let ipa = el2::fault_ipa(frame.far);
     let Some((device, offset)) = vm.emulated_region(ipa) else {
+        if vm.is_forwarded(ipa) {
+            vcpu.count_exit(Exit::Mmio);
+            if crate::io::forward(vm, vcpu, frame, ipa, DataAbort::decode(frame.esr)).is_err() {
+                vm_warn!(vm, "{}: vcpu{}: access to {:#x} dom0 cannot take (no ISV, or no IO page); abort", vm.name, vcpu.index, ipa);
+                inject::abort(frame, false, frame.far);
+            }
+            return;
+        }
         vcpu.count_exit(Exit::Abort);
         vm_warn!(vm, "{}: vcpu{}: access to IPA {:#x} (VA {:#x}, PC {:#x}) outside its memory; abort", vm.name, vcpu.index, ipa, frame.far, frame.elr);
         inject::abort(frame, false, frame.far);

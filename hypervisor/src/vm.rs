@@ -98,6 +98,9 @@ pub struct Vcpu {
     /// Exits by reason (`Exit`). Only the vCPU's own CPU writes them, so a
     /// plain load and store count without a read-modify-write loop.
     pub exits: [AtomicU64; 8],
+    /// A forwarded access in flight (`io`): what to do with the answer, and
+    /// the answer once dom0 gave it.
+    pub io: Mutex<crate::io::IoSlot>,
     context: UnsafeCell<VcpuContext>,
 }
 
@@ -118,6 +121,7 @@ impl Vcpu {
             sched: AtomicU8::new(0),
             run_ticks: AtomicU64::new(0),
             exits: [const { AtomicU64::new(0) }; 8],
+            io: Mutex::new((None, None)),
             context: UnsafeCell::new(VcpuContext {
                 regs: TrapFrame { x: [0; 31], sp: 0, elr: 0, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 },
                 el1: El1Context::reset(mpidr, cntvoff),
@@ -181,6 +185,8 @@ pub struct Vm {
     /// The VM's RAM: (IPA, PA, size) chunks, in IPA order.
     pub ram: Vec<(Ipa, PhysAddr, u64)>,
     pub regions: Vec<EmulatedRegion>,
+    /// IPA windows whose accesses go to dom0 (`IoMap`): (base, size).
+    pub forwarded: spin::RwLock<Vec<(u64, u64)>>,
     /// Physical PPIs hardware-linked to each of its vCPUs.
     pub hw_ppis: Vec<u32>,
     pub vgic: Mutex<Vgic>,
@@ -250,6 +256,11 @@ impl Vm {
             let offset = ipa.checked_sub(r.base.as_u64())?;
             (offset < r.size).then_some((r.device, offset))
         })
+    }
+
+    /// Is `ipa` in a window dom0 emulates?
+    pub fn is_forwarded(&self, ipa: u64) -> bool {
+        self.forwarded.read().iter().any(|&(base, size)| ipa >= base && ipa - base < size)
     }
 
     /// Translates a buffer `[ipa, ipa+len)` that lies entirely inside one

@@ -91,6 +91,21 @@ pub fn vm_info(id: u32) -> Result<VmInfo, Error> {
     VmInfo::from_bytes(&buf).ok_or(Error::InvalidParameter)
 }
 
+/// `IoSetup`: the 4 KiB page at dom0 IPA `page` becomes the IO request page.
+pub fn io_setup(page: u64) -> Result<(), Error> {
+    decode_result(call(Function::IoSetup, &[page])[0]).map(drop)
+}
+
+/// `IoMap`: VM `id`'s accesses to `[base, base + size)` are forwarded to dom0.
+pub fn io_map(id: u32, base: u64, size: u64) -> Result<(), Error> {
+    decode_result(call(Function::IoMap, &[u64::from(id), base, size])[0]).map(drop)
+}
+
+/// `IoComplete`: the hypervisor takes the completion ring; returns how many it took.
+pub fn io_complete() -> Result<u64, Error> {
+    decode_result(call(Function::IoComplete, &[])[0])
+}
+
 /// The cheapest round trip: `Version` with nothing else saved or passed
 /// (x0..x3 are the ABI's result registers, so they are clobbered).
 #[inline(always)]

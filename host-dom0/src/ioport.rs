@@ -1,0 +1,259 @@
+//! IO forwarding, dom0's side: the page shared with the hypervisor
+//! (`hv_abi::ioreq::IoPage`), the IO event interrupt that drains its
+//! request ring into the test device model (`iodev::Backend`), and the
+//! completion ring back.
+//!
+//! `init` (boot CPU, after the GIC) makes `IoSetup` with a static page of
+//! dom0's RAM (identity mapped, so its address is its IPA). If the
+//! hypervisor says `NotSupported` (or anything else goes wrong) forwarding
+//! stays off and nothing else here makes a hypercall.
+//!
+//! Locking: the ring state and the device models live in one spin lock
+//! taken by the interrupt handler (CPU 0, IRQs masked) and by the shell
+//! (`attach`, `stats`) with IRQs masked, so neither can spin on the other
+//! on the same CPU. The handler never prints (the console lock could be
+//! held by the code it interrupted); problems are counted for `iostat`.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use hv_abi::hypercall::{Error, IO_EVENT_INTID};
+use hv_abi::ioreq::{
+    completion_slot_offset, request_slot_offset, IoCompletion, IoRequest, RingIndices, CPL_CONS_OFFSET,
+    CPL_HEADER_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET,
+    REQ_PROD_OFFSET,
+};
+use spin::Mutex;
+
+use crate::arch::aarch64::{cpu, gic, hypercall};
+use crate::iodev::{Backend, IoStats};
+
+/// Offset of `RingHeader::cap` within a header.
+const CAP_IN_HEADER: usize = 4;
+/// `IoComplete`s tried on a full completion ring before giving up on a batch.
+const FULL_RETRIES: u32 = 4;
+
+/// The shared page: dom0 RAM the hypervisor writes requests into.
+#[repr(C, align(4096))]
+struct SharedPage(UnsafeCell<[u8; IO_PAGE_SIZE]>);
+
+// SAFETY: every access to the page's bytes after `IoSetup` goes through
+// atomics (`word32`/`word64`); before it, only the hypervisor touches it.
+unsafe impl Sync for SharedPage {}
+
+const _: () = assert!(core::mem::size_of::<SharedPage>() == IO_PAGE_SIZE);
+
+static PAGE: SharedPage = SharedPage(UnsafeCell::new([0; IO_PAGE_SIZE]));
+
+fn page_addr() -> usize {
+    PAGE.0.get() as usize
+}
+
+/// The 32-bit word at `offset` of the page, as an atomic.
+fn word32(offset: usize) -> &'static AtomicU32 {
+    assert!(offset.is_multiple_of(4) && offset + 4 <= IO_PAGE_SIZE);
+    // SAFETY: the address is inside the static page (checked above), 4-byte
+    // aligned (the page is 4096-aligned and `offset` a multiple of 4), and
+    // valid for the program's lifetime. The page lives in an `UnsafeCell`,
+    // and dom0 only ever accesses it through atomics, so creating shared
+    // atomic views of it is sound; the hypervisor's concurrent accesses
+    // follow the same protocol from outside the Rust abstract machine.
+    unsafe { &*((page_addr() + offset) as *const AtomicU32) }
+}
+
+/// The 64-bit word at `offset` of the page, as an atomic.
+fn word64(offset: usize) -> &'static AtomicU64 {
+    assert!(offset.is_multiple_of(8) && offset + 8 <= IO_PAGE_SIZE);
+    // SAFETY: as `word32`, with 8-byte alignment.
+    unsafe { &*((page_addr() + offset) as *const AtomicU64) }
+}
+
+/// Copies request slot `slot` out of the page (relaxed: the caller's
+/// acquire load of `prod` orders these after the hypervisor's writes).
+fn read_request(slot: usize) -> IoRequest {
+    let base = request_slot_offset(slot);
+    let mut bytes = [0u8; IoRequest::SIZE];
+    for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&word64(base + i * 8).load(Ordering::Relaxed).to_le_bytes());
+    }
+    IoRequest::from_bytes(&bytes)
+}
+
+/// Writes completion slot `slot` (the caller then release-stores `prod`).
+fn write_completion(slot: usize, c: &IoCompletion) {
+    let base = completion_slot_offset(slot);
+    for (i, chunk) in c.to_bytes().chunks_exact(8).enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        word64(base + i * 8).store(u64::from_le_bytes(w), Ordering::Relaxed);
+    }
+}
+
+struct Port {
+    /// Dom0 consumes requests, produces completions.
+    req: RingIndices,
+    cpl: RingIndices,
+    backend: Backend,
+}
+
+static ON: AtomicBool = AtomicBool::new(false);
+static PORT: Mutex<Option<Port>> = Mutex::new(None);
+/// The hypervisor wrote impossible ring indices: forwarding stopped.
+static CORRUPT: AtomicBool = AtomicBool::new(false);
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether IO forwarding is on (`IoSetup` succeeded and the interrupt is enabled).
+pub fn enabled() -> bool {
+    ON.load(Ordering::Acquire)
+}
+
+/// Sets up IO forwarding if the hypervisor supports it. Boot CPU, after
+/// the GIC; only with `/hypervisor` in the device tree.
+pub fn init() {
+    match hypercall::io_setup(page_addr() as u64) {
+        Ok(()) => {}
+        Err(Error::NotSupported) => {
+            log::info!("IO forwarding: not supported by the hypervisor");
+            return;
+        }
+        Err(e) => {
+            log::warn!("IO forwarding: IoSetup failed: {}", e.description());
+            return;
+        }
+    }
+    let ring = |header: usize, prod: usize, cons: usize| {
+        let cap = word32(header + CAP_IN_HEADER).load(Ordering::Acquire);
+        if cap != IO_RING_SLOTS {
+            return Err("unexpected ring capacity");
+        }
+        RingIndices::with_counters(cap, word32(prod).load(Ordering::Acquire), word32(cons).load(Ordering::Acquire))
+            .map_err(|_| "corrupt ring indices")
+    };
+    let rings = ring(REQ_HEADER_OFFSET, REQ_PROD_OFFSET, REQ_CONS_OFFSET)
+        .and_then(|req| Ok((req, ring(CPL_HEADER_OFFSET, CPL_PROD_OFFSET, CPL_CONS_OFFSET)?)));
+    let (req, cpl) = match rings {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("IO forwarding: the page IoSetup gave back is unusable ({e}): off");
+            return;
+        }
+    };
+    *PORT.lock() = Some(Port { req, cpl, backend: Backend::new() });
+    if let Err(e) = gic::enable(IO_EVENT_INTID, false, on_io_event) {
+        PORT.lock().take();
+        log::warn!("IO forwarding: IO event interrupt {IO_EVENT_INTID}: {e}: off");
+        return;
+    }
+    ON.store(true, Ordering::Release);
+    log::info!("IO forwarding: on (page at {:#x}, event INTID {IO_EVENT_INTID})", page_addr());
+}
+
+/// Runs `f` on the port with IRQs masked (shell side). IRQs are unmasked
+/// afterwards: the shell always runs with them unmasked.
+fn with_port<R>(f: impl FnOnce(&mut Port) -> R) -> Option<R> {
+    if !enabled() {
+        return None;
+    }
+    cpu::mask_irqs();
+    let r = PORT.lock().as_mut().map(f);
+    cpu::unmask_irqs();
+    r
+}
+
+/// VM `vm` got the window with `IoMap`: give it a fresh test device.
+pub fn attach(vm: u32) {
+    if let Ok(vm) = u16::try_from(vm) {
+        with_port(|p| p.backend.attach(vm));
+    }
+}
+
+/// VM `vm` is destroyed.
+pub fn detach(vm: u32) {
+    if let Ok(vm) = u16::try_from(vm) {
+        with_port(|p| p.backend.detach(vm));
+    }
+}
+
+/// What `iostat` prints.
+pub struct Status {
+    pub stats: IoStats,
+    pub events: u64,
+    pub dropped: u64,
+    pub corrupt: bool,
+}
+
+pub fn status() -> Option<Status> {
+    let stats = with_port(|p| p.backend.stats())?;
+    Some(Status {
+        stats,
+        events: EVENTS.load(Ordering::Relaxed),
+        dropped: DROPPED.load(Ordering::Relaxed),
+        corrupt: CORRUPT.load(Ordering::Relaxed),
+    })
+}
+
+/// The IO event interrupt (CPU 0, IRQs masked).
+fn on_io_event() {
+    EVENTS.fetch_add(1, Ordering::Relaxed);
+    let mut guard = PORT.lock();
+    let Some(port) = guard.as_mut() else { return };
+    if CORRUPT.load(Ordering::Relaxed) {
+        return;
+    }
+    // Requests may arrive while we work without a new edge being noticed:
+    // go round until a pass finds the request ring empty.
+    loop {
+        match drain(port) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(()) => {
+                CORRUPT.store(true, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+}
+
+/// One pass: takes every request waiting, answers them, hands the answers
+/// back. Returns how many requests it took; `Err` if the hypervisor's
+/// indices are impossible.
+fn drain(port: &mut Port) -> Result<usize, ()> {
+    let mut batch = [IoCompletion::default(); IO_RING_SLOTS as usize];
+    let mut n = 0;
+    port.req.observe_prod(word32(REQ_PROD_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
+    while let Some(slot) = port.req.consumer_slot() {
+        let req = read_request(slot);
+        port.req.consumed();
+        batch[n] = port.backend.handle(&req);
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(0);
+    }
+    word32(REQ_CONS_OFFSET).store(port.req.cons(), Ordering::Release);
+
+    let mut retries = 0;
+    let mut i = 0;
+    while i < n {
+        port.cpl.observe_cons(word32(CPL_CONS_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
+        match port.cpl.producer_slot() {
+            Some(slot) => {
+                write_completion(slot, &batch[i]);
+                word32(CPL_PROD_OFFSET).store(port.cpl.produced(), Ordering::Release);
+                i += 1;
+            }
+            None if retries < FULL_RETRIES => {
+                // Full: let the hypervisor take what is there, then retry.
+                retries += 1;
+                let _ = hypercall::io_complete();
+            }
+            None => {
+                DROPPED.fetch_add((n - i) as u64, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    let _ = hypercall::io_complete();
+    Ok(n)
+}

@@ -1,0 +1,181 @@
+//! Guest MMIO forwarded to dom0: the hypervisor writes an IO request into
+//! the page dom0 gave it (`hv_abi::ioreq`), blocks the vCPU and raises
+//! `IO_EVENT_INTID` on dom0's vCPU 0; dom0 answers in the completion ring and
+//! calls `IoComplete`; the vCPU resumes with the value (or an abort).
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use hv_abi::hypercall::{Error, IO_EVENT_INTID};
+use hv_abi::ioreq::{
+    completion_slot_offset, request_slot_offset, Direction, IoCompletion, IoRequest, IoStatus, RingIndices, CPL_CONS_OFFSET,
+    CPL_HEADER_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET, REQ_PROD_OFFSET,
+};
+use spin::Mutex;
+
+use crate::addr::PhysAddr;
+use crate::arch::aarch64::exception::TrapFrame;
+use crate::esr::{AccessSize, DataAbort};
+use crate::vm::{self, Vcpu, Vm, VmId};
+
+/// The request/completion page and the requests waiting for an answer.
+struct IoPort {
+    page: PhysAddr,
+    req: RingIndices,
+    cpl: RingIndices,
+    next_seq: u64,
+    /// (seq, VM, vCPU) of every request not yet completed.
+    waiting: Vec<(u64, VmId, usize)>,
+}
+
+static PORT: Mutex<Option<IoPort>> = Mutex::new(None);
+
+/// A vCPU's forwarded access: what to do with the answer, and the answer
+/// (status, data) once dom0 gave it.
+pub type IoSlot = (Option<PendingIo>, Option<(IoStatus, u64)>);
+
+/// What a vCPU blocked on a forwarded access needs to resume.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingIo {
+    pub abort: DataAbort,
+    pub register: u8,
+    pub write: bool,
+}
+
+impl IoPort {
+    fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: `page` is a page of dom0's RAM (checked in `setup`),
+        // mapped at EL2; offsets are the ABI's 4-byte-aligned header fields.
+        unsafe { &*((self.page.as_u64() as usize + offset) as *const AtomicU32) }
+    }
+
+    fn bytes_at(&self, offset: usize, len: usize) -> *mut u8 {
+        debug_assert!(offset + len <= IO_PAGE_SIZE);
+        (self.page.as_u64() as usize + offset) as *mut u8
+    }
+}
+
+/// `IoSetup`: dom0 gives the hypervisor a page for the rings.
+pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
+    if !ipa.is_multiple_of(IO_PAGE_SIZE as u64) {
+        return Err(Error::InvalidParameter);
+    }
+    let page = dom0.ram_buffer(ipa, IO_PAGE_SIZE as u64).ok_or(Error::BadAddress)?;
+    let mut port = PORT.lock();
+    if port.is_some() {
+        return Err(Error::Busy);
+    }
+    // SAFETY: a page of dom0's RAM, mapped at EL2; dom0 is in this hypercall.
+    unsafe { core::ptr::write_bytes(page.as_u64() as *mut u8, 0, IO_PAGE_SIZE) };
+    let new = IoPort {
+        page,
+        req: RingIndices::new(IO_RING_SLOTS).map_err(|_| Error::InvalidParameter)?,
+        cpl: RingIndices::new(IO_RING_SLOTS).map_err(|_| Error::InvalidParameter)?,
+        next_seq: 1,
+        waiting: Vec::new(),
+    };
+    new.u32_at(REQ_HEADER_OFFSET + 4).store(IO_RING_SLOTS, Ordering::Release);
+    new.u32_at(CPL_HEADER_OFFSET + 4).store(IO_RING_SLOTS, Ordering::Release);
+    *port = Some(new);
+    log::info!("IO forwarding to dom0 set up, page {page}");
+    Ok(0)
+}
+
+/// Forwards the access described by `frame` (a data abort at `ipa` in a
+/// window dom0 emulates) and blocks the vCPU until dom0 answers. Returns
+/// only if the access cannot be forwarded (the caller injects an abort).
+pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, ipa: u64, abort: DataAbort) -> Result<(), ()> {
+    let DataAbort::Emulatable { size, register, write, .. } = abort else { return Err(()) };
+    let data = if write && register != 31 { frame.x[register as usize] & mask(size) } else { 0 };
+    let dir = if write { Direction::Write } else { Direction::Read };
+    let mut guard = PORT.lock();
+    let port = guard.as_mut().ok_or(())?;
+    if port.req.observe_cons(port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {
+        log::warn!("dom0's IO request ring is corrupt; guest access aborted");
+        return Err(());
+    }
+    let Some(slot) = port.req.producer_slot() else {
+        // Ring full: let dom0 run; the guest repeats the access.
+        drop(guard);
+        crate::sched::schedule(frame, true)
+    };
+    let seq = port.next_seq;
+    port.next_seq += 1;
+    let request = IoRequest::new(seq, vm.id.0, vcpu.index as u16, dir, size.bytes() as u8, ipa, data);
+    let bytes = request.to_bytes();
+    // SAFETY: a request slot inside the shared page; dom0 reads it only after
+    // the release store of `prod` below.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), port.bytes_at(request_slot_offset(slot), bytes.len()), bytes.len()) };
+    let prod = port.req.produced();
+    port.u32_at(REQ_PROD_OFFSET).store(prod, Ordering::Release);
+    port.waiting.push((seq, vm.id, vcpu.index));
+    drop(guard);
+
+    *vcpu.io.lock() = (Some(PendingIo { abort, register, write }), None);
+    vcpu.sched.store(crate::sched::state::IO_WAIT, Ordering::Release);
+    if let Some(dom0) = vm::get(VmId(0)) {
+        vm::with_effects(&dom0, |fx| {
+            let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, 0, fx);
+        });
+    }
+    crate::sched::schedule(frame, false)
+}
+
+/// `IoComplete`: takes dom0's completions and resumes their vCPUs.
+pub fn complete() -> Result<u64, Error> {
+    let mut done = Vec::new();
+    {
+        let mut guard = PORT.lock();
+        let port = guard.as_mut().ok_or(Error::NotSupported)?;
+        port.cpl.observe_prod(port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire)).map_err(|_| Error::InvalidParameter)?;
+        while let Some(slot) = port.cpl.consumer_slot() {
+            let mut bytes = [0u8; IoCompletion::SIZE];
+            // SAFETY: a completion slot of the shared page, published by
+            // dom0's release store of the completion `prod`.
+            unsafe { core::ptr::copy_nonoverlapping(port.bytes_at(completion_slot_offset(slot), bytes.len()), bytes.as_mut_ptr(), bytes.len()) };
+            let c = IoCompletion::from_bytes(&bytes);
+            if let Some(i) = port.waiting.iter().position(|w| w.0 == c.seq) {
+                let (_, vm, vcpu) = port.waiting.swap_remove(i);
+                done.push((vm, vcpu, IoStatus::from_u32(c.status), c.data));
+            }
+            let cons = port.cpl.consumed();
+            port.u32_at(CPL_CONS_OFFSET).store(cons, Ordering::Release);
+        }
+    }
+    for &(id, index, status, data) in &done {
+        let Some(vm) = vm::get(id) else { continue };
+        let Some(vcpu) = vm.vcpus.get(index) else { continue };
+        vcpu.io.lock().1 = Some((status, data));
+        crate::sched::wake_io(&vm, index);
+    }
+    Ok(done.len() as u64)
+}
+
+/// On the vCPU's own CPU before it runs again: finish its forwarded access
+/// (set the loaded register and step over the instruction, or abort).
+pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
+    let (pending, result) = {
+        let mut io = vcpu.io.lock();
+        if io.1.is_none() {
+            return;
+        }
+        (io.0.take(), io.1.take())
+    };
+    let (Some(p), Some((status, data))) = (pending, result) else { return };
+    match status {
+        IoStatus::Ok => {
+            if !p.write && p.register != 31 {
+                frame.x[p.register as usize] = p.abort.load_value(data);
+            }
+            frame.elr += 4;
+        }
+        _ => crate::arch::aarch64::inject::abort(frame, false, frame.far),
+    }
+}
+
+fn mask(size: AccessSize) -> u64 {
+    match size {
+        AccessSize::Double => u64::MAX,
+        other => (1u64 << (other.bytes() * 8)) - 1,
+    }
+}
