@@ -106,13 +106,16 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, ipa: u64, abort: DataAbo
     // SAFETY: a request slot inside the shared page; dom0 reads it only after
     // the release store of `prod` below.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), port.bytes_at(request_slot_offset(slot), bytes.len()), bytes.len()) };
-    let prod = port.req.produced();
-    port.u32_at(REQ_PROD_OFFSET).store(prod, Ordering::Release);
     port.waiting.push((seq, vm.id, vcpu.index));
-    drop(guard);
-
+    // The vCPU waits from before dom0 can see the request: an answer that
+    // comes at once (dom0 on another CPU) must find it waiting, or its
+    // wake-up would be lost.
     *vcpu.io.lock() = (Some(PendingIo { abort, register, write }), None);
     vcpu.sched.store(crate::sched::state::IO_WAIT, Ordering::Release);
+    let prod = port.req.produced();
+    port.u32_at(REQ_PROD_OFFSET).store(prod, Ordering::Release);
+    drop(guard);
+
     if let Some(dom0) = vm::get(VmId(0)) {
         vm::with_effects(&dom0, |fx| {
             let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, 0, fx);
