@@ -74,8 +74,12 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
         }
         PSCI_CPU_OFF => {
             info!("{}: vcpu{} off", vm.name, vcpu.index);
+            // Not runnable first, then off: a CPU_ON from another vCPU in
+            // between then finds it off and queues it again (it restarts at
+            // the new entry), rather than being lost.
+            vcpu.sched.store(crate::sched::state::OFF, Ordering::Release);
             vcpu.power.store(power::OFF, Ordering::Release);
-            crate::sched::stop_current(frame)
+            crate::sched::schedule(frame, false)
         }
         PSCI_AFFINITY_INFO_64 => {
             let result = match (a2, vm.vcpus.iter().find(|v| v.mpidr == a1 & 0xff_00ff_ffff)) {
