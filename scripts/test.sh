@@ -126,7 +126,8 @@ dom0_test() {
 
 # spin_iterations LOG VM: iterations a spinning VM reported ("RESULT spin").
 spin_iterations() {
-    sed -n "s/^$2: RESULT spin: iterations=\([0-9]*\).*/\1/p" "$1" | head -n1
+    # Not anchored: dom0 may have redrawn its prompt on the same line.
+    sed -n "s/.*$2: RESULT spin: iterations=\([0-9]*\).*/\1/p" "$1" | head -n1
 }
 
 # cpu_ms LOG VM: the VM's CPU time from the hypervisor's end-of-run summary.
