@@ -23,31 +23,25 @@ pub mod logring;
 pub mod schedpolicy;
 pub mod mm;
 
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub mod arch;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub mod boot;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub mod console;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub mod drivers;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod heap;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod panic;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod dom0;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod domctl;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod hypercall;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod io;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod sched;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod sysreg_trap;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod trap;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod vm;
+/// Declares the modules that exist only on the target: they touch
+/// registers or run only under the hypervisor (one cfg seam for the crate).
+macro_rules! target_only {
+    ($($item:item)*) => { $( #[cfg(all(target_arch = "aarch64", target_os = "none"))] $item )* };
+}
+
+target_only! {
+    pub mod arch;
+    pub mod boot;
+    pub mod console;
+    pub mod drivers;
+    mod heap;
+    mod panic;
+    mod dom0;
+    mod domctl;
+    mod hypercall;
+    mod io;
+    mod sched;
+    mod sysreg_trap;
+    mod trap;
+    mod vm;
+}
