@@ -13,12 +13,9 @@ case "${1:-}" in
 esac
 
 cd "$ROOT"
-rustup toolchain install >&2 2>/dev/null || rustup show active-toolchain >/dev/null
+ensure_toolchain
 flags=(); [ "$profile" = release ] && flags=(--release)
 cargo build -q "${flags[@]}" -p host-dom0 --bin host-dom0 --target aarch64-unknown-none >&2
-elf=$ROOT/target/aarch64-unknown-none/$profile/host-dom0
 img=$ROOT/target/dom0-$profile.img
-"$(llvm_tool objcopy)" -O binary "$elf" "$img"
-# The header must say "ARM\x64" at offset 56, or no loader will take it.
-[ "$(dd if="$img" bs=1 skip=56 count=4 2>/dev/null)" = $'ARM\x64' ] || die "$img: arm64 Image magic missing"
+flat_image "$ROOT/target/aarch64-unknown-none/$profile/host-dom0" "$img"
 echo "$img"

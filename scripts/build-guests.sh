@@ -24,16 +24,13 @@ if [ ${#names[@]} -eq 0 ]; then
     done
 fi
 
-rustup toolchain install >&2 2>/dev/null || rustup show active-toolchain >/dev/null
+ensure_toolchain
 flags=(); [ "$profile" = release ] && flags=(--release)
 pkgs=(); for n in "${names[@]}"; do pkgs+=(-p "guest-$n"); done
 cargo build -q "${flags[@]}" "${pkgs[@]}" --target aarch64-unknown-none >&2
 mkdir -p "$ROOT/target/guests"
-objcopy=$(llvm_tool objcopy)
 for n in "${names[@]}"; do
-    elf=$ROOT/target/aarch64-unknown-none/$profile/guest-$n
     img=$ROOT/target/guests/$n.img
-    "$objcopy" -O binary "$elf" "$img"
-    [ "$(dd if="$img" bs=1 skip=56 count=4 2>/dev/null)" = $'ARM\x64' ] || die "$img: arm64 Image magic missing"
+    flat_image "$ROOT/target/aarch64-unknown-none/$profile/guest-$n" "$img"
     echo "$img"
 done

@@ -15,16 +15,11 @@ case "${1:-}" in
 esac
 
 cd "$ROOT"
-# rust-toolchain.toml names the toolchain, the target and llvm-tools; newer
-# rustup versions no longer install them on first use, so ask explicitly.
-rustup toolchain install >&2 2>/dev/null || rustup show active-toolchain >/dev/null
+ensure_toolchain
 flags=(); [ "$profile" = release ] && flags=(--release)
 cargo build -q "${flags[@]}" -p hypervisor --bin hypervisor --target aarch64-unknown-none-softfloat >&2
-elf=$ROOT/target/aarch64-unknown-none-softfloat/$profile/hypervisor
 img=$ROOT/target/hypervisor-$profile.img
-"$(llvm_tool objcopy)" -O binary "$elf" "$img"
-# The header must say "ARM\x64" at offset 56, or no loader will take it.
-[ "$(dd if="$img" bs=1 skip=56 count=4 2>/dev/null)" = $'ARM\x64' ] || die "$img: arm64 Image magic missing"
+flat_image "$ROOT/target/aarch64-unknown-none-softfloat/$profile/hypervisor" "$img"
 dom0=$("$ROOT/scripts/build-dom0.sh" $([ "$profile" = debug ] && echo --debug))
 bundle=$ROOT/target/bundle-$profile.cpio
 cargo run -q --release -p mkbundle -- "$bundle" "dom0.img=$dom0" >&2

@@ -25,7 +25,7 @@ pass() { passed=$((passed + 1)); printf 'PASS  %s\n' "$1"; }
 fail() { failed=$((failed + 1)); failures+=("$1"); printf 'FAIL  %s\n' "$1"; }
 
 cd "$ROOT"
-rustup toolchain install >/dev/null 2>&1 || true
+ensure_toolchain 2>/dev/null || true
 ensure_qemu
 
 # ---- host unit tests -------------------------------------------------------

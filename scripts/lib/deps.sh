@@ -116,3 +116,16 @@ llvm_tool() {
     host=$(rustc -vV | sed -n 's/^host: //p')
     echo "$sysroot/lib/rustlib/$host/bin/llvm-$1"
 }
+
+# The toolchain rust-toolchain.toml names, with its targets and llvm-tools
+# (newer rustup versions no longer install them on first use).
+ensure_toolchain() {
+    (cd "$ROOT" && rustup toolchain install >&2 2>/dev/null) || rustup show active-toolchain >/dev/null
+}
+
+# flat_image ELF IMG: the flat arm64 Image a boot loader takes, checked for
+# the header's "ARM\x64" magic at offset 56.
+flat_image() {
+    "$(llvm_tool objcopy)" -O binary "$1" "$2"
+    [ "$(dd if="$2" bs=1 skip=56 count=4 2>/dev/null)" = $'ARM\x64' ] || die "$2: arm64 Image magic missing"
+}
