@@ -151,7 +151,7 @@ guest_tests() {
     boot_test guests-virt-gicv3-smp4 0 "${common[@]}" \
         "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
         "GUEST ipi: DONE" "GUEST hvcall: DONE" "GUEST isolation: DONE" "GUEST pattern: DONE 2 passed, 0 failed" \
-        "GUEST idle: DONE 1 passed, 0 failed" "GUEST mmio: DONE 6 passed, 0 failed" "all with SYSTEM_OFF" \
+        "GUEST idle: DONE 1 passed, 0 failed" "GUEST mmio: DONE 7 passed, 0 failed" "TEST mmio: load-pair: PASS" "all with SYSTEM_OFF" \
         -- --machine virt --gic 3 --smp 4 --until-idle --timeout 150 \
         --vm "kernel=$G/mmio.img,cmdline=mmio.bench=100,memory=16M" \
         --vm "kernel=$G/platform.img,cmdline=expect.memory=32M expect.vcpus=2 expect.gic=3,vcpus=2,memory=32M" \
@@ -165,7 +165,7 @@ guest_tests() {
     # Everything on one physical CPU with dom0 (virt GICv2).
     boot_test guests-virt-gicv2-smp1 0 "${common[@]}" \
         "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
-        "GUEST ipi: DONE" "GUEST hvcall: DONE" "GUEST isolation: DONE" "GUEST mmio: DONE 6 passed, 0 failed" "all with SYSTEM_OFF" \
+        "GUEST ipi: DONE" "GUEST hvcall: DONE" "GUEST isolation: DONE" "GUEST mmio: DONE 7 passed, 0 failed" "TEST mmio: load-pair: PASS" "all with SYSTEM_OFF" \
         -- --machine virt --gic 2 --smp 1 --until-idle --timeout 150 \
         --vm "kernel=$G/mmio.img,cmdline=mmio.bench=100,memory=16M" \
         --vm "kernel=$G/platform.img,cmdline=expect.memory=32M expect.vcpus=2 expect.gic=2,vcpus=2,memory=32M" \
@@ -190,7 +190,7 @@ guest_tests() {
     # The Raspberry Pi 4 (GIC-400, spin-table CPUs underneath).
     boot_test guests-raspi4b 0 "${common[@]}" \
         "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
-        "GUEST ipi: DONE" "GUEST isolation: DONE" "GUEST mmio: DONE 6 passed, 0 failed" "all with SYSTEM_OFF" \
+        "GUEST ipi: DONE" "GUEST isolation: DONE" "GUEST mmio: DONE 7 passed, 0 failed" "TEST mmio: load-pair: PASS" "all with SYSTEM_OFF" \
         -- --machine raspi4b --until-idle --timeout 150 \
         --vm "kernel=$G/mmio.img,cmdline=mmio.bench=100,memory=16M" \
         --vm "kernel=$G/platform.img,cmdline=expect.memory=32M expect.vcpus=2 expect.gic=2,vcpus=2,memory=32M" \

@@ -5,7 +5,7 @@
 //! at 0x100 (0x1234_5678_9abc_def0), nothing behind 0x100..0x1000 (aborts).
 //! Every access is one load or store with a register base and no writeback
 //! (`hv_mmio`, or the inline asm below), so the hypervisor gets a syndrome.
-//! Checks: `magic`, `sizes`, `sign-extension`, `xzr`, `outside`, `bench`.
+//! Checks: `magic`, `sizes`, `sign-extension`, `xzr`, `outside`, `load-pair`, `bench`.
 //! Bare QEMU has no device there: the first read aborts, `magic` FAILs and
 //! the rest is skipped.
 #![cfg_attr(target_os = "none", no_std)]
@@ -22,7 +22,7 @@ mod guest {
 
     use hv_mmio::{read32, read64, read8, write32, write64, write8};
     use testkit::arch::cpu;
-    use testkit::arch::exception::probe_read;
+    use testkit::arch::exception::{probe_read, probe_read_pair};
     use testkit::esr::Fault;
     use testkit::{check, println, Env};
 
@@ -379,6 +379,16 @@ mod guest {
         }
     }
 
+    /// A load pair has no syndrome (ISV = 0): the hypervisor cannot forward
+    /// it and must answer with an abort, not guess.
+    fn load_pair() {
+        let addr = BASE as u64;
+        match probe_read_pair(addr) {
+            Err(c) => check!("load-pair", true, "ldp at {addr:#x}: {} (no syndrome to emulate)", Fault(c.esr)),
+            Ok(v) => check!("load-pair", false, "ldp at {addr:#x} returned {v:#x?} (want an abort)"),
+        }
+    }
+
     fn bench(env: &'static Env) {
         let n = match env.cmdline().get_u64("mmio.bench") {
             None => 1000,
@@ -417,6 +427,7 @@ mod guest {
         sign_extension();
         xzr();
         outside();
+        load_pair();
         bench(env);
     }
 }

@@ -111,12 +111,15 @@ park:
  * *_insn labels at testkit_fixup, which returns 0; success returns 1.
  *   u64 testkit_probe_read(u64 addr, u64 *out)
  *   u64 testkit_probe_write(u64 addr, u64 value)
+ *   u64 testkit_probe_read_pair(u64 addr, u64 out[2])   (LDP: no syndrome for a hypervisor)
  *   u64 testkit_guarded_hvc(u64 regs[4])   regs in: x0..x3, out: x0..x3
  */
 .global testkit_probe_read
 .global testkit_probe_read_insn
 .global testkit_probe_write
 .global testkit_probe_write_insn
+.global testkit_probe_read_pair
+.global testkit_probe_read_pair_insn
 .global testkit_guarded_hvc
 .global testkit_guarded_hvc_insn
 .global testkit_fixup
@@ -125,6 +128,12 @@ testkit_probe_read:
 testkit_probe_read_insn:
     ldr     x2, [x0]
     str     x2, [x1]
+    mov     x0, #1
+    ret
+testkit_probe_read_pair:
+testkit_probe_read_pair_insn:
+    ldp     x2, x3, [x0]
+    stp     x2, x3, [x1]
     mov     x0, #1
     ret
 testkit_probe_write:

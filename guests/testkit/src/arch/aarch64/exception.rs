@@ -28,9 +28,11 @@ const _: () = assert!(core::mem::size_of::<TrapFrame>() == 36 * 8);
 extern "C" {
     fn testkit_probe_read(addr: u64, out: *mut u64) -> u64;
     fn testkit_probe_write(addr: u64, value: u64) -> u64;
+    fn testkit_probe_read_pair(addr: u64, out: *mut [u64; 2]) -> u64;
     fn testkit_guarded_hvc(regs: *mut [u64; 4]) -> u64;
     static testkit_probe_read_insn: u8;
     static testkit_probe_write_insn: u8;
+    static testkit_probe_read_pair_insn: u8;
     static testkit_guarded_hvc_insn: u8;
     static testkit_fixup: u8;
     static testkit_hvc_fixup: u8;
@@ -61,6 +63,15 @@ pub fn probe_read(addr: u64) -> Result<u64, Caught> {
     if ok == 1 { Ok(value) } else { Err(last_caught()) }
 }
 
+/// Reads two 64-bit words at `addr` with one LDP (an access a hypervisor
+/// gets no syndrome for, so cannot emulate), or returns the data abort.
+pub fn probe_read_pair(addr: u64) -> Result<[u64; 2], Caught> {
+    let mut value = [0u64; 2];
+    // SAFETY: as `probe_read`; a successful load only writes `value`.
+    let ok = unsafe { testkit_probe_read_pair(addr, &mut value) };
+    if ok == 1 { Ok(value) } else { Err(last_caught()) }
+}
+
 /// Writes `value` at `addr`, or returns the data abort.
 pub fn probe_write(addr: u64, value: u64) -> Result<(), Caught> {
     // SAFETY: as `probe_read`. A write that does not abort may change
@@ -85,7 +96,9 @@ fn fix_up(frame: &mut TrapFrame) -> bool {
     let ec = esr::exception_class(frame.esr);
     let is = |label: *const u8| frame.elr == label as u64;
     let resume = if ec == esr::EC_DATA_ABORT_SAME_EL
-        && (is(&raw const testkit_probe_read_insn) || is(&raw const testkit_probe_write_insn))
+        && (is(&raw const testkit_probe_read_insn)
+            || is(&raw const testkit_probe_write_insn)
+            || is(&raw const testkit_probe_read_pair_insn))
     {
         &raw const testkit_fixup
     } else if ec == esr::EC_UNKNOWN && is(&raw const testkit_guarded_hvc_insn) {
