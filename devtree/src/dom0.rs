@@ -171,12 +171,7 @@ fn bad(why: &'static str) -> PlatformError {
 /// truncation, beyond that) whose size is a multiple of 8.
 pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, PlatformError> {
     let checked = blob::check(host)?;
-    let fdt = fdt::Fdt::new(&checked.canonical).map_err(|_| {
-        PlatformError::new(ErrorKind::BadStructure {
-            offset: 0,
-            problem: "rejected by the fdt parser",
-        })
-    })?;
+    let fdt = checked.fdt()?;
     let tree = Tree::new(&fdt);
     let host_nodes = tree.nodes.len();
     let mut out: Vec<Out> = tree

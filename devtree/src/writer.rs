@@ -20,7 +20,7 @@ use core::fmt;
 
 use crate::platform::blob;
 use crate::platform::tree::Tree;
-use crate::platform::{ErrorKind, PlatformError};
+use crate::platform::PlatformError;
 
 const MAGIC: u32 = 0xd00d_feed;
 const HEADER_LEN: usize = 40;
@@ -397,12 +397,7 @@ impl Fdt {
     /// Reads a blob (validated in full first, so malformed input is an error, never a panic).
     pub fn parse(blob: &[u8]) -> Result<Self, PlatformError> {
         let checked = blob::check(blob)?;
-        let fdt = fdt::Fdt::new(&checked.canonical).map_err(|_| {
-            PlatformError::new(ErrorKind::BadStructure {
-                offset: 0,
-                problem: "rejected by the fdt parser",
-            })
-        })?;
+        let fdt = checked.fdt()?;
         let tree = Tree::new(&fdt);
         let boot_cpuid_phys = blob::be32(&checked.canonical, 28).unwrap_or(0);
         Ok(Self {

@@ -31,6 +31,16 @@ pub(crate) struct Checked {
     pub memreserve: Vec<(u64, u64)>,
 }
 
+impl Checked {
+    /// The `fdt` crate's view of the canonical blob (which it can always
+    /// read: `check` built it).
+    pub fn fdt(&self) -> Result<fdt::Fdt<'_>, PlatformError> {
+        fdt::Fdt::new(&self.canonical).map_err(|_| {
+            PlatformError::new(ErrorKind::BadStructure { offset: 0, problem: "rejected by the fdt parser" })
+        })
+    }
+}
+
 /// Big-endian u32 at `off`, if in bounds.
 pub(crate) fn be32(b: &[u8], off: usize) -> Option<u32> {
     let bytes = b.get(off..off.checked_add(4)?)?;

@@ -195,12 +195,7 @@ impl Platform {
     /// Parses and checks a flattened device tree blob. Never panics.
     pub fn from_fdt(blob: &[u8]) -> Result<Platform, PlatformError> {
         let checked = blob::check(blob)?;
-        let fdt = fdt::Fdt::new(&checked.canonical).map_err(|_| {
-            PlatformError::new(ErrorKind::BadStructure {
-                offset: 0,
-                problem: "rejected by the fdt parser",
-            })
-        })?;
+        let fdt = checked.fdt()?;
         parse::platform(&tree::Tree::new(&fdt), &checked.memreserve)
     }
 
@@ -208,9 +203,7 @@ impl Platform {
     /// used, or that the image was started at the wrong exception level.
     pub fn console_from_fdt(blob: &[u8]) -> Result<Uart, PlatformError> {
         let checked = blob::check(blob)?;
-        let fdt = fdt::Fdt::new(&checked.canonical).map_err(|_| {
-            PlatformError::new(ErrorKind::BadStructure { offset: 0, problem: "rejected by the fdt parser" })
-        })?;
+        let fdt = checked.fdt()?;
         let tree = tree::Tree::new(&fdt);
         let chosen = tree.find("/chosen");
         parse::console(&tree, chosen, None)
