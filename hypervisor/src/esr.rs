@@ -190,6 +190,14 @@ impl AccessSize {
     pub const fn bytes(self) -> u64 {
         self as u64
     }
+
+    /// The bits an access of this size carries.
+    pub const fn mask(self) -> u64 {
+        match self {
+            AccessSize::Double => u64::MAX,
+            other => (1u64 << (other.bytes() * 8)) - 1,
+        }
+    }
 }
 
 /// A data abort's syndrome, decoded (Arm ARM D23.2.x "ISS encoding for an
@@ -248,7 +256,7 @@ impl DataAbort {
             return 0;
         };
         let bits = size.bytes() * 8;
-        let mask = if bits == 64 { u64::MAX } else { (1 << bits) - 1 };
+        let mask = size.mask();
         let mut value = raw & mask;
         if sign_extend && bits < 64 && value & (1 << (bits - 1)) != 0 {
             value |= !mask;

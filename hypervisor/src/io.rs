@@ -15,7 +15,7 @@ use spin::Mutex;
 
 use crate::addr::PhysAddr;
 use crate::arch::aarch64::exception::TrapFrame;
-use crate::esr::{AccessSize, DataAbort};
+use crate::esr::DataAbort;
 use crate::vm::{self, Vcpu, Vm, VmId};
 
 /// The request/completion page and the requests waiting for an answer.
@@ -86,7 +86,7 @@ pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
 /// only if the access cannot be forwarded (the caller injects an abort).
 pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, ipa: u64, abort: DataAbort) -> Result<(), ()> {
     let DataAbort::Emulatable { size, register, write, .. } = abort else { return Err(()) };
-    let data = if write && register != 31 { frame.x[register as usize] & mask(size) } else { 0 };
+    let data = if write && register != 31 { frame.x[register as usize] & size.mask() } else { 0 };
     let dir = if write { Direction::Write } else { Direction::Read };
     let mut guard = PORT.lock();
     let port = guard.as_mut().ok_or(())?;
@@ -176,9 +176,3 @@ pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
     }
 }
 
-fn mask(size: AccessSize) -> u64 {
-    match size {
-        AccessSize::Double => u64::MAX,
-        other => (1u64 << (other.bytes() * 8)) - 1,
-    }
-}

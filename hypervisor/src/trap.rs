@@ -147,7 +147,7 @@ fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     };
     let result = if write {
         let value = if register == 31 { 0 } else { frame.x[register as usize] };
-        mmio_write(vm, vcpu, device, offset, size, value & mask(size)).map(|()| None)
+        mmio_write(vm, vcpu, device, offset, size, value & size.mask()).map(|()| None)
     } else {
         match device {
             EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size).map(Some),
@@ -187,12 +187,6 @@ fn mmio_write(vm: &Vm, vcpu: &Vcpu, device: EmulatedDevice, offset: u64, size: A
     }
 }
 
-fn mask(size: AccessSize) -> u64 {
-    match size {
-        AccessSize::Double => u64::MAX,
-        other => (1u64 << (other.bytes() * 8)) - 1,
-    }
-}
 
 /// The guest console until dom0 emulates it: a PL011 that only transmits.
 /// Bytes written to UARTDR collect into lines for dom0's console ring.
