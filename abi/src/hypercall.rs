@@ -87,6 +87,62 @@ pub enum Function {
     /// hypervisor drains it and resumes the vCPUs (dom0 only). `→ x0 =
     /// completions taken`.
     IoComplete = BASE + 15,
+    /// Copy between a guest's RAM and dom0's (dom0 only; a backend's
+    /// DMA-like access, in any VM state): `(x1 = VM id, x2 = IPA in the
+    /// guest, x3 = IPA in dom0, x4 = length ≤ [`MAX_COPY`], x5 =
+    /// [`CopyDirection`])`. The guest range must lie in that guest's RAM and
+    /// the dom0 range in one region of dom0's RAM, else `BadAddress` and
+    /// nothing is copied. Concurrent with the guest's own accesses, like a
+    /// device's DMA.
+    VmCopy = BASE + 16,
+    /// Drive one of a guest's interrupt lines (dom0 only): `(x1 = VM id,
+    /// x2 = INTID, an SPI 32..32 + the guest's SPI count, x3 =`
+    /// [`IrqAction`]`)`. A line raised stays raised until lowered (level);
+    /// `Pulse` latches one edge.
+    IrqLine = BASE + 17,
+}
+
+/// Most bytes one `VmCopy` moves.
+pub const MAX_COPY: u64 = 1 << 20;
+
+/// `VmCopy`'s direction (x5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum CopyDirection {
+    /// Guest RAM → dom0.
+    FromGuest = 0,
+    /// Dom0 → guest RAM.
+    ToGuest = 1,
+}
+
+impl CopyDirection {
+    pub const fn from_u64(v: u64) -> Option<Self> {
+        match v {
+            0 => Some(Self::FromGuest),
+            1 => Some(Self::ToGuest),
+            _ => None,
+        }
+    }
+}
+
+/// `IrqLine`'s action (x3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum IrqAction {
+    Lower = 0,
+    Raise = 1,
+    Pulse = 2,
+}
+
+impl IrqAction {
+    pub const fn from_u64(v: u64) -> Option<Self> {
+        match v {
+            0 => Some(Self::Lower),
+            1 => Some(Self::Raise),
+            2 => Some(Self::Pulse),
+            _ => None,
+        }
+    }
 }
 
 /// The interrupt dom0 receives when IO requests are waiting: PPI 15 (INTID
@@ -113,6 +169,8 @@ impl Function {
             x if x == Self::IoSetup as u32 => Self::IoSetup,
             x if x == Self::IoMap as u32 => Self::IoMap,
             x if x == Self::IoComplete as u32 => Self::IoComplete,
+            x if x == Self::VmCopy as u32 => Self::VmCopy,
+            x if x == Self::IrqLine as u32 => Self::IrqLine,
             _ => return None,
         })
     }
@@ -407,6 +465,8 @@ mod tests {
             Function::IoSetup,
             Function::IoMap,
             Function::IoComplete,
+            Function::VmCopy,
+            Function::IrqLine,
         ] {
             assert_eq!(Function::from_id(f as u32), Some(f));
             assert!(Function::in_range(f as u32));

@@ -164,6 +164,7 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
         ram: vec![(Ipa::new(base.as_u64()), base, size)],
         regions,
         forwarded: spin::RwLock::new(Vec::new()),
+        ram_live: spin::RwLock::new(true),
         hw_ppis: vec![VTIMER_PPI],
         vgic: spin::Mutex::new(vgic),
         vcpus: vcpu_list,

@@ -8,7 +8,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use hv_abi::hypercall::{guest, Error, Function, StopReason, VmInfo, VmState, MAX_NAME};
+use hv_abi::hypercall::{guest, CopyDirection, Error, Function, IrqAction, StopReason, VmInfo, VmState, MAX_COPY, MAX_NAME};
 use log::{info, warn};
 use spin::Mutex;
 
@@ -44,6 +44,8 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
         Function::IoSetup => crate::io::setup(dom0, a[1]),
         Function::IoMap => io_map(a[1], a[2], a[3]),
         Function::IoComplete => crate::io::complete(),
+        Function::VmCopy => vm_copy(dom0, a[1], a[2], a[3], a[4], a[5]),
+        Function::IrqLine => irq_line(a[1], a[2], a[3]),
         Function::MemInfo => {
             let frames = crate::boot::FRAMES.lock();
             let frames = frames.as_ref().ok_or(Error::NoMemory)?;
@@ -169,6 +171,7 @@ fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weig
         ram: chunks,
         regions,
         forwarded: spin::RwLock::new(Vec::new()),
+        ram_live: spin::RwLock::new(true),
         hw_ppis: vec![VTIMER],
         vgic: Mutex::new(vgic),
         vcpus: vcpu_list,
@@ -201,6 +204,8 @@ fn free_chunks(chunks: &[(Ipa, PhysAddr, u64)]) {
 
 /// Returns a VM's memory and tables (it is out of the table and runs nowhere).
 fn release(vm: &Vm) {
+    // Wait out any `VmCopy` into its RAM, and refuse later ones.
+    *vm.ram_live.write() = false;
     free_chunks(&vm.ram);
     for v in &vm.vcpus {
         crate::sched::unplace(v.pcpu);
@@ -221,23 +226,60 @@ fn write(dom0: &Vm, id: u64, dest: u64, src: u64, len: u64) -> Result<u64, Error
     if vm.state() != VmState::Created && vm.state() != VmState::Paused {
         return Err(Error::Busy);
     }
-    if !vm.contains_ram(dest, len) {
-        return Err(Error::BadAddress);
+    copy(dom0, &vm, dest, src, len, CopyDirection::ToGuest)
+}
+
+/// `VmCopy`: a backend's access to a guest's RAM.
+fn vm_copy(dom0: &Vm, id: u64, guest_ipa: u64, dom0_ipa: u64, len: u64, direction: u64) -> Result<u64, Error> {
+    let direction = CopyDirection::from_u64(direction).ok_or(Error::InvalidParameter)?;
+    if len > MAX_COPY {
+        return Err(Error::InvalidParameter);
     }
-    let bytes = dom0_bytes(dom0, src, len)?;
+    let vm = guest_vm(id)?;
+    copy(dom0, &vm, guest_ipa, dom0_ipa, len, direction)
+}
+
+/// Copies `len` bytes between `[guest_ipa, +len)` of `vm`'s RAM (any
+/// chunks) and `[dom0_ipa, +len)` of dom0's (one region). Checks both
+/// ranges before copying anything.
+fn copy(dom0: &Vm, vm: &Vm, guest_ipa: u64, dom0_ipa: u64, len: u64, direction: CopyDirection) -> Result<u64, Error> {
+    let live = vm.ram_live.read();
+    if !*live {
+        return Err(Error::InvalidParameter);
+    }
+    let pieces = vm.ram_pieces(guest_ipa, len).ok_or(Error::BadAddress)?;
+    let buffer = dom0.ram_buffer(dom0_ipa, len).ok_or(Error::BadAddress)?.as_u64();
     let mut done = 0u64;
-    while done < len {
-        let ipa = dest + done;
-        let &(base, pa, size) = vm.ram.iter().find(|&&(b, _, s)| ipa >= b.as_u64() && ipa < b.as_u64() + s).ok_or(Error::BadAddress)?;
-        let offset = ipa - base.as_u64();
-        let n = (size - offset).min(len - done);
-        // SAFETY: the destination is inside this RAM chunk of the VM (mapped
-        // at EL2); the VM is not running (Created or Paused).
-        unsafe {
-            core::ptr::copy_nonoverlapping(bytes[done as usize..].as_ptr(), (pa.as_u64() + offset) as *mut u8, n as usize)
+    for (pa, n) in pieces {
+        let (from, to) = match direction {
+            CopyDirection::ToGuest => (buffer + done, pa.as_u64()),
+            CopyDirection::FromGuest => (pa.as_u64(), buffer + done),
         };
+        // SAFETY: `from` and `to` are `n` bytes of the guest's RAM (a piece
+        // of its chunks, held live by `live`) and of dom0's RAM (checked by
+        // `ram_buffer`), both mapped at EL2; they never overlap (a page
+        // belongs to one VM). Either side may be accessed concurrently by
+        // its owner, as a device's DMA would be; bytes are plain data.
+        unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, n as usize) };
         done += n;
     }
+    Ok(0)
+}
+
+/// `IrqLine`: dom0 drives one of a guest's SPIs.
+fn irq_line(id: u64, intid: u64, action: u64) -> Result<u64, Error> {
+    let action = IrqAction::from_u64(action).ok_or(Error::InvalidParameter)?;
+    let intid = u32::try_from(intid).ok().filter(|&i| i >= 32).ok_or(Error::InvalidParameter)?;
+    let vm = guest_vm(id)?;
+    vm::with_effects(&vm, |fx| {
+        let mut vgic = vm.vgic.lock();
+        match action {
+            IrqAction::Raise => vgic.set_level(intid, 0, true, fx),
+            IrqAction::Lower => vgic.set_level(intid, 0, false, fx),
+            IrqAction::Pulse => vgic.pulse(intid, 0, fx),
+        }
+    })
+    .map_err(|_| Error::InvalidParameter)?;
     Ok(0)
 }
 
@@ -321,7 +363,8 @@ fn destroy(id: u64) -> Result<u64, Error> {
     Ok(0)
 }
 
-/// `IoMap`: accesses to `[base, base+size)` of a `Created` VM go to dom0.
+/// `IoMap`: accesses to `[base, base+size)` of a `Created` VM go to dom0
+/// (including the console UART's window: dom0 then emulates it).
 fn io_map(id: u64, base: u64, size: u64) -> Result<u64, Error> {
     let vm = guest_vm(id)?;
     if vm.state() != VmState::Created {
@@ -332,8 +375,11 @@ fn io_map(id: u64, base: u64, size: u64) -> Result<u64, Error> {
         return Err(Error::InvalidParameter);
     }
     let overlaps = |b: u64, s: u64| base < b.saturating_add(s) && b < end;
+    // Dom0 may take over the console UART (it then emulates the guest's
+    // PL011), but only the whole window.
+    let console = |r: &EmulatedRegion| r.device == EmulatedDevice::ConsoleUart && r.base.as_u64() == base && r.size == size;
     let taken = vm.ram.iter().any(|&(ipa, _, s)| overlaps(ipa.as_u64(), s))
-        || vm.regions.iter().any(|r| overlaps(r.base.as_u64(), r.size))
+        || vm.regions.iter().any(|r| overlaps(r.base.as_u64(), r.size) && !console(r))
         || overlaps(guest::GICC_BASE, guest::GICC_SIZE)
         || vm.forwarded.read().iter().any(|&(b, s)| overlaps(b, s));
     if taken {

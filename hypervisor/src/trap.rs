@@ -124,7 +124,9 @@ pub fn halt_vm(vm: &Vm) {
 #[inline(never)]
 fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let ipa = el2::fault_ipa(frame.far);
-    let Some((device, offset)) = vm.emulated_region(ipa) else {
+    // The console UART is the hypervisor's only until dom0 takes it over.
+    let emulated = vm.emulated_region(ipa).filter(|&(d, _)| d != EmulatedDevice::ConsoleUart || !vm.is_forwarded(ipa));
+    let Some((device, offset)) = emulated else {
         if vm.is_forwarded(ipa) {
             vcpu.count_exit(Exit::Mmio);
             if crate::io::forward(vm, vcpu, frame, ipa, DataAbort::decode(frame.esr)).is_err() {

@@ -184,6 +184,10 @@ pub struct Vm {
     pub vtcr: u64,
     /// The VM's RAM: (IPA, PA, size) chunks, in IPA order.
     pub ram: Vec<(Ipa, PhysAddr, u64)>,
+    /// Whether `ram` still belongs to the VM: `VmCopy` holds the read side
+    /// while it copies, destroying takes the write side and clears it
+    /// before the chunks go back to the allocator.
+    pub ram_live: spin::RwLock<bool>,
     pub regions: Vec<EmulatedRegion>,
     /// IPA windows whose accesses go to dom0 (`IoMap`): (base, size).
     pub forwarded: spin::RwLock<Vec<(u64, u64)>>,
@@ -271,6 +275,22 @@ impl Vm {
             let offset = ipa.checked_sub(base.as_u64())?;
             (end <= base.as_u64() + size).then(|| PhysAddr::new(pa.as_u64() + offset))
         })
+    }
+
+    /// The host pieces of `[ipa, ipa+len)` of this VM's RAM, in order:
+    /// `(PA, bytes)`. `None` unless the whole range is RAM.
+    pub fn ram_pieces(&self, ipa: u64, len: u64) -> Option<Vec<(PhysAddr, u64)>> {
+        let end = ipa.checked_add(len)?;
+        let mut pieces = Vec::new();
+        let mut at = ipa;
+        while at < end {
+            let &(base, pa, size) = self.ram.iter().find(|&&(b, _, s)| at >= b.as_u64() && at - b.as_u64() < s)?;
+            let offset = at - base.as_u64();
+            let n = (size - offset).min(end - at);
+            pieces.push((PhysAddr::new(pa.as_u64() + offset), n));
+            at += n;
+        }
+        Some(pieces)
     }
 
     /// Is `[ipa, ipa+len)` entirely in this VM's RAM (possibly across chunks)?
