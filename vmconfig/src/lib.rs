@@ -19,7 +19,20 @@
 //! pin = [0, 1]            # optional: the physical CPUs (0..=63) its vCPUs may run on; default any
 //! weight = 256            # default 256, 1..=1024 (the scheduler's share)
 //! autostart = true        # default false: dom0 creates and starts it at boot
+//! virtio_console = false  # default false: a virtio console (hvc0) besides the PL011
+//!
+//! [[vm.disk]]             # zero or more (at most 8): virtio-blk disks, slices of dom0's disk
+//! offset = "0"            # default 0; a size string or bytes; multiple of 512
+//! size = "64M"            # default: to the end of dom0's disk; multiple of 512, not 0
+//! readonly = false        # default false
+//!
+//! [[vm.net]]              # zero or more (at most 8): virtio-net ports on dom0's switch
+//! mac = "52:54:00:00:00:01"  # default: 52:54:00 and three bytes from the name and index
 //! ```
+//!
+//! `disk` and `net` may also be written as arrays of inline tables
+//! (`disk = [{ size = "64M" }]`). Guests see the virtio devices in this
+//! order: the console, then the disks, then the network ports.
 //!
 //! Unknown keys, wrong types, out-of-range values, a missing `name` or
 //! `kernel`, TOML syntax errors, and a name used twice (in one file or
@@ -58,6 +71,28 @@ pub const MAX_WEIGHT: u32 = 1024;
 pub const MAX_PIN_CPU: u32 = 63;
 /// Longest command line (arm64 Linux's `COMMAND_LINE_SIZE` minus the NUL).
 pub const MAX_CMDLINE: usize = 2047;
+/// Most disks, and most network ports, per VM.
+pub const MAX_DISKS: usize = 8;
+pub const MAX_NETS: usize = 8;
+/// Disk offsets and sizes are whole sectors.
+pub const SECTOR: u64 = 512;
+
+/// A virtio-blk disk: a slice of dom0's disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Bytes from the start of dom0's disk (a multiple of [`SECTOR`]).
+    pub offset: u64,
+    /// Bytes (a non-zero multiple of [`SECTOR`]); `None`: to the end of the disk.
+    pub size: Option<u64>,
+    pub readonly: bool,
+}
+
+/// A virtio-net port on dom0's switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetConfig {
+    /// A unicast MAC address.
+    pub mac: [u8; 6],
+}
 
 /// One VM, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +109,9 @@ pub struct VmConfig {
     pub pin: Vec<u32>,
     pub weight: u32,
     pub autostart: bool,
+    pub virtio_console: bool,
+    pub disks: Vec<DiskConfig>,
+    pub nets: Vec<NetConfig>,
     /// Line of its `[[vm]]` header (0 for configurations not read from text).
     pub line: usize,
 }
@@ -91,6 +129,9 @@ impl VmConfig {
             pin: Vec::new(),
             weight: DEFAULT_WEIGHT,
             autostart: false,
+            virtio_console: false,
+            disks: Vec::new(),
+            nets: Vec::new(),
             line: 0,
         }
     }
@@ -125,7 +166,21 @@ impl VmConfig {
             writeln!(out, "]")?;
         }
         writeln!(out, "weight = {}", self.weight)?;
-        writeln!(out, "autostart = {}", self.autostart)
+        writeln!(out, "autostart = {}", self.autostart)?;
+        writeln!(out, "virtio_console = {}", self.virtio_console)?;
+        for d in &self.disks {
+            writeln!(out, "[[vm.disk]]")?;
+            writeln!(out, "offset = \"{}\"", Size(d.offset))?;
+            if let Some(size) = d.size {
+                writeln!(out, "size = \"{}\"", Size(size))?;
+            }
+            writeln!(out, "readonly = {}", d.readonly)?;
+        }
+        for n in &self.nets {
+            writeln!(out, "[[vm.net]]")?;
+            writeln!(out, "mac = \"{}\"", Mac(n.mac))?;
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +200,42 @@ impl fmt::Display for Size {
             write!(f, "{b}")
         }
     }
+}
+
+/// A MAC address as `52:54:00:12:34:56`.
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (hex, either case).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The MAC a VM's network port `index` gets when the config names none:
+/// QEMU's locally administered 52:54:00 prefix and three bytes of an FNV-1a
+/// hash of the name and index, so it is stable across runs.
+pub fn default_mac(name: &str, index: usize) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes().chain(core::iter::once(b'#')).chain((index as u32).to_le_bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let [a, b, c, _] = h.to_le_bytes();
+    [0x52, 0x54, 0x00, a, b, c]
 }
 
 /// A TOML basic string.
@@ -292,6 +383,15 @@ impl Checker<'_> {
                 "weight" => ranged(v, 1, i64::from(MAX_WEIGHT)).map(|n| cfg.weight = n as u32),
                 "memory" => memory(v).map(|m| cfg.memory = m),
                 "pin" => pin(v).map(|p| cfg.pin = p),
+                "virtio_console" => match v {
+                    Value::Boolean(b) => {
+                        cfg.virtio_console = *b;
+                        Ok(())
+                    }
+                    other => Err(format!("expected true or false, got {}", type_name(other))),
+                },
+                "disk" => disks(v).map(|d| cfg.disks = d),
+                "net" => nets(v).map(|n| cfg.nets = n),
                 "autostart" => match v {
                     Value::Boolean(b) => {
                         cfg.autostart = *b;
@@ -310,6 +410,11 @@ impl Checker<'_> {
         }
         if !has_name {
             self.error(header, "name: required key missing".to_string());
+        }
+        for (i, n) in cfg.nets.iter_mut().enumerate() {
+            if n.mac == [0; 6] {
+                n.mac = default_mac(&cfg.name, i);
+            }
         }
         if !has_kernel {
             self.error(header, "kernel: required key missing".to_string());
@@ -373,6 +478,94 @@ fn pin(v: &Value) -> Result<Vec<u32>, String> {
     }
     cpus.sort_unstable();
     Ok(cpus)
+}
+
+/// The tables of an array (`[[vm.disk]]` or `disk = [{..}]`), at most `max`.
+fn tables(v: &Value, what: &str, max: usize) -> Result<Vec<toml::Table>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!("expected [[vm.{what}]] tables, got {}", type_name(v)));
+    };
+    if items.len() > max {
+        return Err(format!("at most {max}, got {}", items.len()));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::Table(t) => Ok(t.clone()),
+            other => Err(format!("{what} {}: expected a table, got {}", i + 1, type_name(other))),
+        })
+        .collect()
+}
+
+/// A byte count that must be whole sectors.
+fn sectors(v: &Value) -> Result<u64, String> {
+    let bytes = match v {
+        Value::String(s) => parse_size(s).ok_or_else(|| format!("expected a size like \"64M\", got {}", Quoted(s)))?,
+        Value::Integer(n) => u64::try_from(*n).map_err(|_| format!("expected a size, got {n}"))?,
+        other => return Err(format!("expected a size like \"64M\", got {}", type_name(other))),
+    };
+    if !bytes.is_multiple_of(SECTOR) {
+        return Err(format!("must be a multiple of {SECTOR}, got {bytes}"));
+    }
+    Ok(bytes)
+}
+
+fn disks(v: &Value) -> Result<Vec<DiskConfig>, String> {
+    let mut out = Vec::new();
+    for (i, t) in tables(v, "disk", MAX_DISKS)?.iter().enumerate() {
+        let at = |m: String| format!("disk {}: {m}", i + 1);
+        let mut d = DiskConfig { offset: 0, size: None, readonly: false };
+        for (k, v) in t {
+            match k.as_str() {
+                "offset" => d.offset = sectors(v).map_err(|m| at(format!("offset: {m}")))?,
+                "size" => {
+                    let size = sectors(v).map_err(|m| at(format!("size: {m}")))?;
+                    if size == 0 {
+                        return Err(at("size: must not be 0".to_string()));
+                    }
+                    d.size = Some(size);
+                }
+                "readonly" => match v {
+                    Value::Boolean(b) => d.readonly = *b,
+                    other => return Err(at(format!("readonly: expected true or false, got {}", type_name(other)))),
+                },
+                other => return Err(at(format!("unknown key `{other}` (offset, size, readonly)"))),
+            }
+        }
+        if d.size.is_some_and(|s| d.offset.checked_add(s).is_none()) {
+            return Err(at("offset + size overflows".to_string()));
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn nets(v: &Value) -> Result<Vec<NetConfig>, String> {
+    let mut out: Vec<NetConfig> = Vec::new();
+    for (i, t) in tables(v, "net", MAX_NETS)?.iter().enumerate() {
+        let at = |m: String| format!("net {}: {m}", i + 1);
+        // All zeroes: filled in from the name once it is known.
+        let mut n = NetConfig { mac: [0; 6] };
+        for (k, v) in t {
+            match k.as_str() {
+                "mac" => {
+                    let s = string(v).map_err(|m| at(format!("mac: {m}")))?;
+                    let mac = parse_mac(s).ok_or_else(|| at(format!("mac: expected aa:bb:cc:dd:ee:ff, got {}", Quoted(s))))?;
+                    if mac[0] & 1 != 0 || mac == [0; 6] {
+                        return Err(at(format!("mac: {} is not a unicast address", Mac(mac))));
+                    }
+                    n.mac = mac;
+                }
+                other => return Err(at(format!("unknown key `{other}` (mac)"))),
+            }
+        }
+        if n.mac != [0; 6] && out.iter().any(|o| o.mac == n.mac) {
+            return Err(at(format!("mac: {} used twice", Mac(n.mac))));
+        }
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// Parses and validates one file. `file` is the name used in errors.

@@ -201,3 +201,82 @@ fn sizes_parse_and_print() {
     assert_eq!(Size(1 << 30).to_string(), "1G");
     assert_eq!(Size(1536).to_string(), "1536");
 }
+
+const DEVICES: &str = r#"[[vm]]
+name = "web"
+kernel = "k"
+virtio_console = true
+
+[[vm.disk]]
+size = "64M"
+
+[[vm.disk]]
+offset = "64M"
+size = 1024
+readonly = true
+
+[[vm.net]]
+mac = "52:54:00:AB:cd:01"
+
+[[vm.net]]
+"#;
+
+#[test]
+fn disks_nets_and_the_virtio_console_are_read() {
+    let c = one(DEVICES);
+    assert!(c.virtio_console);
+    assert_eq!(
+        c.disks,
+        [
+            DiskConfig { offset: 0, size: Some(64 << 20), readonly: false },
+            DiskConfig { offset: 64 << 20, size: Some(1024), readonly: true }
+        ]
+    );
+    assert_eq!(c.nets[0].mac, [0x52, 0x54, 0, 0xab, 0xcd, 1]);
+    // The second port's MAC is made from the name and index: stable, unicast, distinct.
+    assert_eq!(c.nets[1].mac, default_mac("web", 1));
+    assert_eq!(&c.nets[1].mac[..3], &[0x52, 0x54, 0]);
+    assert_ne!(default_mac("web", 1), default_mac("web", 2));
+    assert_ne!(default_mac("web", 1), default_mac("db", 1));
+    // Inline tables mean the same.
+    let inline = one("[[vm]]\nname = \"a\"\nkernel = \"k\"\ndisk = [{ offset = \"1M\" }]\nnet = [{ mac = \"02:00:00:00:00:09\" }]\n");
+    assert_eq!(inline.disks, [DiskConfig { offset: 1 << 20, size: None, readonly: false }]);
+    assert_eq!(inline.nets[0].mac, [2, 0, 0, 0, 0, 9]);
+    // And the normalised text keeps them.
+    assert_eq!(one(&c.to_toml()), VmConfig { line: 1, ..c.clone() });
+    assert_eq!(one(&inline.to_toml()), VmConfig { line: 1, ..inline.clone() });
+}
+
+#[test]
+fn bad_disks_and_nets_are_errors_with_lines() {
+    let base = "[[vm]]\nname = \"a\"\nkernel = \"k\"\n";
+    let err = |extra: &str| errors(&format!("{base}{extra}"));
+    assert_eq!(err("disk = [{ size = \"1000\" }]\n"), ["vms/hello.toml:4: disk: disk 1: size: must be a multiple of 512, got 1000"]);
+    assert_eq!(err("disk = [{ size = 0 }]\n"), ["vms/hello.toml:4: disk: disk 1: size: must not be 0"]);
+    assert_eq!(err("disk = [{ offset = \"1X\" }]\n")[0], "vms/hello.toml:4: disk: disk 1: offset: expected a size like \"64M\", got \"1X\"");
+    assert_eq!(err("disk = [{ sise = 512 }]\n"), ["vms/hello.toml:4: disk: disk 1: unknown key `sise` (offset, size, readonly)"]);
+    assert_eq!(err("disk = [{ readonly = 1 }]\n"), ["vms/hello.toml:4: disk: disk 1: readonly: expected true or false, got an integer"]);
+    assert_eq!(err("disk = 3\n"), ["vms/hello.toml:4: disk: expected [[vm.disk]] tables, got an integer"]);
+    assert_eq!(err("disk = [1]\n"), ["vms/hello.toml:4: disk: disk 1: expected a table, got an integer"]);
+    assert_eq!(err(&format!("disk = [{}]\n", vec!["{}"; 9].join(", "))), ["vms/hello.toml:4: disk: at most 8, got 9"]);
+    assert_eq!(
+        err("disk = [{ offset = \"18446744073709551104\", size = 1024 }]\n"),
+        ["vms/hello.toml:4: disk: disk 1: offset + size overflows"]
+    );
+    assert_eq!(err("net = [{ mac = \"01:00:5e:00:00:01\" }]\n"), ["vms/hello.toml:4: net: net 1: mac: 01:00:5e:00:00:01 is not a unicast address"]);
+    assert_eq!(err("net = [{ mac = \"52:54:00:00:00\" }]\n"), ["vms/hello.toml:4: net: net 1: mac: expected aa:bb:cc:dd:ee:ff, got \"52:54:00:00:00\""]);
+    assert_eq!(
+        err("net = [{ mac = \"02:00:00:00:00:01\" }, { mac = \"02:00:00:00:00:01\" }]\n"),
+        ["vms/hello.toml:4: net: net 2: mac: 02:00:00:00:00:01 used twice"]
+    );
+    assert_eq!(err("virtio_console = \"yes\"\n"), ["vms/hello.toml:4: virtio_console: expected true or false, got a string"]);
+}
+
+#[test]
+fn macs_parse_and_print() {
+    assert_eq!(parse_mac("52:54:00:12:34:56"), Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+    assert_eq!(Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]).to_string(), "52:54:00:12:34:56");
+    for bad in ["", "52:54:00:12:34", "52:54:00:12:34:56:78", "5:54:00:12:34:56", "zz:54:00:12:34:56", "52-54-00-12-34-56"] {
+        assert_eq!(parse_mac(bad), None, "{bad}");
+    }
+}
