@@ -89,9 +89,9 @@ debian_kernel_package() {
 }
 
 # Extract files matching a path glob from the current Debian arm64 kernel
-# package into $CACHE/kernel/<package>/ and print that folder.
+# package (or of package $1) into $CACHE/kernel/<package>/ and print that folder.
 debian_kernel_dir() {
-    local pkg; pkg=$(debian_kernel_package)
+    local pkg=${1:-}; [ -n "$pkg" ] || pkg=$(debian_kernel_package)
     local out=$CACHE/kernel/$pkg
     if [ ! -f "$out/.done" ]; then
         local deb; deb=$(fetch_arm64_deb "$pkg")

@@ -1,0 +1,194 @@
+# shellcheck shell=bash
+# Guest material for booting Debian's unmodified arm64 Linux kernel, as a VM
+# guest or bare in QEMU. Sourced after deps.sh, never executed.
+#
+#   linux_image       path of the uncompressed arm64 Image (version to stderr)
+#   linux_initramfs   path of a newc cpio: static busybox, the virtio modules
+#                     and an /init (see LINUX_INIT below)
+#   linux_init_ns LOG nanoseconds from the first kernel log line to
+#                     "Run /init as init process", read from a console log
+#
+# Everything is cached under $CACHE/linux/<kernel version>/; the initramfs is
+# rebuilt when the kernel, busybox or this file changes. Needs no root:
+# the cpio archive (which must hold /dev/console) is written by python3.
+# Resolving the kernel package asks apt-cache (about a second); a caller that
+# uses several of these functions may resolve it once into LINUX_PKG.
+
+LINUX_SH=${BASH_SOURCE[0]}
+
+_linux_pkg() { if [ -n "${LINUX_PKG:-}" ]; then echo "$LINUX_PKG"; else debian_kernel_package; fi; }
+
+# Modules /init loads, with their dependencies first; built-in ones are left out.
+LINUX_MODULES="virtio virtio_ring virtio_mmio virtio_blk virtio_net virtio_console"
+
+# /init. The kernel command line selects what it does after the marker:
+#   hvtest=poweroff  power off at once
+#   hvtest=probe     list the drivers bound to virtio devices, the disks and
+#                    network interfaces, read the first line of /dev/vda,
+#                    then power off
+#   (neither)        an interactive shell on the console, prompt "guest# "
+# The "LINUX-GUEST: dmesg" lines repeat two kernel log lines so that
+# linux_init_ns works with "quiet" too.
+# shellcheck disable=SC2016  # expanded by /init, not here
+LINUX_INIT='#!/bin/sh
+export PATH=/bin HOME=/root PS1="guest# "
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "LINUX-GUEST: init reached, uptime $(cat /proc/uptime)"
+echo "LINUX-GUEST: dmesg $(dmesg | head -n1)"
+echo "LINUX-GUEST: dmesg $(dmesg | grep -m1 "Run /init as init process")"
+ok="" failed=""
+for m in @MODULES@; do
+    if insmod "/lib/modules/$m.ko"; then ok="$ok $m"; else failed="$failed $m"; fi
+done
+echo "LINUX-GUEST: modules loaded:${ok:- none}; failed:${failed:- none}"
+mode=""
+for arg in $(cat /proc/cmdline); do
+    case $arg in hvtest=*) mode=${arg#hvtest=} ;; esac
+done
+case $mode in
+probe)
+    sleep 1   # let the drivers finish probing
+    echo "LINUX-GUEST: virtio drivers:" $(for d in /sys/bus/virtio/devices/*/driver; do
+        [ -e "$d" ] && basename "$(readlink "$d")"; done | sort)
+    echo "LINUX-GUEST: disks:" $(cd /dev && ls -d vd* 2>/dev/null)
+    echo "LINUX-GUEST: net:" $(ls /sys/class/net)
+    [ -b /dev/vda ] && echo "LINUX-GUEST: vda: $(head -n1 /dev/vda)"
+    ;;
+esac
+case $mode in
+poweroff|probe) echo "LINUX-GUEST: poweroff"; poweroff -f ;;
+esac
+while :; do setsid cttyhack sh; done
+'
+
+linux_image() {
+    local pkg kver dir
+    pkg=$(_linux_pkg); kver=${pkg#linux-image-}; dir=$(debian_kernel_dir "$pkg")
+    note "linux kernel $kver (package version $(dpkg-deb -f "$(fetch_arm64_deb "$pkg")" Version))"
+    local out=$CACHE/linux/$kver/Image src=$dir/boot/vmlinuz-$kver
+    if [ ! -f "$out" ]; then
+        [ -f "$src" ] || die "$src missing"
+        mkdir -p "${out%/*}"
+        # Debian's arm64 vmlinuz has been a plain Image; older ones were gzip.
+        if [ "$(head -c2 "$src" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then
+            gzip -dc "$src" > "$out.tmp"
+        else
+            cp "$src" "$out.tmp"
+        fi
+        [ "$(dd if="$out.tmp" bs=1 skip=56 count=4 2>/dev/null)" = $'ARM\x64' ] ||
+            die "$src: not an arm64 Image (nor gzip of one)"
+        mv "$out.tmp" "$out"
+    fi
+    echo "$out"
+}
+
+# Print a (possibly compressed) module file uncompressed.
+_linux_ko_cat() {
+    case $1 in
+    *.ko) cat "$1" ;;
+    *.ko.xz) xz -dc "$1" ;;
+    *.ko.zst) zstd -dc "$1" ;;
+    *.ko.gz) gzip -dc "$1" ;;
+    *) die "unknown module file $1" ;;
+    esac
+}
+
+# The dependency order of the modules in $LINUX_MODULES for the kernel tree
+# $1/lib/modules/$2, one "name path" a line. Debian's package has no
+# modules.dep (depmod runs at install time), so the "depends=" field of each
+# module's .modinfo is read instead. Built-in modules are reported and left out.
+_linux_module_order() {
+    local mdir=$1/lib/modules/$2 f n
+    local -A path=() seen=()
+    while read -r f; do
+        n=${f##*/}; n=${n%%.ko*}; path[${n//-/_}]=$f
+    done < <(find "$mdir/kernel" -name '*.ko*')
+    _linux_visit() {
+        local n=$1 d
+        [ -z "${seen[$n]:-}" ] || return 0
+        seen[$n]=1
+        if tr - _ < "$mdir/modules.builtin" | grep -q "/$n\.ko$"; then
+            note "module $n is built in"; return 0
+        fi
+        [ -n "${path[$n]:-}" ] || die "module $n not found in $mdir"
+        for d in $(_linux_ko_cat "${path[$n]}" | tr '\0' '\n' | sed -n 's/^depends=//p' | head -n1 | tr , ' '); do
+            _linux_visit "${d//-/_}"
+        done
+        echo "$n ${path[$n]}"
+    }
+    for n in $LINUX_MODULES; do _linux_visit "$n"; done
+}
+
+linux_initramfs() {
+    local pkg kver kdir bb
+    pkg=$(_linux_pkg); kver=${pkg#linux-image-}; kdir=$(debian_kernel_dir "$pkg")
+    bb=$(fetch_arm64_deb busybox-static)
+    local out=$CACHE/linux/$kver/initramfs.cpio key
+    key=$({ echo "$kver"; basename "$bb"; cat "$LINUX_SH"; } | sha256sum | cut -c1-16)
+    if [ -f "$out" ] && [ "$(cat "$out.key" 2>/dev/null)" = "$key" ]; then echo "$out"; return; fi
+    note "building initramfs for $kver"
+    local root=$CACHE/linux/$kver/initramfs.d
+    rm -rf "$root" "$root.bb"; mkdir -p "$root"/{bin,dev,proc,sys,tmp,root,lib/modules,usr}
+    ln -s bin "$root/sbin"; ln -s ../bin "$root/usr/bin"; ln -s ../bin "$root/usr/sbin"
+    { dpkg-deb -x "$bb" "$root.bb" && cp "$root.bb/bin/busybox" "$root/bin/"; } || die "cannot unpack $bb"
+    rm -rf "$root.bb"
+    # A symlink for every applet: busybox keeps their names as one
+    # NUL-separated, sorted table that starts "[", "[[".
+    local a applets
+    applets=$(tr '\0' '\n' < "$root/bin/busybox" |
+        awk 'p && $0 == "" { exit } p { print } $0 == "[" { getline n; if (n == "[[") { p = 1; print "["; print "[[" } }')
+    for a in sh mount insmod poweroff setsid cttyhack dmesg; do
+        grep -qx -- "$a" <<<"$applets" || die "busybox applet $a missing (applet table: $(wc -l <<<"$applets") names)"
+    done
+    for a in $applets; do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
+    local mods="" n f order
+    order=$(_linux_module_order "$kdir" "$kver") || exit 2
+    while read -r n f; do
+        _linux_ko_cat "$f" > "$root/lib/modules/$n.ko" || die "cannot unpack $f"
+        mods="$mods $n"
+    done <<<"$order"
+    note "modules, in load order:$mods"
+    printf '%s' "${LINUX_INIT/@MODULES@/${mods# }}" > "$root/init"; chmod 755 "$root/init"
+    # newc with owner root, mtime 0 and a /dev/console node, which the kernel
+    # opens for init's stdin/stdout before init runs (devtmpfs comes later).
+    python3 - "$root" "$out.tmp" <<'EOF' || die "cpio failed"
+import os, stat, sys
+root, out = sys.argv[1], sys.argv[2]
+entries = [("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1))]
+for d, dirs, files in os.walk(root):
+    dirs.sort()
+    for name in sorted(dirs + files):
+        p = os.path.join(d, name); st = os.lstat(p); rel = os.path.relpath(p, root)
+        if stat.S_ISLNK(st.st_mode): data = os.readlink(p).encode()
+        elif stat.S_ISREG(st.st_mode): data = open(p, "rb").read()
+        else: data = b""
+        entries.append((rel, st.st_mode, data, (0, 0)))
+entries.sort(key=lambda e: e[0])
+with open(out, "wb") as f:
+    def put(ino, name, mode, data, rdev):
+        nb = name.encode() + b"\0"
+        nlink = 2 if stat.S_ISDIR(mode) else 1
+        hdr = "070701" + "".join("%08x" % v for v in
+            (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(nb), 0))
+        f.write(hdr.encode() + nb + b"\0" * (-(110 + len(nb)) % 4))
+        f.write(data + b"\0" * (-len(data) % 4))
+    for i, (name, mode, data, rdev) in enumerate(entries, 1):
+        put(i, name, mode, data, rdev)
+    put(0, "TRAILER!!!", 0, b"", (0, 0))
+EOF
+    mv "$out.tmp" "$out"; echo "$key" > "$out.key"
+    echo "$out"
+}
+
+# linux_init_ns LOG: nanoseconds between the kernel's first log line and its
+# "Run /init as init process" line, from their printk timestamps as /init
+# repeats them ("LINUX-GUEST: dmesg [    1.234567] ..."). Both are kernel
+# sched_clock readings (arch counter based, counted from sched_clock's start
+# during time_init, so an offset of the counter at VM start does not matter).
+linux_init_ns() {
+    sed -n 's/\r//; s/^.*LINUX-GUEST: dmesg \[ *\([0-9]*\)\.\([0-9]\{6\}\)\].*/\1 \2/p' "$1" |
+        awk 'NR == 1 { t0 = $1 * 1000000 + $2 } NR == 2 { printf "%d\n", ($1 * 1000000 + $2 - t0) * 1000; ok = 1 }
+             END { if (!ok) exit 1 }'
+}
