@@ -53,8 +53,10 @@ pub struct IoRequest {
     pub size: u8,
     /// [`Direction`] as u8.
     pub dir: u8,
-    /// Zero; reserved for flags.
-    pub reserved: [u8; 2],
+    /// [`POSTED`] or 0.
+    pub flags: u8,
+    /// Zero.
+    pub reserved: u8,
     /// The IPA accessed (the guest's physical address).
     pub addr: u64,
     /// For a write, the value stored, in the low `size` bytes (the upper
@@ -69,7 +71,19 @@ const _: () = assert!(offset_of!(IoRequest, vm) == 8);
 const _: () = assert!(offset_of!(IoRequest, vcpu) == 10);
 const _: () = assert!(offset_of!(IoRequest, size) == 12);
 const _: () = assert!(offset_of!(IoRequest, dir) == 13);
-const _: () = assert!(offset_of!(IoRequest, reserved) == 14);
+const _: () = assert!(offset_of!(IoRequest, flags) == 14);
+const _: () = assert!(offset_of!(IoRequest, reserved) == 15);
+
+/// [`IoRequest::flags`]: a posted write. The vCPU did not wait for it (the
+/// window was mapped with [`IO_MAP_POST_WRITES`]), so dom0 carries it out
+/// and sends no completion. Requests are still handled in ring order, so a
+/// later read of the same device sees the write's effect.
+pub const POSTED: u8 = 1;
+
+/// `IoMap` flags (x4): writes to the window are posted (the vCPU goes on at
+/// once); reads still wait. For devices whose writes return nothing, such
+/// as a UART's data register.
+pub const IO_MAP_POST_WRITES: u64 = 1;
 const _: () = assert!(offset_of!(IoRequest, addr) == 16);
 const _: () = assert!(offset_of!(IoRequest, data) == 24);
 
@@ -79,8 +93,10 @@ pub enum BadRequest {
     ZeroSeq,
     Size(u8),
     Direction(u8),
-    /// `reserved` is not zero.
+    /// `reserved` is not zero, or `flags` has an unknown bit.
     Reserved,
+    /// A read marked [`POSTED`].
+    PostedRead,
     /// A write's `data` has bits above `size` bytes.
     DataTooWide,
 }
@@ -89,7 +105,17 @@ impl IoRequest {
     pub const SIZE: usize = size_of::<IoRequest>();
 
     pub const fn new(seq: u64, vm: u16, vcpu: u16, dir: Direction, size: u8, addr: u64, data: u64) -> Self {
-        IoRequest { seq, vm, vcpu, size, dir: dir as u8, reserved: [0; 2], addr, data }
+        IoRequest { seq, vm, vcpu, size, dir: dir as u8, flags: 0, reserved: 0, addr, data }
+    }
+
+    /// A write the vCPU does not wait for.
+    pub const fn posted(seq: u64, vm: u16, vcpu: u16, size: u8, addr: u64, data: u64) -> Self {
+        IoRequest { seq, vm, vcpu, size, dir: Direction::Write as u8, flags: POSTED, reserved: 0, addr, data }
+    }
+
+    /// Whether the request is a posted write (no completion is sent).
+    pub const fn is_posted(&self) -> bool {
+        self.flags & POSTED != 0
     }
 
     /// Checks every field; dom0 calls this on its copy of a slot.
@@ -100,7 +126,7 @@ impl IoRequest {
         if !matches!(self.size, 1 | 2 | 4 | 8) {
             return Err(BadRequest::Size(self.size));
         }
-        if self.reserved[0] != 0 || self.reserved[1] != 0 {
+        if self.reserved != 0 || self.flags & !POSTED != 0 {
             return Err(BadRequest::Reserved);
         }
         let dir = match self.dir {
@@ -108,6 +134,9 @@ impl IoRequest {
             1 => Direction::Write,
             d => return Err(BadRequest::Direction(d)),
         };
+        if matches!(dir, Direction::Read) && self.is_posted() {
+            return Err(BadRequest::PostedRead);
+        }
         if matches!(dir, Direction::Write) && self.data & !size_mask(self.size) != 0 {
             return Err(BadRequest::DataTooWide);
         }
@@ -122,7 +151,8 @@ impl IoRequest {
         out[10..12].copy_from_slice(&self.vcpu.to_le_bytes());
         out[12] = self.size;
         out[13] = self.dir;
-        out[14..16].copy_from_slice(&self.reserved);
+        out[14] = self.flags;
+        out[15] = self.reserved;
         out[16..24].copy_from_slice(&self.addr.to_le_bytes());
         out[24..32].copy_from_slice(&self.data.to_le_bytes());
         out
@@ -136,7 +166,8 @@ impl IoRequest {
             vcpu: u16::from_le_bytes([b[10], b[11]]),
             size: b[12],
             dir: b[13],
-            reserved: [b[14], b[15]],
+            flags: b[14],
+            reserved: b[15],
             addr: le64(b, 16),
             data: le64(b, 24),
         }
@@ -758,7 +789,13 @@ mod tests {
         assert_eq!(IoRequest { seq: 0, ..ok }.validate(), Err(BadRequest::ZeroSeq));
         assert_eq!(IoRequest { size: 3, ..ok }.validate(), Err(BadRequest::Size(3)));
         assert_eq!(IoRequest { dir: 2, ..ok }.validate(), Err(BadRequest::Direction(2)));
-        assert_eq!(IoRequest { reserved: [0, 1], ..ok }.validate(), Err(BadRequest::Reserved));
+        assert_eq!(IoRequest { reserved: 1, ..ok }.validate(), Err(BadRequest::Reserved));
+        assert_eq!(IoRequest { flags: 2, ..ok }.validate(), Err(BadRequest::Reserved));
+        let posted = IoRequest::posted(7, 1, 0, 4, 0x900_0000, 0x41);
+        assert!(posted.is_posted() && !ok.is_posted());
+        assert_eq!(posted.validate(), Ok(Direction::Write));
+        assert_eq!(IoRequest::from_bytes(&posted.to_bytes()), posted);
+        assert_eq!(IoRequest { dir: Direction::Read as u8, data: 0, ..posted }.validate(), Err(BadRequest::PostedRead));
         let w = IoRequest::new(1, 1, 0, Direction::Write, 1, 0, 0x100);
         assert_eq!(w.validate(), Err(BadRequest::DataTooWide));
         assert_eq!(IoRequest { size: 8, data: u64::MAX, ..w }.validate(), Ok(Direction::Write));

@@ -173,16 +173,56 @@ pub fn spi_owner(intid: u32) -> Option<VmId> {
     (owner != u16::MAX).then_some(VmId(owner))
 }
 
-/// A guest stopped: under `hv.until_idle`, end the run once none is left,
-/// saying whether every guest ended with SYSTEM_OFF.
+/// A guest stopped: under `hv.until_idle`, once none is left the run ends
+/// (see [`idle_stop_check`]), saying whether every guest ended with SYSTEM_OFF.
 pub fn guest_stopped() {
     if !UNTIL_IDLE.load(Ordering::Relaxed) {
         return;
     }
     let guests: alloc::vec::Vec<_> = vm::guest_ids().into_iter().filter_map(vm::get).collect();
-    if guests.is_empty() || guests.iter().any(|g| g.state() != hv_abi::hypercall::VmState::Stopped) {
+    // A guest that reset itself is not done: dom0 restarts it.
+    let done = |g: &vm::Vm| {
+        g.state() == hv_abi::hypercall::VmState::Stopped && g.stop.lock().reason != hv_abi::hypercall::StopReason::SystemReset
+    };
+    if guests.is_empty() || !guests.iter().all(|g| done(g)) {
         return;
     }
+    IDLE_STOP_DEADLINE.store(cpu::counter() + cpu::counter_frequency(), Ordering::Relaxed);
+    IDLE_STOP.store(true, Ordering::Release);
+}
+
+/// Every guest has stopped under `hv.until_idle`: the run ends once dom0 is
+/// quiet, so that it has printed what the guests said through the consoles
+/// it emulates.
+static IDLE_STOP: AtomicBool = AtomicBool::new(false);
+/// ... or at this counter value, if dom0 never goes quiet.
+static IDLE_STOP_DEADLINE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// From each CPU's idle loop: ends the run if [`guest_stopped`] asked for
+/// it and dom0 is quiet (every vCPU waiting for an interrupt, no IO
+/// request unread) or the deadline passed. Returns whether an end is still
+/// pending (the caller then wakes up again soon to check).
+pub fn idle_stop_check() -> bool {
+    if !IDLE_STOP.load(Ordering::Acquire) {
+        return false;
+    }
+    let quiet = vm::get(VmId(0)).is_none_or(|d| {
+        d.vcpus.iter().all(|v| {
+            let s = v.sched.load(Ordering::Acquire);
+            s == sched::state::BLOCKED || s == sched::state::OFF
+        })
+    }) && !crate::io::requests_pending();
+    if !quiet && cpu::counter() < IDLE_STOP_DEADLINE.load(Ordering::Relaxed) {
+        return true;
+    }
+    if IDLE_STOP.swap(false, Ordering::AcqRel) {
+        finish_idle_stop();
+    }
+    false
+}
+
+fn finish_idle_stop() -> ! {
+    let guests: alloc::vec::Vec<_> = vm::guest_ids().into_iter().filter_map(vm::get).collect();
     let clean = guests.iter().all(|g| g.stop.lock().reason == hv_abi::hypercall::StopReason::SystemOff);
     crate::console::wait_for_dom0_console(cpu::counter_frequency() / 2);
     crate::panic::stop_other_cpus();

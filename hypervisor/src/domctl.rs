@@ -20,7 +20,9 @@ use crate::mm::pagetable::Attributes;
 use crate::platform::GicVersion;
 use crate::schedpolicy::{DEFAULT_WEIGHT, MAX_WEIGHT};
 use crate::vgic::{Vgic, VgicVersion};
-use crate::vm::{self, power, EmulatedDevice, EmulatedRegion, StopInfo, Vcpu, Vm, VmId, VmKind};
+use hv_abi::ioreq::IO_MAP_POST_WRITES;
+
+use crate::vm::{self, power, EmulatedDevice, Forwarded, EmulatedRegion, StopInfo, Vcpu, Vm, VmId, VmKind};
 
 const CHUNK: u64 = 2 << 20;
 const CHUNK_PAGES: usize = (CHUNK / 4096) as usize;
@@ -42,7 +44,7 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
         Function::VmDestroy => destroy(a[1]),
         Function::VmInfo => info(dom0, a[1], a[2], a[3]),
         Function::IoSetup => crate::io::setup(dom0, a[1]),
-        Function::IoMap => io_map(a[1], a[2], a[3]),
+        Function::IoMap => io_map(a[1], a[2], a[3], a[4]),
         Function::IoComplete => crate::io::complete(),
         Function::VmCopy => vm_copy(dom0, a[1], a[2], a[3], a[4], a[5]),
         Function::IrqLine => irq_line(a[1], a[2], a[3]),
@@ -365,7 +367,10 @@ fn destroy(id: u64) -> Result<u64, Error> {
 
 /// `IoMap`: accesses to `[base, base+size)` of a `Created` VM go to dom0
 /// (including the console UART's window: dom0 then emulates it).
-fn io_map(id: u64, base: u64, size: u64) -> Result<u64, Error> {
+fn io_map(id: u64, base: u64, size: u64, flags: u64) -> Result<u64, Error> {
+    if flags & !IO_MAP_POST_WRITES != 0 {
+        return Err(Error::InvalidParameter);
+    }
     let vm = guest_vm(id)?;
     if vm.state() != VmState::Created {
         return Err(Error::Busy);
@@ -381,11 +386,11 @@ fn io_map(id: u64, base: u64, size: u64) -> Result<u64, Error> {
     let taken = vm.ram.iter().any(|&(ipa, _, s)| overlaps(ipa.as_u64(), s))
         || vm.regions.iter().any(|r| overlaps(r.base.as_u64(), r.size) && !console(r))
         || overlaps(guest::GICC_BASE, guest::GICC_SIZE)
-        || vm.forwarded.read().iter().any(|&(b, s)| overlaps(b, s));
+        || vm.forwarded.read().iter().any(|w| overlaps(w.base, w.size));
     if taken {
         return Err(Error::InvalidParameter);
     }
-    vm.forwarded.write().push((base, size));
+    vm.forwarded.write().push(Forwarded { base, size, post_writes: flags & IO_MAP_POST_WRITES != 0 });
     Ok(0)
 }
 

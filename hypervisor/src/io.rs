@@ -82,12 +82,15 @@ pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
 }
 
 /// Forwards the access described by `frame` (a data abort at `ipa` in a
-/// window dom0 emulates) and blocks the vCPU until dom0 answers. Returns
-/// only if the access cannot be forwarded (the caller injects an abort).
-pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, ipa: u64, abort: DataAbort) -> Result<(), ()> {
+/// window dom0 emulates). A write to a window with posted writes goes into
+/// the ring and the vCPU steps over it at once; anything else blocks the
+/// vCPU until dom0 answers. Returns only if the access cannot be forwarded
+/// (the caller injects an abort) or was posted.
+pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: DataAbort, post_writes: bool) -> Result<(), ()> {
     let DataAbort::Emulatable { size, register, write, .. } = abort else { return Err(()) };
     let data = if write && register != 31 { frame.x[register as usize] & size.mask() } else { 0 };
     let dir = if write { Direction::Write } else { Direction::Read };
+    let posted = write && post_writes;
     let mut guard = PORT.lock();
     let port = guard.as_mut().ok_or(())?;
     if port.req.observe_cons(port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {
@@ -101,17 +104,23 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, ipa: u64, abort: DataAbo
     };
     let seq = port.next_seq;
     port.next_seq += 1;
-    let request = IoRequest::new(seq, vm.id.0, vcpu.index as u16, dir, size.bytes() as u8, ipa, data);
+    let request = if posted {
+        IoRequest::posted(seq, vm.id.0, vcpu.index as u16, size.bytes() as u8, ipa, data)
+    } else {
+        IoRequest::new(seq, vm.id.0, vcpu.index as u16, dir, size.bytes() as u8, ipa, data)
+    };
     let bytes = request.to_bytes();
     // SAFETY: a request slot inside the shared page; dom0 reads it only after
     // the release store of `prod` below.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), port.bytes_at(request_slot_offset(slot), bytes.len()), bytes.len()) };
-    port.waiting.push((seq, vm.id, vcpu.index));
-    // The vCPU waits from before dom0 can see the request: an answer that
-    // comes at once (dom0 on another CPU) must find it waiting, or its
-    // wake-up would be lost.
-    *vcpu.io.lock() = (Some(PendingIo { abort, register, write }), None);
-    vcpu.sched.store(crate::sched::state::IO_WAIT, Ordering::Release);
+    if !posted {
+        port.waiting.push((seq, vm.id, vcpu.index));
+        // The vCPU waits from before dom0 can see the request: an answer
+        // that comes at once (dom0 on another CPU) must find it waiting, or
+        // its wake-up would be lost.
+        *vcpu.io.lock() = (Some(PendingIo { abort, register, write }), None);
+        vcpu.sched.store(crate::sched::state::IO_WAIT, Ordering::Release);
+    }
     let prod = port.req.produced();
     port.u32_at(REQ_PROD_OFFSET).store(prod, Ordering::Release);
     drop(guard);
@@ -121,7 +130,17 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, ipa: u64, abort: DataAbo
             let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, 0, fx);
         });
     }
+    if posted {
+        frame.elr += 4;
+        return Ok(());
+    }
     crate::sched::schedule(frame, false)
+}
+
+/// Whether dom0 has requests it has not taken yet.
+pub fn requests_pending() -> bool {
+    let guard = PORT.lock();
+    guard.as_ref().is_some_and(|port| port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire) != port.req.prod())
 }
 
 /// `IoComplete`: takes dom0's completions and resumes their vCPUs.

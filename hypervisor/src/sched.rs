@@ -323,8 +323,14 @@ pub fn run_next() -> ! {
             }
             switch_in(s, vm, r.vcpu as usize);
         }
-        program_timer(&s, cpu::counter());
+        let now = cpu::counter();
+        program_timer(&s, now);
         drop(s);
+        if crate::boot::idle_stop_check() {
+            // The run ends once dom0 is quiet: look again in a millisecond.
+            write_sysreg!("cnthp_cval_el2", now + cpu::counter_frequency() / 1000);
+            write_sysreg!("cnthp_ctl_el2", 1);
+        }
         cpu::wait_for_interrupt();
         crate::trap::handle_irqs_idle();
     }

@@ -125,11 +125,12 @@ pub fn halt_vm(vm: &Vm) {
 fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let ipa = el2::fault_ipa(frame.far);
     // The console UART is the hypervisor's only until dom0 takes it over.
-    let emulated = vm.emulated_region(ipa).filter(|&(d, _)| d != EmulatedDevice::ConsoleUart || !vm.is_forwarded(ipa));
+    let window = vm.forwarded_at(ipa);
+    let emulated = vm.emulated_region(ipa).filter(|&(d, _)| d != EmulatedDevice::ConsoleUart || window.is_none());
     let Some((device, offset)) = emulated else {
-        if vm.is_forwarded(ipa) {
+        if let Some(window) = window {
             vcpu.count_exit(Exit::Mmio);
-            if crate::io::forward(vm, vcpu, frame, ipa, DataAbort::decode(frame.esr)).is_err() {
+            if crate::io::forward(vm, vcpu, frame, ipa, DataAbort::decode(frame.esr), window.post_writes).is_err() {
                 vm_warn!(vm, "{}: vcpu{}: access to {:#x} dom0 cannot take (no ISV, or no IO page); abort", vm.name, vcpu.index, ipa);
                 inject::abort(frame, false, frame.far);
             }

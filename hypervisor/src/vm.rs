@@ -172,6 +172,15 @@ pub struct StopInfo {
     pub address: u64,
 }
 
+/// A window of a VM's IPA space whose accesses go to dom0 (`IoMap`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forwarded {
+    pub base: u64,
+    pub size: u64,
+    /// Writes are posted: the vCPU does not wait for dom0.
+    pub post_writes: bool,
+}
+
 pub struct Vm {
     pub id: VmId,
     pub name: String,
@@ -190,7 +199,7 @@ pub struct Vm {
     pub ram_live: spin::RwLock<bool>,
     pub regions: Vec<EmulatedRegion>,
     /// IPA windows whose accesses go to dom0 (`IoMap`): (base, size).
-    pub forwarded: spin::RwLock<Vec<(u64, u64)>>,
+    pub forwarded: spin::RwLock<Vec<Forwarded>>,
     /// Physical PPIs hardware-linked to each of its vCPUs.
     pub hw_ppis: Vec<u32>,
     pub vgic: Mutex<Vgic>,
@@ -262,9 +271,9 @@ impl Vm {
         })
     }
 
-    /// Is `ipa` in a window dom0 emulates?
-    pub fn is_forwarded(&self, ipa: u64) -> bool {
-        self.forwarded.read().iter().any(|&(base, size)| ipa >= base && ipa - base < size)
+    /// The window dom0 emulates at `ipa`, if any.
+    pub fn forwarded_at(&self, ipa: u64) -> Option<Forwarded> {
+        self.forwarded.read().iter().find(|w| ipa >= w.base && ipa - w.base < w.size).copied()
     }
 
     /// Translates a buffer `[ipa, ipa+len)` that lies entirely inside one
