@@ -20,11 +20,14 @@ usage: scripts/run.sh [options] [-- extra QEMU arguments]
   --vm kernel=PATH[,initrd=PATH][,cmdline=STR][,vcpus=N][,memory=SIZE][,name=NAME][,pin=A:B][,weight=N]
                           a guest VM, autostarted by dom0 (repeatable)
   --config FILE           guest VMs from a configuration file (repeatable; see README)
+  --disk FILE             a raw disk image as a virtio-blk device (modern virtio-mmio;
+                          virt only); dom0 drives it (shell: disk). FILE goes to
+                          -drive file=, so QEMU prefixes such as blkdebug:CFG:IMG work
 Console: Ctrl-a x quits QEMU, Ctrl-a c switches to its monitor.
 USAGE
 }
 
-machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1
+machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1 disk=""
 vms=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
         --no-dom0) dom0=0; shift ;;
         --vm) vms+=(--vm "${2:?}"); shift 2 ;;
         --config) vms+=(--config "${2:?}"); shift 2 ;;
+        --disk) disk=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
         *) usage >&2; die "unknown option $1" ;;
@@ -50,6 +54,10 @@ case "$gic" in 2|3) ;; *) die "--gic must be 2 or 3" ;; esac
 [[ "$smp" =~ ^[1-9][0-9]*$ ]] || die "--smp must be a positive number"
 [[ "$timeout" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
 [ "$gic" = 2 ] && [ "$smp" -gt 8 ] && die "GICv2 supports at most 8 CPUs"
+if [ -n "$disk" ]; then
+    [ "$machine" = virt ] || die "--disk needs --machine virt (virtio-mmio); $machine has no virtio transports"
+    [[ "$disk" == *:* ]] || [ -f "$disk" ] || die "--disk $disk: no such file (create one with: truncate -s 16M $disk)"
+fi
 
 ensure_qemu
 if [ "$debug" = 1 ]; then built=$("$ROOT/scripts/build.sh" --debug); else built=$("$ROOT/scripts/build.sh"); fi
@@ -83,6 +91,10 @@ case "$machine" in
         ;;
 esac
 [ -n "$append" ] && qemu+=(-append "$append")
+# Modern (version 2) virtio-mmio transports; QEMU's default is legacy. A
+# comma in a -drive value is written twice.
+[ -n "$disk" ] && qemu+=(-global virtio-mmio.force-legacy=false
+                         -drive "file=${disk//,/,,},if=none,format=raw,id=hd0" -device virtio-blk-device,drive=hd0)
 [ "$icount" = 1 ] && qemu+=(-icount shift=0,sleep=off)
 [ "$debug" = 1 ] && { qemu+=(-s -S); note "QEMU waits for gdb: gdb $ROOT/target/aarch64-unknown-none-softfloat/debug/hypervisor -ex 'target remote :1234'"; }
 qemu+=("$@")

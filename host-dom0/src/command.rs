@@ -67,6 +67,8 @@ pub enum Command<'a> {
     /// Time hypervisor round trips (instruction counts under -icount),
     /// this many times each.
     Bench { iterations: u64 },
+    /// `disk [read|selftest SECTOR]`: the virtio-blk disk.
+    Disk { op: DiskOp },
     Poweroff,
     Reboot,
 }
@@ -121,7 +123,23 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     ("poweroff", "", "power the machine off (PSCI SYSTEM_OFF)"),
     ("reboot", "", "reset the machine (PSCI SYSTEM_RESET)"),
+    (
+        "disk",
+        "[read|selftest SECTOR]",
+        "the virtio-blk disk; hex-dump a sector; write, flush, check and restore one",
+    ),
 ];
+
+/// What `disk` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskOp {
+    /// Capacity, read-only, flush support.
+    Status,
+    /// Hex-dump the first 64 bytes of this sector.
+    Read(u64),
+    /// Write a pattern to this sector, flush, read back, restore.
+    Selftest(u64),
+}
 
 /// Why a line is not a valid command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +266,22 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         "uptime" => Command::Uptime,
         "poweroff" => Command::Poweroff,
         "reboot" => Command::Reboot,
+        "disk" => match (words.next(), words.next()) {
+            (None, _) => Command::Disk { op: DiskOp::Status },
+            (Some(sub @ ("read" | "selftest")), Some(a)) => {
+                let n = match a.strip_prefix("0x") {
+                    Some(_) => parse_hex(a),
+                    None => a.parse::<u64>().map_err(|_| NumberError::BadDigit),
+                };
+                let n = n.map_err(|why| ParseError::BadNumber { command, arg: a, why })?;
+                let op = if sub == "read" { DiskOp::Read(n) } else { DiskOp::Selftest(n) };
+                Command::Disk { op }
+            }
+            (Some("read" | "selftest"), None) => {
+                return Err(ParseError::MissingArgument { command, usage })
+            }
+            (Some(other), _) => return Err(ParseError::ExtraArgument { command, arg: other }),
+        },
         "sleep" => {
             let a = arg()?;
             let micros = parse_seconds(a).map_err(|why| ParseError::BadNumber {
@@ -516,6 +550,17 @@ mod tests {
         assert_eq!(VmRef::parse("99999999999"), VmRef::Name("99999999999"));
         assert!(matches!(parse("list all"), Err(ParseError::ExtraArgument { arg: "all", .. })));
         assert!(matches!(parse("destroy a b"), Err(ParseError::ExtraArgument { arg: "b", .. })));
+    }
+
+    #[test]
+    fn disk_takes_an_optional_operation_and_sector() {
+        assert_eq!(parse("disk"), Ok(Command::Disk { op: DiskOp::Status }));
+        assert_eq!(parse("disk read 10"), Ok(Command::Disk { op: DiskOp::Read(10) }));
+        assert_eq!(parse("disk selftest 0x14"), Ok(Command::Disk { op: DiskOp::Selftest(20) }));
+        assert_eq!(parse("disk read").unwrap_err().to_string(), "usage: disk [read|selftest SECTOR]");
+        assert_eq!(parse("disk read -1").unwrap_err().to_string(), "disk: '-1': not a number");
+        assert_eq!(parse("disk erase 1").unwrap_err().to_string(), "disk: unexpected argument 'erase'");
+        assert!(matches!(parse("disk read 1 2"), Err(ParseError::ExtraArgument { arg: "2", .. })));
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl Shell {
                 ),
             },
             Command::Bench { iterations } => self.bench(iterations),
+            Command::Disk { op } => crate::drivers::virtio_blk::shell_command(op),
             Command::Poweroff | Command::Reboot if !psci::available() => {
                 println!("no PSCI in the device tree: cannot power off or reset this machine");
             }

@@ -1,2 +1,3 @@
 //! Device drivers.
 pub use hv_uart as uart;
+pub mod virtio_blk;
