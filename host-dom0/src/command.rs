@@ -52,6 +52,10 @@ pub enum Command<'a> {
     Cycle { times: u32, name: &'a str },
     Pause { vm: VmRef<'a> },
     Unpause { vm: VmRef<'a> },
+    /// `console VM`: give VM's console the input focus.
+    Console { vm: VmRef<'a> },
+    /// `log VM`: print VM's recent console output.
+    Log { vm: VmRef<'a> },
     HvLog,
     /// `iostat`: IO forwarding counters.
     IoStat,
@@ -95,6 +99,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     ("pause", "VM", "stop running a VM's vCPUs"),
     ("unpause", "VM", "resume a paused VM"),
+    (
+        "console",
+        "VM",
+        "attach the terminal to VM's console (Ctrl-a three times: next console / back to dom0)",
+    ),
+    ("log", "VM", "print VM's recent console output"),
     (
         "hvlog",
         "",
@@ -245,6 +255,8 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         }
         "pause" => Command::Pause { vm: VmRef::parse(arg()?) },
         "unpause" => Command::Unpause { vm: VmRef::parse(arg()?) },
+        "console" => Command::Console { vm: VmRef::parse(arg()?) },
+        "log" => Command::Log { vm: VmRef::parse(arg()?) },
         "hvlog" => Command::HvLog,
         "iostat" => Command::IoStat,
         "bench" => {
@@ -544,6 +556,9 @@ mod tests {
         assert!(parse("cycle 5").is_err());
         assert_eq!(parse("pause web-1"), Ok(Command::Pause { vm: VmRef::Name("web-1") }));
         assert_eq!(parse("unpause 1"), Ok(Command::Unpause { vm: VmRef::Id(1) }));
+        assert_eq!(parse("console web"), Ok(Command::Console { vm: VmRef::Name("web") }));
+        assert_eq!(parse("log 2"), Ok(Command::Log { vm: VmRef::Id(2) }));
+        assert!(parse("console").is_err());
         assert_eq!(parse("create hello"), Ok(Command::Create { what: "hello" }));
         assert_eq!(parse("create vms/a.toml"), Ok(Command::Create { what: "vms/a.toml" }));
         assert_eq!(VmRef::parse("+1"), VmRef::Name("+1"));

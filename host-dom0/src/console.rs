@@ -66,13 +66,14 @@ pub fn read_byte() -> u8 {
 }
 
 /// The next received byte, or `None` after `micros` microseconds without
-/// one (the shell's periodic work, e.g. guest console output, runs between).
-pub fn read_byte_timeout(micros: u64) -> Option<u8> {
+/// one, or as soon as `wake()` holds (checked after every interrupt; the
+/// shell's periodic work, e.g. guest console output, runs between).
+pub fn read_byte_timeout(micros: u64, wake: impl Fn() -> bool) -> Option<u8> {
     if RX_IRQ.get() == Some(&true) {
         let mut byte = None;
         timer::wait_micros(micros, || {
             byte = RX.pop();
-            byte.is_some()
+            byte.is_some() || wake()
         });
         return byte;
     }

@@ -9,11 +9,8 @@
 //! and lie inside 0x00..0x108; anything else is an [`IoDevError`], which
 //! the forwarding code turns into a fault (the guest takes an abort).
 //!
-//! [`Backend`] routes requests from the shared page to one device per VM.
+//! `backend::Backends` routes requests to one device per VM.
 
-use alloc::collections::BTreeMap;
-
-use hv_abi::ioreq::{Direction, IoCompletion, IoRequest, IoStatus};
 
 /// Guest-physical base of the device in every guest (the `IoMap` window).
 pub const BASE: u64 = 0x0B00_0000;
@@ -97,108 +94,9 @@ impl TestDevice {
     }
 }
 
-/// Counters for `iostat`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IoStats {
-    /// Requests answered (completions produced), faults included.
-    pub handled: u64,
-    /// Of those, answered with `Fault`: a device error, an unknown VM, an
-    /// address outside the window, or a malformed request.
-    pub errors: u64,
-    /// Of the errors, requests that failed `IoRequest::validate`.
-    pub malformed: u64,
-}
-
-/// Dom0's side of IO forwarding, without the shared page: one test device
-/// per guest that was given the window (`attach`), and the request →
-/// completion logic.
-#[derive(Debug, Default)]
-pub struct Backend {
-    devices: BTreeMap<u16, TestDevice>,
-    stats: IoStats,
-}
-
-impl Backend {
-    pub const fn new() -> Self {
-        Backend { devices: BTreeMap::new(), stats: IoStats { handled: 0, errors: 0, malformed: 0 } }
-    }
-
-    /// VM `vm` has the window (after `IoMap`): a fresh device, replacing
-    /// any left from an earlier VM with the same id.
-    pub fn attach(&mut self, vm: u16) {
-        self.devices.insert(vm, TestDevice::new());
-    }
-
-    /// VM `vm` is gone.
-    pub fn detach(&mut self, vm: u16) {
-        self.devices.remove(&vm);
-    }
-
-    pub fn stats(&self) -> IoStats {
-        self.stats
-    }
-
-    /// Answers one request copied out of the ring.
-    pub fn handle(&mut self, req: &IoRequest) -> IoCompletion {
-        let result = match req.validate() {
-            Err(_) => {
-                self.stats.malformed += 1;
-                Err(())
-            }
-            Ok(dir) => self.access(req, dir),
-        };
-        self.stats.handled += 1;
-        match result {
-            Ok(data) => IoCompletion::new(req.seq, IoStatus::Ok, data),
-            Err(()) => {
-                self.stats.errors += 1;
-                IoCompletion::new(req.seq, IoStatus::Fault, 0)
-            }
-        }
-    }
-
-    fn access(&mut self, req: &IoRequest, dir: Direction) -> Result<u64, ()> {
-        let dev = self.devices.get_mut(&req.vm).ok_or(())?;
-        let offset = req.addr.checked_sub(BASE).filter(|&o| o < WINDOW).ok_or(())?;
-        match dir {
-            Direction::Read => dev.read(offset, req.size).map_err(drop),
-            Direction::Write => dev.write(offset, req.size, req.data).map(|()| 0).map_err(drop),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backend_serves_attached_vms_and_faults_the_rest() {
-        let mut b = Backend::new();
-        let w = |seq, vm, addr, size, data| IoRequest::new(seq, vm, 0, Direction::Write, size, addr, data);
-        let r = |seq, vm, addr, size| IoRequest::new(seq, vm, 1, Direction::Read, size, addr, 0);
-        // Unknown VM.
-        assert_eq!(b.handle(&r(1, 3, BASE, 8)), IoCompletion::new(1, IoStatus::Fault, 0));
-        b.attach(3);
-        b.attach(4);
-        assert_eq!(b.handle(&w(2, 3, BASE + 8, 4, 0xCAFE_F00D)).status, IoStatus::Ok as u32);
-        assert_eq!(b.handle(&r(3, 3, BASE + 8, 8)), IoCompletion::new(3, IoStatus::Ok, 0xCAFE_F00D));
-        // Separate devices per VM.
-        assert_eq!(b.handle(&r(4, 4, BASE + 8, 8)), IoCompletion::new(4, IoStatus::Ok, 0));
-        assert_eq!(b.handle(&r(5, 4, BASE + ID_OFFSET, 8)), IoCompletion::new(5, IoStatus::Ok, ID_VALUE));
-        // Device errors, addresses outside the window, malformed requests.
-        assert_eq!(b.handle(&r(6, 3, BASE + 0x108, 8)).status, IoStatus::Fault as u32);
-        assert_eq!(b.handle(&r(7, 3, BASE - 8, 8)).status, IoStatus::Fault as u32);
-        assert_eq!(b.handle(&r(8, 3, BASE + WINDOW, 8)).status, IoStatus::Fault as u32);
-        assert_eq!(b.handle(&r(9, 3, BASE + 2, 4)).status, IoStatus::Fault as u32);
-        assert_eq!(b.handle(&w(10, 3, BASE, 1, 0x100)).status, IoStatus::Fault as u32);
-        assert_eq!(b.handle(&w(11, 3, BASE + ID_OFFSET, 8, 1)).status, IoStatus::Fault as u32);
-        assert_eq!(b.stats(), IoStats { handled: 11, errors: 7, malformed: 1 });
-        // Re-attaching (a new VM with the same id) starts from a fresh device.
-        b.attach(3);
-        assert_eq!(b.handle(&r(12, 3, BASE + 8, 8)), IoCompletion::new(12, IoStatus::Ok, 0));
-        b.detach(3);
-        assert_eq!(b.handle(&r(13, 3, BASE + 8, 8)).status, IoStatus::Fault as u32);
-    }
 
     const SIZES: [u8; 4] = [1, 2, 4, 8];
 

@@ -1,6 +1,6 @@
 //! IO forwarding, dom0's side: the page shared with the hypervisor
 //! (`hv_abi::ioreq::IoPage`), the IO event interrupt that drains its
-//! request ring into the test device model (`iodev::Backend`), and the
+//! request ring into the device models (`backend::Backends`), and the
 //! completion ring back.
 //!
 //! `init` (boot CPU, after the GIC) makes `IoSetup` with a static page of
@@ -14,10 +14,11 @@
 //! on the same CPU. The handler never prints (the console lock could be
 //! held by the code it interrupted); problems are counted for `iostat`.
 
+use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use hv_abi::hypercall::{Error, IO_EVENT_INTID};
+use hv_abi::hypercall::{Error, IrqAction, IO_EVENT_INTID, MAX_COPY};
 use hv_abi::ioreq::{
     completion_slot_offset, request_slot_offset, IoCompletion, IoRequest, RingIndices, CPL_CONS_OFFSET,
     CPL_HEADER_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET,
@@ -26,7 +27,8 @@ use hv_abi::ioreq::{
 use spin::Mutex;
 
 use crate::arch::aarch64::{cpu, gic, hypercall};
-use crate::iodev::{Backend, IoStats};
+use crate::backend::{Backends, Hyp, IoStats, SharedDisk, VirtioSpec};
+use crate::drivers::virtio_blk::Disk;
 
 /// Offset of `RingHeader::cap` within a header.
 const CAP_IN_HEADER: usize = 4;
@@ -93,7 +95,42 @@ struct Port {
     /// Dom0 consumes requests, produces completions.
     req: RingIndices,
     cpl: RingIndices,
-    backend: Backend,
+    backend: Backends,
+}
+
+/// Backends' requests to the hypervisor, as hypercalls.
+struct Hypercalls;
+
+impl Hyp for Hypercalls {
+    fn set_irq(&mut self, vm: u16, intid: u32, level: bool) {
+        let action = if level { IrqAction::Raise } else { IrqAction::Lower };
+        if hypercall::irq_line(u32::from(vm), intid, action).is_err() {
+            IRQ_FAILED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    // Buffers are dom0 memory, identity mapped: their addresses are IPAs.
+    fn read_guest(&self, vm: u16, gpa: u64, buf: &mut [u8]) -> Result<(), ()> {
+        let mut at = 0;
+        for chunk in buf.chunks_mut(MAX_COPY as usize) {
+            hypercall::vm_copy_from(u32::from(vm), gpa.checked_add(at).ok_or(())?, chunk).map_err(drop)?;
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn write_guest(&mut self, vm: u16, gpa: u64, data: &[u8]) -> Result<(), ()> {
+        let mut at = 0;
+        for chunk in data.chunks(MAX_COPY as usize) {
+            hypercall::vm_copy_to(u32::from(vm), gpa.checked_add(at).ok_or(())?, chunk).map_err(drop)?;
+            at += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn fence(&self) {
+        core::sync::atomic::fence(Ordering::SeqCst);
+    }
 }
 
 static ON: AtomicBool = AtomicBool::new(false);
@@ -102,6 +139,12 @@ static PORT: Mutex<Option<Port>> = Mutex::new(None);
 static CORRUPT: AtomicBool = AtomicBool::new(false);
 static EVENTS: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// `IrqLine` calls the hypervisor refused.
+static IRQ_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Some guest console has output for the shell (set by the handler).
+static OUTPUT: AtomicBool = AtomicBool::new(false);
+/// Some virtio device ran out of budget (`poll_pending` has work).
+static PENDING: AtomicBool = AtomicBool::new(false);
 
 /// Whether IO forwarding is on (`IoSetup` succeeded and the interrupt is enabled).
 pub fn enabled() -> bool {
@@ -139,7 +182,7 @@ pub fn init() {
             return;
         }
     };
-    *PORT.lock() = Some(Port { req, cpl, backend: Backend::new() });
+    *PORT.lock() = Some(Port { req, cpl, backend: Backends::new() });
     if let Err(e) = gic::enable(IO_EVENT_INTID, false, on_io_event) {
         PORT.lock().take();
         log::warn!("IO forwarding: IO event interrupt {IO_EVENT_INTID}: {e}: off");
@@ -161,11 +204,79 @@ fn with_port<R>(f: impl FnOnce(&mut Port) -> R) -> Option<R> {
     r
 }
 
-/// VM `vm` got the window with `IoMap`: give it a fresh test device.
-pub fn attach(vm: u32) {
+/// VM `vm` got the test device's window with `IoMap`: give it a fresh one.
+pub fn attach_test_device(vm: u32) {
     if let Ok(vm) = u16::try_from(vm) {
-        with_port(|p| p.backend.attach(vm));
+        with_port(|p| p.backend.attach_test_device(vm));
     }
+}
+
+/// VM `vm` got the UART's window: dom0 emulates its PL011 from now on.
+pub fn attach_uart(vm: u32) {
+    if let Ok(vm) = u16::try_from(vm) {
+        with_port(|p| p.backend.attach_uart(vm));
+    }
+}
+
+impl SharedDisk for Disk {
+    fn capacity_sectors(&self) -> u64 {
+        Disk::capacity_sectors(self)
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ()> {
+        Disk::read(self, sector, buf).map_err(drop)
+    }
+
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), ()> {
+        Disk::write(self, sector, data).map_err(drop)
+    }
+
+    fn flush(&mut self) -> Result<(), ()> {
+        Disk::flush(self).map_err(drop)
+    }
+}
+
+/// Dom0's disk as guests' disks are cut from it, if it has one.
+pub fn shared_disk() -> Option<&'static spin::Mutex<dyn SharedDisk>> {
+    crate::drivers::virtio_blk::disk().map(|d| d as &'static spin::Mutex<dyn SharedDisk>)
+}
+
+/// VM `vm` got the virtio window: its devices, in slot order.
+pub fn attach_virtio(vm: u32, specs: Vec<VirtioSpec>) {
+    if let Ok(vm) = u16::try_from(vm) {
+        with_port(|p| p.backend.attach_virtio(vm, specs));
+    }
+}
+
+/// Gives virtio devices with work left over their next turn (the shell
+/// calls it between inputs).
+pub fn poll_pending() {
+    if PENDING.load(Ordering::Acquire) {
+        let more = with_port(|p| p.backend.poll_pending(&mut Hypercalls)).unwrap_or(false);
+        PENDING.store(more, Ordering::Release);
+        if with_port(|p| p.backend.output_pending()).unwrap_or(false) {
+            OUTPUT.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Whether a guest console has output waiting (cheap: no lock).
+pub fn output_pending() -> bool {
+    OUTPUT.load(Ordering::Acquire)
+}
+
+/// Takes every guest console's waiting output, as (VM, bytes), to print
+/// after the port's lock is released.
+pub fn take_output() -> Vec<(u16, Vec<u8>)> {
+    OUTPUT.store(false, Ordering::Release);
+    let mut out = Vec::new();
+    with_port(|p| p.backend.take_output(|vm, bytes| out.push((vm, bytes.to_vec()))));
+    out
+}
+
+/// Typed bytes for VM `vm`'s emulated console; `false` if it has none.
+pub fn console_input(vm: u16, bytes: &[u8]) -> bool {
+    with_port(|p| p.backend.console_input(vm, bytes, &mut Hypercalls)).unwrap_or(false)
 }
 
 /// VM `vm` is destroyed.
@@ -180,6 +291,7 @@ pub struct Status {
     pub stats: IoStats,
     pub events: u64,
     pub dropped: u64,
+    pub irq_failed: u64,
     pub corrupt: bool,
 }
 
@@ -189,6 +301,7 @@ pub fn status() -> Option<Status> {
         stats,
         events: EVENTS.load(Ordering::Relaxed),
         dropped: DROPPED.load(Ordering::Relaxed),
+        irq_failed: IRQ_FAILED.load(Ordering::Relaxed),
         corrupt: CORRUPT.load(Ordering::Relaxed),
     })
 }
@@ -220,18 +333,33 @@ fn on_io_event() {
 /// indices are impossible.
 fn drain(port: &mut Port) -> Result<usize, ()> {
     let mut batch = [IoCompletion::default(); IO_RING_SLOTS as usize];
-    let mut n = 0;
+    // Requests taken, and completions to send.
+    let (mut taken, mut n) = (0, 0);
     port.req.observe_prod(word32(REQ_PROD_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
     while let Some(slot) = port.req.consumer_slot() {
         let req = read_request(slot);
         port.req.consumed();
-        batch[n] = port.backend.handle(&req);
-        n += 1;
+        taken += 1;
+        let completion = port.backend.handle(&req, &mut Hypercalls);
+        // A posted write has nobody waiting: no completion.
+        if !req.is_posted() {
+            batch[n] = completion;
+            n += 1;
+        }
     }
-    if n == 0 {
+    if taken == 0 {
         return Ok(0);
     }
+    if port.backend.output_pending() {
+        OUTPUT.store(true, Ordering::Release);
+    }
+    if port.backend.has_pending() {
+        PENDING.store(true, Ordering::Release);
+    }
     word32(REQ_CONS_OFFSET).store(port.req.cons(), Ordering::Release);
+    if n == 0 {
+        return Ok(taken);
+    }
 
     let mut retries = 0;
     let mut i = 0;
@@ -255,5 +383,5 @@ fn drain(port: &mut Port) -> Result<usize, ()> {
         }
     }
     let _ = hypercall::io_complete();
-    Ok(n)
+    Ok(taken)
 }

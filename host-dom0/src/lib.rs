@@ -27,8 +27,10 @@
 
 extern crate alloc;
 
+pub mod backend;
 pub mod command;
 pub mod fdt_scan;
+pub mod guestcon;
 pub mod iodev;
 pub mod kernel_image;
 pub mod line;

@@ -11,6 +11,7 @@ use crate::boot::System;
 use crate::command::{self, Command, COMMANDS};
 use crate::{console, ioport};
 use crate::fdt_scan::Tree;
+use crate::guestcon::{Focus, Input};
 use crate::line::{Action, LineEditor};
 use crate::{print, println};
 
@@ -36,7 +37,10 @@ pub fn run(sys: System) -> ! {
     };
     println!("dom0 shell: type 'help' for the list of commands");
     loop {
-        print!("{PROMPT}");
+        // After `console VM` the terminal is the guest's: no prompt.
+        if shell.sys.vms.mux.focus() == Focus::Dom0 {
+            print!("{PROMPT}");
+        }
         if let Some(line) = shell.read_line() {
             shell.execute(&line);
         }
@@ -50,12 +54,44 @@ impl Shell {
         let period = command::micros_to_ticks(CONSOLE_POLL_MICROS, cpu::counter_frequency());
         let mut last_poll = cpu::counter();
         loop {
-            let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS);
+            let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS, ioport::output_pending);
             if byte.is_none() || cpu::counter().wrapping_sub(last_poll) >= period {
+                ioport::poll_pending();
                 self.sys.vms.poll_console(PROMPT, self.editor.line());
+                self.sys.vms.watch();
                 last_poll = cpu::counter();
             }
             let Some(byte) = byte else { continue };
+            // The multiplexer decides who gets the byte.
+            let byte = match self.sys.vms.mux.input(byte) {
+                Input::Held => continue,
+                Input::Vm(vm, bytes) => {
+                    if !ioport::console_input(vm, &bytes) {
+                        console::write_bytes(b"\x07");
+                    }
+                    continue;
+                }
+                Input::Switched(Focus::Dom0) => {
+                    println!("\r\n[dom0] console: back to dom0");
+                    print!("{PROMPT}{}", self.editor.line());
+                    continue;
+                }
+                Input::Switched(Focus::Vm(vm)) => {
+                    let name = self.sys.vms.mux.name(vm).unwrap_or("?");
+                    println!("\r\n[dom0] console: VM {vm} ({name}); Ctrl-a three times for the next console or dom0");
+                    continue;
+                }
+                // Ctrl-a typed once or twice before a key reaches the shell as typed.
+                Input::Dom0(bytes) => match bytes.split_last() {
+                    Some((&last, held)) => {
+                        held.iter().for_each(|&b| {
+                            let _ = self.editor.feed(b);
+                        });
+                        last
+                    }
+                    None => continue,
+                },
+            };
             match self.editor.feed(byte) {
                 Action::None => {}
                 Action::Echo(c) => console::write_bytes(&[c]),
@@ -124,6 +160,8 @@ impl Shell {
             Command::Destroy { vm } => self.sys.vms.control(Function::VmDestroy, vm),
             Command::Cycle { times, name } => self.sys.vms.cycle(times, name),
             Command::Pause { vm } => self.sys.vms.control(Function::VmPause, vm),
+            Command::Console { vm } => self.sys.vms.console(vm),
+            Command::Log { vm } => self.sys.vms.log(vm),
             Command::Unpause { vm } => self.sys.vms.control(Function::VmUnpause, vm),
             Command::HvLog => self.hvlog(),
             Command::IoStat => iostat(),
@@ -141,7 +179,13 @@ impl Shell {
                 ),
             },
             Command::Bench { iterations } => self.bench(iterations),
-            Command::Disk { op } => crate::drivers::virtio_blk::shell_command(op),
+            Command::Disk { op } => {
+                // The IO event handler (this CPU) serves guests' disks from
+                // the same disk: keep it out while the shell holds the disk.
+                cpu::mask_irqs();
+                crate::drivers::virtio_blk::shell_command(op);
+                cpu::unmask_irqs();
+            }
             Command::Poweroff | Command::Reboot if !psci::available() => {
                 println!("no PSCI in the device tree: cannot power off or reset this machine");
             }
@@ -293,6 +337,15 @@ fn iostat() {
                 "IO forwarding: {} requests handled, {} errors ({} malformed), {} events",
                 s.stats.handled, s.stats.errors, s.stats.malformed, s.events
             );
+            if s.stats.output_dropped > 0 || s.stats.input_dropped > 0 {
+                println!("  guest consoles: {} output bytes dropped, {} typed bytes dropped", s.stats.output_dropped, s.stats.input_dropped);
+            }
+            if s.stats.frames_switched > 0 || s.stats.frames_dropped > 0 {
+                println!("  virtual switch: {} frames switched, {} dropped", s.stats.frames_switched, s.stats.frames_dropped);
+            }
+            if s.irq_failed > 0 {
+                println!("  {} IrqLine calls refused by the hypervisor", s.irq_failed);
+            }
             if s.dropped > 0 {
                 println!("  {} completions dropped (completion ring stayed full)", s.dropped);
             }

@@ -10,12 +10,14 @@
 //!
 //! Without `/hypervisor` in the device tree nothing here makes a hypercall.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use hv_abi::bundle::{self, Entry};
-use hv_abi::hypercall::{Error, Function, VmInfo, MAX_VMS};
+use hv_abi::ioreq::IO_MAP_POST_WRITES;
+use hv_abi::hypercall::{guest, Error, Function, StopReason, VmInfo, VmState, MAX_VMS};
 use hv_devtree::guest::{build_tree, GuestGic, GuestTreeConfig};
 use hv_devtree::platform::{GicVersion, Platform};
 use hv_vmconfig::{Loaded, VmConfig};
@@ -23,12 +25,17 @@ use hv_vmconfig::{Loaded, VmConfig};
 use crate::arch::aarch64::hypercall;
 use crate::command::VmRef;
 use crate::kernel_image::{self, KernelLayout};
+use crate::arch::aarch64::cpu;
+use crate::backend::{DiskSlice, SliceError, VirtioSpec};
+use crate::guestcon::{Focus, Mux};
 use crate::{console, ioport, iodev, println, vmview};
 
 /// Bytes per `VmWrite` straight from the bundle.
 const WRITE_CHUNK: usize = 1 << 20;
 /// Bytes per `VmWrite` through the heap, if the hypervisor refuses bundle addresses.
 const BOUNCE_CHUNK: usize = 64 << 10;
+/// How often `watch` looks for VMs that reset themselves.
+const WATCH_MILLIS: u64 = 250;
 /// `ConsoleRead` buffer.
 const CONSOLE_CHUNK: usize = 1024;
 const NO_HYPERVISOR: &str = "no hypervisor: running on bare hardware";
@@ -44,6 +51,13 @@ pub struct Toolstack {
     console_live: bool,
     /// `VmWrite` takes bundle addresses as its source (else bounce through the heap).
     direct_writes: bool,
+    /// The guests' emulated consoles on dom0's terminal.
+    pub mux: Mux,
+    /// The configuration of every VM this toolstack created and has not
+    /// destroyed, by id: a VM that resets itself is re-created from it.
+    live: BTreeMap<u32, VmConfig>,
+    /// When `watch` last asked the hypervisor about the live VMs.
+    last_watch: u64,
 }
 
 impl Toolstack {
@@ -71,6 +85,9 @@ impl Toolstack {
             console_cursor: 0,
             console_live: false,
             direct_writes: true,
+            mux: Mux::new(cpu::counter_frequency()),
+            live: BTreeMap::new(),
+            last_watch: 0,
         }
     }
 
@@ -162,7 +179,7 @@ impl Toolstack {
                 println!("cycle: destroy {i} of {times} (VM {id}): {}", e.description());
                 return;
             }
-            ioport::detach(id);
+            self.forget(id);
         }
         match hypercall::mem_info() {
             Ok((after, _)) if after == before => {
@@ -248,13 +265,15 @@ impl Toolstack {
             None => None,
         };
         let used_end = initrd.map_or(layout.end, |(_, (_, end))| end);
+        let virtio = self.virtio_specs(cfg)?;
+        let virtio_slots = virtio.len();
         let dtb = build_tree(&GuestTreeConfig {
             memory: cfg.memory,
             vcpus: cfg.vcpus as usize,
             gic: self.gic,
             bootargs: &cfg.cmdline,
             initrd: initrd.map(|(_, r)| r),
-            virtio_slots: 0,
+            virtio_slots: virtio_slots as u32,
             test_device: crate::ioport::enabled(),
         })
         .map_err(|e| format!("device tree: {e}"))?;
@@ -269,9 +288,31 @@ impl Toolstack {
             .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
         if ioport::enabled() {
             // The MMIO test device; a guest works without it, so go on.
-            match hypercall::io_map(id, iodev::BASE, iodev::WINDOW) {
-                Ok(()) => ioport::attach(id),
-                Err(e) => println!("vms: {}: IoMap failed: {}", cfg.name, e.description()),
+            match hypercall::io_map(id, iodev::BASE, iodev::WINDOW, 0) {
+                Ok(()) => ioport::attach_test_device(id),
+                Err(e) => println!("vms: {}: IoMap of the test device failed: {}", cfg.name, e.description()),
+            }
+            // The console: dom0 emulates the guest's PL011; if the
+            // hypervisor refuses, its own transmit-only model stays. Writes
+            // are posted: a transmitted byte costs the guest one trap, not
+            // a round trip through dom0.
+            match hypercall::io_map(id, guest::UART_BASE, guest::UART_SIZE, IO_MAP_POST_WRITES) {
+                Ok(()) => {
+                    ioport::attach_uart(id);
+                    if let Ok(vm) = u16::try_from(id) {
+                        self.mux.add(vm, &cfg.name);
+                    }
+                }
+                Err(e) => println!("vms: {}: IoMap of the console UART failed: {}", cfg.name, e.description()),
+            }
+            if virtio_slots > 0 {
+                // Register writes are posted: a queue notification does not
+                // wait for dom0 to serve the queue.
+                let size = (virtio_slots as u64 * guest::VIRTIO_STRIDE).next_multiple_of(4096);
+                match hypercall::io_map(id, guest::VIRTIO_BASE, size, IO_MAP_POST_WRITES) {
+                    Ok(()) => ioport::attach_virtio(id, virtio),
+                    Err(e) => println!("vms: {}: IoMap of the virtio devices failed: {}", cfg.name, e.description()),
+                }
             }
         }
         let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (at, _))| (e, at)), &dtb, dtb_ipa).and_then(|()| {
@@ -284,13 +325,14 @@ impl Toolstack {
         if let Err(e) = loaded {
             return Err(match hypercall::vm_op(Function::VmDestroy, id) {
                 Ok(()) => {
-                    ioport::detach(id);
+                    self.forget(id);
                     format!("{e} (VM {id} destroyed)")
                 }
                 Err(d) => format!("{e}; VmDestroy of VM {id} failed too: {}", d.description()),
             });
         }
         self.console_live = true;
+        self.live.insert(id, cfg.clone());
         Ok(id)
     }
 
@@ -421,7 +463,7 @@ impl Toolstack {
         match hypercall::vm_op(f, info.id) {
             Ok(()) => {
                 if f == Function::VmDestroy {
-                    ioport::detach(info.id);
+                    self.forget(info.id);
                 }
                 println!("{done} VM {} ({})", info.id, info.name())
             }
@@ -429,15 +471,45 @@ impl Toolstack {
         }
     }
 
-    /// Prints new guest console output above the prompt, then redraws
-    /// `prompt` and the partly typed `line`. One `ConsoleRead` when nothing is new.
+    /// Prints new guest console output (the emulated consoles through the
+    /// multiplexer, and the hypervisor's console ring for guests whose UART
+    /// it models itself). With dom0 focused the output goes above the
+    /// prompt, which is redrawn with the partly typed `line`.
     pub fn poll_console(&mut self, prompt: &str, line: &str) {
+        let mut text = Vec::new();
+        self.read_console_ring(&mut text);
+        let now = cpu::counter();
+        if ioport::output_pending() {
+            for (vm, bytes) in ioport::take_output() {
+                self.mux.output(vm, &bytes, now, &mut text);
+            }
+        }
+        self.mux.flush_partial(now, &mut text);
+        self.print_above_prompt(&text, prompt, line);
+    }
+
+    fn print_above_prompt(&self, text: &[u8], prompt: &str, line: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if self.mux.focus() != Focus::Dom0 {
+            console::write_bytes(text);
+            return;
+        }
+        // Nothing typed: overwrite the bare prompt; else keep the line and go below it.
+        console::write_bytes(if line.is_empty() { b"\r\x1b[K" } else { b"\r\n" });
+        console::write_bytes(text);
+        console::write_bytes(prompt.as_bytes());
+        console::write_bytes(line.as_bytes());
+    }
+
+    /// Appends what is new in the hypervisor's guest console ring (lines
+    /// it already prefixed with the VM's name), sanitised.
+    fn read_console_ring(&mut self, text: &mut Vec<u8>) {
         if !self.console_live {
             return;
         }
         let mut buf = [0u8; CONSOLE_CHUNK];
-        let mut printed = false;
-        let mut last = b'\n';
         loop {
             let chunk = match hypercall::console_read(&mut buf, self.console_cursor) {
                 Ok(c) => c,
@@ -445,80 +517,151 @@ impl Toolstack {
                     // Not there (yet) or broken: stop polling rather than spam.
                     self.console_live = false;
                     if e != Error::NotSupported {
-                        if !printed {
-                            console::write_bytes(b"\r\n");
-                            printed = true;
-                        }
-                        println!("[dom0] guest console: ConsoleRead failed: {}", e.description());
+                        text.extend_from_slice(format!("[dom0] guest console: ConsoleRead failed: {}\r\n", e.description()).as_bytes());
                     }
                     break;
                 }
             };
             self.console_cursor = chunk.next_cursor;
-            if chunk.copied == 0 && chunk.lost == 0 {
-                break;
-            }
-            if !printed {
-                // Nothing typed: overwrite the bare prompt; else keep the line and go below it.
-                console::write_bytes(if line.is_empty() { b"\r\x1b[K" } else { b"\r\n" });
-                printed = true;
-            }
             if chunk.lost != 0 {
-                if last != b'\n' {
-                    console::write_bytes(b"\r\n");
+                if text.last().is_some_and(|&b| b != b'\n') {
+                    text.extend_from_slice(b"\r\n");
                 }
-                println!("[dom0] guest console: {} bytes lost", chunk.lost);
-                last = b'\n';
+                text.extend_from_slice(format!("[dom0] guest console: {} bytes lost\r\n", chunk.lost).as_bytes());
             }
-            let text = &buf[..chunk.copied];
-            write_guest_text(text);
-            if let Some(&b) = text.last() {
-                last = b;
-            }
+            sanitise_guest_text(&buf[..chunk.copied], text);
             if chunk.copied == 0 {
                 break;
             }
         }
-        if printed {
-            if last != b'\n' {
-                console::write_bytes(b"\r\n");
-            }
-            console::write_bytes(prompt.as_bytes());
-            console::write_bytes(line.as_bytes());
+        if text.last().is_some_and(|&b| b != b'\n') {
+            text.extend_from_slice(b"\r\n");
         }
+    }
+
+    /// The virtio devices `cfg` asks for, in slot order: the console, the
+    /// disks (slices of dom0's disk), the network ports.
+    fn virtio_specs(&self, cfg: &VmConfig) -> Result<Vec<VirtioSpec>, String> {
+        if !ioport::enabled() {
+            if cfg.virtio_console || !cfg.disks.is_empty() || !cfg.nets.is_empty() {
+                return Err("virtio devices need IO forwarding, which is off".to_string());
+            }
+            return Ok(Vec::new());
+        }
+        let mut specs = Vec::new();
+        if cfg.virtio_console {
+            specs.push(VirtioSpec::Console);
+        }
+        for (i, d) in cfg.disks.iter().enumerate() {
+            let disk = ioport::shared_disk().ok_or_else(|| format!("disk {}: dom0 has no disk to share", i + 1))?;
+            let slice = DiskSlice::new(disk, d.offset, d.size).map_err(|e| match e {
+                SliceError::PastEnd { capacity } => format!("disk {}: past the end of dom0's disk ({capacity} bytes)", i + 1),
+                SliceError::Unaligned => format!("disk {}: not whole sectors", i + 1),
+            })?;
+            specs.push(VirtioSpec::Block { slice, read_only: d.readonly });
+        }
+        for n in &cfg.nets {
+            specs.push(VirtioSpec::Net { mac: n.mac });
+        }
+        Ok(specs)
+    }
+
+    /// Restarts the VMs that reset themselves (PSCI SYSTEM_RESET): each is
+    /// destroyed and created again from its configuration, under the same
+    /// name. Asks the hypervisor at most every `WATCH_MILLIS`.
+    pub fn watch(&mut self) {
+        let now = cpu::counter();
+        if now.wrapping_sub(self.last_watch) < cpu::counter_frequency() * WATCH_MILLIS / 1000 {
+            return;
+        }
+        self.last_watch = now;
+        let resets: Vec<u32> = self
+            .live
+            .keys()
+            .copied()
+            .filter(|&id| {
+                hypercall::vm_info(id).is_ok_and(|i| {
+                    i.state == VmState::Stopped as u32 && i.stop_reason == StopReason::SystemReset as u32
+                })
+            })
+            .collect();
+        for id in resets {
+            let Some(cfg) = self.live.get(&id).cloned() else { continue };
+            // Print what it said last before its console goes.
+            let mut text = Vec::new();
+            for (vm, bytes) in ioport::take_output() {
+                self.mux.output(vm, &bytes, now, &mut text);
+            }
+            console::write_bytes(&text);
+            if let Err(e) = hypercall::vm_op(Function::VmDestroy, id) {
+                println!("[dom0] VM {id} ({}) reset itself, but VmDestroy failed: {}", cfg.name, e.description());
+                self.live.remove(&id);
+                continue;
+            }
+            self.forget(id);
+            match self.create(&cfg, true) {
+                Ok(new) => println!("[dom0] VM {id} ({}) reset itself: restarted as VM {new}", cfg.name),
+                Err(e) => println!("[dom0] VM {id} ({}) reset itself; restarting it failed: {e}", cfg.name),
+            }
+        }
+    }
+
+    /// VM `id` is destroyed: its backends and console go.
+    fn forget(&mut self, id: u32) {
+        self.live.remove(&id);
+        ioport::detach(id);
+        if let Ok(vm) = u16::try_from(id) {
+            let mut text = Vec::new();
+            self.mux.remove(vm, &mut text);
+            console::write_bytes(&text);
+        }
+    }
+
+    /// `console VM`: the terminal goes to VM's console.
+    pub fn console(&mut self, vm: VmRef<'_>) {
+        let info = match self.resolve(vm) {
+            Ok(i) => i,
+            Err(e) => return println!("console {vm}: {e}"),
+        };
+        let Ok(id) = u16::try_from(info.id) else { return };
+        if !self.mux.attach(id) {
+            return println!("console {vm}: VM {} ({}) has no console emulated by dom0", info.id, info.name());
+        }
+        println!("[dom0] console: attached to VM {} ({}); Ctrl-a three times for the next console or dom0", info.id, info.name());
+    }
+
+    /// `log VM`: VM's recent console output.
+    pub fn log(&self, vm: VmRef<'_>) {
+        let info = match self.resolve(vm) {
+            Ok(i) => i,
+            Err(e) => return println!("log {vm}: {e}"),
+        };
+        let history = u16::try_from(info.id).ok().and_then(|id| self.mux.history(id));
+        let Some(history) = history else {
+            return println!("log {vm}: VM {} ({}) has no console emulated by dom0", info.id, info.name());
+        };
+        println!("---- last {} bytes of VM {} ({}) ----", history.len(), info.id, info.name());
+        let mut text = Vec::new();
+        sanitise_guest_text(&history, &mut text);
+        if text.last().is_some_and(|&b| b != b'\n') {
+            text.extend_from_slice(b"\r\n");
+        }
+        console::write_bytes(&text);
+        println!("----");
     }
 }
 
-/// Writes guest text with LF as CR LF and other control characters (escape
-/// sequences included) shown as `?`, so a guest cannot drive the terminal.
-fn write_guest_text(text: &[u8]) {
-    let mut out = [0u8; 2 * CONSOLE_CHUNK];
-    let mut n = 0;
+/// Appends guest text with LF as CR LF and other control characters
+/// (escape sequences included) shown as `?`, so a guest cannot drive the
+/// terminal.
+fn sanitise_guest_text(text: &[u8], out: &mut Vec<u8>) {
     for &b in text {
-        if n + 2 > out.len() {
-            console::write_bytes(&out[..n]);
-            n = 0;
-        }
         match b {
-            b'\n' => {
-                out[n] = b'\r';
-                out[n + 1] = b'\n';
-                n += 2;
-            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
             b'\r' => {}
-            b'\t' => {
-                out[n] = b;
-                n += 1;
-            }
-            0..=0x1f | 0x7f => {
-                out[n] = b'?';
-                n += 1;
-            }
-            _ => {
-                out[n] = b;
-                n += 1;
-            }
+            b'\t' => out.push(b),
+            0..=0x1f | 0x7f => out.push(b'?'),
+            _ => out.push(b),
         }
     }
-    console::write_bytes(&out[..n]);
 }

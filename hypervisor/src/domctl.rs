@@ -265,6 +265,9 @@ fn copy(dom0: &Vm, vm: &Vm, guest_ipa: u64, dom0_ipa: u64, len: u64, direction: 
         unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, n as usize) };
         done += n;
     }
+    // Copies are ordered as their owners see them (a backend writes a used
+    // ring entry, then its index, in two calls): DMB ISH.
+    core::sync::atomic::fence(Ordering::SeqCst);
     Ok(0)
 }
 

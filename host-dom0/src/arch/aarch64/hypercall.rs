@@ -2,7 +2,7 @@
 //! Only call these when the device tree has a `/hypervisor` node: on bare
 //! hardware an unknown HVC is UNDEFINED.
 
-use hv_abi::hypercall::{decode_result, Error, Function, VmInfo};
+use hv_abi::hypercall::{decode_result, CopyDirection, Error, Function, IrqAction, VmInfo};
 
 /// `Version`: the hypervisor's ABI version (major << 16 | minor).
 pub fn version() -> Result<u64, Error> {
@@ -96,14 +96,33 @@ pub fn io_setup(page: u64) -> Result<(), Error> {
     decode_result(call(Function::IoSetup, &[page])[0]).map(drop)
 }
 
-/// `IoMap`: VM `id`'s accesses to `[base, base + size)` are forwarded to dom0.
-pub fn io_map(id: u32, base: u64, size: u64) -> Result<(), Error> {
-    decode_result(call(Function::IoMap, &[u64::from(id), base, size])[0]).map(drop)
+/// `IoMap`: VM `id`'s accesses to `[base, base + size)` are forwarded to
+/// dom0; `flags`: `hv_abi::ioreq::IO_MAP_POST_WRITES` or 0.
+pub fn io_map(id: u32, base: u64, size: u64, flags: u64) -> Result<(), Error> {
+    decode_result(call(Function::IoMap, &[u64::from(id), base, size, flags])[0]).map(drop)
 }
 
 /// `IoComplete`: the hypervisor takes the completion ring; returns how many it took.
 pub fn io_complete() -> Result<u64, Error> {
     decode_result(call(Function::IoComplete, &[])[0])
+}
+
+/// `VmCopy` from VM `id`'s RAM at `gpa` into `buf` (identity-mapped dom0
+/// memory, so its address is its IPA). At most `MAX_COPY` bytes.
+pub fn vm_copy_from(id: u32, gpa: u64, buf: &mut [u8]) -> Result<(), Error> {
+    let args = [u64::from(id), gpa, buf.as_mut_ptr() as u64, buf.len() as u64, CopyDirection::FromGuest as u64];
+    decode_result(call(Function::VmCopy, &args)[0]).map(drop)
+}
+
+/// `VmCopy` of `data` into VM `id`'s RAM at `gpa`.
+pub fn vm_copy_to(id: u32, gpa: u64, data: &[u8]) -> Result<(), Error> {
+    let args = [u64::from(id), gpa, data.as_ptr() as u64, data.len() as u64, CopyDirection::ToGuest as u64];
+    decode_result(call(Function::VmCopy, &args)[0]).map(drop)
+}
+
+/// `IrqLine`: raise, lower or pulse SPI `intid` of VM `id`.
+pub fn irq_line(id: u32, intid: u32, action: IrqAction) -> Result<(), Error> {
+    decode_result(call(Function::IrqLine, &[u64::from(id), u64::from(intid), action as u64])[0]).map(drop)
 }
 
 /// The cheapest round trip: `Version` with nothing else saved or passed

@@ -1,0 +1,1001 @@
+//! Dom0's device backends for guests, without the shared page: the devices
+//! each VM was given (the MMIO test device, its PL011 console, virtio-mmio
+//! console, disks and network ports), routing of forwarded requests to
+//! them, the virtual switch joining the network ports, and what the
+//! devices ask of the hypervisor (interrupt lines, guest memory) through
+//! [`Hyp`], so all of it runs under `cargo test`.
+//!
+//! Fairness: a virtio device serves at most one ring's worth of requests
+//! per notification ([`MmioDevice`]'s budget); what is left waits for
+//! [`Backends::poll_pending`], which gives every such device one more turn,
+//! in VM order, so a guest hammering its devices cannot starve the others.
+//!
+//! `ioport` owns one [`Backends`] under its lock and calls
+//! [`Backends::handle`] for every request in the ring; the shell takes the
+//! consoles' output with [`Backends::take_output`] and feeds typed input
+//! with [`Backends::console_input`].
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+
+use hv_abi::hypercall::guest::{UART_BASE, UART_SIZE, UART_SPI, VIRTIO_BASE, VIRTIO_SLOTS, VIRTIO_SPI_BASE, VIRTIO_STRIDE};
+use hv_abi::ioreq::{Direction, IoCompletion, IoRequest, IoStatus};
+use hv_virtio::block::BackendError;
+use hv_virtio::{Block, BlockBackend, Console, GuestMemory, MemError, MmioDevice, Net, Outcome, Route, Switch};
+
+use crate::iodev::{self, TestDevice};
+use crate::pl011::Pl011;
+
+/// The guest's INTID of its PL011 (`UART_SPI` is an SPI number).
+pub const UART_INTID: u32 = 32 + UART_SPI;
+/// Console output a VM may have waiting for the shell; beyond it bytes are
+/// dropped (and counted) rather than stalling the guest.
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+/// Typed input waiting for room in a guest's receive FIFO.
+pub const INPUT_LIMIT: usize = 4096;
+
+/// Most MAC addresses the switch remembers.
+pub const SWITCH_TABLE: usize = 256;
+
+/// What backends need the hypervisor to do (hypercalls on the target, a
+/// recorder in tests).
+pub trait Hyp {
+    /// Drive SPI `intid` of VM `vm` to `level`.
+    fn set_irq(&mut self, vm: u16, intid: u32, level: bool);
+    /// Copy from VM `vm`'s RAM at `gpa`; `Err` (nothing copied) unless the
+    /// whole range is that VM's RAM.
+    fn read_guest(&self, vm: u16, gpa: u64, buf: &mut [u8]) -> Result<(), ()>;
+    /// Copy into VM `vm`'s RAM at `gpa`, as `read_guest`.
+    fn write_guest(&mut self, vm: u16, gpa: u64, data: &[u8]) -> Result<(), ()>;
+    /// Order earlier guest-memory accesses before later ones, as other CPUs
+    /// see them.
+    fn fence(&self) {}
+}
+
+/// One VM's RAM as a virtio device reaches it: through [`Hyp`].
+struct VmMemory<'a> {
+    hyp: &'a mut dyn Hyp,
+    vm: u16,
+}
+
+impl GuestMemory for VmMemory<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.hyp.read_guest(self.vm, gpa, buf).map_err(|()| MemError { gpa, len: buf.len() })
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
+        self.hyp.write_guest(self.vm, gpa, data).map_err(|()| MemError { gpa, len: data.len() })
+    }
+
+    fn fence(&self) {
+        self.hyp.fence();
+    }
+}
+
+/// The disk dom0 shares out to guests (its real disk on the target).
+pub trait SharedDisk: Send {
+    fn capacity_sectors(&self) -> u64;
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ()>;
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), ()>;
+    /// Data written so far reaches stable storage.
+    fn flush(&mut self) -> Result<(), ()>;
+}
+
+/// A guest's disk: `sectors` sectors of the shared disk from `start`.
+pub struct DiskSlice {
+    disk: &'static spin::Mutex<dyn SharedDisk>,
+    start: u64,
+    sectors: u64,
+}
+
+impl core::fmt::Debug for DiskSlice {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "DiskSlice {{ start: {}, sectors: {} }}", self.start, self.sectors)
+    }
+}
+
+/// Why a disk slice cannot be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SliceError {
+    /// Offset or size is not whole sectors, or the size is 0.
+    Unaligned,
+    /// The slice reaches past the end of the disk (`capacity` bytes).
+    PastEnd { capacity: u64 },
+}
+
+impl DiskSlice {
+    /// `size` bytes from byte `offset` (`None`: to the end of the disk).
+    pub fn new(disk: &'static spin::Mutex<dyn SharedDisk>, offset: u64, size: Option<u64>) -> Result<Self, SliceError> {
+        let capacity = disk.lock().capacity_sectors();
+        let bytes = capacity.saturating_mul(512);
+        let size = match size {
+            Some(s) => s,
+            None => bytes.checked_sub(offset).ok_or(SliceError::PastEnd { capacity: bytes })?,
+        };
+        if !offset.is_multiple_of(512) || !size.is_multiple_of(512) || size == 0 {
+            return Err(SliceError::Unaligned);
+        }
+        match offset.checked_add(size) {
+            Some(end) if end <= bytes => Ok(DiskSlice { disk, start: offset / 512, sectors: size / 512 }),
+            _ => Err(SliceError::PastEnd { capacity: bytes }),
+        }
+    }
+
+    /// The disk sector of slice sector `sector` for `len` bytes, if the
+    /// whole range is inside the slice.
+    fn map(&self, sector: u64, len: usize) -> Result<u64, BackendError> {
+        let count = (len as u64).div_ceil(512);
+        match sector.checked_add(count) {
+            Some(end) if end <= self.sectors => Ok(self.start + sector),
+            _ => Err(BackendError),
+        }
+    }
+}
+
+impl BlockBackend for DiskSlice {
+    fn capacity_sectors(&self) -> u64 {
+        self.sectors
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        let at = self.map(sector, buf.len())?;
+        self.disk.lock().read(at, buf).map_err(|()| BackendError)
+    }
+
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
+        let at = self.map(sector, data.len())?;
+        self.disk.lock().write(at, data).map_err(|()| BackendError)
+    }
+
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.disk.lock().flush().map_err(|()| BackendError)
+    }
+}
+
+/// A virtio device of a VM, by type.
+#[derive(Debug)]
+pub enum VirtioDevice {
+    Console(MmioDevice<Console>),
+    Block(MmioDevice<Block<DiskSlice>>),
+    /// With its port on the switch.
+    Net(MmioDevice<Net>, usize),
+}
+
+/// What a VM's virtio devices are made from (toolstack → backends).
+pub enum VirtioSpec {
+    Console,
+    Block { slice: DiskSlice, read_only: bool },
+    Net { mac: [u8; 6] },
+}
+
+#[derive(Debug)]
+struct VirtioSlot {
+    dev: VirtioDevice,
+    /// The level the hypervisor was last told.
+    line: bool,
+    /// The budget ran out: serve again in `poll_pending`.
+    more: bool,
+}
+
+impl VirtioSlot {
+    fn read(&self, offset: u64, size: u8) -> Result<u64, ()> {
+        match &self.dev {
+            VirtioDevice::Console(d) => d.read(offset, size),
+            VirtioDevice::Block(d) => d.read(offset, size),
+            VirtioDevice::Net(d, _) => d.read(offset, size),
+        }
+        .map_err(drop)
+    }
+
+    fn write(&mut self, mem: &mut dyn GuestMemory, offset: u64, size: u8, value: u64) -> Result<Outcome, ()> {
+        match &mut self.dev {
+            VirtioDevice::Console(d) => d.write(mem, offset, size, value),
+            VirtioDevice::Block(d) => d.write(mem, offset, size, value),
+            VirtioDevice::Net(d, _) => d.write(mem, offset, size, value),
+        }
+        .map_err(drop)
+    }
+
+    fn poll(&mut self, mem: &mut dyn GuestMemory) -> Outcome {
+        match &mut self.dev {
+            VirtioDevice::Console(d) => d.poll(mem),
+            VirtioDevice::Block(d) => d.poll(mem),
+            VirtioDevice::Net(d, _) => d.poll(mem),
+        }
+    }
+
+    fn interrupt_pending(&self) -> bool {
+        match &self.dev {
+            VirtioDevice::Console(d) => d.interrupt_pending(),
+            VirtioDevice::Block(d) => d.interrupt_pending(),
+            VirtioDevice::Net(d, _) => d.interrupt_pending(),
+        }
+    }
+}
+
+/// The guest INTID of virtio slot `slot`.
+pub const fn virtio_intid(slot: usize) -> u32 {
+    32 + VIRTIO_SPI_BASE + slot as u32
+}
+
+/// Counters for `iostat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Requests answered (completions produced), faults included.
+    pub handled: u64,
+    /// Of those, answered with `Fault`: a device error, an unknown VM, an
+    /// address no device of the VM decodes, or a malformed request.
+    pub errors: u64,
+    /// Of the errors, requests that failed `IoRequest::validate`.
+    pub malformed: u64,
+    /// Console bytes dropped because the shell fell behind.
+    pub output_dropped: u64,
+    /// Typed bytes dropped because the guest did not read its UART.
+    pub input_dropped: u64,
+    /// Frames the switch passed on, and frames it or a full receiver dropped.
+    pub frames_switched: u64,
+    pub frames_dropped: u64,
+}
+
+/// A guest's emulated PL011 and the bytes going through it.
+#[derive(Debug, Default)]
+struct GuestUart {
+    model: Pl011,
+    /// The level the hypervisor was last told.
+    line: bool,
+    /// Transmitted bytes the shell has not taken yet.
+    out: Vec<u8>,
+    /// Typed bytes waiting for room in the receive FIFO.
+    input: VecDeque<u8>,
+}
+
+/// The devices of one VM.
+#[derive(Debug, Default)]
+struct VmDevices {
+    test: Option<TestDevice>,
+    uart: Option<GuestUart>,
+    /// Virtio slot i is at `VIRTIO_BASE + i * VIRTIO_STRIDE`.
+    virtio: Vec<VirtioSlot>,
+}
+
+/// Every VM's devices.
+pub struct Backends {
+    vms: BTreeMap<u16, VmDevices>,
+    stats: IoStats,
+    /// Some VM has console output waiting.
+    output_pending: bool,
+    switch: Switch,
+    /// Switch port → (VM, virtio slot); `None` for a free port.
+    ports: Vec<Option<(u16, usize)>>,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backends {
+    pub fn new() -> Self {
+        Backends {
+            vms: BTreeMap::new(),
+            stats: IoStats::default(),
+            output_pending: false,
+            switch: Switch::new(SWITCH_TABLE),
+            ports: Vec::new(),
+        }
+    }
+
+    /// VM `vm` got the virtio window: its devices, in slot order. Returns
+    /// how many slots it uses (at most `VIRTIO_SLOTS`).
+    pub fn attach_virtio(&mut self, vm: u16, specs: Vec<VirtioSpec>) -> usize {
+        let mut slots = Vec::new();
+        for (i, spec) in specs.into_iter().take(VIRTIO_SLOTS as usize).enumerate() {
+            let dev = match spec {
+                VirtioSpec::Console => VirtioDevice::Console(MmioDevice::new(Console::new())),
+                VirtioSpec::Block { slice, read_only } => VirtioDevice::Block(MmioDevice::new(Block::new(slice, read_only))),
+                VirtioSpec::Net { mac } => {
+                    let port = match self.ports.iter().position(Option::is_none) {
+                        Some(p) => p,
+                        None => {
+                            self.ports.push(None);
+                            self.ports.len() - 1
+                        }
+                    };
+                    self.ports[port] = Some((vm, i));
+                    self.switch.forget_port(port);
+                    VirtioDevice::Net(MmioDevice::new(Net::new(mac)), port)
+                }
+            };
+            slots.push(VirtioSlot { dev, line: false, more: false });
+        }
+        let n = slots.len();
+        self.vms.entry(vm).or_default().virtio = slots;
+        n
+    }
+
+    /// VM `vm` got the test device's window: a fresh device, replacing any
+    /// left from an earlier VM with the same id.
+    pub fn attach_test_device(&mut self, vm: u16) {
+        self.vms.entry(vm).or_default().test = Some(TestDevice::new());
+    }
+
+    /// VM `vm` got the UART's window: a PL011 in its reset state.
+    pub fn attach_uart(&mut self, vm: u16) {
+        self.vms.entry(vm).or_default().uart = Some(GuestUart::default());
+    }
+
+    /// VM `vm` is gone: its devices go, with any output not yet taken, and
+    /// its switch ports are freed.
+    pub fn detach(&mut self, vm: u16) {
+        self.vms.remove(&vm);
+        for (port, owner) in self.ports.iter_mut().enumerate() {
+            if owner.is_some_and(|(v, _)| v == vm) {
+                *owner = None;
+                self.switch.forget_port(port);
+            }
+        }
+    }
+
+    /// Whether some virtio device has work its budget did not cover.
+    pub fn has_pending(&self) -> bool {
+        self.vms.values().any(|d| d.virtio.iter().any(|s| s.more))
+    }
+
+    /// Gives every virtio device whose budget ran out one more turn, and
+    /// moves frames between network ports. Returns whether work remains.
+    pub fn poll_pending(&mut self, hyp: &mut dyn Hyp) -> bool {
+        let pending: Vec<(u16, usize)> = self
+            .vms
+            .iter()
+            .flat_map(|(&vm, d)| d.virtio.iter().enumerate().filter(|(_, s)| s.more).map(move |(i, _)| (vm, i)))
+            .collect();
+        for (vm, slot) in pending {
+            // Errors here are the guest's (its queue is broken); the device
+            // has marked itself DEVICE_NEEDS_RESET.
+            let _ = self.serve_virtio(vm, slot, None, hyp);
+        }
+        self.vms.values().any(|d| d.virtio.iter().any(|s| s.more))
+    }
+
+    pub fn stats(&self) -> IoStats {
+        self.stats
+    }
+
+    /// Whether any console output is waiting for [`take_output`](Self::take_output).
+    pub fn output_pending(&self) -> bool {
+        self.output_pending
+    }
+
+    /// Hands every VM's waiting console output (PL011, then virtio
+    /// console) to `f`, oldest VM id first.
+    pub fn take_output(&mut self, mut f: impl FnMut(u16, &[u8])) {
+        for (&id, devs) in &mut self.vms {
+            if let Some(uart) = devs.uart.as_mut().filter(|u| !u.out.is_empty()) {
+                f(id, &uart.out);
+                uart.out.clear();
+            }
+            for slot in &mut devs.virtio {
+                if let VirtioDevice::Console(d) = &mut slot.dev {
+                    let out = d.device_mut().take_output();
+                    if !out.is_empty() {
+                        f(id, &out);
+                    }
+                }
+            }
+        }
+        self.output_pending = false;
+    }
+
+    /// Typed bytes for VM `vm`'s console: into its receive FIFO as far as
+    /// there is room, the rest queued (up to [`INPUT_LIMIT`], then dropped
+    /// and counted). Returns `false` if the VM has no emulated UART.
+    pub fn console_input(&mut self, vm: u16, bytes: &[u8], hyp: &mut dyn Hyp) -> bool {
+        let Some(uart) = self.vms.get_mut(&vm).and_then(|d| d.uart.as_mut()) else { return false };
+        for &b in bytes {
+            if uart.input.len() < INPUT_LIMIT {
+                uart.input.push_back(b);
+            } else {
+                self.stats.input_dropped += 1;
+            }
+        }
+        refill_and_signal(vm, uart, hyp);
+        true
+    }
+
+    /// Answers one request copied out of the ring.
+    pub fn handle(&mut self, req: &IoRequest, hyp: &mut dyn Hyp) -> IoCompletion {
+        let result = match req.validate() {
+            Err(_) => {
+                self.stats.malformed += 1;
+                Err(())
+            }
+            Ok(dir) => self.access(req, dir, hyp),
+        };
+        self.stats.handled += 1;
+        match result {
+            Ok(data) => IoCompletion::new(req.seq, IoStatus::Ok, data),
+            Err(()) => {
+                self.stats.errors += 1;
+                IoCompletion::new(req.seq, IoStatus::Fault, 0)
+            }
+        }
+    }
+
+    fn access(&mut self, req: &IoRequest, dir: Direction, hyp: &mut dyn Hyp) -> Result<u64, ()> {
+        let devs = self.vms.get_mut(&req.vm).ok_or(())?;
+        if let Some(offset) = window_offset(req.addr, iodev::BASE, iodev::WINDOW) {
+            let dev = devs.test.as_mut().ok_or(())?;
+            return match dir {
+                Direction::Read => dev.read(offset, req.size).map_err(drop),
+                Direction::Write => dev.write(offset, req.size, req.data).map(|()| 0).map_err(drop),
+            };
+        }
+        if let Some(offset) = window_offset(req.addr, UART_BASE, UART_SIZE) {
+            let uart = devs.uart.as_mut().ok_or(())?;
+            let result = match dir {
+                Direction::Read => uart.model.read(offset, req.size).map(u64::from).map_err(drop),
+                Direction::Write => {
+                    let effect = uart.model.write(offset, req.size, req.data as u32).map_err(drop)?;
+                    if let Some(byte) = effect.transmitted {
+                        if uart.out.len() < OUTPUT_LIMIT {
+                            uart.out.push(byte);
+                            self.output_pending = true;
+                        } else {
+                            self.stats.output_dropped += 1;
+                        }
+                    }
+                    Ok(0)
+                }
+            };
+            // A read of UARTDR makes room for queued input; any access may
+            // change the interrupt line.
+            refill_and_signal(req.vm, uart, hyp);
+            return result;
+        }
+        if let Some(offset) = window_offset(req.addr, VIRTIO_BASE, u64::from(VIRTIO_SLOTS) * VIRTIO_STRIDE) {
+            let slot = (offset / VIRTIO_STRIDE) as usize;
+            let offset = offset % VIRTIO_STRIDE;
+            let dev = devs.virtio.get(slot).ok_or(())?;
+            return match dir {
+                Direction::Read => dev.read(offset, req.size),
+                Direction::Write => self.serve_virtio(req.vm, slot, Some((offset, req.size, req.data)), hyp).map(|()| 0),
+            };
+        }
+        Err(())
+    }
+
+    /// A guest write to virtio slot `slot` of `vm` (or, with `None`, one
+    /// more turn for its queues), then what follows from it: console
+    /// output, frames through the switch, interrupt lines.
+    fn serve_virtio(&mut self, vm: u16, slot: usize, write: Option<(u64, u8, u64)>, hyp: &mut dyn Hyp) -> Result<(), ()> {
+        let devs = self.vms.get_mut(&vm).ok_or(())?;
+        let dev = devs.virtio.get_mut(slot).ok_or(())?;
+        let mut mem = VmMemory { hyp: &mut *hyp, vm };
+        let outcome = match write {
+            Some((offset, size, value)) => dev.write(&mut mem, offset, size, value),
+            None => Ok(dev.poll(&mut mem)),
+        };
+        if let Ok(o) = outcome {
+            dev.more = o.more_work;
+        }
+        let mut frames = Vec::new();
+        match &mut dev.dev {
+            VirtioDevice::Console(_) => self.output_pending = true,
+            VirtioDevice::Net(d, port) => {
+                let port = *port;
+                while let Some(frame) = d.device_mut().take_tx() {
+                    frames.push((port, frame));
+                }
+            }
+            VirtioDevice::Block(_) => {}
+        }
+        signal(vm, slot, dev, hyp);
+        for (port, frame) in frames {
+            self.switch_frame(port, &frame, hyp);
+        }
+        outcome.map(drop)
+    }
+
+    /// A frame sent on switch port `from`: to the port(s) the switch says.
+    fn switch_frame(&mut self, from: usize, frame: &[u8], hyp: &mut dyn Hyp) {
+        let route = self.switch.route(from, frame);
+        if matches!(route, Route::Drop) {
+            self.stats.frames_dropped += 1;
+            return;
+        }
+        for port in 0..self.ports.len() {
+            if !route.includes(port) {
+                continue;
+            }
+            let Some(Some((vm, slot))) = self.ports.get(port).copied() else { continue };
+            let Some(dev) = self.vms.get_mut(&vm).and_then(|d| d.virtio.get_mut(slot)) else { continue };
+            let VirtioDevice::Net(d, _) = &mut dev.dev else { continue };
+            let mut mem = VmMemory { hyp: &mut *hyp, vm };
+            match d.deliver_rx(&mut mem, frame) {
+                Ok(o) => dev.more |= o.more_work,
+                Err(_) => self.stats.frames_dropped += 1,
+            }
+            signal(vm, slot, dev, hyp);
+        }
+        self.stats.frames_switched += 1;
+    }
+
+    /// Typed bytes for VM `vm`'s virtio console (if it has one).
+    pub fn virtio_console_input(&mut self, vm: u16, bytes: &[u8], hyp: &mut dyn Hyp) -> bool {
+        let Some(devs) = self.vms.get_mut(&vm) else { return false };
+        for (i, slot) in devs.virtio.iter_mut().enumerate() {
+            if let VirtioDevice::Console(d) = &mut slot.dev {
+                let mut mem = VmMemory { hyp: &mut *hyp, vm };
+                if d.deliver_rx(&mut mem, bytes).is_err() {
+                    self.stats.input_dropped += bytes.len() as u64;
+                }
+                signal(vm, i, slot, hyp);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Tells the hypervisor if a virtio device's interrupt line changed.
+fn signal(vm: u16, slot: usize, dev: &mut VirtioSlot, hyp: &mut dyn Hyp) {
+    let level = dev.interrupt_pending();
+    if level != dev.line {
+        dev.line = level;
+        hyp.set_irq(vm, virtio_intid(slot), level);
+    }
+}
+
+/// `addr - base` if `addr` is inside `[base, base + size)`.
+fn window_offset(addr: u64, base: u64, size: u64) -> Option<u64> {
+    addr.checked_sub(base).filter(|&o| o < size)
+}
+
+/// Moves queued input into the FIFO while it has room, then tells the
+/// hypervisor if the interrupt line changed.
+fn refill_and_signal(vm: u16, uart: &mut GuestUart, hyp: &mut dyn Hyp) {
+    while uart.model.can_receive() {
+        let Some(b) = uart.input.pop_front() else { break };
+        uart.model.push_rx(b);
+    }
+    let level = uart.model.irq_level();
+    if level != uart.line {
+        uart.line = level;
+        hyp.set_irq(vm, UART_INTID, level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iodev::{BASE, ID_OFFSET, ID_VALUE, WINDOW};
+    use crate::pl011::reg;
+    use alloc::boxed::Box;
+    use alloc::vec;
+    use hv_virtio::{MemDisk, VecMemory};
+
+    /// Records interrupt line changes; each VM's RAM is a `VecMemory`.
+    #[derive(Default)]
+    struct Lines(Vec<(u16, u32, bool)>, BTreeMap<u16, VecMemory>);
+
+    impl Hyp for Lines {
+        fn set_irq(&mut self, vm: u16, intid: u32, level: bool) {
+            self.0.push((vm, intid, level));
+        }
+
+        fn read_guest(&self, vm: u16, gpa: u64, buf: &mut [u8]) -> Result<(), ()> {
+            self.1.get(&vm).ok_or(())?.read(gpa, buf).map_err(drop)
+        }
+
+        fn write_guest(&mut self, vm: u16, gpa: u64, data: &[u8]) -> Result<(), ()> {
+            self.1.get_mut(&vm).ok_or(())?.write(gpa, data).map_err(drop)
+        }
+    }
+
+    fn w(seq: u64, vm: u16, addr: u64, size: u8, data: u64) -> IoRequest {
+        IoRequest::new(seq, vm, 0, Direction::Write, size, addr, data)
+    }
+
+    fn r(seq: u64, vm: u16, addr: u64, size: u8) -> IoRequest {
+        IoRequest::new(seq, vm, 1, Direction::Read, size, addr, 0)
+    }
+
+    #[test]
+    fn test_device_is_served_per_vm_and_faults_the_rest() {
+        let mut b = Backends::new();
+        let h = &mut Lines::default();
+        // Unknown VM.
+        assert_eq!(b.handle(&r(1, 3, BASE, 8), h), IoCompletion::new(1, IoStatus::Fault, 0));
+        b.attach_test_device(3);
+        b.attach_test_device(4);
+        assert_eq!(b.handle(&w(2, 3, BASE + 8, 4, 0xCAFE_F00D), h).status, IoStatus::Ok as u32);
+        assert_eq!(b.handle(&r(3, 3, BASE + 8, 8), h), IoCompletion::new(3, IoStatus::Ok, 0xCAFE_F00D));
+        // Separate devices per VM.
+        assert_eq!(b.handle(&r(4, 4, BASE + 8, 8), h), IoCompletion::new(4, IoStatus::Ok, 0));
+        assert_eq!(b.handle(&r(5, 4, BASE + ID_OFFSET, 8), h), IoCompletion::new(5, IoStatus::Ok, ID_VALUE));
+        // Device errors, addresses outside the window, malformed requests.
+        assert_eq!(b.handle(&r(6, 3, BASE + 0x108, 8), h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&r(7, 3, BASE - 8, 8), h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&r(8, 3, BASE + WINDOW, 8), h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&r(9, 3, BASE + 2, 4), h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&w(10, 3, BASE, 1, 0x100), h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&w(11, 3, BASE + ID_OFFSET, 8, 1), h).status, IoStatus::Fault as u32);
+        // No UART attached to VM 3: its window faults too.
+        assert_eq!(b.handle(&r(12, 3, UART_BASE + reg::FR, 4), h).status, IoStatus::Fault as u32);
+        assert_eq!(b.stats(), IoStats { handled: 12, errors: 8, malformed: 1, ..IoStats::default() });
+        // Re-attaching (a new VM with the same id) starts from a fresh device.
+        b.attach_test_device(3);
+        assert_eq!(b.handle(&r(13, 3, BASE + 8, 8), h), IoCompletion::new(13, IoStatus::Ok, 0));
+        b.detach(3);
+        assert_eq!(b.handle(&r(14, 3, BASE + 8, 8), h).status, IoStatus::Fault as u32);
+        assert!(h.0.is_empty(), "the test device has no interrupt");
+    }
+
+    /// Linux's amba-pl011 start-up, as far as the interrupt line is concerned.
+    fn enable_uart(b: &mut Backends, vm: u16, h: &mut Lines) {
+        let cr = 1 | 1 << 8 | 1 << 9; // UARTEN, TXE, RXE
+        assert_eq!(b.handle(&w(1, vm, UART_BASE + reg::CR, 4, cr), h).status, IoStatus::Ok as u32);
+        // Receive and receive-timeout interrupts unmasked.
+        assert_eq!(b.handle(&w(2, vm, UART_BASE + reg::IMSC, 4, 1 << 4 | 1 << 6), h).status, IoStatus::Ok as u32);
+    }
+
+    #[test]
+    fn uart_output_is_kept_per_vm_until_taken() {
+        let mut b = Backends::new();
+        let h = &mut Lines::default();
+        b.attach_uart(1);
+        b.attach_uart(2);
+        for (i, &c) in b"hi\n".iter().enumerate() {
+            b.handle(&w(i as u64 + 1, 1, UART_BASE + reg::DR, 4, u64::from(c)), h);
+        }
+        b.handle(&w(9, 2, UART_BASE + reg::DR, 1, u64::from(b'x')), h);
+        assert!(b.output_pending());
+        let mut got = vec![];
+        b.take_output(|vm, bytes| got.push((vm, bytes.to_vec())));
+        assert_eq!(got, vec![(1, b"hi\n".to_vec()), (2, b"x".to_vec())]);
+        assert!(!b.output_pending());
+        b.take_output(|_, _| panic!("nothing left"));
+    }
+
+    #[test]
+    fn uart_output_beyond_the_limit_is_counted_not_kept() {
+        let mut b = Backends::new();
+        let h = &mut Lines::default();
+        b.attach_uart(1);
+        for i in 0..OUTPUT_LIMIT + 10 {
+            b.handle(&w(i as u64 + 1, 1, UART_BASE + reg::DR, 4, u64::from(b'a')), h);
+        }
+        assert_eq!(b.stats().output_dropped, 10);
+        let mut n = 0;
+        b.take_output(|_, bytes| n += bytes.len());
+        assert_eq!(n, OUTPUT_LIMIT);
+    }
+
+    #[test]
+    fn typed_input_raises_the_line_and_reading_it_lowers_the_line() {
+        let mut b = Backends::new();
+        let h = &mut Lines::default();
+        b.attach_uart(5);
+        assert!(!b.console_input(6, b"x", h), "VM 6 has no UART");
+        enable_uart(&mut b, 5, h);
+        h.0.clear();
+        assert!(b.console_input(5, b"ab", h));
+        assert_eq!(h.0, vec![(5, UART_INTID, true)]);
+        let rd = |b: &mut Backends, h: &mut Lines| b.handle(&r(7, 5, UART_BASE + reg::DR, 4), h).data as u8;
+        assert_eq!(rd(&mut b, h), b'a');
+        assert_eq!(rd(&mut b, h), b'b');
+        // FIFO empty: the receive interrupts are gone.
+        assert_eq!(h.0.last(), Some(&(5, UART_INTID, false)));
+    }
+
+    #[test]
+    fn input_waits_for_fifo_room_and_is_bounded() {
+        let mut b = Backends::new();
+        let h = &mut Lines::default();
+        b.attach_uart(1);
+        enable_uart(&mut b, 1, h);
+        let text: Vec<u8> = (0..100u8).map(|i| b'0' + i % 10).collect();
+        b.console_input(1, &text, h);
+        // All 100 bytes come out in order although the FIFO holds 16 (or 1).
+        let mut got = vec![];
+        for seq in 1..=100 {
+            got.push(b.handle(&r(seq, 1, UART_BASE + reg::DR, 4), h).data as u8);
+        }
+        assert_eq!(got, text);
+        let big = vec![b'z'; INPUT_LIMIT + 100];
+        b.console_input(1, &big, h);
+        assert!(b.stats().input_dropped > 0);
+        assert!(b.stats().input_dropped <= 100 + 32);
+    }
+
+    #[test]
+    fn uart_errors_fault_and_detach_forgets_the_uart() {
+        let mut b = Backends::new();
+        let h = &mut Lines::default();
+        b.attach_uart(1);
+        assert_eq!(b.handle(&r(1, 1, UART_BASE + reg::FR, 8), h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&r(2, 1, UART_BASE + 0x100, 4), h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&r(3, 1, UART_BASE + reg::PERIPH_ID0, 4), h), IoCompletion::new(3, IoStatus::Ok, 0x11));
+        b.detach(1);
+        assert_eq!(b.handle(&r(4, 1, UART_BASE + reg::FR, 4), h).status, IoStatus::Fault as u32);
+    }
+
+    // ---- virtio through forwarded requests --------------------------------
+
+    const RAM: u64 = 0x4000_0000;
+    const STATUS: u64 = 0x070;
+
+    /// A shared disk in memory (dom0's real disk on the target).
+    struct Shared(MemDisk);
+
+    impl SharedDisk for Shared {
+        fn capacity_sectors(&self) -> u64 {
+            hv_virtio::BlockBackend::capacity_sectors(&self.0)
+        }
+        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ()> {
+            hv_virtio::BlockBackend::read(&mut self.0, sector, buf).map_err(drop)
+        }
+        fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), ()> {
+            hv_virtio::BlockBackend::write(&mut self.0, sector, data).map_err(drop)
+        }
+        fn flush(&mut self) -> Result<(), ()> {
+            hv_virtio::BlockBackend::flush(&mut self.0).map_err(drop)
+        }
+    }
+
+    fn shared_disk(sectors: usize) -> &'static spin::Mutex<Shared> {
+        Box::leak(Box::new(spin::Mutex::new(Shared(MemDisk::new(sectors)))))
+    }
+
+    /// A guest's virtio driver, reaching the device only through
+    /// forwarded requests and its RAM only through the mock.
+    struct Driver {
+        vm: u16,
+        slot: u64,
+        seq: u64,
+        /// Per queue: (desc, avail, used) addresses, next free descriptor, avail idx.
+        queues: Vec<(u64, u64, u64, u16, u16)>,
+    }
+
+    const QSIZE: u16 = 8;
+
+    impl Driver {
+        fn reg(&self, off: u64) -> u64 {
+            VIRTIO_BASE + self.slot * VIRTIO_STRIDE + off
+        }
+
+        fn wr(&mut self, b: &mut Backends, h: &mut Lines, off: u64, v: u32) -> IoCompletion {
+            self.seq += 1;
+            b.handle(&w(self.seq, self.vm, self.reg(off), 4, u64::from(v)), h)
+        }
+
+        fn rd(&mut self, b: &mut Backends, h: &mut Lines, off: u64) -> u32 {
+            self.seq += 1;
+            let c = b.handle(&r(self.seq, self.vm, self.reg(off), 4), h);
+            assert_eq!(c.status, IoStatus::Ok as u32, "read {off:#x}");
+            c.data as u32
+        }
+
+        /// Linux's bring-up: reset, ACKNOWLEDGE|DRIVER, VERSION_1 (plus
+        /// `features` low bits), FEATURES_OK, queues, DRIVER_OK.
+        fn up(b: &mut Backends, h: &mut Lines, vm: u16, slot: u64, nqueues: u64, features: u32) -> Driver {
+            let mut d = Driver { vm, slot, seq: 1000 * (slot + 1), queues: Vec::new() };
+            assert_eq!(d.rd(b, h, 0x000), 0x7472_6976, "magic");
+            assert_eq!(d.rd(b, h, 0x004), 2, "version");
+            d.wr(b, h, STATUS, 0);
+            d.wr(b, h, STATUS, 3);
+            d.wr(b, h, 0x024, 1);
+            d.wr(b, h, 0x020, 1); // VERSION_1
+            d.wr(b, h, 0x024, 0);
+            d.wr(b, h, 0x020, features);
+            d.wr(b, h, STATUS, 3 | 8);
+            assert_eq!(d.rd(b, h, STATUS) & 8, 8, "FEATURES_OK kept");
+            for q in 0..nqueues {
+                let base = RAM + 0x1_0000 + q * 0x1000;
+                let (desc, avail, used) = (base, base + 0x400, base + 0x800);
+                d.wr(b, h, 0x030, q as u32);
+                d.wr(b, h, 0x038, u32::from(QSIZE));
+                for (off, a) in [(0x080, desc), (0x090, avail), (0x0a0, used)] {
+                    d.wr(b, h, off, a as u32);
+                    d.wr(b, h, off + 4, (a >> 32) as u32);
+                }
+                d.wr(b, h, 0x044, 1);
+                d.queues.push((desc, avail, used, 0, 0));
+            }
+            d.wr(b, h, STATUS, 3 | 8 | 4);
+            d
+        }
+
+        /// Puts a chain of (addr, len, device-writable) on queue `q` and notifies.
+        fn submit(&mut self, b: &mut Backends, h: &mut Lines, q: usize, bufs: &[(u64, u32, bool)]) {
+            let (desc, avail, _, mut next, idx) = self.queues[q];
+            let mem = h.1.get_mut(&self.vm).unwrap();
+            let head = next;
+            for (i, &(addr, len, writable)) in bufs.iter().enumerate() {
+                let mut flags = if writable { 2u16 } else { 0 };
+                let chained = i + 1 < bufs.len();
+                if chained {
+                    flags |= 1;
+                }
+                let this = next;
+                next = (next + 1) % QSIZE;
+                let mut e = [0u8; 16];
+                e[0..8].copy_from_slice(&addr.to_le_bytes());
+                e[8..12].copy_from_slice(&len.to_le_bytes());
+                e[12..14].copy_from_slice(&flags.to_le_bytes());
+                e[14..16].copy_from_slice(&(if chained { next } else { 0 }).to_le_bytes());
+                mem.write(desc + u64::from(this) * 16, &e).unwrap();
+            }
+            mem.write(avail + 4 + u64::from(idx % QSIZE) * 2, &head.to_le_bytes()).unwrap();
+            mem.write(avail + 2, &idx.wrapping_add(1).to_le_bytes()).unwrap();
+            self.queues[q].3 = next;
+            self.queues[q].4 = idx.wrapping_add(1);
+            self.wr(b, h, 0x050, q as u32);
+        }
+
+        /// used.idx of queue `q`.
+        fn used_idx(&self, h: &Lines, q: usize) -> u16 {
+            let mut v = [0u8; 2];
+            h.1[&self.vm].read(self.queues[q].2 + 2, &mut v).unwrap();
+            u16::from_le_bytes(v)
+        }
+    }
+
+    fn peek(h: &Lines, vm: u16, gpa: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        h.1[&vm].read(gpa, &mut v).unwrap();
+        v
+    }
+
+    fn poke(h: &mut Lines, vm: u16, gpa: u64, data: &[u8]) {
+        h.1.get_mut(&vm).unwrap().write(gpa, data).unwrap();
+    }
+
+    /// A block request: header at `buf`, data at `buf + 16`, status byte after.
+    fn blk(d: &mut Driver, b: &mut Backends, h: &mut Lines, kind: u32, sector: u64, data: &[u8], len: u32) -> u8 {
+        let buf = RAM + 0x2_0000;
+        let mut hdr = [0u8; 16];
+        hdr[0..4].copy_from_slice(&kind.to_le_bytes());
+        hdr[8..16].copy_from_slice(&sector.to_le_bytes());
+        poke(h, d.vm, buf, &hdr);
+        poke(h, d.vm, buf + 16, data);
+        poke(h, d.vm, buf + 16 + u64::from(len), &[0xff]);
+        let mut chain = vec![(buf, 16, false)];
+        if len > 0 {
+            chain.push((buf + 16, len, kind == 0));
+        }
+        chain.push((buf + 16 + u64::from(len), 1, true));
+        d.submit(b, h, 0, &chain);
+        peek(h, d.vm, buf + 16 + u64::from(len), 1)[0]
+    }
+
+    #[test]
+    fn a_disk_slice_is_written_flushed_and_read_back_through_forwarded_requests() {
+        let disk = shared_disk(4096);
+        let slice = DiskSlice::new(disk, 1 << 20, Some(64 << 10)).unwrap();
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        h.1.insert(1, VecMemory::new(RAM, 1 << 20));
+        assert_eq!(b.attach_virtio(1, vec![VirtioSpec::Block { slice, read_only: false }]), 1);
+        let mut d = Driver::up(&mut b, &mut h, 1, 0, 1, 1 << 9);
+        assert_eq!(d.rd(&mut b, &mut h, 0x008), 2, "block device");
+        // Capacity in the config space: 64 KiB = 128 sectors.
+        assert_eq!(d.rd(&mut b, &mut h, 0x100), 128);
+        let pattern: Vec<u8> = (0..512u32).map(|i| (i * 7) as u8).collect();
+        assert_eq!(blk(&mut d, &mut b, &mut h, 1, 2, &pattern, 512), 0, "OUT ok");
+        // It landed at 1 MiB + 2 sectors of the shared disk, nowhere else.
+        let bytes = disk.lock().0.bytes().to_vec();
+        assert_eq!(&bytes[(1 << 20) + 1024..(1 << 20) + 1536], &pattern[..]);
+        assert!(bytes[..(1 << 20) + 1024].iter().all(|&x| x == 0));
+        assert_eq!(h.0.last(), Some(&(1, virtio_intid(0), true)), "used-buffer interrupt");
+        let flushes = disk.lock().0.flushes();
+        assert_eq!(blk(&mut d, &mut b, &mut h, 4, 0, &[], 0), 0, "FLUSH ok");
+        assert_eq!(disk.lock().0.flushes(), flushes + 1, "flush reached the shared disk");
+        assert_eq!(blk(&mut d, &mut b, &mut h, 0, 2, &[0; 512], 512), 0, "IN ok");
+        assert_eq!(peek(&h, 1, RAM + 0x2_0000 + 16, 512), pattern);
+        // Past the slice's end: an IO error, and the disk beyond is untouched.
+        assert_eq!(blk(&mut d, &mut b, &mut h, 1, 128, &pattern, 512), 1, "OUT past the end: IOERR");
+        assert!(disk.lock().0.bytes()[(1 << 20) + (64 << 10)..].iter().all(|&x| x == 0));
+        assert_eq!(d.used_idx(&h, 0), 4);
+        // ACK lowers the line.
+        let isr = d.rd(&mut b, &mut h, 0x060);
+        d.wr(&mut b, &mut h, 0x064, isr);
+        assert_eq!(h.0.last(), Some(&(1, virtio_intid(0), false)));
+    }
+
+    #[test]
+    fn read_only_slices_refuse_writes_and_slices_must_fit_the_disk() {
+        let disk = shared_disk(256);
+        assert_eq!(DiskSlice::new(disk, 512, Some(1000)).unwrap_err(), SliceError::Unaligned);
+        assert_eq!(DiskSlice::new(disk, 0, Some(0)).unwrap_err(), SliceError::Unaligned);
+        assert!(matches!(DiskSlice::new(disk, 128 << 10, Some(1024)), Err(SliceError::PastEnd { .. })));
+        assert!(matches!(DiskSlice::new(disk, u64::MAX - 511, Some(1024)), Err(SliceError::PastEnd { .. })));
+        assert!(matches!(DiskSlice::new(disk, 256 << 10, None), Err(SliceError::PastEnd { .. })));
+        let whole = DiskSlice::new(disk, 0, None).unwrap();
+        assert_eq!(hv_virtio::BlockBackend::capacity_sectors(&whole), 256);
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        h.1.insert(3, VecMemory::new(RAM, 1 << 20));
+        b.attach_virtio(3, vec![VirtioSpec::Block { slice: whole, read_only: true }]);
+        let mut d = Driver::up(&mut b, &mut h, 3, 0, 1, 1 << 5);
+        assert_eq!(blk(&mut d, &mut b, &mut h, 1, 0, &[1; 512], 512), 1, "write to a read-only disk: IOERR");
+        assert!(disk.lock().0.bytes().iter().all(|&x| x == 0));
+    }
+
+    /// A broadcast Ethernet frame from `src`.
+    fn frame(src: u8, n: u16) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend([0x52, 0x54, 0, 0, 0, src]);
+        f.extend([0x88, 0xb5]);
+        f.extend(n.to_le_bytes());
+        f.resize(60, 0xab);
+        f
+    }
+
+    #[test]
+    fn frames_cross_the_switch_between_two_vms_and_a_broken_device_harms_only_its_vm() {
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        for vm in [1, 2] {
+            h.1.insert(vm, VecMemory::new(RAM, 1 << 20));
+            b.attach_virtio(vm, vec![VirtioSpec::Console, VirtioSpec::Net { mac: [0x52, 0x54, 0, 0, 0, vm as u8] }]);
+        }
+        let mut a = Driver::up(&mut b, &mut h, 1, 1, 2, 1 << 5);
+        let mut c = Driver::up(&mut b, &mut h, 2, 1, 2, 1 << 5);
+        const HDR: u64 = 12;
+        for round in 0..20u16 {
+            // VM 2 offers a receive buffer; VM 1 sends a frame.
+            let rx = RAM + 0x3_0000 + u64::from(round % 4) * 0x800;
+            c.submit(&mut b, &mut h, 0, &[(rx, 1526, true)]);
+            let tx = RAM + 0x4_0000;
+            let f = frame(1, round);
+            poke(&mut h, 1, tx, &[0; HDR as usize]);
+            poke(&mut h, 1, tx + HDR, &f);
+            a.submit(&mut b, &mut h, 1, &[(tx, (HDR as usize + f.len()) as u32, false)]);
+            assert_eq!(peek(&h, 2, rx + HDR, f.len()), f, "round {round}");
+            assert_eq!(c.used_idx(&h, 0), round + 1);
+        }
+        assert!(h.0.contains(&(2, virtio_intid(1), true)));
+        assert_eq!(b.stats().frames_switched, 20);
+        // A frame buffer outside VM 1's RAM (inside VM 2's, were it mapped
+        // there): that request fails; nothing reaches VM 2.
+        let used_before = c.used_idx(&h, 0);
+        c.submit(&mut b, &mut h, 0, &[(RAM + 0x3_0000, 1526, true)]);
+        a.submit(&mut b, &mut h, 1, &[(RAM + (1 << 20), 64, false)]);
+        assert_eq!(c.used_idx(&h, 0), used_before, "nothing delivered");
+        assert_eq!(a.rd(&mut b, &mut h, STATUS) & 0x40, 0, "the queue itself is sound");
+        // VM 1 breaks its transmit queue: avail.idx jumps by more than the queue size.
+        let avail = a.queues[1].1;
+        let idx = a.queues[1].4.wrapping_add(100);
+        poke(&mut h, 1, avail + 2, &idx.to_le_bytes());
+        a.wr(&mut b, &mut h, 0x050, 1);
+        assert_eq!(a.rd(&mut b, &mut h, STATUS) & 0x40, 0x40, "DEVICE_NEEDS_RESET");
+        assert_eq!(a.rd(&mut b, &mut h, 0x060) & 2, 2, "configuration-change interrupt");
+        // VM 2's devices still work: its console prints.
+        let mut con = Driver::up(&mut b, &mut h, 2, 0, 2, 0);
+        poke(&mut h, 2, RAM + 0x5_0000, b"still here\n");
+        con.submit(&mut b, &mut h, 1, &[(RAM + 0x5_0000, 11, false)]);
+        let mut out = vec![];
+        b.take_output(|vm, bytes| out.push((vm, bytes.to_vec())));
+        assert_eq!(out, vec![(2, b"still here\n".to_vec())]);
+        // Detaching VM 2 frees its port: VM 1's frames (after its reset) go nowhere.
+        b.detach(2);
+        assert!(b.ports.iter().all(|p| p.is_none_or(|(vm, _)| vm != 2)));
+    }
+
+    #[test]
+    fn virtio_accesses_outside_a_vms_devices_fault() {
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        h.1.insert(1, VecMemory::new(RAM, 1 << 20));
+        b.attach_virtio(1, vec![VirtioSpec::Console]);
+        // Slot 1 has no device; slot 0 takes only 32-bit register accesses.
+        assert_eq!(b.handle(&r(1, 1, VIRTIO_BASE + VIRTIO_STRIDE, 4), &mut h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&r(2, 1, VIRTIO_BASE, 2), &mut h).status, IoStatus::Fault as u32);
+        assert_eq!(b.handle(&r(3, 1, VIRTIO_BASE, 4), &mut h), IoCompletion::new(3, IoStatus::Ok, 0x7472_6976));
+        // Another VM has none.
+        assert_eq!(b.handle(&r(4, 2, VIRTIO_BASE, 4), &mut h).status, IoStatus::Fault as u32);
+    }
+}
