@@ -26,7 +26,7 @@ const MAX_DTB_SIZE: u64 = 2 * 1024 * 1024;
 /// Heap added from RAM once the page allocator exists.
 const HEAP_GROWTH: u64 = 4 * 1024 * 1024;
 
-pub static FRAMES: spin::Mutex<Option<FrameAllocator>> = spin::Mutex::new(None);
+pub static FRAMES: crate::sync::Mutex<Option<FrameAllocator>> = crate::sync::Mutex::new(None);
 
 /// The device tree's size from its header, if the header looks like one.
 fn dtb_size(dtb: PhysAddr) -> Option<u64> {

@@ -11,7 +11,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use log::{LevelFilter, Log, Metadata, Record};
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::arch::aarch64::cpu;
 use crate::drivers::uart::Uart;

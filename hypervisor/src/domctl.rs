@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use hv_abi::hypercall::{guest, CopyDirection, Error, Function, IrqAction, StopReason, VmInfo, VmState, MAX_COPY, MAX_NAME};
 use log::{info, warn};
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::addr::{Ipa, PhysAddr};
 use crate::arch::aarch64::exception::TrapFrame;
@@ -172,8 +172,8 @@ fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weig
         vtcr,
         ram: chunks,
         regions,
-        forwarded: spin::RwLock::new(Vec::new()),
-        ram_live: spin::RwLock::new(true),
+        forwarded: crate::sync::RwLock::new(Vec::new()),
+        ram_live: crate::sync::RwLock::new(true),
         hw_ppis: vec![VTIMER],
         vgic: Mutex::new(vgic),
         vcpus: vcpu_list,

@@ -11,7 +11,7 @@ use hv_abi::ioreq::{
     completion_slot_offset, request_slot_offset, Direction, IoCompletion, IoRequest, IoStatus, RingIndices, CPL_CONS_OFFSET,
     CPL_HEADER_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET, REQ_PROD_OFFSET,
 };
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::addr::PhysAddr;
 use crate::arch::aarch64::exception::TrapFrame;

@@ -21,6 +21,7 @@ pub mod esr;
 pub mod vgic;
 pub mod logring;
 pub mod schedpolicy;
+pub mod sync;
 pub mod mm;
 
 /// Declares the modules that exist only on the target: they touch

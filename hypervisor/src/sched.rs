@@ -10,7 +10,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use log::debug;
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::arch::aarch64::exception::TrapFrame;
 use crate::arch::aarch64::gic::{self, HwListRegisters};
@@ -336,7 +336,7 @@ pub fn run_next() -> ! {
     }
 }
 
-fn switch_in(mut s: spin::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: usize) -> ! {
+fn switch_in(mut s: crate::sync::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: usize) -> ! {
     let me = cpu::index();
     let now = cpu::counter();
     // SAFETY: the Arc moves into SCHED[me].current below, which keeps the VM

@@ -8,7 +8,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use hv_abi::hypercall::{StopReason, VmState, MAX_VMS};
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::addr::{Ipa, PhysAddr};
 use crate::arch::aarch64::exception::TrapFrame;
@@ -196,10 +196,10 @@ pub struct Vm {
     /// Whether `ram` still belongs to the VM: `VmCopy` holds the read side
     /// while it copies, destroying takes the write side and clears it
     /// before the chunks go back to the allocator.
-    pub ram_live: spin::RwLock<bool>,
+    pub ram_live: crate::sync::RwLock<bool>,
     pub regions: Vec<EmulatedRegion>,
     /// IPA windows whose accesses go to dom0 (`IoMap`): (base, size).
-    pub forwarded: spin::RwLock<Vec<Forwarded>>,
+    pub forwarded: crate::sync::RwLock<Vec<Forwarded>>,
     /// Physical PPIs hardware-linked to each of its vCPUs.
     pub hw_ppis: Vec<u32>,
     pub vgic: Mutex<Vgic>,

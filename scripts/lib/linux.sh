@@ -21,12 +21,20 @@ _linux_pkg() { if [ -n "${LINUX_PKG:-}" ]; then echo "$LINUX_PKG"; else debian_k
 # Modules /init loads, with their dependencies first; built-in ones are left out.
 LINUX_MODULES="virtio virtio_ring virtio_mmio virtio_blk virtio_net virtio_console"
 
-# /init. The kernel command line selects what it does after the marker:
-#   hvtest=poweroff  power off at once
-#   hvtest=probe     list the drivers bound to virtio devices, the disks and
-#                    network interfaces, read the first line of /dev/vda,
-#                    then power off
-#   (neither)        an interactive shell on the console, prompt "guest# "
+# /init. The kernel command line selects what it does after the marker;
+# hvtest= takes a comma-separated list, run in this order:
+#   probe       list the drivers bound to virtio devices, the disks and
+#               network interfaces, read the first line of /dev/vda
+#   interrupts  after a second, each CPU's timer and IPI counts from
+#               /proc/interrupts ("LINUX-GUEST: interrupts: cpu0 timer=N ipi=M ...")
+#   disk        if /dev/vda starts with "HVTEST-PERSIST <hvtest.id>", say
+#               "disk: found"; else write that, sync, say "disk: written" and
+#               reboot -f (the VM is restarted and finds it)
+#   ping        eth0 up with address hvtest.ip, then ping hvtest.peer until
+#               it answers (up to 30 s), then 5 pings: "ping: N of 5 replies";
+#               hvtest.stay=S: stay up S more seconds (for the peer)
+#   poweroff    (implied by any of the above) power off
+#   (none)      an interactive shell on the console, prompt "guest# "
 # The "LINUX-GUEST: dmesg" lines repeat two kernel log lines so that
 # linux_init_ns works with "quiet" too.
 # shellcheck disable=SC2016  # expanded by /init, not here
@@ -43,23 +51,55 @@ for m in @MODULES@; do
     if insmod "/lib/modules/$m.ko"; then ok="$ok $m"; else failed="$failed $m"; fi
 done
 echo "LINUX-GUEST: modules loaded:${ok:- none}; failed:${failed:- none}"
-mode=""
+modes="" id="" ip="" peer="" stay=0
 for arg in $(cat /proc/cmdline); do
-    case $arg in hvtest=*) mode=${arg#hvtest=} ;; esac
+    case $arg in
+    hvtest=*) modes=$(echo "${arg#hvtest=}" | tr , " ") ;;
+    hvtest.id=*) id=${arg#hvtest.id=} ;;
+    hvtest.ip=*) ip=${arg#hvtest.ip=} ;;
+    hvtest.peer=*) peer=${arg#hvtest.peer=} ;;
+    hvtest.stay=*) stay=${arg#hvtest.stay=} ;;
+    esac
 done
-case $mode in
-probe)
+has() { case " $modes " in *" $1 "*) return 0 ;; esac; return 1; }
+if has probe; then
     sleep 1   # let the drivers finish probing
     echo "LINUX-GUEST: virtio drivers:" $(for d in /sys/bus/virtio/devices/*/driver; do
         [ -e "$d" ] && basename "$(readlink "$d")"; done | sort)
     echo "LINUX-GUEST: disks:" $(cd /dev && ls -d vd* 2>/dev/null)
     echo "LINUX-GUEST: net:" $(ls /sys/class/net)
     [ -b /dev/vda ] && echo "LINUX-GUEST: vda: $(head -n1 /dev/vda)"
-    ;;
-esac
-case $mode in
-poweroff|probe) echo "LINUX-GUEST: poweroff"; poweroff -f ;;
-esac
+fi
+if has interrupts; then
+    sleep 1
+    awk '"'"'NR == 1 { n = NF; next }
+         /arch_timer/ { for (i = 2; i <= n + 1; i++) t[i - 2] += $i }
+         /^ *IPI[0-9]+:/ { for (i = 2; i <= n + 1; i++) p[i - 2] += $i }
+         END { line = "LINUX-GUEST: interrupts:"
+               for (c = 0; c < n; c++) line = line " cpu" c " timer=" t[c] + 0 " ipi=" p[c] + 0
+               print line }'"'"' /proc/interrupts
+fi
+if has disk; then
+    want="HVTEST-PERSIST $id"
+    got=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -n1)
+    if [ "$got" = "$want" ]; then
+        echo "LINUX-GUEST: disk: found $id"
+    else
+        echo "$want" | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null
+        sync
+        echo "LINUX-GUEST: disk: written $id, rebooting"
+        reboot -f
+    fi
+fi
+if has ping; then
+    ip link set eth0 up && ip addr add "$ip" dev eth0
+    tries=0
+    until ping -c 1 -W 1 "$peer" >/dev/null 2>&1 || [ $tries -ge 30 ]; do tries=$((tries + 1)); done
+    replies=$(ping -c 5 -W 2 "$peer" 2>/dev/null | grep -c "bytes from")
+    echo "LINUX-GUEST: ping: $replies of 5 replies from $peer"
+    sleep "$stay"
+fi
+if [ -n "$modes" ]; then echo "LINUX-GUEST: poweroff"; poweroff -f; fi
 while :; do setsid cttyhack sh; done
 '
 
@@ -109,7 +149,8 @@ _linux_module_order() {
         local n=$1 d
         [ -z "${seen[$n]:-}" ] || return 0
         seen[$n]=1
-        if tr - _ < "$mdir/modules.builtin" | grep -q "/$n\.ko$"; then
+        # Not grep -q: with pipefail, tr would die of SIGPIPE and fail the test.
+        if tr - _ < "$mdir/modules.builtin" | grep "/$n\.ko$" >/dev/null; then
             note "module $n is built in"; return 0
         fi
         [ -n "${path[$n]:-}" ] || die "module $n not found in $mdir"

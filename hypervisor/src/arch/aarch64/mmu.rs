@@ -8,7 +8,7 @@ use core::ptr::addr_of;
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{ReadWriteable, Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2};
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::mm::pagetable::{Attributes, MapError, PageTable, Stage1El2, TableMemory, MAIR_EL2_VALUE};
