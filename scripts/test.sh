@@ -240,6 +240,20 @@ guest_tests() {
             fail "boot vm-control"; echo "$out"
         fi
     fi
+    # Dom0's emulated PL011 and console multiplexer: the console guest's
+    # output prefixed, `console VM`, typed input polled and by interrupt,
+    # Ctrl-a three times, `log VM` (scripts/tests/console.script). Not
+    # --until-idle: run.sh then gives QEMU no stdin. The guest's SYSTEM_OFF
+    # is checked with `info`, then dom0 powers off.
+    if [ -z "$filter" ] || [[ guest-console == *"$filter"* ]]; then
+        local out
+        if out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-guest-console.log" "$ROOT/scripts/tests/console.script" -- \
+                "$ROOT/scripts/run.sh" --smp 2 --timeout 120 --vm "kernel=$G/console.img,name=console,memory=16M"); then
+            pass "boot guest-console"
+        else
+            fail "boot guest-console"; echo "$out"
+        fi
+    fi
     # A crash stops only that VM; the run then ends, not cleanly.
     boot_test guests-crash 1 "GUEST crash: about to crash" "*** guest crash (VM 1): Crashed (syndrome 0x" \
         "GUEST spin: DONE 1 passed, 0 failed" "not all with SYSTEM_OFF" \

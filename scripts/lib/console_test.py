@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Drives a serial console like a user: starts a command (scripts/run.sh
+r"""Drives a serial console like a user: starts a command (scripts/run.sh
 ...), waits for texts to appear, types lines, and checks the answers.
 
 usage: console_test.py LOG SCRIPT -- COMMAND...
@@ -10,15 +10,26 @@ SCRIPT lines (blank lines and # comments ignored):
   type TEXT            type TEXT without Enter, one character at a time
   timeout SECONDS      step timeout for the following expects (default 30)
   exit                 wait for the command to end; its status must be 0
+In send and type TEXT, \xHH is the byte HH and \\ a backslash, e.g.
+`type \x01\x01` for Ctrl-a (QEMU's stdio multiplexer passes one Ctrl-a for
+every two typed: run.sh's console has Ctrl-a as QEMU's escape key).
 Exits 0 if every step passed; otherwise prints the failing step and the
 whole transcript. The transcript is always written to LOG.
 """
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
+
+
+def unescape(text):
+    r"""TEXT as bytes, with \xHH a byte and \\ a backslash."""
+    return re.sub(rb"\\(x[0-9a-fA-F]{2}|\\)",
+                  lambda m: b"\\" if m.group(1) == b"\\" else bytes([int(m.group(1)[1:], 16)]),
+                  text.encode())
 
 
 def main():
@@ -86,7 +97,7 @@ def main():
                 if not pump(deadline) and transcript.find(needle, seen) < 0:
                     return fail(f"the run ended before: {arg}")
         elif verb in ("send", "type"):
-            data = arg.encode() + (b"\r" if verb == "send" else b"")
+            data = unescape(arg) + (b"\r" if verb == "send" else b"")
             for byte in data:
                 proc.stdin.write(bytes([byte]))
                 proc.stdin.flush()

@@ -1,7 +1,17 @@
-//! Just enough of the GIC for SGIs and PPIs on every vCPU: GICv2 (memory-
-//! mapped CPU interface, GICD_SGIR) or GICv3 (redistributors, system-register
-//! CPU interface, ICC_SGI1R_EL1), chosen by the device tree. Interrupts are
-//! dispatched to handlers registered per INTID (0..31).
+//! Just enough of the GIC for SGIs and PPIs on every vCPU, and SPIs routed
+//! to one vCPU: GICv2 (memory-mapped CPU interface, GICD_SGIR, GICD_ITARGETSR)
+//! or GICv3 (redistributors, system-register CPU interface, ICC_SGI1R_EL1,
+//! GICD_IROUTER), chosen by the device tree. Interrupts are dispatched to
+//! handlers registered per INTID, for INTIDs below [`MAX_INTID`] (SGIs,
+//! PPIs and the first 96 SPIs, which cover QEMU virt's UART, RTC, GPIO and
+//! virtio-mmio lines); [`enable_spi`] refuses the others, so an interrupt
+//! without a possible handler is never enabled.
+//!
+//! Register offsets: GICv2 IHI 0048B "Distributor register map"; GICv3
+//! IHI 0069 "The GIC Distributor register map"
+//! (GICD_IGROUPR<n> 0x080, GICD_ISENABLER<n> 0x100, GICD_ICENABLER<n> 0x180,
+//! GICD_IPRIORITYR<n> 0x400, GICD_ITARGETSR<n> 0x800, GICD_ICFGR<n> 0xC00,
+//! GICD_IROUTER<n> 0x6000 + 8n).
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -29,14 +39,24 @@ static REDIST: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static IFACE_MASK: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
 /// Each vCPU's MPIDR affinity, once it has run `init_cpu`.
 static MPIDR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
-static HANDLERS: spin::RwLock<[Option<Handler>; 32]> = spin::RwLock::new([None; 32]);
+/// Handlers exist for INTIDs `0..MAX_INTID`: SGIs (0..15), PPIs (16..31) and
+/// SPIs 32..127. A bounded table keeps the lookup in the IRQ path trivial.
+pub const MAX_INTID: u32 = 128;
+static HANDLERS: spin::RwLock<[Option<Handler>; MAX_INTID as usize]> = spin::RwLock::new([None; MAX_INTID as usize]);
 
 // Distributor (both versions).
 const GICD_CTLR: u64 = 0x0;
-const GICD_IPRIORITYR: u64 = 0x400;
+const GICD_TYPER: u64 = 0x4;
+const GICD_IGROUPR: u64 = 0x080;
 const GICD_ISENABLER: u64 = 0x100;
+const GICD_ICENABLER: u64 = 0x180;
+const GICD_IPRIORITYR: u64 = 0x400;
 const GICD_ITARGETSR: u64 = 0x800;
+const GICD_ICFGR: u64 = 0xc00;
 const GICD_SGIR: u64 = 0xf00;
+// GICv3 only: 64-bit, one per SPI (n = INTID), Aff3 [39:32], IRM [31],
+// Aff2 [23:16], Aff1 [15:8], Aff0 [7:0].
+const GICD_IROUTER: u64 = 0x6000;
 // GICv2 CPU interface.
 const GICC_CTLR: u64 = 0x0;
 const GICC_PMR: u64 = 0x4;
@@ -189,7 +209,8 @@ fn find_redistributor(s: &State, mpidr: u64) -> Option<u64> {
     None
 }
 
-/// Registers `handler` for SGI/PPI `intid` (on every vCPU).
+/// Registers `handler` for `intid` (on every vCPU); INTIDs from
+/// [`MAX_INTID`] up are ignored.
 pub fn set_handler(intid: u32, handler: Handler) {
     if let Some(slot) = HANDLERS.write().get_mut(intid as usize) {
         *slot = Some(handler);
@@ -203,6 +224,75 @@ pub fn enable(intid: u32) {
     match s.version {
         GicVersion::V3 => write32(REDIST[cpu::index()].load(Ordering::SeqCst) + GICR_ISENABLER0, bit),
         GicVersion::V2 => write32(s.gicd + GICD_ISENABLER, bit),
+    }
+}
+
+/// Enables SPI `intid` (32..[`MAX_INTID`]), routed to the calling vCPU:
+/// level-sensitive if `level`, else edge-triggered (GICD_ICFGR), group 1
+/// (GICD_IGROUPR; the CPU interfaces take group 1 on both versions),
+/// priority 0x80, then GICD_ISENABLER. Routing: GICv3 GICD_IROUTER<n> = this
+/// vCPU's affinity with IRM = 0; GICv2 the GICD_ITARGETSR byte = this vCPU's
+/// CPU interface bit. The interrupt stays disabled while it is configured,
+/// as the architecture asks for ICFGR changes (IHI 0069 GICD_ICFGR<n>).
+/// `Err` if the INTID is not an SPI this distributor implements
+/// (GICD_TYPER.ITLinesNumber) or has no handler slot.
+pub fn enable_spi(intid: u32, level: bool) -> Result<(), &'static str> {
+    let s = state();
+    if !(32..MAX_INTID).contains(&intid) {
+        return Err("not an SPI the testkit handles (32..MAX_INTID)");
+    }
+    let lines = 32 * ((read32(s.gicd + GICD_TYPER) & 0x1f) + 1);
+    if intid >= lines {
+        return Err("INTID beyond GICD_TYPER.ITLinesNumber");
+    }
+    disable_spi(intid)?;
+    let word = u64::from(intid / 32) * 4;
+    let bit = 1u32 << (intid % 32);
+    // Trigger: two bits per INTID, Int_config in the upper one (1 = edge).
+    let cfg = s.gicd + GICD_ICFGR + u64::from(intid / 16) * 4;
+    let edge_bit = 1u32 << (2 * (intid % 16) + 1);
+    let old = read32(cfg);
+    write32(cfg, if level { old & !edge_bit } else { old | edge_bit });
+    write32(s.gicd + GICD_IGROUPR + word, read32(s.gicd + GICD_IGROUPR + word) | bit);
+    // Priority and GICv2 targets: one byte per INTID, updated within the
+    // word (32-bit accesses work on every implementation).
+    let byte_reg = |base: u64, value: u8| {
+        let reg = s.gicd + base + u64::from(intid & !3);
+        let shift = 8 * (intid % 4);
+        write32(reg, (read32(reg) & !(0xff << shift)) | u32::from(value) << shift);
+    };
+    byte_reg(GICD_IPRIORITYR, 0x80);
+    let me = cpu::index();
+    match s.version {
+        GicVersion::V3 => {
+            let affinity = cpu::mpidr(); // Aff3..Aff0 in IROUTER's positions; IRM = 0
+            // SAFETY: GICD_IROUTER<intid> of the distributor the device tree
+            // gave, a 64-bit register; writing it only routes the interrupt.
+            unsafe { hv_mmio::write64((s.gicd + GICD_IROUTER + 8 * u64::from(intid)) as usize, affinity) };
+        }
+        GicVersion::V2 => {
+            let mask = IFACE_MASK[me].load(Ordering::SeqCst);
+            if mask == 0 {
+                return Err("this vCPU has no GIC interface yet");
+            }
+            byte_reg(GICD_ITARGETSR, mask);
+        }
+    }
+    write32(s.gicd + GICD_ISENABLER + word, bit);
+    Ok(())
+}
+
+/// Disables SPI `intid` (GICD_ICENABLER; on GICv3 waits for GICD_CTLR.RWP,
+/// so the interrupt can no longer be signalled when this returns).
+pub fn disable_spi(intid: u32) -> Result<(), &'static str> {
+    let s = state();
+    if intid < 32 {
+        return Err("not an SPI");
+    }
+    write32(s.gicd + GICD_ICENABLER + u64::from(intid / 32) * 4, 1 << (intid % 32));
+    match s.version {
+        GicVersion::V3 => wait_rwp(s.gicd),
+        GicVersion::V2 => Ok(()),
     }
 }
 
