@@ -7,6 +7,11 @@ source "$ROOT/scripts/lib/deps.sh"
 usage() {
     cat <<USAGE
 usage: scripts/run.sh [options] [-- extra QEMU arguments]
+With no arguments at all: the demo (--demo) on QEMU virt, GICv3, 4 CPUs.
+  --demo                  dom0 and two Debian Linux guests, alpha and beta, each
+                          with a console, a 32 MiB slice of dom0's disk
+                          (target/demo-disk.img) and a port on dom0's switch
+                          (10.0.0.1 and 10.0.0.2); fetches the kernel on first use
   --machine virt|raspi4b  QEMU machine (default virt)
   --gic 2|3               GIC version on virt (default 3)
   --smp N                 CPUs (default 4; raspi4b always has 4)
@@ -23,14 +28,18 @@ usage: scripts/run.sh [options] [-- extra QEMU arguments]
   --disk FILE             a raw disk image as a virtio-blk device (modern virtio-mmio;
                           virt only); dom0 drives it (shell: disk). FILE goes to
                           -drive file=, so QEMU prefixes such as blkdebug:CFG:IMG work
-Console: Ctrl-a x quits QEMU, Ctrl-a c switches to its monitor.
+Console: Ctrl-a three times moves the input between dom0 and the guests' consoles;
+Ctrl-t x quits QEMU, Ctrl-t c switches to its monitor (QEMU's escape is Ctrl-t, not
+its usual Ctrl-a, which dom0's console multiplexer uses).
 USAGE
 }
 
 machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1 disk=""
-vms=()
+vms=() demo=0
+[ $# -eq 0 ] && demo=1
 while [ $# -gt 0 ]; do
     case "$1" in
+        --demo) demo=1; shift ;;
         --machine) machine=${2:?}; shift 2 ;;
         --gic) gic=${2:?}; shift 2 ;;
         --smp) smp=${2:?}; shift 2 ;;
@@ -60,6 +69,42 @@ if [ -n "$disk" ]; then
 fi
 
 ensure_qemu
+if [ "$demo" = 1 ]; then
+    [ "$machine" = virt ] || die "--demo needs --machine virt (the guests' disks and network are virtio-mmio)"
+    source "$ROOT/scripts/lib/linux.sh"
+    LINUX_PKG=$(debian_kernel_package)
+    linux_img=$(linux_image) linux_initrd=$(linux_initramfs)
+    demo_cfg=$ROOT/target/demo.toml
+    mkdir -p "$ROOT/target"
+    : >"$demo_cfg"
+    for g in alpha:1 beta:2; do
+        name=${g%:*} n=${g#*:}
+        cat >>"$demo_cfg" <<TOML
+[[vm]]
+name = "$name"
+kernel = "$linux_img"
+initrd = "$linux_initrd"
+cmdline = "console=ttyAMA0 earlycon hvtest.ip=10.0.0.$n/24"
+vcpus = 2
+memory = "192M"
+autostart = true
+
+[[vm.disk]]
+offset = "$(( (n - 1) * 32 ))M"
+size = "32M"
+
+[[vm.net]]
+mac = "52:54:00:00:00:0$n"
+
+TOML
+    done
+    vms+=(--config "$demo_cfg")
+    if [ -z "$disk" ]; then
+        disk=$ROOT/target/demo-disk.img
+        [ -f "$disk" ] || truncate -s 64M "$disk"
+    fi
+    note "demo: dom0 and the Linux guests alpha and beta; Ctrl-a three times switches consoles, Ctrl-t x quits"
+fi
 if [ "$debug" = 1 ]; then built=$("$ROOT/scripts/build.sh" --debug); else built=$("$ROOT/scripts/build.sh"); fi
 img=$(sed -n 1p <<<"$built") bundle=$(sed -n 2p <<<"$built")
 if [ ${#vms[@]} -gt 0 ]; then
@@ -76,7 +121,7 @@ fi
 # One multiplexed stdio console for every UART of the board, so whichever
 # one the device tree names as stdout-path is the one you see.
 qemu=(qemu-system-aarch64 -display none -monitor none
-      -chardev stdio,id=con,mux=on -mon chardev=con,mode=readline
+      -echr 20 -chardev stdio,id=con,mux=on -mon chardev=con,mode=readline
       -kernel "$img")
 [ "$dom0" = 1 ] && qemu+=(-initrd "$bundle")
 case "$machine" in

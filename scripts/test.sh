@@ -5,6 +5,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/lib/deps.sh"
+source "$ROOT/scripts/lib/linux.sh"
 
 mode=all filter=""
 for a in "$@"; do
@@ -286,6 +287,90 @@ guest_tests() {
     fi
 }
 
+# ---- Linux guests -----------------------------------------------------------
+# A Debian arm64 kernel, unchanged, with a busybox initramfs whose /init
+# runs the checks the command line names (scripts/lib/linux.sh).
+
+# linux_config FILE NAME CMDLINE VCPUS [EXTRA TOML LINES]: one autostarted VM.
+linux_config() {
+    local file=$1 name=$2 cmdline=$3 vcpus=$4; shift 4
+    {
+        printf '[[vm]]\nname = "%s"\nkernel = "%s"\ninitrd = "%s"\n' "$name" "$LINUX_IMG" "$LINUX_INITRD"
+        printf 'cmdline = "console=ttyAMA0 %s"\nvcpus = %s\nmemory = "256M"\nautostart = true\n' "$cmdline" "$vcpus"
+        local l; for l in "$@"; do printf '%s\n' "$l"; done
+    } >>"$file"
+}
+
+# interrupt_counts LOG: "ok" if every CPU in the guest's /proc/interrupts
+# summary line counted timer ticks and IPIs.
+interrupt_counts() {
+    sed -n 's/\r//; s/.*LINUX-GUEST: interrupts://p' "$1" | head -n1 |
+        awk '{ n = 0; bad = 0; for (i = 1; i <= NF; i += 3) { n++; split($(i+1), t, "="); split($(i+2), p, "=");
+               if (t[2] + 0 == 0 || p[2] + 0 == 0) bad = 1 } }
+             END { if (n >= 2 && !bad) print "ok" }'
+}
+
+linux_tests() {
+    [ -n "$filter" ] && [[ linux != *"$filter"* ]] && [[ "$filter" != linux* ]] && return
+    LINUX_PKG=$(debian_kernel_package 2>/dev/null) || true
+    if ! LINUX_IMG=$(linux_image 2>"$LOGS/linux-material.log") || ! LINUX_INITRD=$(linux_initramfs 2>>"$LOGS/linux-material.log"); then
+        fail "linux guest material (Debian kernel, busybox)"; cat "$LOGS/linux-material.log"; return
+    fi
+    local cfg=$LOGS/linux-smp.toml log
+    local no_fail=("!*** hypervisor panic" "!*** unexpected exception" "!Kernel panic" "!Internal error")
+    # SMP, timer and IPIs: 2 vCPUs on 2 CPUs (GICv3), and 2 vCPUs on 1 CPU (GICv2).
+    local gic smp
+    for gic in 3 2; do
+        smp=$((gic == 3 ? 2 : 1))
+        local name=linux-gicv$gic-smp$smp
+        [ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && [[ linux != *"$filter"* ]] && continue
+        rm -f "$cfg"; linux_config "$cfg" linux "earlycon hvtest=interrupts" 2
+        boot_test "$name" 0 "LINUX-GUEST: modules loaded: virtio_mmio" "LINUX-GUEST: interrupts: cpu0 timer=" \
+            "*** guest linux (VM 1): SystemOff" "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
+            -- --gic "$gic" --smp "$smp" --until-idle --timeout 240 --config "$cfg"
+        log=$LOGS/boot-$name.log
+        local counts; counts=$(sed -n 's/\r//; s/.*LINUX-GUEST: interrupts: //p' "$log" | head -n1)
+        if [ "$(interrupt_counts "$log")" = ok ]; then pass "linux $name: timer ticks and IPIs on every vCPU ($counts)"
+        else fail "linux $name: timer ticks and IPIs on every vCPU (got: ${counts:-nothing})"; fi
+    done
+    # Disk: the VM writes and syncs a marker, reboots (dom0 restarts it),
+    # finds it; then the whole machine restarts on the same image.
+    local disk=$LOGS/linux-disk.img id=$RANDOM$RANDOM
+    rm -f "$disk"; truncate -s 64M "$disk"
+    cfg=$LOGS/linux-disk.toml; rm -f "$cfg"
+    linux_config "$cfg" linuxdisk "quiet hvtest=disk hvtest.id=$id" 1 '[[vm.disk]]' 'size = "32M"'
+    boot_test linux-disk-vm-restart 0 "LINUX-GUEST: disk: written $id, rebooting" "reset itself: restarted as VM" \
+        "LINUX-GUEST: disk: found $id" "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
+        -- --smp 2 --until-idle --timeout 240 --disk "$disk" --config "$cfg"
+    boot_test linux-disk-machine-restart 0 "LINUX-GUEST: disk: found $id" "!disk: written" "all guests ended with SYSTEM_OFF" \
+        -- --smp 2 --until-idle --timeout 240 --disk "$disk" --config "$cfg"
+    # Network: two guests on dom0's switch ping each other.
+    cfg=$LOGS/linux-net.toml; rm -f "$cfg"
+    linux_config "$cfg" ping1 "quiet hvtest=ping hvtest.ip=10.0.0.1/24 hvtest.peer=10.0.0.2 hvtest.stay=5" 1 '[[vm.net]]'
+    linux_config "$cfg" ping2 "quiet hvtest=ping hvtest.ip=10.0.0.2/24 hvtest.peer=10.0.0.1 hvtest.stay=5" 1 '[[vm.net]]'
+    boot_test linux-ping 0 "ping1: LINUX-GUEST: ping: 5 of 5 replies from 10.0.0.2" "ping2: LINUX-GUEST: ping: 5 of 5 replies from 10.0.0.1" \
+        "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
+        -- --smp 2 --until-idle --timeout 240 --config "$cfg"
+    # Boot time: to init under the hypervisor vs. bare, both under -icount.
+    local name=linux-boot-ratio
+    if [ -z "$filter" ] || [[ "$name" == *"$filter"* ]] || [[ linux == *"$filter"* ]]; then
+        cfg=$LOGS/linux-ratio.toml; rm -f "$cfg"
+        linux_config "$cfg" linux "hvtest=poweroff" 2
+        log=$LOGS/boot-$name.log
+        "$ROOT/scripts/run.sh" --gic 3 --smp 2 --icount --until-idle --timeout 240 --config "$cfg" >"$log" 2>&1 </dev/null
+        local guest bare
+        guest=$(linux_init_ns "$log" || true)
+        bare=$("$ROOT/scripts/linux-bare.sh" --gic 3 --smp 2 2>"$LOGS/linux-bare.log" | sed -n 's/^bare boot to init: \([0-9]*\) instructions.*/\1/p')
+        if [ -n "$guest" ] && [ -n "$bare" ] && [ "$bare" -gt 0 ]; then
+            local ratio; ratio=$(awk -v g="$guest" -v b="$bare" 'BEGIN { printf "%.3f", g / b }')
+            echo "      Linux boot to init: $guest instructions as a guest, $bare bare: ratio $ratio"
+            pass "linux $name (ratio $ratio)"
+        else
+            fail "linux $name (guest: ${guest:-?}, bare: ${bare:-?})"; tail -n 30 "$log"
+        fi
+    fi
+}
+
 if [ "$mode" != host ]; then
     if ! "$ROOT/scripts/build.sh" >"$LOGS/build.log" 2>&1; then
         fail "build image"; cat "$LOGS/build.log"
@@ -328,6 +413,7 @@ if [ "$mode" != host ]; then
         dom0_test dom0-raspi4b 4 2 0x80000 "*** system stopped: no PSCI, parking all CPUs" -- --machine raspi4b
         disk_test dom0-disk
         guest_tests
+        linux_tests
         wrong_el_test virt-el1 "hypervisor: entered at EL1, but it must be started at EL2" \
             -- --machine virt --smp 1 --timeout 30 -- -machine virtualization=off
     fi

@@ -241,8 +241,17 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
         trace!("physical interrupt {intid}");
         if intid == gic::SGI_KICK || Some(intid) == crate::boot::maintenance_intid() {
             gic::deactivate(iar);
-            if let Some((_, vcpu)) = current {
-                vcpu.needs_flush.store(true, Ordering::Release);
+            if let Some((vm, vcpu)) = current {
+                if intid == gic::SGI_KICK {
+                    vcpu.needs_flush.store(true, Ordering::Release);
+                } else {
+                    // The maintenance interrupt is a level: it stays asserted
+                    // (and would be taken again at once) until the list
+                    // registers are read back, e.g. the guest EOI'd a
+                    // software level interrupt whose LR asks for EOI
+                    // maintenance. Fold them back and refill now.
+                    vm::flush_interrupts(vm, vcpu);
+                }
             }
             if intid == gic::SGI_KICK {
                 sched::on_kick();

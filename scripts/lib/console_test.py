@@ -11,8 +11,8 @@ SCRIPT lines (blank lines and # comments ignored):
   timeout SECONDS      step timeout for the following expects (default 30)
   exit                 wait for the command to end; its status must be 0
 In send and type TEXT, \xHH is the byte HH and \\ a backslash, e.g.
-`type \x01\x01` for Ctrl-a (QEMU's stdio multiplexer passes one Ctrl-a for
-every two typed: run.sh's console has Ctrl-a as QEMU's escape key).
+`type \x01\x01\x01` for Ctrl-a three times (run.sh moves QEMU's own
+escape key to Ctrl-t, so Ctrl-a reaches dom0).
 Exits 0 if every step passed; otherwise prints the failing step and the
 whole transcript. The transcript is always written to LOG.
 """

@@ -30,7 +30,8 @@ LINUX_MODULES="virtio virtio_ring virtio_mmio virtio_blk virtio_net virtio_conso
 #   disk        if /dev/vda starts with "HVTEST-PERSIST <hvtest.id>", say
 #               "disk: found"; else write that, sync, say "disk: written" and
 #               reboot -f (the VM is restarted and finds it)
-#   ping        eth0 up with address hvtest.ip, then ping hvtest.peer until
+#   (always)    hvtest.ip=ADDR/LEN: eth0 up with that address
+#   ping        ping hvtest.peer until
 #               it answers (up to 30 s), then 5 pings: "ping: N of 5 replies";
 #               hvtest.stay=S: stay up S more seconds (for the peer)
 #   poweroff    (implied by any of the above) power off
@@ -62,6 +63,9 @@ for arg in $(cat /proc/cmdline); do
     esac
 done
 has() { case " $modes " in *" $1 "*) return 0 ;; esac; return 1; }
+if [ -n "$ip" ]; then
+    ip link set eth0 up && ip addr add "$ip" dev eth0 && echo "LINUX-GUEST: eth0 $ip"
+fi
 if has probe; then
     sleep 1   # let the drivers finish probing
     echo "LINUX-GUEST: virtio drivers:" $(for d in /sys/bus/virtio/devices/*/driver; do
@@ -92,7 +96,6 @@ if has disk; then
     fi
 fi
 if has ping; then
-    ip link set eth0 up && ip addr add "$ip" dev eth0
     tries=0
     until ping -c 1 -W 1 "$peer" >/dev/null 2>&1 || [ $tries -ge 30 ]; do tries=$((tries + 1)); done
     replies=$(ping -c 5 -W 2 "$peer" 2>/dev/null | grep -c "bytes from")
