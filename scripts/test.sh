@@ -351,6 +351,18 @@ linux_tests() {
     boot_test linux-ping 0 "ping1: LINUX-GUEST: ping: 5 of 5 replies from 10.0.0.2" "ping2: LINUX-GUEST: ping: 5 of 5 replies from 10.0.0.1" \
         "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
         -- --smp 2 --until-idle --timeout 240 --config "$cfg"
+    # The default demo (run.sh with no arguments): both guests' shells, ping
+    # from alpha's console, Ctrl-a three times to beta's, back to dom0.
+    if [ -z "$filter" ] || [[ linux-demo == *"$filter"* ]] || [[ linux == *"$filter"* ]]; then
+        local out
+        rm -f "$ROOT/target/demo-disk.img"
+        if out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-linux-demo.log" "$ROOT/scripts/tests/demo.script" -- \
+                "$ROOT/scripts/run.sh" --demo --timeout 300); then
+            pass "boot linux-demo"
+        else
+            fail "boot linux-demo"; echo "$out" | tail -n 40
+        fi
+    fi
     # Boot time: to init under the hypervisor vs. bare, both under -icount.
     local name=linux-boot-ratio
     if [ -z "$filter" ] || [[ "$name" == *"$filter"* ]] || [[ linux == *"$filter"* ]]; then
