@@ -18,7 +18,9 @@ pub const HVC_IMMEDIATE: u16 = 0;
 /// major M works with any hypervisor of the same major and a minor at least
 /// as high as the calls it uses were introduced in.
 pub const VERSION_MAJOR: u16 = 1;
-pub const VERSION_MINOR: u16 = 0;
+/// 1.1: `VmCopy`, `IrqLine`, `IoMap` flags (x4), posted writes and the
+/// `WAITING_ELSEWHERE` request flag, the rings' `polling` words.
+pub const VERSION_MINOR: u16 = 1;
 
 pub const fn version() -> u64 {
     ((VERSION_MAJOR as u64) << 16) | VERSION_MINOR as u64
@@ -77,11 +79,14 @@ pub enum Function {
     /// Set up IO forwarding (dom0 only, once): `(x1 = IPA of a 4 KiB page
     /// of dom0's RAM, page-aligned)`. The hypervisor initialises the page
     /// as an `ioreq::IoPage` (both rings empty) and from then on writes IO
-    /// requests into it, raising [`IO_EVENT_INTID`] on dom0's vCPU 0.
+    /// requests into it, raising [`IO_EVENT_INTID`] on one of dom0's vCPUs
+    /// (one on another physical CPU than the requester, when there is one).
     IoSetup = BASE + 13,
     /// Forward a guest's accesses to `[x2, x2 + x3)` (page-aligned, outside
-    /// its RAM and the devices the hypervisor emulates) to dom0 (dom0 only;
-    /// VM `Created`): `(x1 = VM id, x2 = base IPA, x3 = size)`.
+    /// its RAM and the devices the hypervisor emulates, except that the
+    /// whole console UART window may be taken over) to dom0 (dom0 only; VM
+    /// `Created`): `(x1 = VM id, x2 = base IPA, x3 = size, x4 = flags:
+    /// 0 or ioreq::IO_MAP_POST_WRITES)`.
     IoMap = BASE + 14,
     /// Dom0 has put completions in the page's completion ring: the
     /// hypervisor drains it and resumes the vCPUs (dom0 only). `→ x0 =

@@ -80,6 +80,16 @@ const _: () = assert!(offset_of!(IoRequest, reserved) == 15);
 /// later read of the same device sees the write's effect.
 pub const POSTED: u8 = 1;
 
+/// [`IoRequest::flags`]: the vCPU waits for this answer on another
+/// physical CPU than the dom0 vCPU that was signalled, so a quick answer
+/// saves it a context switch; dom0 may keep polling the ring for a short
+/// while after such a request. (Without it the vCPU has given its CPU away,
+/// possibly to dom0 itself: polling would only delay it.)
+pub const WAITING_ELSEWHERE: u8 = 2;
+
+/// Every flag bit defined.
+const FLAGS: u8 = POSTED | WAITING_ELSEWHERE;
+
 /// `IoMap` flags (x4): writes to the window are posted (the vCPU goes on at
 /// once); reads still wait. For devices whose writes return nothing, such
 /// as a UART's data register.
@@ -113,6 +123,11 @@ impl IoRequest {
         IoRequest { seq, vm, vcpu, size, dir: Direction::Write as u8, flags: POSTED, reserved: 0, addr, data }
     }
 
+    /// Whether the requesting vCPU waits on another physical CPU.
+    pub const fn waiting_elsewhere(&self) -> bool {
+        self.flags & WAITING_ELSEWHERE != 0
+    }
+
     /// Whether the request is a posted write (no completion is sent).
     pub const fn is_posted(&self) -> bool {
         self.flags & POSTED != 0
@@ -126,7 +141,7 @@ impl IoRequest {
         if !matches!(self.size, 1 | 2 | 4 | 8) {
             return Err(BadRequest::Size(self.size));
         }
-        if self.reserved != 0 || self.flags & !POSTED != 0 {
+        if self.reserved != 0 || self.flags & !FLAGS != 0 {
             return Err(BadRequest::Reserved);
         }
         let dir = match self.dir {
@@ -270,17 +285,24 @@ pub struct RingHeader {
     pub reserved0: [u32; 14],
     /// Entries ever consumed (wraps); written only by the consumer.
     pub cons: u32,
-    pub reserved1: [u32; 15],
+    /// Nonzero while the consumer polls the ring: the producer need not
+    /// signal it. Written only by the consumer, which clears it and then
+    /// looks at `prod` once more before it stops polling; the producer
+    /// publishes `prod` and then reads this, each with a full barrier
+    /// between, so an entry is always either seen by the poll or signalled.
+    pub polling: u32,
+    pub reserved1: [u32; 14],
 }
 
 const _: () = assert!(size_of::<RingHeader>() == 128);
 const _: () = assert!(offset_of!(RingHeader, prod) == 0);
 const _: () = assert!(offset_of!(RingHeader, cap) == 4);
 const _: () = assert!(offset_of!(RingHeader, cons) == 64);
+const _: () = assert!(offset_of!(RingHeader, polling) == 68);
 
 impl RingHeader {
     pub const fn new(cap: u32) -> Self {
-        RingHeader { prod: 0, cap, reserved0: [0; 14], cons: 0, reserved1: [0; 15] }
+        RingHeader { prod: 0, cap, reserved0: [0; 14], cons: 0, polling: 0, reserved1: [0; 14] }
     }
 }
 
@@ -312,6 +334,13 @@ pub const REQ_PROD_OFFSET: usize = REQ_HEADER_OFFSET + offset_of!(RingHeader, pr
 pub const REQ_CONS_OFFSET: usize = REQ_HEADER_OFFSET + offset_of!(RingHeader, cons);
 pub const CPL_PROD_OFFSET: usize = CPL_HEADER_OFFSET + offset_of!(RingHeader, prod);
 pub const CPL_CONS_OFFSET: usize = CPL_HEADER_OFFSET + offset_of!(RingHeader, cons);
+/// Dom0 polls the request ring (see [`RingHeader::polling`]).
+pub const REQ_POLLING_OFFSET: usize = REQ_HEADER_OFFSET + offset_of!(RingHeader, polling);
+/// The hypervisor polls the completion ring: here it is a count of the
+/// CPUs waiting at EL2 for an answer, and while it is nonzero dom0 may skip
+/// `IoComplete` (those CPUs take the completions, and each looks once more
+/// after it stops).
+pub const CPL_POLLING_OFFSET: usize = CPL_HEADER_OFFSET + offset_of!(RingHeader, polling);
 
 /// Offset of request slot `slot` (from [`RingIndices::slot_of`]).
 pub const fn request_slot_offset(slot: usize) -> usize {
@@ -790,7 +819,9 @@ mod tests {
         assert_eq!(IoRequest { size: 3, ..ok }.validate(), Err(BadRequest::Size(3)));
         assert_eq!(IoRequest { dir: 2, ..ok }.validate(), Err(BadRequest::Direction(2)));
         assert_eq!(IoRequest { reserved: 1, ..ok }.validate(), Err(BadRequest::Reserved));
-        assert_eq!(IoRequest { flags: 2, ..ok }.validate(), Err(BadRequest::Reserved));
+        assert_eq!(IoRequest { flags: 4, ..ok }.validate(), Err(BadRequest::Reserved));
+        assert_eq!(IoRequest { flags: WAITING_ELSEWHERE, ..ok }.validate(), Ok(Direction::Read));
+        assert!(IoRequest { flags: WAITING_ELSEWHERE, ..ok }.waiting_elsewhere() && !ok.waiting_elsewhere());
         let posted = IoRequest::posted(7, 1, 0, 4, 0x900_0000, 0x41);
         assert!(posted.is_posted() && !ok.is_posted());
         assert_eq!(posted.validate(), Ok(Direction::Write));

@@ -8,8 +8,14 @@
 //! hypervisor says `NotSupported` (or anything else goes wrong) forwarding
 //! stays off and nothing else here makes a hypercall.
 //!
+//! The hypervisor signals the IO event on any of dom0's CPUs (one other
+//! than the requesting guest's when it can), so every CPU enables it.
+//! After a request from a vCPU waiting on another CPU the handler keeps
+//! polling the ring for `POLL_MICROS` (and says so in the ring's `polling`
+//! word, so the hypervisor does not signal it meanwhile).
+//!
 //! Locking: the ring state and the device models live in one spin lock
-//! taken by the interrupt handler (CPU 0, IRQs masked) and by the shell
+//! taken by the interrupt handler (any CPU, IRQs masked) and by the shell
 //! (`attach`, `stats`) with IRQs masked, so neither can spin on the other
 //! on the same CPU. The handler never prints (the console lock could be
 //! held by the code it interrupted); problems are counted for `iostat`.
@@ -22,7 +28,7 @@ use hv_abi::hypercall::{Error, IrqAction, IO_EVENT_INTID, MAX_COPY};
 use hv_abi::ioreq::{
     completion_slot_offset, request_slot_offset, IoCompletion, IoRequest, RingIndices, CPL_CONS_OFFSET,
     CPL_HEADER_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET,
-    REQ_PROD_OFFSET,
+    REQ_POLLING_OFFSET, REQ_PROD_OFFSET, CPL_POLLING_OFFSET,
 };
 use spin::Mutex;
 
@@ -32,6 +38,9 @@ use crate::drivers::virtio_blk::Disk;
 
 /// Offset of `RingHeader::cap` within a header.
 const CAP_IN_HEADER: usize = 4;
+/// How long the IO event handler keeps looking for more requests after the
+/// ring ran empty.
+const POLL_MICROS: u64 = 20;
 /// `IoComplete`s tried on a full completion ring before giving up on a batch.
 const FULL_RETRIES: u32 = 4;
 
@@ -192,6 +201,17 @@ pub fn init() {
     log::info!("IO forwarding: on (page at {:#x}, event INTID {IO_EVENT_INTID})", page_addr());
 }
 
+/// A secondary CPU: takes IO events too (the hypervisor signals the dom0
+/// vCPU on another physical CPU than the requesting guest's, so that the
+/// guest's CPU can wait for the answer without giving itself away).
+pub fn init_secondary() {
+    if enabled() {
+        if let Err(e) = gic::enable_ppi_here(IO_EVENT_INTID, false) {
+            log::warn!("IO forwarding: IO event interrupt on cpu{}: {e}", cpu::index());
+        }
+    }
+}
+
 /// Runs `f` on the port with IRQs masked (shell side). IRQs are unmasked
 /// afterwards: the shell always runs with them unmasked.
 fn with_port<R>(f: impl FnOnce(&mut Port) -> R) -> Option<R> {
@@ -315,40 +335,81 @@ fn on_io_event() {
         return;
     }
     // Requests may arrive while we work without a new edge being noticed:
-    // go round until a pass finds the request ring empty.
+    // go round until a pass finds the request ring empty, then keep looking
+    // for a short while (a guest that made one request often makes the
+    // next at once: a console line, a stream of register reads).
+    // Only worth it when the requester waits on another CPU (the
+    // request says so): otherwise it may be waiting for this very CPU.
+    let mut idle_since = cpu::counter();
+    let window = cpu::counter_frequency() * POLL_MICROS / 1_000_000;
+    let mut poll = false;
     loop {
-        match drain(port) {
-            Ok(0) => break,
-            Ok(_) => {}
+        // Cheap look first: has the hypervisor produced anything new?
+        let news = word32(REQ_PROD_OFFSET).load(Ordering::Acquire) != port.req.cons();
+        match if news { drain(port) } else { Ok((0, false)) } {
+            Ok((0, _)) if !poll => break,
+            Ok((0, _)) => {}
+            Ok((_, waiting_elsewhere)) => {
+                if waiting_elsewhere && !poll {
+                    // While we poll, the hypervisor need not signal us.
+                    poll = true;
+                    word32(REQ_POLLING_OFFSET).store(1, Ordering::Relaxed);
+                    core::sync::atomic::fence(Ordering::SeqCst);
+                }
+                idle_since = cpu::counter();
+            }
             Err(()) => {
                 CORRUPT.store(true, Ordering::Relaxed);
+                word32(REQ_POLLING_OFFSET).store(0, Ordering::Release);
                 break;
             }
         }
+        if cpu::counter().wrapping_sub(idle_since) >= window {
+            if !poll {
+                break;
+            }
+            // Stop polling, then look once more: a request published
+            // before the hypervisor saw the flag cleared was not signalled.
+            word32(REQ_POLLING_OFFSET).store(0, Ordering::Relaxed);
+            core::sync::atomic::fence(Ordering::SeqCst);
+            if word32(REQ_PROD_OFFSET).load(Ordering::Acquire) == port.req.cons() {
+                break;
+            }
+            poll = false;
+            idle_since = cpu::counter();
+            continue;
+        }
+        // Let the other CPUs run (under QEMU's single-threaded TCG this
+        // hands over the host thread; on hardware it is a hint).
+        // SAFETY: YIELD is a hint; it changes no register or memory.
+        unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
     }
 }
 
 /// One pass: takes every request waiting, answers them, hands the answers
-/// back. Returns how many requests it took; `Err` if the hypervisor's
-/// indices are impossible.
-fn drain(port: &mut Port) -> Result<usize, ()> {
-    let mut batch = [IoCompletion::default(); IO_RING_SLOTS as usize];
-    // Requests taken, and completions to send.
-    let (mut taken, mut n) = (0, 0);
+/// back. Returns how many requests it took and whether one of them was
+/// from a vCPU waiting on another CPU; `Err` if the hypervisor's indices
+/// are impossible.
+fn drain(port: &mut Port) -> Result<(usize, bool), ()> {
+    // Requests taken, and whether one came from a vCPU waiting elsewhere.
+    let (mut taken, mut elsewhere) = (0, false);
+    let mut answered = false;
     port.req.observe_prod(word32(REQ_PROD_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
     while let Some(slot) = port.req.consumer_slot() {
         let req = read_request(slot);
         port.req.consumed();
         taken += 1;
+        elsewhere |= req.waiting_elsewhere();
         let completion = port.backend.handle(&req, &mut Hypercalls);
-        // A posted write has nobody waiting: no completion.
+        // A posted write has nobody waiting: no completion. Answers go out
+        // one by one, at once: a vCPU may be waiting for this one.
         if !req.is_posted() {
-            batch[n] = completion;
-            n += 1;
+            answered = true;
+            publish_completion(port, &completion)?;
         }
     }
     if taken == 0 {
-        return Ok(0);
+        return Ok((0, false));
     }
     if port.backend.output_pending() {
         OUTPUT.store(true, Ordering::Release);
@@ -357,31 +418,30 @@ fn drain(port: &mut Port) -> Result<usize, ()> {
         PENDING.store(true, Ordering::Release);
     }
     word32(REQ_CONS_OFFSET).store(port.req.cons(), Ordering::Release);
-    if n == 0 {
-        return Ok(taken);
-    }
-
-    let mut retries = 0;
-    let mut i = 0;
-    while i < n {
-        port.cpl.observe_cons(word32(CPL_CONS_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
-        match port.cpl.producer_slot() {
-            Some(slot) => {
-                write_completion(slot, &batch[i]);
-                word32(CPL_PROD_OFFSET).store(port.cpl.produced(), Ordering::Release);
-                i += 1;
-            }
-            None if retries < FULL_RETRIES => {
-                // Full: let the hypervisor take what is there, then retry.
-                retries += 1;
-                let _ = hypercall::io_complete();
-            }
-            None => {
-                DROPPED.fetch_add((n - i) as u64, Ordering::Relaxed);
-                break;
-            }
+    if answered {
+        // CPUs waiting at EL2 take completions themselves (and look once
+        // more when they stop): IoComplete only when none is.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if word32(CPL_POLLING_OFFSET).load(Ordering::Relaxed) == 0 {
+            let _ = hypercall::io_complete();
         }
     }
-    let _ = hypercall::io_complete();
-    Ok(taken)
+    Ok((taken, elsewhere))
+}
+
+/// Puts one completion in the ring and publishes it; on a full ring, lets
+/// the hypervisor take what is there first (a few times, then the
+/// completion is dropped and counted: its vCPU stays blocked).
+fn publish_completion(port: &mut Port, c: &IoCompletion) -> Result<(), ()> {
+    for _ in 0..=FULL_RETRIES {
+        port.cpl.observe_cons(word32(CPL_CONS_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
+        if let Some(slot) = port.cpl.producer_slot() {
+            write_completion(slot, c);
+            word32(CPL_PROD_OFFSET).store(port.cpl.produced(), Ordering::Release);
+            return Ok(());
+        }
+        let _ = hypercall::io_complete();
+    }
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }

@@ -187,7 +187,7 @@ pub fn guest_stopped() {
     if guests.is_empty() || !guests.iter().all(|g| done(g)) {
         return;
     }
-    IDLE_STOP_DEADLINE.store(cpu::counter() + cpu::counter_frequency(), Ordering::Relaxed);
+    IDLE_STOP_DEADLINE.store(cpu::counter() + 2 * cpu::counter_frequency(), Ordering::Relaxed);
     IDLE_STOP.store(true, Ordering::Release);
 }
 
@@ -195,12 +195,14 @@ pub fn guest_stopped() {
 /// quiet, so that it has printed what the guests said through the consoles
 /// it emulates.
 static IDLE_STOP: AtomicBool = AtomicBool::new(false);
+/// When dom0 was first seen quiet (0: not quiet).
+static QUIET_SINCE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 /// ... or at this counter value, if dom0 never goes quiet.
 static IDLE_STOP_DEADLINE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// From each CPU's idle loop: ends the run if [`guest_stopped`] asked for
-/// it and dom0 is quiet (every vCPU waiting for an interrupt, no IO
-/// request unread) or the deadline passed. Returns whether an end is still
+/// it and dom0 has been quiet (every vCPU waiting for an interrupt, no IO
+/// request unread) for 50 ms, or after 2 s. Returns whether an end is still
 /// pending (the caller then wakes up again soon to check).
 pub fn idle_stop_check() -> bool {
     if !IDLE_STOP.load(Ordering::Acquire) {
@@ -212,7 +214,21 @@ pub fn idle_stop_check() -> bool {
             s == sched::state::BLOCKED || s == sched::state::OFF
         })
     }) && !crate::io::requests_pending();
-    if !quiet && cpu::counter() < IDLE_STOP_DEADLINE.load(Ordering::Relaxed) {
+    // Quiet for a while: dom0's IO handler may have run on another vCPU
+    // than its shell, which prints the guests' output when its next poll
+    // (every 20 ms) comes round.
+    let now = cpu::counter();
+    let since = if quiet {
+        match QUIET_SINCE.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => now,
+            Err(t) => t,
+        }
+    } else {
+        QUIET_SINCE.store(0, Ordering::Release);
+        now
+    };
+    let settled = quiet && now - since >= cpu::counter_frequency() / 20;
+    if !settled && now < IDLE_STOP_DEADLINE.load(Ordering::Relaxed) {
         return true;
     }
     if IDLE_STOP.swap(false, Ordering::AcqRel) {

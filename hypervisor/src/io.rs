@@ -8,8 +8,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use hv_abi::hypercall::{Error, IO_EVENT_INTID};
 use hv_abi::ioreq::{
-    completion_slot_offset, request_slot_offset, Direction, IoCompletion, IoRequest, IoStatus, RingIndices, CPL_CONS_OFFSET,
-    CPL_HEADER_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET, REQ_PROD_OFFSET,
+    completion_slot_offset, request_slot_offset, Direction, WAITING_ELSEWHERE, IoCompletion, IoRequest, IoStatus, RingIndices, CPL_CONS_OFFSET,
+    CPL_HEADER_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET, REQ_POLLING_OFFSET, CPL_POLLING_OFFSET,
+    REQ_PROD_OFFSET,
 };
 use crate::sync::Mutex;
 
@@ -55,6 +56,15 @@ impl IoPort {
     }
 }
 
+/// A 32-bit header word (`*_OFFSET`) of the IO page at `page`.
+fn page_word(page: PhysAddr, offset: usize) -> &'static AtomicU32 {
+    debug_assert!(offset.is_multiple_of(4) && offset < IO_PAGE_SIZE);
+    // SAFETY: `page` is the IO page, a page of dom0's RAM mapped at EL2 for
+    // as long as the hypervisor runs (IoSetup is once, never undone); the
+    // offsets are 4-byte-aligned header fields of the ABI.
+    unsafe { &*((page.as_u64() as usize + offset) as *const AtomicU32) }
+}
+
 /// `IoSetup`: dom0 gives the hypervisor a page for the rings.
 pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
     if !ipa.is_multiple_of(IO_PAGE_SIZE as u64) {
@@ -91,6 +101,12 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     let data = if write && register != 31 { frame.x[register as usize] & size.mask() } else { 0 };
     let dir = if write { Direction::Write } else { Direction::Read };
     let posted = write && post_writes;
+    // Signal a dom0 vCPU on another physical CPU if there is one: it can
+    // answer while this CPU waits.
+    let me = crate::arch::aarch64::cpu::index();
+    let dom0 = vm::get(VmId(0));
+    let target = dom0.as_ref().and_then(|d| d.vcpus.iter().position(|v| v.pcpu != me)).unwrap_or(0);
+    let answerer_elsewhere = dom0.as_ref().and_then(|d| d.vcpus.get(target)).is_some_and(|v| v.pcpu != me);
     let mut guard = PORT.lock();
     let port = guard.as_mut().ok_or(())?;
     if port.req.observe_cons(port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {
@@ -104,37 +120,105 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     };
     let seq = port.next_seq;
     port.next_seq += 1;
-    let request = if posted {
+    let mut request = if posted {
         IoRequest::posted(seq, vm.id.0, vcpu.index as u16, size.bytes() as u8, ipa, data)
     } else {
         IoRequest::new(seq, vm.id.0, vcpu.index as u16, dir, size.bytes() as u8, ipa, data)
     };
+    if !posted && answerer_elsewhere {
+        request.flags |= WAITING_ELSEWHERE;
+    }
     let bytes = request.to_bytes();
     // SAFETY: a request slot inside the shared page; dom0 reads it only after
     // the release store of `prod` below.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), port.bytes_at(request_slot_offset(slot), bytes.len()), bytes.len()) };
     if !posted {
         port.waiting.push((seq, vm.id, vcpu.index));
-        // The vCPU waits from before dom0 can see the request: an answer
-        // that comes at once (dom0 on another CPU) must find it waiting, or
-        // its wake-up would be lost.
+        // Ready for the answer before dom0 can see the request; the vCPU
+        // stays RUNNING while it waits here (see below).
         *vcpu.io.lock() = (Some(PendingIo { abort, register, write }), None);
-        vcpu.sched.store(crate::sched::state::IO_WAIT, Ordering::Release);
     }
     let prod = port.req.produced();
     port.u32_at(REQ_PROD_OFFSET).store(prod, Ordering::Release);
+    let polling = page_word(port.page, REQ_POLLING_OFFSET);
     drop(guard);
 
-    if let Some(dom0) = vm::get(VmId(0)) {
+    // Dom0 polling the ring sees the request without a signal (see
+    // `RingHeader::polling` for why the barrier makes this safe).
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let polled = polling.load(Ordering::Relaxed) != 0;
+    if let Some(dom0) = dom0.filter(|_| !polled) {
         vm::with_effects(&dom0, |fx| {
-            let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, 0, fx);
+            let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, target, fx);
         });
     }
     if posted {
         frame.elr += 4;
         return Ok(());
     }
+    if answerer_elsewhere && wait_for_answer(vcpu, frame) {
+        return Ok(());
+    }
+    // Give the CPU away until dom0 answers. An answer that came after the
+    // last look found the vCPU RUNNING and did not queue it: look again
+    // once it is marked waiting.
+    vcpu.sched.store(crate::sched::state::IO_WAIT, Ordering::Release);
+    if vcpu.io.lock().1.is_some()
+        && vcpu
+            .sched
+            .compare_exchange(crate::sched::state::IO_WAIT, crate::sched::state::RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
+        finish(vcpu, frame);
+        return Ok(());
+    }
     crate::sched::schedule(frame, false)
+}
+
+/// How long a vCPU waits at EL2 for dom0 (on another CPU) to answer before
+/// it gives its CPU away: about two round trips' worth.
+const SPIN_MICROS: u64 = 20;
+
+/// Waits (at most `SPIN_MICROS`) for the answer to the vCPU's forwarded
+/// access, taking dom0's completions as they come; applies it and returns
+/// `true` if it came.
+fn wait_for_answer(vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
+    use crate::arch::aarch64::cpu;
+    let Some(page) = PORT.lock().as_ref().map(|p| p.page) else { return false };
+    let polling = page_word(page, CPL_POLLING_OFFSET);
+    // Dom0 may skip IoComplete while we take completions ourselves.
+    polling.fetch_add(1, Ordering::SeqCst);
+    let deadline = cpu::counter() + cpu::counter_frequency() * SPIN_MICROS / 1_000_000;
+    let answered = loop {
+        if vcpu.io.lock().1.is_some() {
+            break true;
+        }
+        if completions_waiting() {
+            let _ = complete();
+            continue;
+        }
+        if cpu::counter() >= deadline {
+            break false;
+        }
+        <crate::sync::Yield as spin::RelaxStrategy>::relax();
+    };
+    polling.fetch_sub(1, Ordering::SeqCst);
+    // A completion dom0 wrote while it saw us polling, without IoComplete.
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if completions_waiting() {
+        let _ = complete();
+    }
+    if answered || vcpu.io.lock().1.is_some() {
+        finish(vcpu, frame);
+        return true;
+    }
+    false
+}
+
+/// Whether dom0 has put completions in the ring that nobody took yet.
+fn completions_waiting() -> bool {
+    let guard = PORT.lock();
+    guard.as_ref().is_some_and(|port| port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire) != port.cpl.cons())
 }
 
 /// Whether dom0 has requests it has not taken yet.
@@ -145,32 +229,35 @@ pub fn requests_pending() -> bool {
 
 /// `IoComplete`: takes dom0's completions and resumes their vCPUs.
 pub fn complete() -> Result<u64, Error> {
-    let mut done = Vec::new();
-    {
-        let mut guard = PORT.lock();
-        let port = guard.as_mut().ok_or(Error::NotSupported)?;
-        port.cpl.observe_prod(port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire)).map_err(|_| Error::InvalidParameter)?;
-        while let Some(slot) = port.cpl.consumer_slot() {
+    let mut taken = 0;
+    // One completion at a time (no big buffer on the stack to clear: this
+    // is on the path of every forwarded read).
+    loop {
+        let answer = {
+            let mut guard = PORT.lock();
+            let port = guard.as_mut().ok_or(Error::NotSupported)?;
+            port.cpl.observe_prod(port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire)).map_err(|_| Error::InvalidParameter)?;
+            let Some(slot) = port.cpl.consumer_slot() else { break };
             let mut bytes = [0u8; IoCompletion::SIZE];
             // SAFETY: a completion slot of the shared page, published by
             // dom0's release store of the completion `prod`.
             unsafe { core::ptr::copy_nonoverlapping(port.bytes_at(completion_slot_offset(slot), bytes.len()), bytes.as_mut_ptr(), bytes.len()) };
             let c = IoCompletion::from_bytes(&bytes);
-            if let Some(i) = port.waiting.iter().position(|w| w.0 == c.seq) {
-                let (_, vm, vcpu) = port.waiting.swap_remove(i);
-                done.push((vm, vcpu, IoStatus::from_u32(c.status), c.data));
-            }
             let cons = port.cpl.consumed();
             port.u32_at(CPL_CONS_OFFSET).store(cons, Ordering::Release);
-        }
-    }
-    for &(id, index, status, data) in &done {
+            port.waiting.iter().position(|w| w.0 == c.seq).map(|i| {
+                let (_, vm, vcpu) = port.waiting.swap_remove(i);
+                (vm, vcpu, IoStatus::from_u32(c.status), c.data)
+            })
+        };
+        let Some((id, index, status, data)) = answer else { continue };
+        taken += 1;
         let Some(vm) = vm::get(id) else { continue };
         let Some(vcpu) = vm.vcpus.get(index) else { continue };
         vcpu.io.lock().1 = Some((status, data));
         crate::sched::wake_io(&vm, index);
     }
-    Ok(done.len() as u64)
+    Ok(taken)
 }
 
 /// On the vCPU's own CPU before it runs again: finish its forwarded access

@@ -184,6 +184,20 @@ pub fn enable(intid: u32, level_triggered: bool, handler: fn()) -> Result<(), &'
     Ok(())
 }
 
+/// Enables PPI `intid`, whose handler is already registered with
+/// [`enable`] on another CPU, on this CPU too.
+pub fn enable_ppi_here(intid: u32, level_triggered: bool) -> Result<(), &'static str> {
+    let gic = GIC.get().ok_or("no GIC")?;
+    if !(16..32).contains(&intid) {
+        return Err("not a PPI");
+    }
+    if !HANDLERS.iter().any(|s| s.intid.load(Ordering::Acquire) == intid) {
+        return Err("no handler registered");
+    }
+    gic.enable(intid, level_triggered);
+    Ok(())
+}
+
 /// IRQ entry: acknowledges, dispatches and ends every pending interrupt.
 pub fn handle_irq() {
     let Some(gic) = GIC.get() else { return };

@@ -136,6 +136,8 @@ extern "C" fn secondary_main(index: u64) -> ! {
     if let Err(e) = gic::init_cpu() {
         log::warn!("cpu{index}: GIC CPU interface: {e}");
     }
+    // The hypervisor may signal IO requests to any of dom0's CPUs.
+    crate::ioport::init_secondary();
     ONLINE.fetch_add(1, Ordering::AcqRel);
     log::debug!("cpu{index} online (MPIDR {:#x})", cpu::mpidr());
     cpu::idle()
