@@ -134,7 +134,8 @@ const BYTE_OR_WORD: &[AccessSize] = &[AccessSize::Byte, AccessSize::Word];
 const WORD_OR_DOUBLE: &[AccessSize] = &[AccessSize::Word, AccessSize::Double];
 
 impl Vgic {
-    #[inline]
+    // Inlined into `dist_read`, which the trap fast path inlines.
+    #[inline(always)]
     fn dist_decode(&self, offset: u64, size: AccessSize) -> Result<DistReg, VgicError> {
         let v3 = self.version == VgicVersion::V3;
         let frame = if v3 { V3_DIST_SIZE } else { V2_DIST_SIZE };
@@ -186,7 +187,9 @@ impl Vgic {
     }
 
     /// Emulate a guest load from the distributor frame. `vcpu` is the
-    /// accessing vCPU (it selects the SGI/PPI bank for v2).
+    /// accessing vCPU (it selects the SGI/PPI bank for v2). Inlined into the
+    /// trap handler's fast path (the hottest emulated access).
+    #[inline(always)]
     pub fn dist_read(
         &mut self,
         vcpu: usize,
