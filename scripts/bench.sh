@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Measures hypervisor costs as instructions per operation: boots under
 # QEMU with -icount shift=0 (virtual time counts instructions: 1 ns = 1
-# instruction), runs dom0's `bench` command and the mmio test guest's
-# forwarded-read loop, prints the figures.
+# instruction), runs dom0's `bench` command, the mmio test guest's
+# forwarded-read loop and the ipi test guest's SGI loop, prints the figures.
 # scripts/bench.sh [run.sh options, e.g. --gic 2 --smp 1]
 # Default: QEMU virt, GICv3, 2 CPUs (dom0 has its own physical CPUs).
 set -euo pipefail
@@ -40,4 +40,11 @@ one=$(forwarded --gic 3 --smp 1 --vm "kernel=$ROOT/target/guests/mmio.img,cmdlin
 two=$(forwarded --gic 3 --smp 2 --append "dom0.vcpus=1" --vm "kernel=$ROOT/target/guests/mmio.img,cmdline=mmio.bench=2000,memory=16M,pin=1")
 echo "  guest MMIO read forwarded to dom0 and back, 1 CPU shared with dom0: ${one:-?}"
 echo "  guest MMIO read forwarded to dom0 and back, dom0 on its own CPU: ${two:-?}"
+# A virtual IPI: the ipi guest's vCPU 0 sends SGIs to vCPU 1 (waiting in
+# WFI), one after the other as each is handled.
+"$ROOT/scripts/build-guests.sh" ipi >/dev/null
+ipi=$("$ROOT/scripts/run.sh" --icount --until-idle --timeout 300 --gic 3 --smp 2 --append "dom0.vcpus=1" \
+        --vm "kernel=$ROOT/target/guests/ipi.img,cmdline=ipi.count=10 ipi.bench=2000,vcpus=2,memory=16M" </dev/null 2>&1 |
+    sed -n 's/.*RESULT ipi: sgi-ns=\([0-9]*\).*/\1/p' | head -n1)
+echo "  virtual IPI, sent to a vCPU waiting in WFI until it is handled: ${ipi:-?}"
 echo "  hypervisor image: $(stat -c %s "$img") bytes ($(( $(stat -c %s "$img") / 1024 )) KiB)"

@@ -1,6 +1,12 @@
 //! Test guest `ipi`: vCPU 0 sends SGI 1 to each secondary `ipi.count`
 //! times (default 100; GICv3 ICC_SGI1R_EL1, GICv2 GICD_SGIR), one at a time,
 //! and checks every one arrives.
+//!
+//! `ipi.bench=N`: then N more SGIs to vCPU 1 (which waits in WFI), each
+//! sent once the previous one was handled, vCPU 0 waiting with YIELD (so
+//! under QEMU's single-threaded TCG its wait costs next to nothing), and
+//! prints `RESULT ipi: sgi-ns=...`: nanoseconds from one send to the next,
+//! i.e. a virtual IPI's cost end to end (instructions under -icount shift=0).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -68,11 +74,40 @@ mod guest {
                 lost.as_deref().unwrap_or("")
             );
         }
+        if let Some(Ok(n)) = env.cmdline().get_u64("ipi.bench") {
+            bench(n.clamp(1, 10_000_000));
+        }
         STOP.store(true, Ordering::SeqCst);
         for i in 1..cpus.len().min(MAX_CPUS) {
             let _ = gic::send_sgi(SGI, i); // wake it from WFI
         }
         wait_until(1_000_000, || smp::online() == 1);
+    }
+
+    /// `ipi.bench=N` (see the module docs).
+    fn bench(n: u64) {
+        if !READY[1].load(Ordering::SeqCst) {
+            return check!("bench", false, "vCPU 1 is not up");
+        }
+        let base = RECEIVED[1].load(Ordering::SeqCst);
+        let start = cpu::counter();
+        let deadline = start + cpu::counter_hz() * 10;
+        for k in 1..=n {
+            if gic::send_sgi(SGI, 1).is_err() {
+                return check!("bench", false, "cannot send SGI {k}");
+            }
+            while RECEIVED[1].load(Ordering::SeqCst) < base + k {
+                if cpu::counter() > deadline {
+                    return check!("bench", false, "SGI {k} of {n} not handled within 10 s");
+                }
+                // SAFETY: YIELD is a hint; it changes no register or memory.
+                unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+            }
+        }
+        let ticks = cpu::counter() - start;
+        let ns = ticks as u128 * 1_000_000_000 / cpu::counter_hz().max(1) as u128 / n as u128;
+        testkit::println!("RESULT ipi: sgi-ns={ns} sgis={n}");
+        check!("bench", true, "{n} SGIs to vCPU 1, {ns} ns each");
     }
 
     extern crate alloc;
