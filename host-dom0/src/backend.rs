@@ -388,10 +388,19 @@ impl Backends {
         self.output_pending = false;
     }
 
-    /// Typed bytes for VM `vm`'s console: into its receive FIFO as far as
-    /// there is room, the rest queued (up to [`INPUT_LIMIT`], then dropped
-    /// and counted). Returns `false` if the VM has no emulated UART.
+    /// Typed bytes for VM `vm`'s console: into its PL011's receive FIFO as
+    /// far as there is room, the rest queued (up to [`INPUT_LIMIT`], then
+    /// dropped and counted). If the guest has its PL011's receiver off but
+    /// a virtio console whose driver is up (Linux with `console=hvc0`), the
+    /// bytes go there instead. Returns `false` if the VM has neither.
     pub fn console_input(&mut self, vm: u16, bytes: &[u8], hyp: &mut dyn Hyp) -> bool {
+        let pl011_listens = self.vms.get(&vm).and_then(|d| d.uart.as_ref()).is_some_and(|u| u.model.rx_enabled());
+        let hvc_live = self.vms.get(&vm).is_some_and(|d| {
+            d.virtio.iter().any(|s| matches!(&s.dev, VirtioDevice::Console(c) if c.live()))
+        });
+        if !pl011_listens && hvc_live {
+            return self.virtio_console_input(vm, bytes, hyp);
+        }
         let Some(uart) = self.vms.get_mut(&vm).and_then(|d| d.uart.as_mut()) else { return false };
         for &b in bytes {
             if uart.input.len() < INPUT_LIMIT {
@@ -997,5 +1006,24 @@ mod tests {
         assert_eq!(b.handle(&r(3, 1, VIRTIO_BASE, 4), &mut h), IoCompletion::new(3, IoStatus::Ok, 0x7472_6976));
         // Another VM has none.
         assert_eq!(b.handle(&r(4, 2, VIRTIO_BASE, 4), &mut h).status, IoStatus::Fault as u32);
+    }
+
+    #[test]
+    fn typed_input_goes_to_a_live_virtio_console_when_the_pl011_does_not_listen() {
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        h.1.insert(1, VecMemory::new(RAM, 1 << 20));
+        b.attach_uart(1);
+        b.attach_virtio(1, vec![VirtioSpec::Console]);
+        let mut con = Driver::up(&mut b, &mut h, 1, 0, 2, 0);
+        // The driver offers a receive buffer; the PL011's receiver is off.
+        con.submit(&mut b, &mut h, 0, &[(RAM + 0x6_0000, 64, true)]);
+        assert!(b.console_input(1, b"ls\n", &mut h));
+        assert_eq!(peek(&h, 1, RAM + 0x6_0000, 3), b"ls\n");
+        assert_eq!(con.used_idx(&h, 0), 1);
+        // Once the PL011 listens, input goes there.
+        enable_uart(&mut b, 1, &mut h);
+        assert!(b.console_input(1, b"x", &mut h));
+        assert_eq!(b.handle(&r(99, 1, UART_BASE + reg::DR, 4), &mut h).data as u8, b'x');
     }
 }

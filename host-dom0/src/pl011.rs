@@ -371,7 +371,8 @@ impl Pl011 {
         }
     }
 
-    fn rx_enabled(&self) -> bool {
+    /// Whether the guest has the receiver on (`UARTEN` and `RXE`).
+    pub fn rx_enabled(&self) -> bool {
         self.cr & (cr::UARTEN | cr::RXE) == cr::UARTEN | cr::RXE
     }
 

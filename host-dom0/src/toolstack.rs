@@ -307,12 +307,18 @@ impl Toolstack {
             }
             if virtio_slots > 0 {
                 // Register writes are posted: a queue notification does not
-                // wait for dom0 to serve the queue.
+                // wait for dom0 to serve the queue. The device tree lists the
+                // slots already, so without them the VM cannot run.
                 let size = (virtio_slots as u64 * guest::VIRTIO_STRIDE).next_multiple_of(4096);
-                match hypercall::io_map(id, guest::VIRTIO_BASE, size, IO_MAP_POST_WRITES) {
-                    Ok(()) => ioport::attach_virtio(id, virtio),
-                    Err(e) => println!("vms: {}: IoMap of the virtio devices failed: {}", cfg.name, e.description()),
+                if let Err(e) = hypercall::io_map(id, guest::VIRTIO_BASE, size, IO_MAP_POST_WRITES) {
+                    let gone = hypercall::vm_op(Function::VmDestroy, id);
+                    self.forget(id);
+                    return Err(match gone {
+                        Ok(()) => format!("IoMap of the virtio devices failed: {} (VM {id} destroyed)", e.description()),
+                        Err(d) => format!("IoMap of the virtio devices failed: {}; VmDestroy of VM {id} failed too: {}", e.description(), d.description()),
+                    });
                 }
+                ioport::attach_virtio(id, virtio);
             }
         }
         let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (at, _))| (e, at)), &dtb, dtb_ipa).and_then(|()| {

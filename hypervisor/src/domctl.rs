@@ -359,7 +359,7 @@ fn destroy(id: u64) -> Result<u64, Error> {
             warn!("VM {} '{}': a vCPU did not stop within 1 s; not destroyed", vm.id.0, vm.name);
             return Err(Error::Busy);
         }
-        core::hint::spin_loop();
+        <crate::sync::Yield as spin::RelaxStrategy>::relax();
     }
     crate::sched::forget_vm(vm.id, crate::boot::online_cpus());
     vm::remove(vm.id);

@@ -416,6 +416,12 @@ impl Checker<'_> {
                 n.mac = default_mac(&cfg.name, i);
             }
         }
+        // A made-up MAC may, rarely, equal one given for another port.
+        for (i, n) in cfg.nets.iter().enumerate() {
+            if cfg.nets[..i].iter().any(|o| o.mac == n.mac) {
+                self.error(header, format!("net: port {} has MAC {}, as an earlier port: give it one", i + 1, Mac(n.mac)));
+            }
+        }
         if !has_kernel {
             self.error(header, "kernel: required key missing".to_string());
         }

@@ -280,3 +280,10 @@ fn macs_parse_and_print() {
         assert_eq!(parse_mac(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn a_made_up_mac_equal_to_a_given_one_is_an_error() {
+    let taken = Mac(default_mac("a", 1)).to_string();
+    let text = format!("[[vm]]\nname = \"a\"\nkernel = \"k\"\nnet = [{{ mac = \"{taken}\" }}, {{}}]\n");
+    assert_eq!(errors(&text), [format!("vms/hello.toml:1: net: port 2 has MAC {taken}, as an earlier port: give it one")]);
+}
