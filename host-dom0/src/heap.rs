@@ -1,11 +1,42 @@
 //! Dom0's heap (`buddy_system_allocator`) on a static region inside the image.
+//!
+//! Allocations run with IRQs masked: interrupt handlers (the IO event's)
+//! allocate and take locks whose holders allocate, so an interrupt must
+//! never arrive while its CPU holds the heap's lock. (It did: the shell
+//! held the IO port's lock and waited for the heap, whose lock another CPU
+//! held when the IO event interrupted it there and waited for the port.)
 
+use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 
 use buddy_system_allocator::LockedHeap;
 
+use crate::arch::aarch64::cpu;
+
+/// The buddy allocator, entered with IRQs masked.
+struct IrqSafeHeap(LockedHeap<32>);
+
+// SAFETY: forwards to `LockedHeap`'s implementation, which upholds the
+// `GlobalAlloc` contract; masking IRQs around it changes no result.
+unsafe impl GlobalAlloc for IrqSafeHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let daif = cpu::save_and_mask_irqs();
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { self.0.alloc(layout) };
+        cpu::restore_irqs(daif);
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let daif = cpu::save_and_mask_irqs();
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.0.dealloc(ptr, layout) };
+        cpu::restore_irqs(daif);
+    }
+}
+
 #[global_allocator]
-static HEAP: LockedHeap<32> = LockedHeap::empty();
+static HEAP: IrqSafeHeap = IrqSafeHeap(LockedHeap::empty());
 
 const HEAP_SIZE: usize = 2 << 20;
 
@@ -23,5 +54,5 @@ static REGION: Region = Region(UnsafeCell::new([0; HEAP_SIZE]));
 pub fn init() {
     let start = REGION.0.get() as usize;
     // SAFETY: REGION is used for nothing else, and this is the only call.
-    unsafe { HEAP.lock().init(start, HEAP_SIZE) };
+    unsafe { HEAP.0.lock().init(start, HEAP_SIZE) };
 }

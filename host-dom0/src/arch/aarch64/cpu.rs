@@ -27,6 +27,21 @@ pub fn counter_frequency() -> u64 {
     CNTFRQ_EL0.get()
 }
 
+/// Masks IRQs and returns the previous DAIF, for [`restore_irqs`].
+pub fn save_and_mask_irqs() -> u64 {
+    let daif: u64;
+    // SAFETY: reading DAIF and masking IRQs has no memory effects; the
+    // caller restores the mask with `restore_irqs`.
+    unsafe { core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nomem, nostack, preserves_flags)) };
+    daif
+}
+
+/// Puts back the interrupt mask [`save_and_mask_irqs`] returned.
+pub fn restore_irqs(daif: u64) {
+    // SAFETY: writes back a DAIF value read from this CPU.
+    unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nostack, preserves_flags)) };
+}
+
 /// Masks IRQs on this CPU.
 pub fn mask_irqs() {
     // SAFETY: only changes PSTATE.I; no memory is touched.
