@@ -255,6 +255,94 @@ guest_tests() {
             fail "boot guest-console"; echo "$out"
         fi
     fi
+    # virtio devices served by dom0 (guests/virtio, scripts/tests/virtio-*).
+    # virtio-blk-persist: on a fresh 16 MiB disk, one machine run writes a
+    # pattern (random seed) through a VM's slice of dom0's disk and flushes;
+    # a second run (the whole machine restarted on the same image) finds it,
+    # and the host file has data only inside the slice (1 MiB at 1 MiB);
+    # then, in one machine run, dom0's shell destroys the writer VM and
+    # creates a checker on the same slice (virtio-recreate.script, not
+    # --until-idle: run.sh then gives QEMU no stdin). The two runs again on
+    # GICv2 with 1 CPU. virtio-net-1000: two VMs exchange 1000 frames
+    # through dom0's switch, windowed and acknowledged, none lost (and again
+    # on GICv2 with 1 CPU).
+    # virtio-hostile: a VM breaks its own devices' queues in every defined
+    # way while another VM's disk IO goes on; that one must still be busy
+    # when the hostile one is done.
+    # (Each step filters by its own name; e.g. `virtio` runs them all.)
+    if [ -z "$filter" ] || [[ "$filter" == virtio* ]] || [[ virtio-blk-persist-gicv2-write-check-host-file-recreate == *"$filter"* ]] ||
+        [[ virtio-net-1000-hostile-overlap == *"$filter"* ]]; then
+        local vcommon=("${common[@]}" "all with SYSTEM_OFF") vseed vimg vout vgic vname vargs
+        virtio_cfg() { # OUT SEED WRITER-AUTOSTART CHECKER-AUTOSTART
+            sed -e "s/@SEED@/$2/g" -e "s/@WRITER@/$3/" -e "s/@CHECKER@/$4/" -e "s|\.\./\.\./target/guests/|$G/|" \
+                "$ROOT/scripts/tests/virtio-persist.toml" >"$1"
+        }
+        for vgic in 3 2; do
+            vname=virtio-blk-persist vargs=(--gic 3 --smp 2)
+            [ "$vgic" = 2 ] && vname=virtio-blk-persist-gicv2 vargs=(--gic 2 --smp 1)
+            vseed=$((RANDOM * 32768 + RANDOM)) vimg=$LOGS/$vname.img
+            rm -f "$vimg" && truncate -s 16M "$vimg" || { fail "boot $vname"; echo "      cannot make $vimg"; continue; }
+            virtio_cfg "$LOGS/$vname-write.toml" "$vseed" true false
+            virtio_cfg "$LOGS/$vname-check.toml" "$vseed" false true
+            boot_test "$vname-write" 0 "${vcommon[@]}" "vblk-writer: RESULT virtio: blk-written seed=$vseed" \
+                "vblk-writer: TEST virtio: blk-past-end: PASS" "vblk-writer: GUEST virtio: DONE 5 passed, 0 failed" \
+                -- "${vargs[@]}" --until-idle --timeout 60 --disk "$vimg" --config "$LOGS/$vname-write.toml"
+            boot_test "$vname-check" 0 "${vcommon[@]}" \
+                "vblk-checker: TEST virtio: blk-check: PASS 64 sectors hold the pattern of seed $vseed" \
+                "vblk-checker: TEST virtio: blk-ro: PASS" "vblk-checker: GUEST virtio: DONE 6 passed, 0 failed" \
+                -- "${vargs[@]}" --until-idle --timeout 60 --disk "$vimg" --config "$LOGS/$vname-check.toml"
+            if [ -z "$filter" ] || [[ "$vname-host-file" == *"$filter"* ]]; then
+                # Zeros outside the slice, data at its start.
+                if cmp -s -n $((1 << 20)) "$vimg" /dev/zero && cmp -s -i $((2 << 20)) -n $((14 << 20)) "$vimg" /dev/zero &&
+                    ! cmp -s -i $((1 << 20)) -n 32768 "$vimg" /dev/zero; then
+                    pass "boot $vname-host-file"
+                else
+                    fail "boot $vname-host-file"; echo "      $vimg: want data in 1M..1M+32K and zeros outside 1M..2M"
+                fi
+            fi
+        done
+        vname=virtio-blk-persist-recreate
+        if [ -z "$filter" ] || [[ "$vname" == *"$filter"* ]]; then
+            vseed=$((RANDOM * 32768 + RANDOM)) vimg=$LOGS/$vname.img
+            rm -f "$vimg" && truncate -s 16M "$vimg"
+            virtio_cfg "$LOGS/$vname.toml" "$vseed" false false
+            sed "s/@SEED@/$vseed/g" "$ROOT/scripts/tests/virtio-recreate.script" >"$LOGS/$vname.script"
+            if vout=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-$vname.log" "$LOGS/$vname.script" -- \
+                    "$ROOT/scripts/run.sh" --smp 2 --timeout 90 --disk "$vimg" --config "$LOGS/$vname.toml"); then
+                if grep -qF ": FAIL" "$LOGS/boot-$vname.log"; then
+                    fail "boot $vname"; grep -F ": FAIL" "$LOGS/boot-$vname.log"
+                else
+                    pass "boot $vname"
+                fi
+            else
+                fail "boot $vname"; echo "$vout"
+            fi
+        fi
+        boot_test virtio-net-1000 0 "${vcommon[@]}" \
+            "vnet-send: TEST virtio: net-send: PASS 1000 of 1000 frames acknowledged" \
+            "vnet-recv: TEST virtio: net-recv: PASS 1000 frames intact" "vnet-recv: TEST virtio: net-flow-control: PASS" \
+            "vnet-send: GUEST virtio: DONE 2 passed, 0 failed" "vnet-recv: GUEST virtio: DONE 3 passed, 0 failed" \
+            -- --gic 3 --smp 2 --until-idle --timeout 60 --config "$ROOT/scripts/tests/virtio-net.toml"
+        boot_test virtio-net-1000-gicv2 0 "${vcommon[@]}" \
+            "vnet-recv: TEST virtio: net-recv: PASS 1000 frames intact" "vnet-recv: TEST virtio: net-flow-control: PASS" \
+            "vnet-send: GUEST virtio: DONE 2 passed, 0 failed" "vnet-recv: GUEST virtio: DONE 3 passed, 0 failed" \
+            -- --gic 2 --smp 1 --until-idle --timeout 60 --config "$ROOT/scripts/tests/virtio-net.toml"
+        vname=virtio-hostile vimg=$LOGS/virtio-hostile.img
+        if [ -z "$filter" ] || [[ "$vname" == *"$filter"* ]]; then
+            rm -f "$vimg" && truncate -s 16M "$vimg"
+            boot_test "$vname" 0 "${vcommon[@]}" "vhostile: TEST virtio: hostile-recovered: PASS" \
+                "vhostile: GUEST virtio: DONE 17 passed, 0 failed" "vstress: TEST virtio: blk-stress: PASS" \
+                "vstress: GUEST virtio: DONE 2 passed, 0 failed" \
+                -- --gic 3 --smp 2 --until-idle --timeout 60 --disk "$vimg" --config "$ROOT/scripts/tests/virtio-hostile.toml"
+            # Overlap: the well-behaved VM reports after the hostile one is done.
+            local vh vs
+            vh=$(grep -anF "vhostile: GUEST virtio: DONE" "$LOGS/boot-$vname.log" | head -n1 | cut -d: -f1)
+            vs=$(grep -anF "vstress: TEST virtio: blk-stress:" "$LOGS/boot-$vname.log" | head -n1 | cut -d: -f1)
+            if [ -n "$vh" ] && [ -n "$vs" ] && [ "$vh" -lt "$vs" ]; then pass "boot $vname-overlap"; else
+                fail "boot $vname-overlap"; echo "      vstress's blk-stress result (line ${vs:-none}) should follow vhostile's DONE (line ${vh:-none})"
+            fi
+        fi
+    fi
     # A crash stops only that VM; the run then ends, not cleanly.
     boot_test guests-crash 1 "GUEST crash: about to crash" "*** guest crash (VM 1): Crashed (syndrome 0x" \
         "GUEST spin: DONE 1 passed, 0 failed" "not all with SYSTEM_OFF" \
