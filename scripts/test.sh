@@ -455,7 +455,8 @@ linux_tests() {
     local name=linux-boot-ratio
     if [ -z "$filter" ] || [[ "$name" == *"$filter"* ]] || [[ linux == *"$filter"* ]]; then
         cfg=$LOGS/linux-ratio.toml; rm -f "$cfg"
-        linux_config "$cfg" linux "hvtest=poweroff" 2
+        # The same command line as scripts/linux-bare.sh's.
+        linux_config "$cfg" linux "earlycon printk.time=1 panic=-1 hvtest=poweroff" 2
         log=$LOGS/boot-$name.log
         "$ROOT/scripts/run.sh" --gic 3 --smp 2 --icount --until-idle --timeout 240 --config "$cfg" >"$log" 2>&1 </dev/null
         local guest bare
