@@ -43,7 +43,10 @@ if [ "$mode" != boot ]; then
     cargo test --workspace --color never ${filter:+"$filter"} >"$log" 2>&1
     status=$?
     # One PASS/FAIL line per unit test, counted with the boot tests.
-    while read -r name verdict; do
+    # The verdict is the last word: doc-test names have spaces in them
+    # ("virtio/src/lib.rs - (line 30)").
+    while read -r line; do
+        verdict=${line##* } name=${line% *}
         if [ "$verdict" = ok ]; then pass "unit $name"; else fail "unit $name"; fi
     done < <(sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\)$/\1 \2/p' "$log")
     if [ "$status" -ne 0 ]; then
