@@ -1,7 +1,7 @@
 //! Test guest `hvcall`: the hypercall ABI as an ordinary VM sees it:
 //! `Version` and `LogWrite` work; every dom0-only call is `Denied` (-3);
 //! an unknown hypervisor call is `NotSupported` (-1). Arguments are chosen
-//! invalid, so a missing permission check shows up as -2, not as damage.
+//! invalid (VM 0 is dom0, never a guest), so a missing permission check shows up as -2, not as damage.
 //! Without a hypervisor (bare QEMU) `Version` fails (QEMU 10 answers -1,
 //! older QEMU makes `hvc` UNDEFINED): one FAIL says so and the rest is skipped.
 #![cfg_attr(target_os = "none", no_std)]
@@ -39,8 +39,15 @@ mod guest {
             Err(e) => check!("log-write", false, "{e}"),
         }
         const BAD_VM: u64 = 0xffff;
-        let dom0_only: [(&str, Function, [u64; 3]); 10] = [
+        // VM 0 is dom0: a guest must not reach its memory or interrupts.
+        let dom0_only: [(&str, Function, [u64; 3]); 16] = [
             ("vm-create", Function::VmCreate, [0, 0, 0]),
+            ("mem-info", Function::MemInfo, [0, 0, 0]),
+            ("io-setup", Function::IoSetup, [0x4000_0000, 0, 0]),
+            ("io-map", Function::IoMap, [0, 0x0c00_0000, 0x1000]),
+            ("io-complete", Function::IoComplete, [0, 0, 0]),
+            ("vm-copy", Function::VmCopy, [0, 0x4000_0000, 0x4000_0000]),
+            ("irq-line", Function::IrqLine, [0, 33, 1]),
             ("log-read", Function::LogRead, [0, 0, 0]),
             ("vm-write", Function::VmWrite, [BAD_VM, 0, 0]),
             ("vm-set-entry", Function::VmSetEntry, [BAD_VM, 0, 0]),
