@@ -17,42 +17,15 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use hv_mmio::{read32, read8, write32};
 use testkit::arch::cpu;
 
-/// Register offsets (§4.2.2).
-#[allow(dead_code)]
+/// Register offsets (§4.2.2) and status bits (§2.1): the device side's
+/// (`hv_virtio`), so driver and device cannot disagree.
 pub mod reg {
-    pub const MAGIC_VALUE: u64 = 0x000;
-    pub const VERSION: u64 = 0x004;
-    pub const DEVICE_ID: u64 = 0x008;
-    pub const VENDOR_ID: u64 = 0x00c;
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    pub const STATUS: u64 = 0x070;
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    pub const CONFIG: u64 = 0x100;
+    pub use hv_virtio::mmio::reg::*;
+    /// Start of the device configuration space.
+    pub const CONFIG: u64 = hv_virtio::mmio::CONFIG_OFFSET;
 }
 
-/// Device status bits (§2.1).
-pub mod status {
-    pub const ACKNOWLEDGE: u32 = 1;
-    pub const DRIVER: u32 = 2;
-    pub const DRIVER_OK: u32 = 4;
-    pub const FEATURES_OK: u32 = 8;
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
-}
+pub use hv_virtio::mmio::status;
 
 /// `InterruptStatus` bits (§4.2.2).
 pub const ISR_USED_BUFFER: u32 = 1;
