@@ -353,11 +353,13 @@ guest_tests() {
         --vm "kernel=$G/crash.img,memory=16M,pin=1" --vm "kernel=$G/spin.img,memory=16M,pin=1"
     # Scheduling: two spinning VMs share a CPU equally; one spinning with
     # interrupts masked cannot starve its neighbour; an idle VM takes no
-    # time from a busy one: the busy one gets at least 90 % of a CPU, and
-    # the idle one's CPU time (its boot and its four report lines, each byte
-    # a trap for the PL011 dom0 emulates: some 60 ms of QEMU time, doubled
-    # when this test's 4 busy CPUs share 2 host cores) stays under 10 % of
-    # the busy one's.
+    # time from a busy one: the busy one's CPU time is at least 90 % of the
+    # 2 s it spins (measured against its own run, not against A and B, whose
+    # lifetimes on their shared CPU differ from run to run), and the idle
+    # one's CPU time (its boot and its four report lines, each byte a trap
+    # for the PL011 dom0 emulates: some 60 ms of QEMU time, doubled when
+    # this test's 4 busy CPUs share 2 host cores) stays under 10 % of the
+    # busy one's.
     local name=sched-fairness log
     if [ -z "$filter" ] || [[ "$name" == *"$filter"* ]]; then
         log=$LOGS/boot-$name.log
@@ -373,10 +375,10 @@ guest_tests() {
         echo "      spin iterations: A=$a B=$b (sharing a CPU); masked=$m unmasked=$n (sharing a CPU)"
         echo "      CPU time (ms): A=$ca B=$cb; C=$cc beside idle=$ci"
         if within_percent "$a" "$b" 10 && within_percent "$m" "$n" 10 && [ -n "$cc" ] && [ -n "$ci" ] &&
-            [ $((cc * 10)) -ge $(( (ca + cb) * 9 )) ] && [ $((ci * 10)) -le "$cc" ]; then
+            [ "$cc" -ge 1800 ] && [ $((ci * 10)) -le "$cc" ]; then
             pass "boot $name"
         else
-            fail "boot $name"; echo "      want A~B and masked~unmasked within 10 %; C's CPU time >= 90 % of A+B's, idle's <= 10 % of C's"
+            fail "boot $name"; echo "      want A~B and masked~unmasked within 10 %; C's CPU time >= 90 % of its 2 s (1800 ms), idle's <= 10 % of C's"
             echo "---- serial log ($log) ----"; cat "$log"; echo "----"
         fi
     fi
