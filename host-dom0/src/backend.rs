@@ -76,10 +76,10 @@ impl GuestMemory for VmMemory<'_> {
 /// The disk dom0 shares out to guests (its real disk on the target).
 pub trait SharedDisk: Send {
     fn capacity_sectors(&self) -> u64;
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ()>;
-    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), ()>;
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError>;
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError>;
     /// Data written so far reaches stable storage.
-    fn flush(&mut self) -> Result<(), ()>;
+    fn flush(&mut self) -> Result<(), BackendError>;
 }
 
 /// A guest's disk: `sectors` sectors of the shared disk from `start`.
@@ -140,16 +140,16 @@ impl BlockBackend for DiskSlice {
 
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
         let at = self.map(sector, buf.len())?;
-        self.disk.lock().read(at, buf).map_err(|()| BackendError)
+        self.disk.lock().read(at, buf)
     }
 
     fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
         let at = self.map(sector, data.len())?;
-        self.disk.lock().write(at, data).map_err(|()| BackendError)
+        self.disk.lock().write(at, data)
     }
 
     fn flush(&mut self) -> Result<(), BackendError> {
-        self.disk.lock().flush().map_err(|()| BackendError)
+        self.disk.lock().flush()
     }
 }
 
@@ -178,39 +178,32 @@ struct VirtioSlot {
     more: bool,
 }
 
+/// `$body` with `$d` bound to the slot's transport, whatever the device type.
+macro_rules! with_transport {
+    ($dev:expr, $d:ident => $body:expr) => {
+        match $dev {
+            VirtioDevice::Console($d) => $body,
+            VirtioDevice::Block($d) => $body,
+            VirtioDevice::Net($d, _) => $body,
+        }
+    };
+}
+
 impl VirtioSlot {
     fn read(&self, offset: u64, size: u8) -> Result<u64, ()> {
-        match &self.dev {
-            VirtioDevice::Console(d) => d.read(offset, size),
-            VirtioDevice::Block(d) => d.read(offset, size),
-            VirtioDevice::Net(d, _) => d.read(offset, size),
-        }
-        .map_err(drop)
+        with_transport!(&self.dev, d => d.read(offset, size)).map_err(drop)
     }
 
     fn write(&mut self, mem: &mut dyn GuestMemory, offset: u64, size: u8, value: u64) -> Result<Outcome, ()> {
-        match &mut self.dev {
-            VirtioDevice::Console(d) => d.write(mem, offset, size, value),
-            VirtioDevice::Block(d) => d.write(mem, offset, size, value),
-            VirtioDevice::Net(d, _) => d.write(mem, offset, size, value),
-        }
-        .map_err(drop)
+        with_transport!(&mut self.dev, d => d.write(mem, offset, size, value)).map_err(drop)
     }
 
     fn poll(&mut self, mem: &mut dyn GuestMemory) -> Outcome {
-        match &mut self.dev {
-            VirtioDevice::Console(d) => d.poll(mem),
-            VirtioDevice::Block(d) => d.poll(mem),
-            VirtioDevice::Net(d, _) => d.poll(mem),
-        }
+        with_transport!(&mut self.dev, d => d.poll(mem))
     }
 
     fn interrupt_pending(&self) -> bool {
-        match &self.dev {
-            VirtioDevice::Console(d) => d.interrupt_pending(),
-            VirtioDevice::Block(d) => d.interrupt_pending(),
-            VirtioDevice::Net(d, _) => d.interrupt_pending(),
-        }
+        with_transport!(&self.dev, d => d.interrupt_pending())
     }
 }
 
@@ -356,7 +349,7 @@ impl Backends {
             // has marked itself DEVICE_NEEDS_RESET.
             let _ = self.serve_virtio(vm, slot, None, hyp);
         }
-        self.vms.values().any(|d| d.virtio.iter().any(|s| s.more))
+        self.has_pending()
     }
 
     pub fn stats(&self) -> IoStats {
@@ -491,7 +484,7 @@ impl Backends {
         }
         let mut frames = Vec::new();
         match &mut dev.dev {
-            VirtioDevice::Console(_) => self.output_pending = true,
+            VirtioDevice::Console(d) => self.output_pending |= !d.device().output().is_empty(),
             VirtioDevice::Net(d, port) => {
                 let port = *port;
                 while let Some(frame) = d.device_mut().take_tx() {
@@ -743,14 +736,14 @@ mod tests {
         fn capacity_sectors(&self) -> u64 {
             hv_virtio::BlockBackend::capacity_sectors(&self.0)
         }
-        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ()> {
-            hv_virtio::BlockBackend::read(&mut self.0, sector, buf).map_err(drop)
+        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+            hv_virtio::BlockBackend::read(&mut self.0, sector, buf)
         }
-        fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), ()> {
-            hv_virtio::BlockBackend::write(&mut self.0, sector, data).map_err(drop)
+        fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
+            hv_virtio::BlockBackend::write(&mut self.0, sector, data)
         }
-        fn flush(&mut self) -> Result<(), ()> {
-            hv_virtio::BlockBackend::flush(&mut self.0).map_err(drop)
+        fn flush(&mut self) -> Result<(), BackendError> {
+            hv_virtio::BlockBackend::flush(&mut self.0)
         }
     }
 

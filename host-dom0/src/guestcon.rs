@@ -25,6 +25,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::ops::Bound::{Excluded, Unbounded};
 
 /// The escape key: Ctrl-a.
 pub const ESCAPE: u8 = 0x01;
@@ -233,7 +234,7 @@ impl Mux {
     fn next_focus(&self) -> Focus {
         let next = match self.focus {
             Focus::Dom0 => self.vms.keys().next(),
-            Focus::Vm(id) => self.vms.range(id + 1..).next().map(|(k, _)| k),
+            Focus::Vm(id) => self.vms.range((Excluded(id), Unbounded)).next().map(|(k, _)| k),
         };
         next.map_or(Focus::Dom0, |&id| Focus::Vm(id))
     }

@@ -35,6 +35,7 @@ use spin::Mutex;
 use crate::arch::aarch64::{cpu, gic, hypercall};
 use crate::backend::{Backends, Hyp, IoStats, SharedDisk, VirtioSpec};
 use crate::drivers::virtio_blk::Disk;
+use hv_virtio::block::BackendError;
 
 /// Offset of `RingHeader::cap` within a header.
 const CAP_IN_HEADER: usize = 4;
@@ -242,16 +243,16 @@ impl SharedDisk for Disk {
         Disk::capacity_sectors(self)
     }
 
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), ()> {
-        Disk::read(self, sector, buf).map_err(drop)
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        Disk::read(self, sector, buf).map_err(|_| BackendError)
     }
 
-    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), ()> {
-        Disk::write(self, sector, data).map_err(drop)
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
+        Disk::write(self, sector, data).map_err(|_| BackendError)
     }
 
-    fn flush(&mut self) -> Result<(), ()> {
-        Disk::flush(self).map_err(drop)
+    fn flush(&mut self) -> Result<(), BackendError> {
+        Disk::flush(self).map_err(|_| BackendError)
     }
 }
 
