@@ -12,12 +12,9 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use log::debug;
 use crate::sync::Mutex;
 
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::gic::{self, HwListRegisters};
-use crate::arch::aarch64::sysreg::{read_sysreg, write_sysreg};
-use crate::arch::aarch64::{cpu, el2, vcpu as arch_vcpu};
+use crate::arch::timer::{self, HYP_TIMER_PPI};
+use crate::arch::{cpu, el2, gic, vcpu as arch_vcpu, TrapFrame};
 use crate::schedpolicy::{slice_ticks, RunQueue, SoftTimers};
-use crate::vgic::ListRegisters;
 use crate::vm::{self, power, Vcpu, Vm, VmId, VmKind};
 
 /// `Vcpu::sched` values.
@@ -34,10 +31,19 @@ pub mod state {
     pub const IO_WAIT: u8 = 4;
 }
 
-/// The EL2 physical timer's PPI (CNTHP), which ends time slices.
-const HYP_TIMER_PPI: u32 = 26;
-/// The virtual timer's PPI.
-const VTIMER_PPI: u32 = 27;
+/// What the vCPU that trapped does next, as its trap handler decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Next {
+    /// Back to the vCPU (unless the scheduler has something more urgent).
+    Resume,
+    /// Still runnable, but let others run first (it goes to the back of
+    /// its run queue).
+    Yield,
+    /// No longer runnable (blocked, waiting for dom0, off, stopped): switch
+    /// away; whatever changed its state wakes it again.
+    Leave,
+}
 
 /// A vCPU, as the run queues name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +194,7 @@ pub fn wake_io(vm: &Vm, index: usize) {
 /// favoured one (dom0) is waiting, or if nothing runs.
 pub fn on_kick() {
     let me = cpu::index();
-    if crate::panic::stopping() {
+    if crate::runstate::stopping() {
         // The system is stopping: leave the vCPU, `run_next` parks.
         RESCHED[me].store(true, Ordering::Release);
         return;
@@ -234,17 +240,29 @@ fn program_timer(s: &CpuSched, now: u64) {
         RESCHED[me].store(true, Ordering::Release);
     }
     let slice = (waiting && !RESCHED[me].load(Ordering::Relaxed)).then_some(s.slice_end);
-    match [slice, s.timers.next_deadline()].into_iter().flatten().min() {
-        Some(deadline) => {
-            write_sysreg!("cnthp_cval_el2", deadline.max(now));
-            write_sysreg!("cnthp_ctl_el2", 1);
+    let deadline = [slice, s.timers.next_deadline()].into_iter().flatten().min();
+    timer::set_hyp_deadline(deadline.map(|d| d.max(now)));
+}
+
+/// At the end of every trap, what its handler decided: back to the vCPU
+/// (with its list registers refilled if the vGIC has news for it), or to
+/// another one.
+#[inline(always)]
+pub fn finish_trap(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, next: Next) {
+    match next {
+        Next::Resume => {
+            if vcpu.needs_flush.load(Ordering::Acquire) {
+                vm::flush_interrupts(vm, vcpu);
+            }
+            maybe_switch(vm, frame)
         }
-        None => write_sysreg!("cnthp_ctl_el2", 0),
+        Next::Yield => schedule(frame, true),
+        Next::Leave => schedule(frame, false),
     }
 }
 
-/// At the end of every trap: switch away if asked to, or if the VM may not
-/// run any more (paused, stopped, destroyed). Cheap when nothing is due.
+/// Switches away if asked to, or if the VM may not run any more (paused,
+/// stopped, destroyed). Cheap when nothing is due.
 #[inline]
 pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
     let me = cpu::index();
@@ -254,32 +272,29 @@ pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
 }
 
 /// WFI (or CPU_SUSPEND) with nothing to take: block until an interrupt is
-/// pending for the vCPU or its virtual timer is due.
-pub fn block(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
+/// pending for the vCPU or its virtual timer is due (`Leave`), unless an
+/// interrupt came meanwhile (`Resume`).
+pub fn block(vm: &Vm, vcpu: &Vcpu) -> Next {
     vcpu.sched.store(state::BLOCKED, Ordering::Release);
     // A wake-up between the caller's check and the store above found the
     // vCPU running and only set needs_flush: look again.
     if (vcpu.needs_flush.load(Ordering::Acquire) || vm.vgic.lock().has_work(vcpu.index))
         && vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
     {
-        return;
+        return Next::Resume;
     }
-    let ctl = read_sysreg!("cntv_ctl_el0");
-    if ctl & 0b11 == 0b01 {
-        // Enabled, not masked: wake at CVAL in physical counter terms.
-        let deadline = read_sysreg!("cntv_cval_el0").wrapping_add(read_sysreg!("cntvoff_el2"));
+    if let Some(deadline) = timer::vtimer_deadline() {
         let r = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
         SCHED[cpu::index()].lock().timers.arm(r, deadline);
     }
-    schedule(frame, false)
+    Next::Leave
 }
 
-/// Takes the running vCPU off this CPU for good (CPU_OFF, VM stopped).
-pub fn stop_current(frame: &TrapFrame) -> ! {
-    if let Some((_, vcpu)) = current() {
-        vcpu.sched.store(state::OFF, Ordering::Release);
-    }
-    schedule(frame, false)
+/// Takes the running vCPU `vcpu` off its CPU for good (CPU_OFF, VM
+/// stopped): only `CPU_ON` or a restart runs it again.
+pub fn stop(vcpu: &Vcpu) -> Next {
+    vcpu.sched.store(state::OFF, Ordering::Release);
+    Next::Leave
 }
 
 /// Saves the running vCPU (whose registers are `frame`) and runs the next
@@ -311,7 +326,7 @@ pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
 pub fn run_next() -> ! {
     let me = cpu::index();
     loop {
-        if crate::panic::stopping() {
+        if crate::runstate::stopping() {
             cpu::park()
         }
         let mut s = SCHED[me].lock();
@@ -326,13 +341,12 @@ pub fn run_next() -> ! {
         let now = cpu::counter();
         program_timer(&s, now);
         drop(s);
-        if crate::boot::idle_stop_check() {
+        if crate::runstate::idle_stop_check() {
             // The run ends once dom0 is quiet: look again in a millisecond.
-            write_sysreg!("cnthp_cval_el2", now + cpu::counter_frequency() / 1000);
-            write_sysreg!("cnthp_ctl_el2", 1);
+            timer::set_hyp_deadline(Some(now + cpu::counter_frequency() / 1000));
         }
         cpu::wait_for_interrupt();
-        crate::trap::handle_irqs_idle();
+        crate::irq::handle_irqs_idle();
     }
 }
 
@@ -345,11 +359,11 @@ fn switch_in(mut s: crate::sync::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: u
     let vm_ref: &'static Vm = unsafe { &*Arc::as_ptr(&vm) };
     let vcpu: &'static Vcpu = &vm_ref.vcpus[index];
     if vcpu.power.load(Ordering::Acquire) == power::ON_PENDING {
-        let (entry, context) = *vcpu.start.lock();
+        let start = *vcpu.start.lock();
         // SAFETY: this is the vCPU's CPU and the vCPU is not running.
-        unsafe { vcpu.reset(entry, context, vm.cntvoff) };
+        unsafe { vcpu.reset(start, vm.cntvoff) };
         vcpu.power.store(power::ON, Ordering::Release);
-        debug!("{}: vcpu{} starts at {entry:#x} on cpu{me}", vm.name, index);
+        debug!("{}: vcpu{} starts at {:#x} on cpu{me}", vm.name, index, start.entry);
     }
     vcpu.sched.store(state::RUNNING, Ordering::Release);
     s.since = now;
@@ -364,24 +378,13 @@ fn switch_in(mut s: crate::sync::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: u
     restore(vm_ref, vcpu)
 }
 
-/// Saves the running vCPU's state: registers, EL1 state, list registers,
-/// the physical timer interrupt's active state.
+/// Saves the running vCPU's state: its registers and the architectural
+/// rest (EL1 state, its share of the GIC CPU interface).
 fn save(vcpu: &Vcpu, frame: &TrapFrame) {
     // SAFETY: the vCPU was running on this CPU until now.
     let ctx = unsafe { vcpu.context_mut() };
     ctx.regs = *frame;
-    ctx.el1.save();
-    let mut lrs = HwListRegisters;
-    for i in 0..lrs.count().min(16) {
-        ctx.lrs[i] = lrs.read(i);
-        lrs.write(i, 0);
-    }
-    ctx.apr = gic::active_priorities();
-    gic::set_active_priorities(0);
-    ctx.vtimer_active = gic::is_active(VTIMER_PPI);
-    if ctx.vtimer_active {
-        gic::set_active(VTIMER_PPI, false);
-    }
+    ctx.arch.save();
 }
 
 /// Loads `vcpu`'s state and enters it.
@@ -393,16 +396,8 @@ fn restore(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
     }
     // SAFETY: this is the vCPU's CPU and it is not running yet.
     let ctx = unsafe { vcpu.context_mut() };
-    if ctx.vtimer_active {
-        gic::set_active(VTIMER_PPI, true);
-    }
-    gic::set_active_priorities(ctx.apr);
-    let mut lrs = HwListRegisters;
-    for i in 0..lrs.count().min(16) {
-        lrs.write(i, ctx.lrs[i]);
-    }
-    ctx.el1.restore();
-    crate::io::finish(vcpu, &mut ctx.regs);
+    ctx.arch.load();
+    crate::ioreq::finish(vcpu, &mut ctx.regs);
     // The list registers are as the vCPU left them; the vGIC only needs a
     // look if something was injected meanwhile.
     if vcpu.needs_flush.load(Ordering::Acquire) {
@@ -415,10 +410,10 @@ fn restore(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
 pub fn init_cpu() {
     gic::set_enabled(gic::SGI_KICK, true);
     gic::set_enabled(HYP_TIMER_PPI, true);
-    if let Some(maintenance) = crate::boot::maintenance_intid() {
+    if let Some(maintenance) = crate::machine::maintenance_intid() {
         gic::set_enabled(maintenance, true);
     }
-    write_sysreg!("cnthp_ctl_el2", 0);
+    timer::set_hyp_deadline(None);
 }
 
 /// Is `intid` the scheduler's timer?
@@ -432,7 +427,7 @@ pub fn forget_vm(vm: VmId, online: usize) {
     for s in SCHED.iter().take(online) {
         let mut s = s.lock();
         s.runq.retain(|r| r.vm != vm);
-        for v in 0..8 {
+        for v in 0..crate::vgic::MAX_VCPUS as u8 {
             s.timers.cancel(&VcpuRef { vm, vcpu: v });
         }
     }

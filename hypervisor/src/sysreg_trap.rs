@@ -3,11 +3,9 @@
 
 use log::trace;
 
-use crate::vm::vm_warn;
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::inject;
+use crate::arch::{inject, TrapFrame};
 use crate::esr::{SysRegAccess, SysRegPolicy};
-use crate::vm::{self, Vcpu, Vm};
+use crate::vm::{self, vm_warn, Vcpu, Vm};
 
 #[inline(never)]
 pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {

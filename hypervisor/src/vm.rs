@@ -11,11 +11,11 @@ use hv_abi::hypercall::{StopReason, VmState, MAX_VMS};
 use crate::sync::Mutex;
 
 use crate::addr::{Ipa, PhysAddr};
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::gic::{self, HwListRegisters};
-use crate::arch::aarch64::stage2::Stage2Tables;
-use crate::arch::aarch64::vcpu::{El1Context, SPSR_EL1H_MASKED};
-use crate::arch::aarch64::cpu;
+use crate::arch::gic::{self, HwListRegisters};
+use crate::arch::vcpu::{VcpuArch, SPSR_EL1H_MASKED};
+use crate::arch::{cpu, TrapFrame};
+use crate::ioreq::IoWait;
+use crate::stage2::Stage2Tables;
 use crate::vgic::{Effect, Effects, Vgic};
 
 /// A VM's identifier, as dom0 sees it (dom0 is 0).
@@ -67,16 +67,27 @@ pub enum Exit {
     Other = 7,
 }
 
-/// What a vCPU's physical CPU restores when it (re)enters it.
+/// What a vCPU's physical CPU restores when it (re)enters it: the
+/// general-purpose registers, and the architectural rest (`arch`).
 pub struct VcpuContext {
     pub regs: TrapFrame,
-    pub el1: El1Context,
-    /// List registers and active priorities while the vCPU is not loaded.
-    pub lrs: [u64; 16],
-    pub apr: u64,
-    /// The physical virtual-timer PPI was active (the vCPU had not yet
-    /// EOIed its timer interrupt) when it was switched out.
-    pub vtimer_active: bool,
+    pub arch: VcpuArch,
+}
+
+impl VcpuContext {
+    fn reset(entry: u64, x0: u64, mpidr: u64, cntvoff: u64) -> Self {
+        let mut regs = TrapFrame { x: [0; 31], sp: 0, elr: entry, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 };
+        regs.x[0] = x0;
+        VcpuContext { regs, arch: VcpuArch::reset(mpidr, cntvoff) }
+    }
+}
+
+/// Where a vCPU starts when it is switched on (`CPU_ON`, `VmSetEntry`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuStart {
+    pub entry: u64,
+    /// x0 at entry (PSCI's context ID; the device tree for vCPU 0).
+    pub context: u64,
 }
 
 pub struct Vcpu {
@@ -86,8 +97,8 @@ pub struct Vcpu {
     /// The physical CPU this vCPU runs on.
     pub pcpu: usize,
     pub power: AtomicU8,
-    /// Entry point and context ID of a pending `CPU_ON`.
-    pub start: Mutex<(u64, u64)>,
+    /// Where a pending `CPU_ON` starts it.
+    pub start: Mutex<VcpuStart>,
     /// Set when the vGIC has new work for this vCPU: flush the list
     /// registers before re-entering it.
     pub needs_flush: AtomicBool,
@@ -98,9 +109,9 @@ pub struct Vcpu {
     /// Exits by reason (`Exit`). Only the vCPU's own CPU writes them, so a
     /// plain load and store count without a read-modify-write loop.
     pub exits: [AtomicU64; 8],
-    /// A forwarded access in flight (`io`): what to do with the answer, and
-    /// the answer once dom0 gave it.
-    pub io: Mutex<crate::io::IoSlot>,
+    /// A forwarded access in flight (`ioreq`): what to do with the answer,
+    /// and the answer once dom0 gave it.
+    pub io: Mutex<IoWait>,
     context: UnsafeCell<VcpuContext>,
 }
 
@@ -116,19 +127,13 @@ impl Vcpu {
             mpidr,
             pcpu,
             power: AtomicU8::new(power::OFF),
-            start: Mutex::new((0, 0)),
+            start: Mutex::new(VcpuStart::default()),
             needs_flush: AtomicBool::new(false),
             sched: AtomicU8::new(0),
             run_ticks: AtomicU64::new(0),
             exits: [const { AtomicU64::new(0) }; 8],
-            io: Mutex::new((None, None)),
-            context: UnsafeCell::new(VcpuContext {
-                regs: TrapFrame { x: [0; 31], sp: 0, elr: 0, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 },
-                el1: El1Context::reset(mpidr, cntvoff),
-                lrs: [0; 16],
-                apr: 0,
-                vtimer_active: false,
-            }),
+            io: Mutex::new(IoWait::default()),
+            context: UnsafeCell::new(VcpuContext::reset(0, 0, mpidr, cntvoff)),
         }
     }
 
@@ -152,15 +157,10 @@ impl Vcpu {
     ///
     /// # Safety
     /// As for `context_mut`.
-    pub unsafe fn reset(&self, entry: u64, context: u64, cntvoff: u64) {
+    pub unsafe fn reset(&self, start: VcpuStart, cntvoff: u64) {
         // SAFETY: forwarded from the caller.
         let ctx = unsafe { self.context_mut() };
-        ctx.regs = TrapFrame { x: [0; 31], sp: 0, elr: entry, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 };
-        ctx.regs.x[0] = context;
-        ctx.el1 = El1Context::reset(self.mpidr, cntvoff);
-        ctx.lrs = [0; 16];
-        ctx.apr = 0;
-        ctx.vtimer_active = false;
+        *ctx = VcpuContext::reset(start.entry, start.context, self.mpidr, cntvoff);
     }
 }
 
@@ -170,6 +170,22 @@ pub struct StopInfo {
     pub reason: StopReason,
     pub syndrome: u64,
     pub address: u64,
+}
+
+/// A block of a VM's RAM: `size` bytes at `ipa`, backed by host memory at
+/// `pa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamChunk {
+    pub ipa: Ipa,
+    pub pa: PhysAddr,
+    pub size: u64,
+}
+
+impl RamChunk {
+    /// The offset of `ipa` in this chunk, if it is inside.
+    fn offset_of(&self, ipa: u64) -> Option<u64> {
+        ipa.checked_sub(self.ipa.as_u64()).filter(|&o| o < self.size)
+    }
 }
 
 /// A window of a VM's IPA space whose accesses go to dom0 (`IoMap`).
@@ -191,8 +207,8 @@ pub struct Vm {
     pub stage2: Mutex<Option<Stage2Tables>>,
     pub stage2_root: PhysAddr,
     pub vtcr: u64,
-    /// The VM's RAM: (IPA, PA, size) chunks, in IPA order.
-    pub ram: Vec<(Ipa, PhysAddr, u64)>,
+    /// The VM's RAM, in IPA order.
+    pub ram: Vec<RamChunk>,
     /// Whether `ram` still belongs to the VM: `VmCopy` holds the read side
     /// while it copies, destroying takes the write side and clears it
     /// before the chunks go back to the allocator.
@@ -213,6 +229,51 @@ pub struct Vm {
     pub console_line: Mutex<Vec<u8>>,
     /// Warnings logged about this VM's misbehaviour so far.
     pub warnings: AtomicU32,
+}
+
+/// What a new VM is made of; everything else starts empty.
+pub struct VmSpec {
+    pub id: VmId,
+    pub name: String,
+    pub kind: VmKind,
+    pub stage2: Stage2Tables,
+    pub ram: Vec<RamChunk>,
+    pub regions: Vec<EmulatedRegion>,
+    pub hw_ppis: Vec<u32>,
+    pub vgic: Vgic,
+    pub vcpus: Vec<Vcpu>,
+    pub cntvoff: u64,
+    pub weight: u32,
+    pub state: VmState,
+}
+
+impl Vm {
+    /// A VM from `spec`, not yet in the VM table. Its stage-2 VMID is its
+    /// id + 1 (VMID 0 is never used).
+    pub fn new(spec: VmSpec) -> Vm {
+        Vm {
+            id: spec.id,
+            name: spec.name,
+            kind: spec.kind,
+            vmid: spec.id.0 + 1,
+            stage2_root: spec.stage2.root(),
+            vtcr: spec.stage2.vtcr,
+            stage2: Mutex::new(Some(spec.stage2)),
+            ram: spec.ram,
+            ram_live: crate::sync::RwLock::new(true),
+            regions: spec.regions,
+            forwarded: crate::sync::RwLock::new(Vec::new()),
+            hw_ppis: spec.hw_ppis,
+            vgic: Mutex::new(spec.vgic),
+            vcpus: spec.vcpus,
+            cntvoff: spec.cntvoff,
+            weight: spec.weight,
+            state: AtomicU32::new(spec.state as u32),
+            stop: Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
+            console_line: Mutex::new(Vec::new()),
+            warnings: AtomicU32::new(0),
+        }
+    }
 }
 
 /// Warnings a VM may cause before the rest are suppressed: a guest must not
@@ -260,7 +321,7 @@ impl Vm {
     }
 
     pub fn ram_size(&self) -> u64 {
-        self.ram.iter().map(|&(_, _, size)| size).sum()
+        self.ram.iter().map(|c| c.size).sum()
     }
 
     /// The emulated device at `ipa`, and the offset into it.
@@ -280,9 +341,9 @@ impl Vm {
     /// RAM chunk into the host physical address of its start.
     pub fn ram_buffer(&self, ipa: u64, len: u64) -> Option<PhysAddr> {
         let end = ipa.checked_add(len)?;
-        self.ram.iter().find_map(|&(base, pa, size)| {
-            let offset = ipa.checked_sub(base.as_u64())?;
-            (end <= base.as_u64() + size).then(|| PhysAddr::new(pa.as_u64() + offset))
+        self.ram.iter().find_map(|c| {
+            let offset = c.offset_of(ipa)?;
+            (end <= c.ipa.as_u64() + c.size).then(|| PhysAddr::new(c.pa.as_u64() + offset))
         })
     }
 
@@ -293,10 +354,9 @@ impl Vm {
         let mut pieces = Vec::new();
         let mut at = ipa;
         while at < end {
-            let &(base, pa, size) = self.ram.iter().find(|&&(b, _, s)| at >= b.as_u64() && at - b.as_u64() < s)?;
-            let offset = at - base.as_u64();
-            let n = (size - offset).min(end - at);
-            pieces.push((PhysAddr::new(pa.as_u64() + offset), n));
+            let (chunk, offset) = self.ram.iter().find_map(|c| Some((c, c.offset_of(at)?)))?;
+            let n = (chunk.size - offset).min(end - at);
+            pieces.push((PhysAddr::new(chunk.pa.as_u64() + offset), n));
             at += n;
         }
         Some(pieces)
@@ -307,10 +367,10 @@ impl Vm {
         let Some(end) = ipa.checked_add(len) else { return false };
         let mut at = ipa;
         while at < end {
-            let Some(&(base, _, size)) = self.ram.iter().find(|&&(b, _, s)| at >= b.as_u64() && at < b.as_u64() + s) else {
+            let Some(chunk) = self.ram.iter().find(|c| c.offset_of(at).is_some()) else {
                 return false;
             };
-            at = base.as_u64() + size;
+            at = chunk.ipa.as_u64() + chunk.size;
         }
         true
     }
