@@ -311,3 +311,9 @@ pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
     }
 }
 
+
+/// Test support: no IO page.
+#[cfg(test)]
+pub fn reset_for_test() {
+    *PORT.lock() = None;
+}

@@ -51,6 +51,9 @@ mod sysreg_trap;
 mod trap;
 mod vm;
 
+#[cfg(test)]
+mod tests;
+
 /// Declares the modules that exist only on the target: they set up the
 /// machine or replace what `std` provides in host builds.
 macro_rules! target_only {

@@ -432,3 +432,60 @@ pub fn forget_vm(vm: VmId, online: usize) {
         }
     }
 }
+
+/// Test support: forget every CPU's queues, timers, placements and
+/// running vCPU.
+#[cfg(test)]
+pub fn reset_for_test() {
+    for i in 0..cpu::MAX_CPUS {
+        *SCHED[i].lock() = CpuSched::new();
+        CURRENT_VM[i].store(core::ptr::null_mut(), Ordering::Relaxed);
+        CURRENT_VCPU[i].store(core::ptr::null_mut(), Ordering::Relaxed);
+        RESCHED[i].store(false, Ordering::Relaxed);
+        ASSIGNED[i].store(0, Ordering::Relaxed);
+    }
+}
+
+/// Test support: vCPU `index` of `vm` runs on this CPU now (as if
+/// `switch_in` had entered it).
+#[cfg(test)]
+pub fn make_current(vm: Arc<Vm>, index: usize) {
+    let me = cpu::index();
+    let mut s = SCHED[me].lock();
+    vm.vcpus[index].sched.store(state::RUNNING, Ordering::Release);
+    CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
+    CURRENT_VCPU[me].store(&vm.vcpus[index] as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
+    s.since = cpu::counter();
+    s.slice_end = s.since + slice_ticks(vm.weight, cpu::counter_frequency());
+    s.current = Some((vm, index));
+}
+
+/// Test support: the vCPUs queued on physical CPU `pcpu`, in order.
+#[cfg(test)]
+pub fn queued_on(pcpu: usize) -> alloc::vec::Vec<VcpuRef> {
+    let mut s = SCHED[pcpu].lock();
+    let mut out = alloc::vec::Vec::new();
+    while let Some(r) = s.runq.pop() {
+        out.push(r);
+    }
+    for &r in &out {
+        s.runq.push(r, false);
+    }
+    out
+}
+
+/// Test support: whether this CPU will switch at the end of the trap.
+#[cfg(test)]
+pub fn resched_pending() -> bool {
+    RESCHED[cpu::index()].load(Ordering::Relaxed)
+}
+
+/// Test support: this CPU stops running its vCPU (as `schedule` would,
+/// without saving or picking another).
+#[cfg(test)]
+pub fn forget_current_for_test() {
+    let me = cpu::index();
+    SCHED[me].lock().current = None;
+    CURRENT_VM[me].store(core::ptr::null_mut(), Ordering::Relaxed);
+    CURRENT_VCPU[me].store(core::ptr::null_mut(), Ordering::Relaxed);
+}

@@ -479,3 +479,11 @@ pub fn guest_ids() -> Vec<VmId> {
     let table = VMS.lock();
     table.iter().flatten().filter(|vm| vm.kind == VmKind::Guest).map(|vm| vm.id).collect()
 }
+
+/// Test support: empties the VM table.
+#[cfg(test)]
+pub fn clear_for_test() {
+    for slot in VMS.lock().iter_mut() {
+        *slot = None;
+    }
+}

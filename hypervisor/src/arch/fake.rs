@@ -242,9 +242,10 @@ pub mod el2 {
         record(Event::FlushVmTlbs);
     }
 
-    /// A 40-bit IPA space walked from level 1 (as on QEMU virt's CPUs).
+    /// A 40-bit IPA space walked from level 0 (PARange 2, as `aarch64`
+    /// chooses it for a 40-bit CPU).
     pub fn stage2_geometry() -> (u32, u8, u64) {
-        (40, 1, 2)
+        (40, 0, 2)
     }
 
     pub fn vtcr_value(ipa_bits: u32, _start_level: u8, _pa_range: u64) -> u64 {
