@@ -406,7 +406,7 @@ fn pause(id: u64, pause: bool) -> Result<u64, Error> {
 fn destroy(id: u64) -> Result<u64, Error> {
     let vm = guest_vm(id)?;
     if vm.state() != VmState::Stopped {
-        crate::trap::halt_vm(&vm);
+        vm.halt();
     }
     // Wait until none of its vCPUs runs anywhere (they stop at their next
     // trap; the kick SGI makes that soon).

@@ -271,7 +271,21 @@ pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
     }
 }
 
-/// WFI (or CPU_SUSPEND) with nothing to take: block until an interrupt is
+
+/// WFI: return at once if the vCPU has an interrupt to take, else block it
+/// until it has one.
+#[inline(never)]
+pub fn wait_for_interrupt(vm: &Vm, vcpu: &Vcpu) -> Next {
+    // Fold in what the vCPU did with its list registers (EOIs) before
+    // asking whether anything is left for it.
+    vm::flush_interrupts(vm, vcpu);
+    if vm.vgic.lock().has_work(vcpu.index) {
+        return Next::Resume;
+    }
+    block(vm, vcpu)
+}
+
+/// Blocks a vCPU in WFI (or CPU_SUSPEND) with nothing to take: until an interrupt is
 /// pending for the vCPU or its virtual timer is due (`Leave`), unless an
 /// interrupt came meanwhile (`Resume`).
 pub fn block(vm: &Vm, vcpu: &Vcpu) -> Next {

@@ -6,15 +6,12 @@
 //! and logged as the VM's misbehaviour (`warn!`); a VM that cannot go on
 //! (it executes outside its memory) is stopped and reported.
 
-use core::sync::atomic::Ordering;
+use hv_abi::hypercall::StopReason;
 
-use hv_abi::hypercall::{StopReason, VmState};
-use log::info;
-
-use crate::arch::{el2, gic, inject, GuestException, TrapFrame};
+use crate::arch::{el2, inject, GuestException, TrapFrame};
 use crate::esr::{Esr, ExceptionClass};
 use crate::sched::{self, Next};
-use crate::vm::{self, vm_warn, Exit, StopInfo, Vcpu, Vm, VmKind};
+use crate::vm::{vm_warn, Exit, StopInfo, Vcpu, Vm, VmKind};
 
 /// The exception entry for exceptions taken from a VM (EL1/EL0): handle
 /// it, then resume the vCPU or switch to another.
@@ -80,7 +77,7 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
         ExceptionClass::WfiWfe => {
             vcpu.count_exit(Exit::Wfi);
             frame.elr += 4;
-            wait_for_interrupt(vm, vcpu)
+            sched::wait_for_interrupt(vm, vcpu)
         }
         ExceptionClass::SysReg => {
             vcpu.count_exit(Exit::SysReg);
@@ -104,39 +101,7 @@ pub fn crash(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, what: &dyn core::fmt::Disp
     if vm.kind == VmKind::Dom0 {
         crate::arch::fatal(frame, "dom0 crashed");
     }
-    stop_vm(vm, StopInfo { reason: StopReason::Crashed, syndrome: frame.esr, address: frame.elr });
+    vm.stop(StopInfo { reason: StopReason::Crashed, syndrome: frame.esr, address: frame.elr });
     sched::stop(vcpu)
 }
 
-/// Marks `vm` stopped for `info` (its vCPUs stop at their next trap) and
-/// tells dom0 through the log; ends the run under `hv.until_idle` when it
-/// was the last guest.
-pub fn stop_vm(vm: &Vm, info: StopInfo) {
-    *vm.stop.lock() = info;
-    halt_vm(vm);
-    info!("{} (VM {}) stopped: {:?}", vm.name, vm.id.0, info.reason);
-    crate::runstate::guest_stopped();
-}
-
-/// Marks `vm` stopped and makes every CPU running one of its vCPUs drop it.
-pub fn halt_vm(vm: &Vm) {
-    vm.set_state(VmState::Stopped);
-    for v in &vm.vcpus {
-        if v.sched.load(Ordering::Acquire) == sched::state::RUNNING && v.pcpu != crate::arch::cpu::index() {
-            gic::send_sgi(gic::SGI_KICK, v.pcpu);
-        }
-    }
-}
-
-/// WFI: return at once if the vCPU has an interrupt to take, else block it
-/// until it has one.
-#[inline(never)]
-pub fn wait_for_interrupt(vm: &Vm, vcpu: &Vcpu) -> Next {
-    // Fold in what the vCPU did with its list registers (EOIs) before
-    // asking whether anything is left for it.
-    vm::flush_interrupts(vm, vcpu);
-    if vm.vgic.lock().has_work(vcpu.index) {
-        return Next::Resume;
-    }
-    sched::block(vm, vcpu)
-}

@@ -303,6 +303,26 @@ impl Vm {
         self.state.store(state as u32, Ordering::Release);
     }
 
+    /// Marks the VM stopped for `info` (its vCPUs stop at their next trap) and
+    /// tells dom0 through the log; ends the run under `hv.until_idle` when it
+    /// was the last guest.
+    pub fn stop(&self, info: StopInfo) {
+        *self.stop.lock() = info;
+        self.halt();
+        log::info!("{} (VM {}) stopped: {:?}", self.name, self.id.0, info.reason);
+        crate::runstate::guest_stopped();
+    }
+
+    /// Marks the VM stopped and makes every CPU running one of its vCPUs drop it.
+    pub fn halt(&self) {
+        self.set_state(VmState::Stopped);
+        for v in &self.vcpus {
+            if v.sched.load(Ordering::Acquire) == crate::sched::state::RUNNING && v.pcpu != cpu::index() {
+                gic::send_sgi(gic::SGI_KICK, v.pcpu);
+            }
+        }
+    }
+
     /// May its vCPUs run now?
     #[inline]
     pub fn runnable(&self) -> bool {
