@@ -82,7 +82,7 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     psci::init(platform.psci.as_ref());
     gic::init(&platform.gic);
     gic::init_cpu(&platform.gic);
-    sched::set_stack_top(0, boot_stack_top());
+    crate::switch::set_stack_top(0, boot_stack_top());
     sched::init_cpu();
     let online = smp::start_secondaries(&platform.cpus, || machine_frames::alloc((smp::STACK_SIZE / PAGE_SIZE) as usize));
     banner(platform, online);
@@ -111,7 +111,7 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
             }
             sched::wake(&vm, 0);
             drop(vm);
-            sched::run_next()
+            crate::switch::run_next()
         }
         Err(e) => error_no_dom0(&e),
     }
@@ -137,12 +137,12 @@ fn boot_stack_top() -> usize {
 /// A secondary CPU, once online: set up its GIC interface, then run the
 /// vCPUs placed on it (dom0's vCPU i first, once switched on).
 pub fn secondary_start(index: usize, stack_top: usize) -> ! {
-    sched::set_stack_top(index, stack_top);
+    crate::switch::set_stack_top(index, stack_top);
     if let Some(platform) = machine::try_platform() {
         gic::init_cpu(&platform.gic);
     }
     sched::init_cpu();
-    sched::run_next()
+    crate::switch::run_next()
 }
 
 /// The platform in detail, at debug level.

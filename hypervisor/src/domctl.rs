@@ -333,7 +333,7 @@ fn irq_line(id: u64, intid: u64, action: u64) -> Result<u64, Error> {
     let action = IrqAction::from_u64(action).ok_or(Error::InvalidParameter)?;
     let intid = u32::try_from(intid).ok().filter(|&i| i >= 32).ok_or(Error::InvalidParameter)?;
     let vm = guest_vm(id)?;
-    vm::with_effects(&vm, |fx| {
+    crate::interrupts::with_effects(&vm, |fx| {
         let mut vgic = vm.vgic.lock();
         match action {
             IrqAction::Raise => vgic.set_level(intid, 0, true, fx),

@@ -10,7 +10,7 @@ use log::trace;
 use crate::arch::{el2, inject, TrapFrame};
 use crate::esr::{AccessSize, DataAbort};
 use crate::sched::Next;
-use crate::vm::{self, vm_warn, EmulatedDevice, Exit, Vcpu, Vm};
+use crate::vm::{vm_warn, EmulatedDevice, Exit, Vcpu, Vm};
 
 /// A data abort at stage 2: an emulated device, or an access outside the
 /// VM's memory (answered with a synchronous external abort). Kept out of
@@ -112,8 +112,8 @@ fn mmio_write(vm: &Vm, vcpu: &Vcpu, device: EmulatedDevice, offset: u64, size: A
             console_write(vm, offset, value);
             Ok(())
         }
-        EmulatedDevice::GicDistributor => vm::with_effects(vm, |effects| vm.vgic.lock().dist_write(vcpu.index, offset, size, value, effects)),
-        EmulatedDevice::GicRedistributors => vm::with_effects(vm, |effects| vm.vgic.lock().redist_write(vcpu.index, offset, size, value, effects)),
+        EmulatedDevice::GicDistributor => crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().dist_write(vcpu.index, offset, size, value, effects)),
+        EmulatedDevice::GicRedistributors => crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().redist_write(vcpu.index, offset, size, value, effects)),
     }
 }
 

@@ -96,7 +96,7 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) -> Next {
         PSCI_CPU_SUSPEND_64 => {
             // Every power state is treated as standby: wait for an interrupt.
             ret(frame, 0);
-            return sched::wait_for_interrupt(vm, vcpu);
+            return crate::interrupts::wait_for_interrupt(vm, vcpu);
         }
         PSCI_MIGRATE_INFO_TYPE => ret(frame, 2), // no trusted OS to migrate
         PSCI_SYSTEM_OFF => return system_off(vm, vcpu, frame, StopReason::SystemOff),
@@ -139,6 +139,7 @@ fn system_off(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, reason: StopReason) -> Ne
         crate::runstate::power_off()
     }
     vm.stop(StopInfo { reason, syndrome: 0, address: frame.elr });
+    crate::runstate::guest_stopped();
     sched::stop(vcpu)
 }
 

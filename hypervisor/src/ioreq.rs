@@ -18,8 +18,9 @@ use crate::sync::Mutex;
 use crate::addr::PhysAddr;
 use crate::arch::{cpu, inject, TrapFrame};
 use crate::esr::DataAbort;
+use crate::interrupts;
 use crate::sched::{self, Next};
-use crate::vm::{self, Vcpu, Vm, VmId};
+use crate::vm::{self, IoAnswer, IoWait, PendingIo, Vcpu, Vm, VmId};
 
 /// The request/completion page and the requests waiting for an answer.
 struct IoPort {
@@ -41,22 +42,6 @@ struct Waiter {
 
 static PORT: Mutex<Option<IoPort>> = Mutex::new(None);
 
-/// A vCPU's forwarded access: what to do with the answer, and the answer
-/// once dom0 gave it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IoWait {
-    pub pending: Option<PendingIo>,
-    pub answer: Option<IoAnswer>,
-}
-
-/// Dom0's answer to a forwarded access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoAnswer {
-    pub status: IoStatus,
-    /// The value read (reads only).
-    pub data: u64,
-}
-
 /// Why an access cannot go to dom0 (the caller injects an abort).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unforwardable {
@@ -66,14 +51,6 @@ pub enum Unforwardable {
     NoIoPage,
     /// Dom0's request ring indices are corrupt.
     CorruptRing,
-}
-
-/// What a vCPU blocked on a forwarded access needs to resume.
-#[derive(Clone, Copy, Debug)]
-pub struct PendingIo {
-    pub abort: DataAbort,
-    pub register: u8,
-    pub write: bool,
 }
 
 impl IoPort {
@@ -181,7 +158,7 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     core::sync::atomic::fence(Ordering::SeqCst);
     let polled = polling.load(Ordering::Relaxed) != 0;
     if let Some(dom0) = dom0.filter(|_| !polled) {
-        vm::with_effects(&dom0, |fx| {
+        interrupts::with_effects(&dom0, |fx| {
             let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, target, fx);
         });
     }

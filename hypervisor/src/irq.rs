@@ -52,7 +52,7 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
                     // registers are read back, e.g. the guest EOI'd a
                     // software level interrupt whose LR asks for EOI
                     // maintenance. Fold them back and refill now.
-                    vm::flush_interrupts(vm, vcpu);
+                    crate::interrupts::flush_interrupts(vm, vcpu);
                 }
             }
             if intid == gic::SGI_KICK {
@@ -75,9 +75,9 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
         };
         let delivered = match owner {
             Some((id, index)) => match current.filter(|(vm, _)| vm.id == id) {
-                Some((vm, _)) => vm::with_effects(vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
+                Some((vm, _)) => crate::interrupts::with_effects(vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
                 None => match vm::get(id) {
-                    Some(vm) => vm::with_effects(&vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
+                    Some(vm) => crate::interrupts::with_effects(&vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
                     None => false,
                 },
             },

@@ -3,7 +3,7 @@
 //! how many physical CPUs came online. Written once by `boot`, read by
 //! everyone after.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::platform::Platform;
 
@@ -48,4 +48,17 @@ pub fn online_mask() -> u64 {
     } else {
         (1u64 << online) - 1
     }
+}
+
+/// Set when the machine is stopping (`runstate`): CPUs stop running vCPUs
+/// and park.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+pub fn set_stopping() {
+    STOPPING.store(true, Ordering::Release);
+}
+
+/// Is the machine stopping?
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::Acquire)
 }

@@ -131,7 +131,7 @@ pub fn reset() -> ! {
 pub fn idle() -> ! {
     loop {
         cpu::wait_for_event();
-        if stopping() {
+        if crate::machine::stopping() {
             cpu::park()
         }
     }
@@ -142,17 +142,11 @@ pub fn power_off() -> ! {
     stop_system()
 }
 
-/// Set when the system is stopping; idle CPUs check it after every event.
-static STOPPING: AtomicBool = AtomicBool::new(false);
-
-pub fn stopping() -> bool {
-    STOPPING.load(Ordering::Acquire)
-}
 
 /// Makes every other CPU stop running vCPUs and park (they are kicked out
 /// of whatever VM they run), so the calling CPU has the console to itself.
 pub fn stop_other_cpus() {
-    STOPPING.store(true, Ordering::Release);
+    crate::machine::set_stopping();
     cpu::send_event();
     let me = cpu::index();
     for other in (0..crate::machine::online_cpus()).filter(|&c| c != me) {
@@ -167,7 +161,7 @@ pub fn stop_other_cpus() {
 /// Stops all CPUs and ends the machine: PSCI `SYSTEM_OFF` if available,
 /// otherwise this CPU parks too.
 pub fn stop_system() -> ! {
-    STOPPING.store(true, Ordering::Release);
+    crate::machine::set_stopping();
     cpu::send_event();
     // Give other CPUs a moment to notice before the power goes.
     let until = cpu::counter() + cpu::counter_frequency() / 100;

@@ -1,7 +1,8 @@
 //! The scheduler's mechanism: per-physical-CPU run queues of vCPUs (policy
 //! in `schedpolicy`), time slices from the EL2 physical timer (CNTHP, PPI
 //! 26), blocking on WFI with soft timers for blocked vCPUs' virtual timers,
-//! wake-ups across CPUs by SGI, and the vCPU context switch.
+//! wake-ups across CPUs by SGI, and the bookkeeping of switching vCPUs
+//! (`switch` carries the switch out).
 //!
 //! A vCPU runs only on the physical CPU it was placed on (`Vcpu::pcpu`), so
 //! its context is only ever touched by that CPU.
@@ -13,23 +14,11 @@ use log::debug;
 use crate::sync::Mutex;
 
 use crate::arch::timer::{self, HYP_TIMER_PPI};
-use crate::arch::{cpu, el2, gic, vcpu as arch_vcpu, TrapFrame};
+use crate::arch::{cpu, gic};
 use crate::schedpolicy::{slice_ticks, RunQueue, SoftTimers};
 use crate::vm::{self, power, Vcpu, Vm, VmId, VmKind};
 
-/// `Vcpu::sched` values.
-pub mod state {
-    /// Not runnable: powered off, or its VM not started.
-    pub const OFF: u8 = 0;
-    /// Wants to run (in a run queue, or waiting for its VM to be unpaused).
-    pub const RUNNABLE: u8 = 1;
-    pub const RUNNING: u8 = 2;
-    /// In WFI with nothing to take.
-    pub const BLOCKED: u8 = 3;
-    /// Waiting for dom0 to answer a forwarded access (`io`); only that
-    /// answer wakes it.
-    pub const IO_WAIT: u8 = 4;
-}
+pub use crate::vm::state;
 
 /// What the vCPU that trapped does next, as its trap handler decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,13 +68,6 @@ static CURRENT_VCPU: [AtomicPtr<Vcpu>; cpu::MAX_CPUS] = [const { AtomicPtr::new(
 static RESCHED: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
 /// vCPUs placed on each CPU (for placement).
 static ASSIGNED: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
-/// Top of each CPU's EL2 stack (where trap frames go).
-static STACK_TOP: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
-
-pub fn set_stack_top(pcpu: usize, top: usize) {
-    STACK_TOP[pcpu].store(top, Ordering::Relaxed);
-}
-
 /// The VM and vCPU running on this CPU (None while it idles).
 #[inline]
 pub fn current() -> Option<(&'static Vm, &'static Vcpu)> {
@@ -194,7 +176,7 @@ pub fn wake_io(vm: &Vm, index: usize) {
 /// favoured one (dom0) is waiting, or if nothing runs.
 pub fn on_kick() {
     let me = cpu::index();
-    if crate::runstate::stopping() {
+    if crate::machine::stopping() {
         // The system is stopping: leave the vCPU, `run_next` parks.
         RESCHED[me].store(true, Ordering::Release);
         return;
@@ -244,47 +226,6 @@ fn program_timer(s: &CpuSched, now: u64) {
     timer::set_hyp_deadline(deadline.map(|d| d.max(now)));
 }
 
-/// At the end of every trap, what its handler decided: back to the vCPU
-/// (with its list registers refilled if the vGIC has news for it), or to
-/// another one.
-#[inline(always)]
-pub fn finish_trap(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, next: Next) {
-    match next {
-        Next::Resume => {
-            if vcpu.needs_flush.load(Ordering::Acquire) {
-                vm::flush_interrupts(vm, vcpu);
-            }
-            maybe_switch(vm, frame)
-        }
-        Next::Yield => schedule(frame, true),
-        Next::Leave => schedule(frame, false),
-    }
-}
-
-/// Switches away if asked to, or if the VM may not run any more (paused,
-/// stopped, destroyed). Cheap when nothing is due.
-#[inline]
-pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
-    let me = cpu::index();
-    if RESCHED[me].load(Ordering::Relaxed) || !vm.runnable() {
-        schedule(frame, true)
-    }
-}
-
-
-/// WFI: return at once if the vCPU has an interrupt to take, else block it
-/// until it has one.
-#[inline(never)]
-pub fn wait_for_interrupt(vm: &Vm, vcpu: &Vcpu) -> Next {
-    // Fold in what the vCPU did with its list registers (EOIs) before
-    // asking whether anything is left for it.
-    vm::flush_interrupts(vm, vcpu);
-    if vm.vgic.lock().has_work(vcpu.index) {
-        return Next::Resume;
-    }
-    block(vm, vcpu)
-}
-
 /// Blocks a vCPU in WFI (or CPU_SUSPEND) with nothing to take: until an interrupt is
 /// pending for the vCPU or its virtual timer is due (`Leave`), unless an
 /// interrupt came meanwhile (`Resume`).
@@ -311,9 +252,16 @@ pub fn stop(vcpu: &Vcpu) -> Next {
     Next::Leave
 }
 
-/// Saves the running vCPU (whose registers are `frame`) and runs the next
-/// one, or idles. `requeue`: the current vCPU is still runnable.
-pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
+/// Whether this CPU should switch vCPUs at the end of the current trap.
+#[inline]
+pub fn resched_requested() -> bool {
+    RESCHED[cpu::index()].load(Ordering::Relaxed)
+}
+
+/// Takes the running vCPU off this CPU: `save` stores its state, its run
+/// time is counted, and it goes back to the run queue if `requeue` and it
+/// is still running (not blocked, waiting or off).
+pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
     let me = cpu::index();
     RESCHED[me].store(false, Ordering::Relaxed);
     let mut s = SCHED[me].lock();
@@ -322,7 +270,7 @@ pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
         CURRENT_VM[me].store(core::ptr::null_mut(), Ordering::Relaxed);
         CURRENT_VCPU[me].store(core::ptr::null_mut(), Ordering::Relaxed);
         let vcpu = &vm.vcpus[index];
-        save(vcpu, frame);
+        save(vcpu);
         vcpu.run_ticks.fetch_add(now.saturating_sub(s.since), Ordering::Relaxed);
         if requeue && vcpu.sched.load(Ordering::Acquire) == state::RUNNING {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
@@ -331,44 +279,31 @@ pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
             }
         }
     }
-    drop(s);
-    run_next()
 }
 
-/// Picks the next runnable vCPU of this CPU and enters it; idles (WFI at
-/// EL2, handling interrupts) while there is none.
-pub fn run_next() -> ! {
+/// Makes the next runnable vCPU queued on this CPU the running one (reset
+/// first if it is being switched on) and returns it; `None` if nothing is
+/// runnable (the EL2 timer then covers only blocked vCPUs' timers).
+pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
     let me = cpu::index();
-    loop {
-        if crate::runstate::stopping() {
-            cpu::park()
+    let mut s = SCHED[me].lock();
+    while let Some(r) = s.runq.pop() {
+        let Some(vm) = vm::get(r.vm) else { continue };
+        let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
+        if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
+            continue; // paused or stopped: unpause queues it again
         }
-        let mut s = SCHED[me].lock();
-        while let Some(r) = s.runq.pop() {
-            let Some(vm) = vm::get(r.vm) else { continue };
-            let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
-            if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
-                continue; // paused or stopped: unpause queues it again
-            }
-            switch_in(s, vm, r.vcpu as usize);
-        }
-        let now = cpu::counter();
-        program_timer(&s, now);
-        drop(s);
-        if crate::runstate::idle_stop_check() {
-            // The run ends once dom0 is quiet: look again in a millisecond.
-            timer::set_hyp_deadline(Some(now + cpu::counter_frequency() / 1000));
-        }
-        cpu::wait_for_interrupt();
-        crate::irq::handle_irqs_idle();
+        return Some(make_running(&mut s, vm, r.vcpu as usize));
     }
+    program_timer(&s, cpu::counter());
+    None
 }
 
-fn switch_in(mut s: crate::sync::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: usize) -> ! {
+fn make_running(s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'static Vm, &'static Vcpu) {
     let me = cpu::index();
     let now = cpu::counter();
     // SAFETY: the Arc moves into SCHED[me].current below, which keeps the VM
-    // alive while it runs here; `schedule` clears CURRENT_* before it lets
+    // alive while it runs here; `switch_out` clears CURRENT_* before it lets
     // the Arc go, and nothing keeps these references past that.
     let vm_ref: &'static Vm = unsafe { &*Arc::as_ptr(&vm) };
     let vcpu: &'static Vcpu = &vm_ref.vcpus[index];
@@ -387,37 +322,8 @@ fn switch_in(mut s: crate::sync::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: u
     CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
     CURRENT_VCPU[me].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
     s.current = Some((vm, index));
-    program_timer(&s, now);
-    drop(s);
-    restore(vm_ref, vcpu)
-}
-
-/// Saves the running vCPU's state: its registers and the architectural
-/// rest (EL1 state, its share of the GIC CPU interface).
-fn save(vcpu: &Vcpu, frame: &TrapFrame) {
-    // SAFETY: the vCPU was running on this CPU until now.
-    let ctx = unsafe { vcpu.context_mut() };
-    ctx.regs = *frame;
-    ctx.arch.save();
-}
-
-/// Loads `vcpu`'s state and enters it.
-fn restore(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
-    el2::configure_vm_traps();
-    el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
-    for &ppi in &vm.hw_ppis {
-        gic::set_enabled(ppi, true);
-    }
-    // SAFETY: this is the vCPU's CPU and it is not running yet.
-    let ctx = unsafe { vcpu.context_mut() };
-    ctx.arch.load();
-    crate::ioreq::finish(vcpu, &mut ctx.regs);
-    // The list registers are as the vCPU left them; the vGIC only needs a
-    // look if something was injected meanwhile.
-    if vcpu.needs_flush.load(Ordering::Acquire) {
-        vm::flush_interrupts(vm, vcpu);
-    }
-    arch_vcpu::enter(&ctx.regs, STACK_TOP[cpu::index()].load(Ordering::Relaxed))
+    program_timer(s, now);
+    (vm_ref, vcpu)
 }
 
 /// Enables the interrupts every CPU needs for scheduling.

@@ -5,7 +5,7 @@ use log::trace;
 
 use crate::arch::{inject, TrapFrame};
 use crate::esr::{SysRegAccess, SysRegPolicy};
-use crate::vm::{self, vm_warn, Vcpu, Vm};
+use crate::vm::{vm_warn, Vcpu, Vm};
 
 #[inline(never)]
 pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
@@ -14,7 +14,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let value = if rt == 31 { 0 } else { frame.x[rt] };
     match access.policy() {
         SysRegPolicy::GicSgi1r => {
-            if let Err(e) = vm::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
+            if let Err(e) = crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
                 vm_warn!(vm, "{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);
             }
         }

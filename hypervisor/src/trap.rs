@@ -20,7 +20,7 @@ pub fn handle_lower(frame: &mut TrapFrame, exception: GuestException) {
         crate::arch::fatal(frame, "exception from a lower EL with no vCPU running");
     };
     let next = dispatch(vm, vcpu, frame, exception);
-    sched::finish_trap(vm, vcpu, frame, next);
+    crate::switch::finish_trap(vm, vcpu, frame, next);
 }
 
 /// Handles `exception`, taken while `vcpu` of `vm` ran with registers
@@ -77,7 +77,7 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
         ExceptionClass::WfiWfe => {
             vcpu.count_exit(Exit::Wfi);
             frame.elr += 4;
-            sched::wait_for_interrupt(vm, vcpu)
+            crate::interrupts::wait_for_interrupt(vm, vcpu)
         }
         ExceptionClass::SysReg => {
             vcpu.count_exit(Exit::SysReg);
@@ -102,6 +102,7 @@ pub fn crash(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, what: &dyn core::fmt::Disp
         crate::arch::fatal(frame, "dom0 crashed");
     }
     vm.stop(StopInfo { reason: StopReason::Crashed, syndrome: frame.esr, address: frame.elr });
+    crate::runstate::guest_stopped();
     sched::stop(vcpu)
 }
 

@@ -11,12 +11,11 @@ use hv_abi::hypercall::{StopReason, VmState, MAX_VMS};
 use crate::sync::Mutex;
 
 use crate::addr::{Ipa, PhysAddr};
-use crate::arch::gic::{self, HwListRegisters};
+use crate::arch::gic;
 use crate::arch::vcpu::{VcpuArch, SPSR_EL1H_MASKED};
 use crate::arch::{cpu, TrapFrame};
-use crate::ioreq::IoWait;
 use crate::stage2::Stage2Tables;
-use crate::vgic::{Effect, Effects, Vgic};
+use crate::vgic::Vgic;
 
 /// A VM's identifier, as dom0 sees it (dom0 is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -164,6 +163,44 @@ impl Vcpu {
     }
 }
 
+/// `Vcpu::sched` values: where the scheduler has the vCPU.
+pub mod state {
+    /// Not runnable: powered off, or its VM not started.
+    pub const OFF: u8 = 0;
+    /// Wants to run (in a run queue, or waiting for its VM to be unpaused).
+    pub const RUNNABLE: u8 = 1;
+    pub const RUNNING: u8 = 2;
+    /// In WFI with nothing to take.
+    pub const BLOCKED: u8 = 3;
+    /// Waiting for dom0 to answer a forwarded access (`io`); only that
+    /// answer wakes it.
+    pub const IO_WAIT: u8 = 4;
+}
+
+/// A vCPU's forwarded access: what to do with the answer, and the answer
+/// once dom0 gave it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoWait {
+    pub pending: Option<PendingIo>,
+    pub answer: Option<IoAnswer>,
+}
+
+/// Dom0's answer to a forwarded access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAnswer {
+    pub status: hv_abi::ioreq::IoStatus,
+    /// The value read (reads only).
+    pub data: u64,
+}
+
+/// What a vCPU blocked on a forwarded access needs to resume.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingIo {
+    pub abort: crate::esr::DataAbort,
+    pub register: u8,
+    pub write: bool,
+}
+
 /// Why and where a VM stopped.
 #[derive(Clone, Copy, Debug)]
 pub struct StopInfo {
@@ -304,20 +341,18 @@ impl Vm {
     }
 
     /// Marks the VM stopped for `info` (its vCPUs stop at their next trap) and
-    /// tells dom0 through the log; ends the run under `hv.until_idle` when it
-    /// was the last guest.
+    /// tells dom0 through the log. (The caller tells `runstate`.)
     pub fn stop(&self, info: StopInfo) {
         *self.stop.lock() = info;
         self.halt();
         log::info!("{} (VM {}) stopped: {:?}", self.name, self.id.0, info.reason);
-        crate::runstate::guest_stopped();
     }
 
     /// Marks the VM stopped and makes every CPU running one of its vCPUs drop it.
     pub fn halt(&self) {
         self.set_state(VmState::Stopped);
         for v in &self.vcpus {
-            if v.sched.load(Ordering::Acquire) == crate::sched::state::RUNNING && v.pcpu != cpu::index() {
+            if v.sched.load(Ordering::Acquire) == state::RUNNING && v.pcpu != cpu::index() {
                 gic::send_sgi(gic::SGI_KICK, v.pcpu);
             }
         }
@@ -395,73 +430,6 @@ impl Vm {
         true
     }
 
-    /// Applies what a vGIC operation asks of the physical GIC and the
-    /// other CPUs.
-    pub fn apply(&self, effects: &Effects) {
-        if effects.is_empty() {
-            return;
-        }
-        let here = crate::sched::current_vcpu_of(self.id);
-        for effect in effects.iter() {
-            match effect {
-                Effect::Kick(v) if Some(v) == here => {
-                    if let Some(vcpu) = self.vcpus.get(v) {
-                        vcpu.needs_flush.store(true, Ordering::Release);
-                    }
-                }
-                Effect::Kick(v) => self.kick(v),
-                Effect::PhysEnable { intid, enable } => gic::set_enabled(intid, enable),
-                Effect::PhysPriority { intid, prio } => gic::set_priority(intid, prio),
-                Effect::PhysConfig { intid, edge } => gic::set_edge(intid, edge),
-                Effect::PhysTarget { intid, vcpu } => {
-                    if let Some(v) = self.vcpus.get(vcpu) {
-                        gic::route_spi(intid, v.pcpu)
-                    }
-                }
-                Effect::PhysPending { .. } | Effect::PhysActive { .. } => {
-                    // The VM asked to set or clear the pending/active state
-                    // of a hardware interrupt; the device owns its line, so
-                    // the hypervisor leaves the physical state alone.
-                }
-            }
-        }
-    }
-
-    /// Makes vCPU `index` look at its pending interrupts: wakes it if it is
-    /// blocked, and interrupts its physical CPU if that is another one.
-    pub fn kick(&self, index: usize) {
-        let Some(v) = self.vcpus.get(index) else { return };
-        v.needs_flush.store(true, Ordering::Release);
-        crate::sched::wake(self, index);
-    }
-}
-
-/// Each physical CPU's effects buffer, reused: an `Effects` is a kilobyte,
-/// too much to build on every trap.
-static EFFECTS: [Mutex<Effects>; cpu::MAX_CPUS] = [const { Mutex::new(Effects::new()) }; cpu::MAX_CPUS];
-
-/// Runs `f` with this CPU's (cleared) effects buffer, then applies what it
-/// collected to `vm`.
-pub fn with_effects<R>(vm: &Vm, f: impl FnOnce(&mut Effects) -> R) -> R {
-    let mut effects = EFFECTS[cpu::index()].lock();
-    effects.clear();
-    let result = f(&mut effects);
-    vm.apply(&effects);
-    result
-}
-
-/// Folds list-register state back into the vGIC and refills the list
-/// registers from it (the vCPU must be loaded on this CPU).
-pub fn flush_interrupts(vm: &Vm, vcpu: &Vcpu) {
-    vcpu.needs_flush.store(false, Ordering::Relaxed);
-    let mut lrs = HwListRegisters;
-    let result = with_effects(vm, |effects| {
-        let mut vgic = vm.vgic.lock();
-        vgic.sync(vcpu.index, &mut lrs, effects).and_then(|()| vgic.flush(vcpu.index, &mut lrs, effects))
-    });
-    if let Err(e) = result {
-        log::error!("{}: vcpu{}: vGIC list register update failed: {e:?}", vm.name, vcpu.index);
-    }
 }
 
 /// The VM table, indexed by id. Only hypercalls and the scheduler's

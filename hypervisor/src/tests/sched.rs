@@ -59,13 +59,13 @@ fn switching_saves_the_running_vcpu_and_enters_the_next_queued_one() {
     }
     // CPU 1 runs `a` (first queued): it starts at its entry with x0 = 0xd7b.
     fake::cpu::set_index(1);
-    let entered = diverges(|| sched::run_next()).downcast::<Entered>().expect("entered a guest");
+    let entered = diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("entered a guest");
     assert_eq!((entered.0.elr, entered.0.x[0]), (0x4000_0000, 0xd7b));
     assert_eq!(a.vcpus[0].sched.load(Ordering::Acquire), state::RUNNING);
     // `a` traps with some registers and yields: they are saved, `b` runs.
     let mut frame = TrapFrame { elr: 0x4000_0123, ..TrapFrame::default() };
     frame.x[7] = 77;
-    let entered = diverges(|| sched::schedule(&frame, true)).downcast::<Entered>().expect("entered a guest");
+    let entered = diverges(|| crate::switch::schedule(&frame, true)).downcast::<Entered>().expect("entered a guest");
     assert_eq!(entered.0.elr, 0x4000_8000);
     assert_eq!(a.vcpus[0].sched.load(Ordering::Acquire), state::RUNNABLE);
     // SAFETY: `a` is not running (b is), and this test is its only user.
@@ -73,7 +73,7 @@ fn switching_saves_the_running_vcpu_and_enters_the_next_queued_one() {
     assert_eq!((saved.regs.elr, saved.regs.x[7]), (0x4000_0123, 77));
     assert_eq!(saved.arch.saves, 1);
     // Then `a` again, resuming where it was.
-    let entered = diverges(|| sched::schedule(&TrapFrame::default(), true)).downcast::<Entered>().expect("entered a guest");
+    let entered = diverges(|| crate::switch::schedule(&TrapFrame::default(), true)).downcast::<Entered>().expect("entered a guest");
     assert_eq!((entered.0.elr, entered.0.x[7]), (0x4000_0123, 77));
 }
 
@@ -82,7 +82,7 @@ fn a_cpu_with_nothing_runnable_idles() {
     let _m = Machine::take();
     let _d0 = dom0();
     fake::cpu::set_index(1);
-    assert!(diverges(|| sched::run_next()).downcast::<Idle>().is_ok());
+    assert!(diverges(|| crate::switch::run_next()).downcast::<Idle>().is_ok());
 }
 
 #[test]
@@ -95,10 +95,10 @@ fn a_paused_vm_is_not_run_and_unpause_queues_it_again() {
     assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmStart, &[id]).0, 0);
     assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmPause, &[id]).0, 0);
     fake::cpu::set_index(1);
-    assert!(diverges(|| sched::run_next()).downcast::<Idle>().is_ok(), "paused: not entered");
+    assert!(diverges(|| crate::switch::run_next()).downcast::<Idle>().is_ok(), "paused: not entered");
     fake::cpu::set_index(0);
     assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmUnpause, &[id]).0, 0);
     fake::cpu::set_index(1);
-    assert!(diverges(|| sched::run_next()).downcast::<Entered>().is_ok(), "unpaused: entered");
+    assert!(diverges(|| crate::switch::run_next()).downcast::<Entered>().is_ok(), "unpaused: entered");
     let _ = VmId(0);
 }

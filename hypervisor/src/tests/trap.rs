@@ -115,7 +115,7 @@ fn wfi_with_an_interrupt_pending_returns_at_once() {
     enable.x[1] = 1 << 1;
     assert_eq!(trap(&g, 0, &mut enable, GuestException::Sync), Next::Resume);
     assert_eq!(enable.elr, 0x4000_0204);
-    crate::vm::with_effects(&g, |fx| g.vgic.lock().pulse(1, 0, fx)).expect("SGI 1");
+    crate::interrupts::with_effects(&g, |fx| g.vgic.lock().pulse(1, 0, fx)).expect("SGI 1");
     let mut frame = TrapFrame { esr: esr(ec::WFX, 0), elr: 0x4000_0300, ..TrapFrame::default() };
     assert_eq!(trap(&g, 0, &mut frame, GuestException::Sync), Next::Resume);
     assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), sched::state::RUNNING);
