@@ -105,7 +105,10 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
     for r in &tree.passthrough_mmio {
         identity(&mut stage2, *r, Attributes::DEVICE)?;
     }
-    let mut regions = vec![EmulatedRegion { base: Ipa::new(platform.gic.gicd.base.as_u64()), size: 0x10000, device: EmulatedDevice::GicDistributor }];
+    // The distributor traps over a whole GICv3 frame (64 KiB) on both
+    // versions: what a GICv2 distributor does not decode reads as zero.
+    let gicd = EmulatedRegion { base: Ipa::new(platform.gic.gicd.base.as_u64()), size: crate::vgic::V3_DIST_SIZE, device: EmulatedDevice::GicDistributor };
+    let mut regions = vec![gicd];
     match gic_view {
         GicView::V2 { gicc, .. } => {
             let gicv = platform.gic.gicv.ok_or("no GICV")?;

@@ -16,11 +16,15 @@ use crate::vm::{power, vm_warn, StopInfo, Vcpu, VcpuStart, Vm, VmKind};
 /// PSCI 1.1 and SMCCC 1.1 (major in bits [31:16]).
 const PSCI_VERSION_1_1: u64 = 0x1_0001;
 const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+/// ESR_EL2.ISS[15:0] of an HVC: its immediate.
+const HVC_IMMEDIATE: u64 = 0xffff;
+/// The affinity fields of an MPIDR (Aff3, Aff2..Aff0), as PSCI names CPUs.
+const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
 /// `HVC #imm` from a VM. The preferred return address is already the next
 /// instruction.
 pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
-    if frame.esr & 0xffff != 0 {
+    if frame.esr & HVC_IMMEDIATE != 0 {
         // SMCCC only defines HVC #0.
         frame.x[0] = NOT_SUPPORTED as i64 as u64;
         return Next::Resume;
@@ -83,7 +87,7 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) -> Next {
             return next;
         }
         PSCI_AFFINITY_INFO_64 => {
-            let result = match (a2, vm.vcpus.iter().find(|v| v.mpidr == a1 & 0xff_00ff_ffff)) {
+            let result = match (a2, vm.vcpus.iter().find(|v| v.mpidr == a1 & MPIDR_AFFINITY)) {
                 (0, Some(v)) => match v.power.load(Ordering::Acquire) {
                     power::ON => 0,
                     power::ON_PENDING => 2,
@@ -107,7 +111,7 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) -> Next {
 }
 
 fn cpu_on(vm: &Vm, mpidr: u64, entry: u64, context: u64) -> i64 {
-    let Some(target) = vm.vcpus.iter().find(|v| v.mpidr == mpidr & 0xff_00ff_ffff) else {
+    let Some(target) = vm.vcpus.iter().find(|v| v.mpidr == mpidr & MPIDR_AFFINITY) else {
         return INVALID_PARAMETERS as i64;
     };
     if !vm.contains_ram(entry, 4) {

@@ -12,6 +12,11 @@ use crate::arch::gic;
 use crate::sched;
 use crate::vm::{self, Vcpu, Vm, VmId};
 
+/// The INTID field of an interrupt acknowledge (GICC_IAR / ICC_IAR1_EL1).
+const IAR_INTID: u32 = 0x3ff;
+/// INTIDs from here on are special (1023: nothing pending).
+const FIRST_SPECIAL_INTID: u32 = 1020;
+
 /// Which VM each physical SPI was given to (`NO_OWNER`: none).
 static SPI_OWNER: [AtomicU16; 1024] = [const { AtomicU16::new(NO_OWNER) }; 1024];
 const NO_OWNER: u16 = u16::MAX;
@@ -35,8 +40,8 @@ pub fn spi_owner(intid: u32) -> Option<VmId> {
 pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
     loop {
         let iar = gic::acknowledge();
-        let intid = iar & 0x3ff;
-        if intid >= 1020 {
+        let intid = iar & IAR_INTID;
+        if intid >= FIRST_SPECIAL_INTID {
             return;
         }
         gic::priority_drop(iar);
