@@ -106,7 +106,8 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
         identity(&mut stage2, *r, Attributes::DEVICE)?;
     }
     // The distributor traps over a whole GICv3 frame (64 KiB) on both
-    // versions: what a GICv2 distributor does not decode reads as zero.
+    // versions; on GICv2 the vGIC answers accesses past its 4 KiB frame
+    // with an abort (`vgic::V2_DIST_SIZE`).
     let gicd = EmulatedRegion { base: Ipa::new(platform.gic.gicd.base.as_u64()), size: crate::vgic::V3_DIST_SIZE, device: EmulatedDevice::GicDistributor };
     let mut regions = vec![gicd];
     match gic_view {
