@@ -23,7 +23,7 @@ use crate::sched::{self, Next};
 use crate::vm::{self, IoAnswer, IoWait, PendingIo, Vcpu, Vm, VmId};
 
 /// The request/completion page and the requests waiting for an answer.
-struct IoPort {
+struct IoRings {
     page: PhysAddr,
     req: RingIndices,
     cpl: RingIndices,
@@ -40,7 +40,7 @@ struct Waiter {
     vcpu: usize,
 }
 
-static PORT: Mutex<Option<IoPort>> = Mutex::new(None);
+static RINGS: Mutex<Option<IoRings>> = Mutex::new(None);
 
 /// Why an access cannot go to dom0 (the caller injects an abort).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub enum Unforwardable {
     CorruptRing,
 }
 
-impl IoPort {
+impl IoRings {
     fn u32_at(&self, offset: usize) -> &AtomicU32 {
         // SAFETY: `page` is a page of dom0's RAM (checked in `setup`),
         // mapped at EL2; offsets are the ABI's 4-byte-aligned header fields.
@@ -81,13 +81,13 @@ pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
         return Err(Error::InvalidParameter);
     }
     let page = dom0.ram_buffer(ipa, IO_PAGE_SIZE as u64).ok_or(Error::BadAddress)?;
-    let mut port = PORT.lock();
+    let mut port = RINGS.lock();
     if port.is_some() {
         return Err(Error::Busy);
     }
     // SAFETY: a page of dom0's RAM, mapped at EL2; dom0 is in this hypercall.
     unsafe { core::ptr::write_bytes(page.as_u64() as *mut u8, 0, IO_PAGE_SIZE) };
-    let new = IoPort {
+    let new = IoRings {
         page,
         req: RingIndices::new(IO_RING_SLOTS).map_err(|_| Error::InvalidParameter)?,
         cpl: RingIndices::new(IO_RING_SLOTS).map_err(|_| Error::InvalidParameter)?,
@@ -118,7 +118,7 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     let dom0 = vm::get(VmId(0));
     let target = dom0.as_ref().and_then(|d| d.vcpus.iter().position(|v| v.pcpu != me)).unwrap_or(0);
     let answerer_elsewhere = dom0.as_ref().and_then(|d| d.vcpus.get(target)).is_some_and(|v| v.pcpu != me);
-    let mut guard = PORT.lock();
+    let mut guard = RINGS.lock();
     let port = guard.as_mut().ok_or(Unforwardable::NoIoPage)?;
     if port.req.observe_cons(port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {
         log::warn!("dom0's IO request ring is corrupt; guest access aborted");
@@ -190,7 +190,7 @@ const SPIN_MICROS: u64 = 20;
 /// access, taking dom0's completions as they come; applies it and returns
 /// `true` if it came.
 fn wait_for_answer(vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
-    let Some(page) = PORT.lock().as_ref().map(|p| p.page) else { return false };
+    let Some(page) = RINGS.lock().as_ref().map(|p| p.page) else { return false };
     let polling = page_word(page, CPL_POLLING_OFFSET);
     // Dom0 may skip IoComplete while we take completions ourselves.
     polling.fetch_add(1, Ordering::SeqCst);
@@ -223,13 +223,13 @@ fn wait_for_answer(vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
 
 /// Whether dom0 has put completions in the ring that nobody took yet.
 fn completions_waiting() -> bool {
-    let guard = PORT.lock();
+    let guard = RINGS.lock();
     guard.as_ref().is_some_and(|port| port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire) != port.cpl.cons())
 }
 
 /// Whether dom0 has requests it has not taken yet.
 pub fn requests_pending() -> bool {
-    let guard = PORT.lock();
+    let guard = RINGS.lock();
     guard.as_ref().is_some_and(|port| port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire) != port.req.prod())
 }
 
@@ -240,7 +240,7 @@ pub fn complete() -> Result<u64, Error> {
     // is on the path of every forwarded read).
     loop {
         let answer = {
-            let mut guard = PORT.lock();
+            let mut guard = RINGS.lock();
             let port = guard.as_mut().ok_or(Error::NotSupported)?;
             port.cpl.observe_prod(port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire)).map_err(|_| Error::InvalidParameter)?;
             let Some(slot) = port.cpl.consumer_slot() else { break };
@@ -292,5 +292,5 @@ pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
 /// Test support: no IO page.
 #[cfg(test)]
 pub fn reset_for_test() {
-    *PORT.lock() = None;
+    *RINGS.lock() = None;
 }
