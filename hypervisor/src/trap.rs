@@ -14,7 +14,9 @@ use crate::sched::{self, Next};
 use crate::vm::{vm_warn, Exit, StopInfo, Vcpu, Vm, VmKind};
 
 /// The exception entry for exceptions taken from a VM (EL1/EL0): handle
-/// it, then resume the vCPU or switch to another.
+/// it, then resume the vCPU or switch to another. Kept out of line: the
+/// arch entry calls it from one arm per exception kind.
+#[inline(never)]
 pub fn handle_lower(frame: &mut TrapFrame, exception: GuestException) {
     let Some((vm, vcpu)) = sched::current() else {
         crate::arch::fatal(frame, "exception from a lower EL with no vCPU running");

@@ -22,26 +22,20 @@ impl fmt::Display for VectorKind {
     }
 }
 
-/// The exception a lower-EL vector entry `kind` (8..=15) stands for.
-fn guest_exception(kind: u64) -> Option<GuestException> {
-    Some(match kind {
-            8 => GuestException::Sync,
-            9 => GuestException::Irq,
-            10 => GuestException::Fiq,
-            11 => GuestException::SError,
-            12..=15 => GuestException::AArch32,
-            _ => return None,
-        })
-}
-
 /// Called by every vector entry with the saved frame: the exception entry
 /// into the core. Exceptions from a VM (entries 8..=15) go to the trap
-/// dispatcher; an exception taken at EL2 is a hypervisor bug.
+/// dispatcher, each arm a tail call with its kind as a constant (the
+/// synchronous one, the hot path, first); an exception taken at EL2 is a
+/// hypervisor bug.
 #[no_mangle]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
-    match guest_exception(kind) {
-        Some(exception) => crate::trap::handle_lower(frame, exception),
-        None => report_and_stop(frame, VectorKind(kind), "unexpected exception at EL2"),
+    match kind {
+        8 => crate::trap::handle_lower(frame, GuestException::Sync),
+        9 => crate::trap::handle_lower(frame, GuestException::Irq),
+        10 => crate::trap::handle_lower(frame, GuestException::Fiq),
+        11 => crate::trap::handle_lower(frame, GuestException::SError),
+        12..=15 => crate::trap::handle_lower(frame, GuestException::AArch32),
+        _ => report_and_stop(frame, VectorKind(kind), "unexpected exception at EL2"),
     }
 }
 
