@@ -25,6 +25,18 @@ pub fn handle_lower(frame: &mut TrapFrame, exception: GuestException) {
     crate::switch::finish_trap(vm, vcpu, frame, next);
 }
 
+/// The exception entry for synchronous exceptions from a VM, the hot path
+/// (arch gives it its own vector entry): `dispatch` for `Sync`, without
+/// the match on the exception kind.
+#[inline(always)]
+pub fn handle_guest_sync(frame: &mut TrapFrame) {
+    let Some((vm, vcpu)) = sched::current() else {
+        crate::arch::fatal(frame, "exception from a lower EL with no vCPU running");
+    };
+    let next = handle_sync(vm, vcpu, frame);
+    crate::switch::finish_trap(vm, vcpu, frame, next);
+}
+
 /// Handles `exception`, taken while `vcpu` of `vm` ran with registers
 /// `frame`, and says what the vCPU does next.
 #[inline(always)]

@@ -22,7 +22,15 @@ impl fmt::Display for VectorKind {
     }
 }
 
-/// Called by every vector entry with the saved frame: the exception entry
+/// Called by the vector entry for synchronous exceptions from a VM (HVC,
+/// SMC, aborts, trapped instructions): the hot path, with an entry of its
+/// own so that it pays for no decoding of the vector kind.
+#[no_mangle]
+extern "C" fn handle_guest_sync(frame: &mut TrapFrame) {
+    crate::trap::handle_guest_sync(frame)
+}
+
+/// Called by every other vector entry with the saved frame: the exception entry
 /// into the core. Exceptions from a VM (entries 8..=15) go to the trap
 /// dispatcher, each arm a tail call with its kind as a constant (the
 /// synchronous one, the hot path, first); an exception taken at EL2 is a
