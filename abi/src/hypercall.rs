@@ -156,6 +156,27 @@ impl IrqAction {
 pub const IO_EVENT_INTID: u32 = 31;
 
 impl Function {
+    /// Every function, in ID order.
+    pub const ALL: [Function; 18] = [
+        Function::Version,
+        Function::LogRead,
+        Function::LogWrite,
+        Function::VmCreate,
+        Function::VmWrite,
+        Function::VmSetEntry,
+        Function::VmStart,
+        Function::VmPause,
+        Function::VmUnpause,
+        Function::VmDestroy,
+        Function::VmInfo,
+        Function::ConsoleRead,
+        Function::MemInfo,
+        Function::IoSetup,
+        Function::IoMap,
+        Function::IoComplete,
+        Function::VmCopy,
+        Function::IrqLine,
+    ];
     pub const fn from_id(id: u32) -> Option<Self> {
         Some(match id {
             x if x == Self::Version as u32 => Self::Version,
@@ -453,26 +474,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_are_in_the_vendor_hypervisor_range() {
-        for f in [
-            Function::Version,
-            Function::LogRead,
-            Function::LogWrite,
-            Function::VmCreate,
-            Function::VmWrite,
-            Function::VmSetEntry,
-            Function::VmStart,
-            Function::VmPause,
-            Function::VmUnpause,
-            Function::VmDestroy,
-            Function::VmInfo,
-            Function::ConsoleRead,
-            Function::MemInfo,
-            Function::IoSetup,
-            Function::IoMap,
-            Function::IoComplete,
-            Function::VmCopy,
-            Function::IrqLine,
-        ] {
+        for f in Function::ALL {
             assert_eq!(Function::from_id(f as u32), Some(f));
             assert!(Function::in_range(f as u32));
             // SMCCC: bit 31 fast call, bit 30 SMC64, bits [29:24] owner 6.
@@ -480,6 +482,10 @@ mod tests {
         }
         assert_eq!(Function::from_id(0xC600_FFFF), None);
         assert!(!Function::in_range(0x8400_0000));
+        // `ALL` is complete and in ID order.
+        let known: usize = (BASE..BASE + 0x100).filter(|&id| Function::from_id(id).is_some()).count();
+        assert_eq!(known, Function::ALL.len());
+        assert!(Function::ALL.windows(2).all(|w| (w[0] as u32) < (w[1] as u32)));
     }
 
     #[test]
