@@ -229,6 +229,8 @@ pub struct IoStats {
     /// Frames the switch passed on, and frames it or a full receiver dropped.
     pub frames_switched: u64,
     pub frames_dropped: u64,
+    /// virtio-blk requests the guests' disks took from their queues.
+    pub blk_requests: u64,
 }
 
 /// A guest's emulated PL011 and the bytes going through it.
@@ -474,6 +476,10 @@ impl Backends {
     fn serve_virtio(&mut self, vm: u16, slot: usize, write: Option<(u64, u8, u64)>, hyp: &mut dyn Hyp) -> Result<(), ()> {
         let devs = self.vms.get_mut(&vm).ok_or(())?;
         let dev = devs.virtio.get_mut(slot).ok_or(())?;
+        let blk_before = match &dev.dev {
+            VirtioDevice::Block(d) => d.device().stats().requests,
+            _ => 0,
+        };
         let mut mem = VmMemory { hyp: &mut *hyp, vm };
         let outcome = match write {
             Some((offset, size, value)) => dev.write(&mut mem, offset, size, value),
@@ -491,7 +497,9 @@ impl Backends {
                     frames.push((port, frame));
                 }
             }
-            VirtioDevice::Block(_) => {}
+            VirtioDevice::Block(d) => {
+                self.stats.blk_requests += d.device().stats().requests.saturating_sub(blk_before);
+            }
         }
         signal(vm, slot, dev, hyp);
         for (port, frame) in frames {

@@ -114,6 +114,7 @@ struct Hypercalls;
 impl Hyp for Hypercalls {
     fn set_irq(&mut self, vm: u16, intid: u32, level: bool) {
         let action = if level { IrqAction::Raise } else { IrqAction::Lower };
+        CALLS_IRQ.fetch_add(1, Ordering::Relaxed);
         if hypercall::irq_line(u32::from(vm), intid, action).is_err() {
             IRQ_FAILED.fetch_add(1, Ordering::Relaxed);
         }
@@ -127,6 +128,7 @@ impl Hyp for Hypercalls {
         if buf.len() as u64 > MAX_COPY {
             return Err(());
         }
+        CALLS_COPY.fetch_add(1, Ordering::Relaxed);
         hypercall::vm_copy_from(u32::from(vm), gpa, buf).map_err(drop)
     }
 
@@ -134,6 +136,7 @@ impl Hyp for Hypercalls {
         if data.len() as u64 > MAX_COPY {
             return Err(());
         }
+        CALLS_COPY.fetch_add(1, Ordering::Relaxed);
         hypercall::vm_copy_to(u32::from(vm), gpa, data).map_err(drop)
     }
 
@@ -150,6 +153,10 @@ static EVENTS: AtomicU64 = AtomicU64::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// `IrqLine` calls the hypervisor refused.
 static IRQ_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Hypercalls the backends made, by kind (`iostat`: the data path's cost).
+static CALLS_COPY: AtomicU64 = AtomicU64::new(0);
+static CALLS_IRQ: AtomicU64 = AtomicU64::new(0);
+static CALLS_COMPLETE: AtomicU64 = AtomicU64::new(0);
 /// Some guest console has output for the shell (set by the handler).
 static OUTPUT: AtomicBool = AtomicBool::new(false);
 /// Some virtio device ran out of budget (`poll_pending` has work).
@@ -313,6 +320,8 @@ pub struct Status {
     pub dropped: u64,
     pub irq_failed: u64,
     pub corrupt: bool,
+    /// Hypercalls the backends made: `VmCopy`, `IrqLine`, `IoComplete`.
+    pub calls: [u64; 3],
 }
 
 pub fn status() -> Option<Status> {
@@ -323,6 +332,7 @@ pub fn status() -> Option<Status> {
         dropped: DROPPED.load(Ordering::Relaxed),
         irq_failed: IRQ_FAILED.load(Ordering::Relaxed),
         corrupt: CORRUPT.load(Ordering::Relaxed),
+        calls: [&CALLS_COPY, &CALLS_IRQ, &CALLS_COMPLETE].map(|c| c.load(Ordering::Relaxed)),
     })
 }
 
@@ -423,10 +433,15 @@ fn drain(port: &mut Port) -> Result<(usize, bool), ()> {
         // more when they stop): IoComplete only when none is.
         core::sync::atomic::fence(Ordering::SeqCst);
         if word32(CPL_POLLING_OFFSET).load(Ordering::Relaxed) == 0 {
-            let _ = hypercall::io_complete();
+            io_complete();
         }
     }
     Ok((taken, elsewhere))
+}
+
+fn io_complete() {
+    CALLS_COMPLETE.fetch_add(1, Ordering::Relaxed);
+    let _ = hypercall::io_complete();
 }
 
 /// Puts one completion in the ring and publishes it; on a full ring, lets
@@ -440,7 +455,7 @@ fn publish_completion(port: &mut Port, c: &IoCompletion) -> Result<(), ()> {
             word32(CPL_PROD_OFFSET).store(port.cpl.produced(), Ordering::Release);
             return Ok(());
         }
-        let _ = hypercall::io_complete();
+        io_complete();
     }
     DROPPED.fetch_add(1, Ordering::Relaxed);
     Ok(())
