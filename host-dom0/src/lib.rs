@@ -31,6 +31,7 @@ pub mod backend;
 pub mod command;
 pub mod fdt_scan;
 pub mod guestcon;
+pub mod guestwin;
 pub mod iodev;
 pub mod kernel_image;
 pub mod line;

@@ -23,6 +23,7 @@ pub mod logring;
 pub mod schedpolicy;
 pub mod sync;
 pub mod mm;
+pub mod guestmap;
 
 /// Declares the modules that exist only on the target: they touch
 /// registers or run only under the hypervisor (one cfg seam for the crate).

@@ -9,7 +9,9 @@ blk_bench() {
     local label=$1; shift
     local dir; dir=$(mktemp -d)
     truncate -s 16M "$dir/disk.img"
+    # Build first: the console script's first wait must not include it.
     "$ROOT/scripts/build-guests.sh" virtio >/dev/null
+    "$ROOT/scripts/build.sh" >/dev/null
     cat >"$dir/blk.toml" <<TOML
 [[vm]]
 name = "blkbench"
