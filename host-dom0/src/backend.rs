@@ -29,8 +29,10 @@ use crate::pl011::Pl011;
 
 /// The guest's INTID of its PL011 (`UART_SPI` is an SPI number).
 pub const UART_INTID: u32 = 32 + UART_SPI;
-/// Console output a VM may have waiting for the shell; beyond it bytes are
-/// dropped (and counted) rather than stalling the guest.
+/// Console output a VM's PL011 may have waiting for the shell. At the
+/// limit the PL011 reports its transmit FIFO full (`TXFF`) until the shell
+/// takes the output: the guest waits, as behind a slow serial line, and
+/// loses nothing unless it ignores `TXFF` (those bytes are counted).
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
 /// Typed input waiting for room in a guest's receive FIFO.
 pub const INPUT_LIMIT: usize = 4096;
@@ -222,7 +224,9 @@ pub struct IoStats {
     pub errors: u64,
     /// Of the errors, requests that failed `IoRequest::validate`.
     pub malformed: u64,
-    /// Console bytes dropped because the shell fell behind.
+    /// Console bytes a guest wrote to its PL011 while it said `TXFF` (the
+    /// shell had not taken the last [`OUTPUT_LIMIT`] bytes yet): lost, by
+    /// the guest's doing.
     pub output_dropped: u64,
     /// Typed bytes dropped because the guest did not read its UART.
     pub input_dropped: u64,
@@ -364,18 +368,26 @@ impl Backends {
     }
 
     /// Hands every VM's waiting console output (PL011, then virtio
-    /// console) to `f`, oldest VM id first.
-    pub fn take_output(&mut self, mut f: impl FnMut(u16, &[u8])) {
+    /// console) to `f`, oldest VM id first. There is room again: a PL011
+    /// that said `TXFF` takes bytes again (and raises its transmit
+    /// interrupt), a virtio console that left transmit buffers in its ring
+    /// gets a turn in [`poll_pending`](Self::poll_pending).
+    pub fn take_output(&mut self, mut f: impl FnMut(u16, &[u8]), hyp: &mut dyn Hyp) {
         for (&id, devs) in &mut self.vms {
             if let Some(uart) = devs.uart.as_mut().filter(|u| !u.out.is_empty()) {
                 f(id, &uart.out);
                 uart.out.clear();
+                if uart.model.tx_blocked() {
+                    uart.model.set_tx_blocked(false);
+                    refill_and_signal(id, uart, hyp);
+                }
             }
             for slot in &mut devs.virtio {
                 if let VirtioDevice::Console(d) = &mut slot.dev {
                     let out = d.device_mut().take_output();
                     if !out.is_empty() {
                         f(id, &out);
+                        slot.more = true;
                     }
                 }
             }
@@ -441,13 +453,14 @@ impl Backends {
             let result = match dir {
                 Direction::Read => uart.model.read(offset, req.size).map(u64::from).map_err(drop),
                 Direction::Write => {
+                    let overrun = uart.model.stats().tx_overrun;
                     let effect = uart.model.write(offset, req.size, req.data as u32).map_err(drop)?;
+                    self.stats.output_dropped += uart.model.stats().tx_overrun - overrun;
                     if let Some(byte) = effect.transmitted {
-                        if uart.out.len() < OUTPUT_LIMIT {
-                            uart.out.push(byte);
-                            self.output_pending = true;
-                        } else {
-                            self.stats.output_dropped += 1;
+                        uart.out.push(byte);
+                        self.output_pending = true;
+                        if uart.out.len() >= OUTPUT_LIMIT {
+                            uart.model.set_tx_blocked(true);
                         }
                     }
                     Ok(0)
@@ -663,24 +676,53 @@ mod tests {
         b.handle(&w(9, 2, UART_BASE + reg::DR, 1, u64::from(b'x')), h);
         assert!(b.output_pending());
         let mut got = vec![];
-        b.take_output(|vm, bytes| got.push((vm, bytes.to_vec())));
+        b.take_output(|vm, bytes| got.push((vm, bytes.to_vec())), h);
         assert_eq!(got, vec![(1, b"hi\n".to_vec()), (2, b"x".to_vec())]);
         assert!(!b.output_pending());
-        b.take_output(|_, _| panic!("nothing left"));
+        b.take_output(|_, _| panic!("nothing left"), h);
+    }
+
+    /// The guest's PL011 flags register.
+    fn uart_fr(b: &mut Backends, h: &mut Lines, vm: u16) -> u32 {
+        b.handle(&r(7, vm, UART_BASE + reg::FR, 4), h).data as u32
     }
 
     #[test]
-    fn uart_output_beyond_the_limit_is_counted_not_kept() {
+    fn a_full_output_buffer_stalls_the_pl011_instead_of_dropping_bytes() {
+        use crate::pl011::{fr, int};
         let mut b = Backends::new();
         let h = &mut Lines::default();
         b.attach_uart(1);
+        enable_uart(&mut b, 1, h);
+        b.handle(&w(1, 1, UART_BASE + reg::IMSC, 4, u64::from(int::TX)), h);
+        // A driver that waits while TXFF is set, as Linux and earlycon do.
+        let (mut sent, mut waited, mut seq) = (0usize, 0, 10);
+        while sent < OUTPUT_LIMIT + 100 {
+            seq += 1;
+            if uart_fr(&mut b, h, 1) & fr::TXFF != 0 {
+                waited += 1;
+                break;
+            }
+            b.handle(&w(seq, 1, UART_BASE + reg::DR, 4, u64::from(b'a' + (sent % 26) as u8)), h);
+            sent += 1;
+        }
+        assert_eq!((sent, waited), (OUTPUT_LIMIT, 1), "TXFF once the buffer holds OUTPUT_LIMIT bytes");
+        assert_eq!(uart_fr(&mut b, h, 1) & fr::TXFE, 0);
+        b.handle(&w(5, 1, UART_BASE + reg::ICR, 4, u64::from(int::ALL)), h);
+        h.0.clear();
+        // The shell takes the output: room again, the TX interrupt rises.
+        let mut got = Vec::new();
+        b.take_output(|_, bytes| got.extend_from_slice(bytes), h);
+        assert_eq!(got.len(), OUTPUT_LIMIT);
+        assert!(got.iter().enumerate().all(|(i, &c)| c == b'a' + (i % 26) as u8), "every byte, in order");
+        assert_eq!(h.0, vec![(1, UART_INTID, true)]);
+        assert_eq!(uart_fr(&mut b, h, 1) & (fr::TXFF | fr::TXFE), fr::TXFE);
+        assert_eq!(b.stats().output_dropped, 0);
+        // A guest that ignores TXFF loses what it writes then, counted.
         for i in 0..OUTPUT_LIMIT + 10 {
-            b.handle(&w(i as u64 + 1, 1, UART_BASE + reg::DR, 4, u64::from(b'a')), h);
+            b.handle(&w(100 + i as u64, 1, UART_BASE + reg::DR, 4, u64::from(b'z')), h);
         }
         assert_eq!(b.stats().output_dropped, 10);
-        let mut n = 0;
-        b.take_output(|_, bytes| n += bytes.len());
-        assert_eq!(n, OUTPUT_LIMIT);
     }
 
     #[test]
@@ -988,7 +1030,7 @@ mod tests {
         poke(&mut h, 2, RAM + 0x5_0000, b"still here\n");
         con.submit(&mut b, &mut h, 1, &[(RAM + 0x5_0000, 11, false)]);
         let mut out = vec![];
-        b.take_output(|vm, bytes| out.push((vm, bytes.to_vec())));
+        b.take_output(|vm, bytes| out.push((vm, bytes.to_vec())), &mut h);
         assert_eq!(out, vec![(2, b"still here\n".to_vec())]);
         // Detaching VM 2 frees its port: VM 1's frames (after its reset) go nowhere.
         b.detach(2);

@@ -391,7 +391,14 @@ pub fn output_pending() -> bool {
 pub fn take_output() -> Vec<(u16, Vec<u8>)> {
     OUTPUT.store(false, Ordering::Release);
     let mut out = Vec::new();
-    with_port(|p| p.backend.take_output(|vm, bytes| out.push((vm, bytes.to_vec()))));
+    let more = with_port(|p| {
+        p.backend.take_output(|vm, bytes| out.push((vm, bytes.to_vec())), &mut Hypercalls(&p.windows));
+        p.backend.has_pending()
+    });
+    if more == Some(true) {
+        // A virtio console stalled on a full buffer gets its turn.
+        PENDING.store(true, Ordering::Release);
+    }
     out
 }
 
