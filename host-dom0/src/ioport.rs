@@ -35,6 +35,7 @@ use spin::Mutex;
 use crate::arch::aarch64::{cpu, gic, hypercall};
 use crate::backend::{Backends, Hyp, IoStats, SharedDisk, VirtioSpec};
 use crate::drivers::virtio_blk::Disk;
+use crate::backlog::Backlog;
 use crate::guestwin::{self, Window, Windows};
 use hv_virtio::block::BackendError;
 
@@ -43,8 +44,6 @@ const CAP_IN_HEADER: usize = 4;
 /// How long the IO event handler keeps looking for more requests after the
 /// ring ran empty.
 const POLL_MICROS: u64 = 20;
-/// `IoComplete`s tried on a full completion ring before giving up on a batch.
-const FULL_RETRIES: u32 = 4;
 
 /// The shared page: dom0 RAM the hypervisor writes requests into.
 #[repr(C, align(4096))]
@@ -109,6 +108,8 @@ struct Port {
     backend: Backends,
     /// Guests' RAM as mapped into dom0 (`GuestMap`).
     windows: Windows,
+    /// Completions waiting for room in the completion ring.
+    backlog: Backlog,
 }
 
 /// Backends' requests to the hypervisor, as hypercalls, and their access
@@ -233,7 +234,6 @@ static PORT: Mutex<Option<Port>> = Mutex::new(None);
 /// The hypervisor wrote impossible ring indices: forwarding stopped.
 static CORRUPT: AtomicBool = AtomicBool::new(false);
 static EVENTS: AtomicU64 = AtomicU64::new(0);
-static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// `IrqLine` calls the hypervisor refused.
 static IRQ_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Hypercalls the backends made, by kind (`iostat`: the data path's cost).
@@ -283,7 +283,7 @@ pub fn init(blob: &[u8]) {
             return;
         }
     };
-    *PORT.lock() = Some(Port { req, cpl, backend: Backends::new(), windows: Windows::new() });
+    *PORT.lock() = Some(Port { req, cpl, backend: Backends::new(), windows: Windows::new(), backlog: Backlog::new() });
     if let Err(e) = gic::enable(IO_EVENT_INTID, false, on_io_event) {
         PORT.lock().take();
         log::warn!("IO forwarding: IO event interrupt {IO_EVENT_INTID}: {e}: off");
@@ -373,7 +373,17 @@ pub fn attach_virtio(vm: u32, specs: Vec<VirtioSpec>) {
 /// calls it between inputs).
 pub fn poll_pending() {
     if PENDING.load(Ordering::Acquire) {
-        let more = with_port(|p| p.backend.poll_pending(&mut Hypercalls(&p.windows))).unwrap_or(false);
+        // Answers that waited for room in the completion ring go first,
+        // then the requests left in the ring meanwhile (their events came
+        // while dom0 took none).
+        let waiting = with_port(|p| {
+            if !p.backlog.is_empty() && !CORRUPT.load(Ordering::Relaxed) && drain(p).is_err() {
+                CORRUPT.store(true, Ordering::Relaxed);
+            }
+            !p.backlog.is_empty()
+        })
+        .unwrap_or(false);
+        let more = with_port(|p| p.backend.poll_pending(&mut Hypercalls(&p.windows))).unwrap_or(false) || waiting;
         PENDING.store(more, Ordering::Release);
         if with_port(|p| p.backend.output_pending()).unwrap_or(false) {
             OUTPUT.store(true, Ordering::Release);
@@ -450,7 +460,8 @@ pub fn detach(vm: u32) {
 pub struct Status {
     pub stats: IoStats,
     pub events: u64,
-    pub dropped: u64,
+    /// Completions that had to wait for room in the completion ring.
+    pub delayed: u64,
     pub irq_failed: u64,
     pub corrupt: bool,
     /// Hypercalls the backends made: `VmCopy`, `IrqLine`, `IoComplete`.
@@ -462,7 +473,7 @@ pub fn status() -> Option<Status> {
     Some(Status {
         stats,
         events: EVENTS.load(Ordering::Relaxed),
-        dropped: DROPPED.load(Ordering::Relaxed),
+        delayed: with_port(|p| p.backlog.delayed()).unwrap_or(0),
         irq_failed: IRQ_FAILED.load(Ordering::Relaxed),
         corrupt: CORRUPT.load(Ordering::Relaxed),
         calls: [&CALLS_COPY, &CALLS_IRQ, &CALLS_COMPLETE].map(|c| c.load(Ordering::Relaxed)),
@@ -532,11 +543,19 @@ fn on_io_event() {
 /// One pass: takes every request waiting, answers them, hands the answers
 /// back. Returns how many requests it took and whether one of them was
 /// from a vCPU waiting on another CPU; `Err` if the hypervisor's indices
-/// are impossible.
+/// are impossible. While answers wait for room in the completion ring it
+/// takes no request (back-pressure, see `backlog`).
 fn drain(port: &mut Port) -> Result<(usize, bool), ()> {
     // Requests taken, and whether one came from a vCPU waiting elsewhere.
     let (mut taken, mut elsewhere) = (0, false);
     let mut answered = false;
+    if !port.backlog.is_empty() {
+        answered = flush_backlog(port)?;
+        if !port.backlog.is_empty() {
+            PENDING.store(true, Ordering::Release);
+            return Ok((0, false));
+        }
+    }
     port.req.observe_prod(word32(REQ_PROD_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
     while let Some(slot) = port.req.consumer_slot() {
         let req = read_request(slot);
@@ -548,10 +567,15 @@ fn drain(port: &mut Port) -> Result<(usize, bool), ()> {
         // one by one, at once: a vCPU may be waiting for this one.
         if !req.is_posted() {
             answered = true;
-            publish_completion(port, &completion)?;
+            send_completion(port, completion)?;
+            if !port.backlog.is_empty() {
+                // The ring is full: take no more requests until it has room.
+                PENDING.store(true, Ordering::Release);
+                break;
+            }
         }
     }
-    if taken == 0 {
+    if taken == 0 && !answered {
         return Ok((0, false));
     }
     if port.backend.output_pending() {
@@ -578,18 +602,44 @@ fn io_complete() {
 }
 
 /// Puts one completion in the ring and publishes it; on a full ring, lets
-/// the hypervisor take what is there first (a few times, then the
-/// completion is dropped and counted: its vCPU stays blocked).
-fn publish_completion(port: &mut Port, c: &IoCompletion) -> Result<(), ()> {
-    for _ in 0..=FULL_RETRIES {
-        port.cpl.observe_cons(word32(CPL_CONS_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
-        if let Some(slot) = port.cpl.producer_slot() {
+/// the hypervisor take what is there first, once. `Ok(false)`: still full.
+fn put_completion(cpl: &mut RingIndices, c: &IoCompletion) -> Result<bool, ()> {
+    for attempt in 0..2 {
+        cpl.observe_cons(word32(CPL_CONS_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
+        if let Some(slot) = cpl.producer_slot() {
             write_completion(slot, c);
-            word32(CPL_PROD_OFFSET).store(port.cpl.produced(), Ordering::Release);
-            return Ok(());
+            word32(CPL_PROD_OFFSET).store(cpl.produced(), Ordering::Release);
+            return Ok(true);
         }
-        io_complete();
+        if attempt == 0 {
+            io_complete();
+        }
     }
-    DROPPED.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    Ok(false)
+}
+
+/// Sends `c` through the backlog: into the ring now, or later, in order.
+fn send_completion(port: &mut Port, c: IoCompletion) -> Result<(), ()> {
+    let mut broken = false;
+    let Port { cpl, backlog, .. } = port;
+    backlog.send(c, |c| put_completion(cpl, c).unwrap_or_else(|()| { broken = true; false }));
+    if broken { Err(()) } else { Ok(()) }
+}
+
+/// Moves waiting completions into the ring while it has room; returns
+/// whether any moved.
+fn flush_backlog(port: &mut Port) -> Result<bool, ()> {
+    let (mut broken, mut moved) = (false, false);
+    let Port { cpl, backlog, .. } = port;
+    backlog.flush(|c| match put_completion(cpl, c) {
+        Ok(ok) => {
+            moved |= ok;
+            ok
+        }
+        Err(()) => {
+            broken = true;
+            false
+        }
+    });
+    if broken { Err(()) } else { Ok(moved) }
 }

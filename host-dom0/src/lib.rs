@@ -28,6 +28,7 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod backlog;
 pub mod command;
 pub mod fdt_scan;
 pub mod guestcon;

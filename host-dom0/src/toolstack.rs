@@ -168,6 +168,9 @@ impl Toolstack {
             }
         };
         for i in 1..=times {
+            // The other guests' devices and consoles go on meanwhile.
+            ioport::poll_pending();
+            self.poll_console("", "");
             let id = match self.create(&cfg, true) {
                 Ok(id) => id,
                 Err(e) => {
