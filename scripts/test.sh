@@ -382,6 +382,8 @@ if got != want:
     problems.append("flood: %d of 150 lines intact and in order; first difference at line %d" % (sum(g == w for g, w in zip(got, want)), bad))
 if "blkio: TEST virtio: blk-stress: PASS" not in text:
     problems.append("blkio's blk-stress did not pass")
+if any(" ERROR " in l for l in lines):
+    problems.append("errors in the hypervisor's log: " + next(l for l in lines if " ERROR " in l))
 if "output bytes dropped" in text:
     problems.append("iostat reports dropped console output")
 print("; ".join(problems) if problems else "%d flood and %d blk-stress lines during the sleep" % (

@@ -358,6 +358,14 @@ impl Backends {
         self.has_pending()
     }
 
+    /// Sets the per-notification budget of VM `vm`'s virtio devices.
+    #[cfg(test)]
+    fn set_budget(&mut self, vm: u16, budget: usize) {
+        for slot in self.vms.get_mut(&vm).map(|d| d.virtio.as_mut_slice()).unwrap_or_default() {
+            with_transport!(&mut slot.dev, d => d.set_budget(budget));
+        }
+    }
+
     pub fn stats(&self) -> IoStats {
         self.stats
     }
@@ -862,6 +870,12 @@ mod tests {
 
         /// Puts a chain of (addr, len, device-writable) on queue `q` and notifies.
         fn submit(&mut self, b: &mut Backends, h: &mut Lines, q: usize, bufs: &[(u64, u32, bool)]) {
+            self.post(h, q, bufs);
+            self.wr(b, h, 0x050, q as u32);
+        }
+
+        /// Puts a chain on queue `q` without notifying.
+        fn post(&mut self, h: &mut Lines, q: usize, bufs: &[(u64, u32, bool)]) {
             let (desc, avail, _, mut next, idx) = self.queues[q];
             let mem = h.1.get_mut(&self.vm).unwrap();
             let head = next;
@@ -884,7 +898,6 @@ mod tests {
             mem.write(avail + 2, &idx.wrapping_add(1).to_le_bytes()).unwrap();
             self.queues[q].3 = next;
             self.queues[q].4 = idx.wrapping_add(1);
-            self.wr(b, h, 0x050, q as u32);
         }
 
         /// used.idx of queue `q`.
@@ -1068,5 +1081,68 @@ mod tests {
         enable_uart(&mut b, 1, &mut h);
         assert!(b.console_input(1, b"x", &mut h));
         assert_eq!(b.handle(&r(99, 1, UART_BASE + reg::DR, 4), &mut h).data as u8, b'x');
+    }
+
+    #[test]
+    fn a_busy_vm_gets_turns_beside_a_quiet_one_not_before_it() {
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        let mut drivers = Vec::new();
+        for vm in [1u16, 2] {
+            h.1.insert(vm, VecMemory::new(RAM, 1 << 20));
+            b.attach_virtio(vm, vec![VirtioSpec::Console]);
+            drivers.push(Driver::up(&mut b, &mut h, vm, 0, 2, 0));
+            b.set_budget(vm, 2);
+        }
+        let [busy, quiet] = &mut drivers[..] else { unreachable!() };
+        // VM 1 fills its transmit ring (8 buffers), VM 2 posts 3; one
+        // notification each serves two.
+        for (d, n) in [(&mut *busy, 8u64), (&mut *quiet, 3)] {
+            for i in 0..n {
+                let at = RAM + 0x5_0000 + i * 0x100;
+                poke(&mut h, d.vm, at, format!("{}:{i};", d.vm).as_bytes());
+                d.post(&mut h, 1, &[(at, 4, false)]);
+            }
+            d.wr(&mut b, &mut h, 0x050, 1);
+        }
+        assert_eq!((busy.used_idx(&h, 1), quiet.used_idx(&h, 1)), (2, 2));
+        assert!(b.has_pending());
+        // Each turn serves every device with work once, in VM order: the
+        // quiet VM is done after one turn, the busy one takes three.
+        let mut turns = Vec::new();
+        while b.poll_pending(&mut h) {
+            turns.push((busy.used_idx(&h, 1), quiet.used_idx(&h, 1)));
+        }
+        turns.push((busy.used_idx(&h, 1), quiet.used_idx(&h, 1)));
+        assert_eq!(turns, vec![(4, 3), (6, 3), (8, 3)]);
+        let mut out = Vec::new();
+        b.take_output(|vm, bytes| out.push((vm, bytes.to_vec())), &mut h);
+        assert_eq!(out, vec![(1, b"1:0;1:1;1:2;1:3;1:4;1:5;1:6;1:7;".to_vec()), (2, b"2:0;2:1;2:2;".to_vec())]);
+    }
+
+    #[test]
+    fn a_virtio_console_at_its_output_limit_waits_and_resumes_once_the_output_is_taken() {
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        h.1.insert(1, VecMemory::new(RAM, 1 << 20));
+        b.attach_virtio(1, vec![VirtioSpec::Console]);
+        let mut con = Driver::up(&mut b, &mut h, 1, 0, 2, 0);
+        const PIECE: u64 = 32 << 10;
+        for i in 0..3u64 {
+            poke(&mut h, 1, RAM + 0x8_0000 + i * PIECE, &vec![b'a' + i as u8; PIECE as usize]);
+            con.post(&mut h, 1, &[(RAM + 0x8_0000 + i * PIECE, PIECE as u32, false)]);
+        }
+        con.wr(&mut b, &mut h, 0x050, 1);
+        assert_eq!(con.used_idx(&h, 1), 2, "64 KiB taken, the third buffer left in the ring");
+        assert!(!b.poll_pending(&mut h), "no turn helps while the output is full");
+        assert_eq!(con.used_idx(&h, 1), 2);
+        let mut out = Vec::new();
+        b.take_output(|_, bytes| out.extend_from_slice(bytes), &mut h);
+        assert!(b.has_pending(), "room again: the console gets a turn");
+        b.poll_pending(&mut h);
+        assert_eq!(con.used_idx(&h, 1), 3);
+        b.take_output(|_, bytes| out.extend_from_slice(bytes), &mut h);
+        assert_eq!(out.len() as u64, 3 * PIECE, "nothing lost");
+        assert!(out.chunks(PIECE as usize).enumerate().all(|(i, c)| c.iter().all(|&x| x == b'a' + i as u8)));
     }
 }
