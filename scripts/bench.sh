@@ -4,10 +4,20 @@
 # instruction), runs dom0's `bench` command, the mmio test guest's
 # forwarded-read loop and the ipi test guest's SGI loop, prints the figures.
 # scripts/bench.sh [run.sh options, e.g. --gic 2 --smp 1]
+# scripts/bench.sh --io: only the virtio-blk figures (scripts/lib/blkbench.sh),
+#   under -icount and in real time.
 # Default: QEMU virt, GICv3, 2 CPUs (dom0 has its own physical CPUs).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/lib/deps.sh"
+source "$ROOT/scripts/lib/blkbench.sh"
+
+if [ "${1:-}" = --io ]; then
+    echo "virtio-blk from a guest (QEMU virt, GICv3, 2 CPUs, dom0 on CPU 0, the guest on CPU 1)"
+    blk_bench "-icount shift=0: guest time is instructions" --icount
+    blk_bench "real time, this machine's load included"
+    exit 0
+fi
 
 args=(--gic 3 --smp 2 "$@")
 script=$(mktemp); log=$(mktemp)
@@ -48,3 +58,4 @@ ipi=$("$ROOT/scripts/run.sh" --icount --until-idle --timeout 300 --gic 3 --smp 2
     sed -n 's/.*RESULT ipi: sgi-ns=\([0-9]*\).*/\1/p' | head -n1)
 echo "  virtual IPI, sent to a vCPU waiting in WFI until it is handled: ${ipi:-?}"
 echo "  hypervisor image: $(stat -c %s "$img") bytes ($(( $(stat -c %s "$img") / 1024 )) KiB)"
+blk_bench "-icount shift=0: guest time is instructions" --icount

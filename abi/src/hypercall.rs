@@ -20,7 +20,8 @@ pub const HVC_IMMEDIATE: u16 = 0;
 pub const VERSION_MAJOR: u16 = 1;
 /// 1.1: `VmCopy`, `IrqLine`, `IoMap` flags (x4), posted writes and the
 /// `WAITING_ELSEWHERE` request flag, the rings' `polling` words.
-pub const VERSION_MINOR: u16 = 1;
+/// 1.2: `GuestMap`, `GuestUnmap`.
+pub const VERSION_MINOR: u16 = 2;
 
 pub const fn version() -> u64 {
     ((VERSION_MAJOR as u64) << 16) | VERSION_MINOR as u64
@@ -105,6 +106,19 @@ pub enum Function {
     /// [`IrqAction`]`)`. A line raised stays raised until lowered (level);
     /// `Pulse` latches one edge.
     IrqLine = BASE + 17,
+    /// Map part of a guest's RAM into dom0's address space (dom0 only): `(x1
+    /// = VM id, x2 = dom0 IPA of the window, x3 = guest IPA, x4 = length)`,
+    /// all multiples of 4 KiB, length > 0. `[x3, x3 + x4)` must be that
+    /// guest's RAM (else `BadAddress`); `[x2, x2 + x4)` must lie in dom0's
+    /// IPA space, outside everything mapped or emulated for dom0 and every
+    /// other window (else `InvalidParameter`). From then on dom0's accesses
+    /// to the window reach the guest's RAM, as a device's DMA would, until
+    /// `GuestUnmap` or the guest's destruction, which removes the window
+    /// (with the TLB invalidation that needs) before its pages are freed.
+    GuestMap = BASE + 18,
+    /// Remove a window `GuestMap` made (dom0 only): `(x1 = VM id, x2 = dom0
+    /// IPA the window starts at)`; `InvalidParameter` if there is none.
+    GuestUnmap = BASE + 19,
 }
 
 /// Most bytes one `VmCopy` moves.
@@ -157,7 +171,7 @@ pub const IO_EVENT_INTID: u32 = 31;
 
 impl Function {
     /// Every function, in ID order.
-    pub const ALL: [Function; 18] = [
+    pub const ALL: [Function; 20] = [
         Function::Version,
         Function::LogRead,
         Function::LogWrite,
@@ -176,6 +190,8 @@ impl Function {
         Function::IoComplete,
         Function::VmCopy,
         Function::IrqLine,
+        Function::GuestMap,
+        Function::GuestUnmap,
     ];
     pub const fn from_id(id: u32) -> Option<Self> {
         Some(match id {
@@ -197,6 +213,8 @@ impl Function {
             x if x == Self::IoComplete as u32 => Self::IoComplete,
             x if x == Self::VmCopy as u32 => Self::VmCopy,
             x if x == Self::IrqLine as u32 => Self::IrqLine,
+            x if x == Self::GuestMap as u32 => Self::GuestMap,
+            x if x == Self::GuestUnmap as u32 => Self::GuestUnmap,
             _ => return None,
         })
     }

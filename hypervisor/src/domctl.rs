@@ -50,6 +50,9 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
         Function::IoComplete => crate::ioreq::complete(),
         Function::VmCopy => vm_copy(dom0, a[1], a[2], a[3], a[4], a[5]),
         Function::IrqLine => irq_line(a[1], a[2], a[3]),
+        // Guest RAM windows in dom0 (guestmap.rs).
+        Function::GuestMap => crate::guestmap::map(dom0, a[1], a[2], a[3], a[4]),
+        Function::GuestUnmap => crate::guestmap::unmap(dom0, a[1], a[2]),
         Function::MemInfo => {
             let (total, free) = machine_frames::stats().ok_or(Error::NoMemory)?;
             frame.x[1] = total as u64;
@@ -265,6 +268,8 @@ fn free_chunks(chunks: &[RamChunk]) {
 fn release(vm: &Vm) {
     // Wait out any `VmCopy` into its RAM, and refuse later ones.
     *vm.ram_live.write() = false;
+    // Dom0's windows onto its RAM go, TLBs included, before the RAM does.
+    crate::guestmap::revoke(vm.id);
     free_chunks(&vm.ram);
     for v in &vm.vcpus {
         sched::unplace(v.pcpu);

@@ -40,6 +40,7 @@ pub mod drivers;
 mod dom0;
 mod domctl;
 mod emulate;
+mod guestmap;
 mod hypercall;
 mod interrupts;
 mod ioreq;

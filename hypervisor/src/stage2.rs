@@ -66,6 +66,14 @@ impl Stage2Tables {
         Ok(())
     }
 
+    /// Removes `[ipa, ipa+size)` (guest-memory windows, `guestmap`). The
+    /// VM's VMID must be in VTTBR_EL2: each removed entry is invalidated by
+    /// IPA, on all CPUs, before anything replaces it. The caller then
+    /// invalidates the VM's combined stage-1+2 entries (`el2::flush_vm_tlbs`).
+    pub fn unmap(&mut self, ipa: Ipa, size: u64) -> Result<(), MapError> {
+        self.table.unmap(ipa, size, &mut |ipa, _level| el2::invalidate_ipa(ipa.as_u64()))
+    }
+
     /// Returns every table page to the page allocator (the VM is gone and
     /// its TLB entries invalidated).
     pub fn release(self) {

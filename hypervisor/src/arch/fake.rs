@@ -39,6 +39,8 @@ pub enum Event {
     Stage2 { vmid: u16 },
     /// All TLB entries of the loaded VMID were invalidated.
     FlushVmTlbs,
+    /// The stage-2 TLB entries for one IPA of the loaded VMID.
+    InvalidateIpa { ipa: u64 },
     /// The EL2 slice timer of CPU `cpu` was (dis)armed.
     HypTimer { cpu: usize, deadline: Option<u64> },
 }
@@ -240,6 +242,10 @@ pub mod el2 {
 
     pub fn flush_vm_tlbs() {
         record(Event::FlushVmTlbs);
+    }
+
+    pub fn invalidate_ipa(ipa: u64) {
+        record(Event::InvalidateIpa { ipa });
     }
 
     /// A 40-bit IPA space walked from level 0 (PARange 2, as `aarch64`

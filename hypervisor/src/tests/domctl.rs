@@ -161,3 +161,32 @@ fn io_map_refuses_windows_over_ram_the_gic_or_another_window() {
     assert_eq!(g.forwarded_at(window + 8).map(|w| w.base), Some(window));
     let _ = VmId(0);
 }
+
+#[test]
+fn guest_map_gives_dom0_a_window_that_destroy_revokes_before_freeing() {
+    let m = Machine::take();
+    let d0 = dom0();
+    let free = m.free_pages();
+    let g = create_guest(&d0, "g", 1, 4 << 20, 0).expect("created");
+    let id = g.id.0 as u64;
+    let window = 0x60_0000_0000u64;
+    // Only the guest's RAM, page-aligned, nowhere dom0 has something.
+    assert_eq!(hypercall(&d0, Function::GuestMap, &[id, window, guest::GICD_BASE, 0x1000]).0, Error::BadAddress.code(), "not RAM");
+    assert_eq!(hypercall(&d0, Function::GuestMap, &[id, d0.ram[0].ipa.as_u64(), guest::RAM_BASE, 0x1000]).0, Error::InvalidParameter.code(), "over dom0's RAM");
+    assert_eq!(hypercall(&d0, Function::GuestMap, &[id, window, guest::RAM_BASE, 4 << 20]).0, 0);
+    {
+        let stage2 = d0.stage2.lock();
+        let (pa, _) = stage2.as_ref().expect("tables").translate(Ipa::new(window + (2 << 20))).expect("mapped");
+        assert_eq!(pa, g.ram[1].pa, "the window shows the guest's second chunk");
+    }
+    drop(g);
+    fake::take_events();
+    assert_eq!(hypercall(&d0, Function::VmDestroy, &[id]).0, 0);
+    let events = fake::take_events();
+    let first_flush = events.iter().position(|e| *e == Event::FlushVmTlbs).expect("TLBs flushed");
+    assert!(events[..first_flush].iter().any(|e| matches!(e, Event::InvalidateIpa { .. })), "each removed entry invalidated: {events:?}");
+    assert!(events[..first_flush].contains(&Event::Stage2 { vmid: d0.vmid }), "with dom0's VMID loaded: {events:?}");
+    assert!(d0.stage2.lock().as_ref().expect("tables").translate(Ipa::new(window)).is_none(), "window gone");
+    // Dom0's stage-2 tables may keep the table pages the window needed.
+    assert!(free - m.free_pages() <= 4, "the guest's RAM is back: {} pages short", free - m.free_pages());
+}

@@ -134,6 +134,13 @@ pub fn stage2_geometry() -> (u32, u8, u64) {
     (bits, start_level, pa_range.min(5))
 }
 
+/// Invalidates the stage-2 TLB and walk-cache entries for `ipa` of the VM
+/// whose VMID is loaded in VTTBR_EL2, on all CPUs, and waits until done.
+pub fn invalidate_ipa(ipa: u64) {
+    // SAFETY: TLB invalidation only drops cached translations.
+    unsafe { core::arch::asm!("dsb ishst", "tlbi ipas2e1is, {0}", "dsb ish", in(reg) ipa >> 12, options(nostack)) };
+}
+
 /// Invalidates every stage-1 and stage-2 TLB entry of the VM whose VMID is
 /// loaded in VTTBR_EL2, on all CPUs.
 pub fn flush_vm_tlbs() {
