@@ -15,7 +15,8 @@
 //!
 //! Bootargs: `bench.n=N` (iterations of each loop, default 2000),
 //! `bench.timers=N` (10 ms timers, default 20), `bench.ops=a+b+...` (only
-//! these keys; default all), `bench.icount=1` (the run is under
+//! these keys; default all), `bench.timer-wait=spin` (vCPU 0 spins
+//! until its timer fires instead of waiting in WFI), `bench.icount=1` (the run is under
 //! `-icount shift=0`: check that a calibration loop of known length reads
 //! as its own instruction count, within 2 %).
 //!
@@ -221,6 +222,7 @@ mod guest {
         gic::set_handler(intid, on_timer);
         gic::enable(intid);
         let period = cpu::counter_hz() / 100;
+        let spin = env.cmdline().get("bench.timer-wait") == Some("spin");
         let mut excess = 0u128;
         for k in 1..=n {
             let cval = cpu::counter() + period;
@@ -234,7 +236,11 @@ mod guest {
                         "timer {k} of {n} (INTID {intid}) not handled 2 s after its deadline"
                     ));
                 }
-                cpu::wfi();
+                if spin {
+                    core::hint::spin_loop();
+                } else {
+                    cpu::wfi();
+                }
             }
             excess += (FIRED_AT.load(Ordering::SeqCst) - cval) as u128;
         }
