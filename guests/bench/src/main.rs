@@ -18,7 +18,10 @@
 //! these keys; default all), `bench.timer-wait=spin` (vCPU 0 spins
 //! until its timer fires instead of waiting in WFI), `bench.icount=1` (the run is under
 //! `-icount shift=0`: check that a calibration loop of known length reads
-//! as its own instruction count, within 2 %).
+//! as its own instruction count, within 2 %), `bench.pause-ms=N` (wait N ms
+//! in WFI before the first operation, after printing `NOTE bench: pausing`:
+//! under `-icount shift=0,sleep=on` that is wall-clock time for a tracer to
+//! switch QEMU's instruction log on, see scripts/trace-bench.sh).
 //!
 //! Prints `RESULT bench: KEY=NS` for each operation, then one TEST line per
 //! operation (it completed; FAIL if an SGI, a timer or the hypervisor did not answer).
@@ -142,6 +145,9 @@ mod guest {
     fn calibrate(env: &Env) {
         const ITERS: u64 = 1_000_000;
         let hz = cpu::counter_hz();
+        if env.cmdline().get_u64("bench.icount") != Some(Ok(1)) {
+            return println!("RESULT bench: cntfrq={hz}");
+        }
         let best = (0..3)
             .map(|_| ticks(1, &mut || calibration_loop(ITERS)))
             .min()
@@ -149,14 +155,12 @@ mod guest {
         let measured = ns(best);
         let insns = 2 * ITERS as u128 + 1;
         println!("RESULT bench: cntfrq={hz} calibration-ns={measured} calibration-insns={insns}");
-        if env.cmdline().get_u64("bench.icount") == Some(Ok(1)) {
-            let off = measured.abs_diff(insns) * 100;
-            check!(
-                "icount",
-                off <= insns * 2,
-                "{insns} instructions read as {measured} ns ({best} ticks at CNTFRQ {hz} Hz; want within 2 %)"
-            );
-        }
+        let off = measured.abs_diff(insns) * 100;
+        check!(
+            "icount",
+            off <= insns * 2,
+            "{insns} instructions read as {measured} ns ({best} ticks at CNTFRQ {hz} Hz; want within 2 %)"
+        );
     }
 
     fn hypercall(n: u64) -> Result<u128, &'static str> {
@@ -224,7 +228,8 @@ mod guest {
         let period = cpu::counter_hz() / 100;
         let spin = env.cmdline().get("bench.timer-wait") == Some("spin");
         let mut excess = 0u128;
-        for k in 1..=n {
+        let base = FIRED.load(Ordering::SeqCst);
+        for k in base + 1..=base + n {
             let cval = cpu::counter() + period;
             set_vtimer_cval(cval);
             set_vtimer_ctl(1);
@@ -245,6 +250,43 @@ mod guest {
             excess += (FIRED_AT.load(Ordering::SeqCst) - cval) as u128;
         }
         Ok(ns(excess) / n as u128)
+    }
+
+    /// Never inlined, never removed (the asm is opaque to the compiler),
+    /// different from each other: a tracer (scripts/trace-bench.sh) takes
+    /// an operation's measurement to lie between a call of this function
+    /// and one of [`bench_window_close`].
+    #[inline(never)]
+    fn bench_window_open() {
+        // SAFETY: NOP.
+        unsafe { asm!("nop", options(nomem, nostack, preserves_flags)) };
+    }
+
+    #[inline(never)]
+    fn bench_window_close() {
+        // SAFETY: NOPs.
+        unsafe { asm!("nop", "nop", options(nomem, nostack, preserves_flags)) };
+    }
+
+    /// `f` between the two window marks.
+    fn traced<T>(f: impl FnOnce() -> T) -> T {
+        bench_window_open();
+        let r = f();
+        bench_window_close();
+        r
+    }
+
+    /// Waits `ms` in WFI on the virtual timer (`on_timer` handles it).
+    fn pause(env: &Env, ms: u64) {
+        let intid = env.platform.timer.virt.intid;
+        gic::set_handler(intid, on_timer);
+        gic::enable(intid);
+        let before = FIRED.load(Ordering::SeqCst);
+        set_vtimer_cval(cpu::counter() + cpu::counter_hz() * ms / 1000);
+        set_vtimer_ctl(1);
+        while FIRED.load(Ordering::SeqCst) == before {
+            cpu::wfi();
+        }
     }
 
     fn main(env: &'static Env) {
@@ -271,6 +313,10 @@ mod guest {
             check!("vcpu1", up, "CPU_ON {r:?}");
         }
         calibrate(env);
+        if let Some(Ok(ms)) = cmd.get_u64("bench.pause-ms") {
+            println!("NOTE bench: pausing {ms} ms");
+            pause(env, ms.min(60_000));
+        }
         let result = |key: &str, r: Result<u128, alloc::string::String>| match r {
             Ok(v) => {
                 println!("RESULT bench: {key}={v}");
@@ -279,19 +325,21 @@ mod guest {
             Err(e) => check!(key, false, "{e}"),
         };
         if want("hypercall") {
-            result("hypercall", hypercall(n).map_err(Into::into));
+            result("hypercall", traced(|| hypercall(n)).map_err(Into::into));
         }
         if want("gicd-read") {
             let typer = env.platform.gic.gicd.base.as_u64() + GICD_TYPER;
             result(
                 "gicd-read",
-                Ok(per_op(n, &mut || {
-                    black_box(read32(typer));
+                Ok(traced(|| {
+                    per_op(n, &mut || {
+                        black_box(read32(typer));
+                    })
                 })),
             );
         }
         if want("ipi") || want("eoi") {
-            match ipi(n) {
+            match traced(|| ipi(n)) {
                 Ok((i, e)) => {
                     result("ipi", Ok(i));
                     result("eoi", Ok(e));
@@ -303,14 +351,16 @@ mod guest {
             }
         }
         if want("timer") {
-            result("timer", timer(env, timers));
+            result("timer", traced(|| timer(env, timers)));
         }
         if want("uart-read") {
             let fr = env.platform.console.base.as_u64() + UARTFR;
             result(
                 "uart-read",
-                Ok(per_op(n, &mut || {
-                    black_box(read32(fr));
+                Ok(traced(|| {
+                    per_op(n, &mut || {
+                        black_box(read32(fr));
+                    })
                 })),
             );
         }
