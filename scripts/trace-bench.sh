@@ -3,10 +3,15 @@
 # under the hypervisor, broken down by function: which hypervisor, dom0 and
 # guest code the operation's instructions run through (docs/perf-notes.md).
 #
-# scripts/trace-bench.sh OP [--gic 2|3] [--pinned] [--n N] [--top N] [--keep DIR]
+# scripts/trace-bench.sh OP [--gic 2|3] [--pinned] [--sleep-off] [--n N] [--top N] [--keep DIR]
 #   OP: hypercall | gicd-read | ipi | timer | timer-spin | uart-read
 #   --pinned: dom0.vcpus=1 and the guest pinned to CPU 1 (default: dom0's
 #             default vCPUs, guest unpinned, as scripts/bench.sh)
+#   --sleep-off: -icount shift=0,sleep=off as scripts/bench.sh (idle time
+#             then costs no wall-clock time, so there is no pause for the
+#             log to switch on in: it switches on at the guest's START line
+#             and the trace is taken to start inside the operation; use a
+#             large --n so the operation outlasts the switch)
 #   --n N: iterations of the loop (default 300; timers: N / 10)
 #   --keep DIR: keep the trace and the run's log there
 #
@@ -25,11 +30,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/lib/deps.sh"
 
 op=${1:-}; shift || true
-gic=3 pinned=0 n=300 top=30 keep=""
+gic=3 pinned=0 n=300 top=30 keep="" sleep=on
 while [ $# -gt 0 ]; do
     case "$1" in
         --gic) gic=$2; shift 2 ;;
         --pinned) pinned=1; shift ;;
+        --sleep-off) sleep=off; shift ;;
         --n) n=$2; shift 2 ;;
         --top) top=$2; shift 2 ;;
         --keep) keep=$2; shift 2 ;;
@@ -55,21 +61,23 @@ dir=${keep:-$(mktemp -d)}
 mkdir -p "$dir"
 [ -z "$keep" ] && trap 'rm -rf "$dir"' EXIT
 rm -f "$dir/trace" "$dir/qmp.sock"
-cmdline="bench.ops=$ops bench.n=$n bench.timers=$(( n / 10 > 0 ? n / 10 : 1 )) bench.pause-ms=3000"
+cmdline="bench.ops=$ops bench.n=$n bench.timers=$(( n / 10 > 0 ? n / 10 : 1 ))"
+start_text="NOTE bench: pausing" inside=()
+if [ "$sleep" = on ]; then cmdline="$cmdline bench.pause-ms=3000"; else start_text="GUEST bench: START" inside=(--assume-inside); fi
 [ "$op" = timer-spin ] && cmdline="$cmdline bench.timer-wait=spin"
 vm="kernel=$guest,cmdline=$cmdline,vcpus=2,memory=16M"
 extra=(--gic "$gic" --smp 2)
 if [ "$pinned" = 1 ]; then extra+=(--append dom0.vcpus=1 --vm "$vm,pin=1"); else extra+=(--vm "$vm"); fi
-python3 "$ROOT/scripts/lib/trace_window.py" "$dir/qmp.sock" "NOTE bench: pausing" "RESULT bench: $key=" "$dir/run.log" -- \
+python3 "$ROOT/scripts/lib/trace_window.py" "$dir/qmp.sock" "$start_text" "RESULT bench: $key=" "$dir/run.log" -- \
     "$ROOT/scripts/run.sh" --until-idle --timeout 1800 "${extra[@]}" -- \
-    -icount shift=0,sleep=on -accel tcg,one-insn-per-tb=on \
+    -icount "shift=0,sleep=$sleep" -accel tcg,one-insn-per-tb=on \
     -qmp "unix:$dir/qmp.sock,server=on,wait=off" -d nochain -D "$dir/trace" || true
 measured=$(sed -n "s/.*RESULT bench: $key=\([0-9]*\).*/\1/p" "$dir/run.log" | head -n1)
-echo "$op on GICv$gic, $([ "$pinned" = 1 ] && echo pinned || echo default): the guest measured ${measured:-?} (under sleep=on and one instruction per TB)"
+echo "$op on GICv$gic, $([ "$pinned" = 1 ] && echo pinned || echo default): the guest measured ${measured:-?} (under sleep=$sleep and one instruction per TB)"
 T=$ROOT/target
 python3 "$ROOT/scripts/lib/trace_profile.py" "$dir/trace" --nm "$(llvm_tool nm)" --top "$top" \
     --hv "$T/aarch64-unknown-none-softfloat/release/hypervisor@0x40080000" \
     --dom0 "$T/aarch64-unknown-none/release/host-dom0@0x50080000" \
     --guest "$T/aarch64-unknown-none/release/guest-bench@0x40080000" \
-    --within guest:bench_window_open guest:bench_window_close \
+    --within guest:bench_window_open guest:bench_window_close "${inside[@]}" \
     --from "$from" --to "$to" --inlined hv --inlined dom0

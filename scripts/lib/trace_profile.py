@@ -104,6 +104,8 @@ def main():
     ap.add_argument("--nm", default="llvm-nm")
     ap.add_argument("--inlined", metavar="DOMAIN", action="append", default=[],
                     help="also attribute DOMAIN's instructions to the innermost inlined function and to source lines (its ELF needs line tables)")
+    ap.add_argument("--assume-inside", action="store_true",
+                    help="the trace starts inside a --within window (its log was switched on after the open mark)")
     ap.add_argument("--within", nargs=2, metavar=("OPEN", "CLOSE"),
                     help="only lines between a line matching SPEC OPEN and the next matching SPEC CLOSE")
     args = ap.parse_args()
@@ -128,7 +130,7 @@ def main():
 
     start, end = spec(args.start), spec(args.end)
     within = args.within and (spec(args.within[0]), spec(args.within[1]))
-    inside = False
+    inside = args.assume_inside
     prev_dom = {}  # cpu -> domain of its previous instruction
 
     def matches(points, cpu, dom, pc):

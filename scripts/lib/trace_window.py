@@ -13,6 +13,9 @@ TRACE` (and `-accel tcg,one-insn-per-tb=on` for one line per instruction).
 The command's output goes to LOG. Exits with the command's status.
 """
 import json
+import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -51,11 +54,26 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     sock, start, stop, log_path = sys.argv[1:5]
-    proc = subprocess.Popen(sys.argv[6:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # Its own process group, so that it can be ended as a whole (below).
+    proc = subprocess.Popen(sys.argv[6:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     qmp = None
     state = "before"
     with open(log_path, "wb") as log:
-        for line in proc.stdout:
+        closed_at = None
+        while True:
+            # After the window closed, the run gets 30 s to end by itself
+            # (under sleep=on its power-off can take much longer).
+            if closed_at is not None and time.monotonic() - closed_at > 30:
+                print("trace_window: ending the run (30 s after the window closed)", file=sys.stderr)
+                os.killpg(proc.pid, signal.SIGTERM)
+                break
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if not ready:
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                break
             log.write(line)
             log.flush()
             text = line.decode(errors="replace")
@@ -66,10 +84,10 @@ def main():
                 if stop.startswith("+"):
                     time.sleep(float(stop[1:]))
                     print("trace_window: log off:", qmp.hmp("log nochain"), file=sys.stderr)
-                    state = "after"
+                    state, closed_at = "after", time.monotonic()
             elif state == "on" and stop in text:
                 print("trace_window: log off:", qmp.hmp("log nochain"), file=sys.stderr)
-                state = "after"
+                state, closed_at = "after", time.monotonic()
     status = proc.wait()
     if state != "after":
         print(f"trace_window: the window never {'opened' if state == 'before' else 'closed'}", file=sys.stderr)
