@@ -234,6 +234,14 @@ guest_tests() {
         --vm "kernel=$G/timer.img,cmdline=timer.hz=1000 timer.ms=500,memory=16M" \
         --vm "kernel=$G/ipi.img,cmdline=ipi.count=100,vcpus=3,memory=16M" \
         --vm "kernel=$G/isolation.img,memory=16M"
+    # The bench guest in its short mode, under -icount on GICv2 (its
+    # calibration check holds, every figure of scripts/bench.sh is produced;
+    # the figures themselves are not judged here).
+    boot_test bench-guest 0 "${common[@]}" "TEST bench: icount: PASS" "RESULT bench: hypercall=" \
+        "RESULT bench: gicd-read=" "RESULT bench: eoi=" "RESULT bench: ipi=" "RESULT bench: timer=" \
+        "RESULT bench: uart-read=" "GUEST bench: DONE 9 passed, 0 failed" "all with SYSTEM_OFF" \
+        -- --machine virt --gic 2 --smp 2 --icount --until-idle --timeout 120 \
+        --vm "kernel=$G/bench.img,cmdline=bench.icount=1 bench.n=50 bench.timers=3,vcpus=2,memory=16M"
     # Dom0's shell: crash reporting, pause/unpause/destroy, 100 cycles.
     if [ -z "$filter" ] || [[ vm-control == *"$filter"* ]]; then
         local out
