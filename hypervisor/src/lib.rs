@@ -6,8 +6,9 @@
 //! memory map and page allocator → secondary CPUs → banner.
 //!
 //! Layers:
-//! - arch-neutral logic (`mm`, `esr`, `bootargs`, and `addr`/`platform` from
-//!   the shared `hv-devtree` crate) builds and runs under `cargo test` on the
+//! - arch-neutral logic (`mm`, `bootargs`, `sysreg_policy`, `esr` from the
+//!   shared `hv-arm` crate, and `addr`/`platform` from the shared
+//!   `hv-devtree` crate) builds and runs under `cargo test` on the
 //!   build machine;
 //! - `arch`, `drivers`, `console`, `heap`, `panic` and `boot` touch
 //!   registers and run only on the target (`aarch64-unknown-none`).
@@ -17,7 +18,8 @@ extern crate alloc;
 
 pub use hv_devtree::{addr, platform};
 pub mod bootargs;
-pub mod esr;
+pub use hv_arm::esr;
+pub mod sysreg_policy;
 pub mod vgic;
 pub mod logring;
 pub mod schedpolicy;

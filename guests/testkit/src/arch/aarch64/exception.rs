@@ -4,26 +4,13 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::esr;
+use hv_arm::esr::ExceptionClass;
 
 use super::cpu::{self, MAX_CPUS};
 use super::gic;
 
-/// Saved by vectors.S (same layout as dom0's: x0..x30, sp, elr, spsr, esr, far).
-#[repr(C)]
-pub struct TrapFrame {
-    pub x: [u64; 31],
-    pub sp: u64,
-    pub elr: u64,
-    pub spsr: u64,
-    pub esr: u64,
-    pub far: u64,
-}
-
-// vectors.S stores ELR/SPSR at 32*8 and ESR/FAR at 34*8.
-const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 32 * 8);
-const _: () = assert!(core::mem::offset_of!(TrapFrame, esr) == 34 * 8);
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 36 * 8);
+/// Saved by vectors.S: the layout shared with the hypervisor and dom0.
+pub use hv_arm::TrapFrame;
 
 extern "C" {
     fn testkit_probe_read(addr: u64, out: *mut u64) -> u64;
@@ -93,15 +80,15 @@ pub fn guarded_hvc(regs: [u64; 4]) -> Result<[u64; 4], Caught> {
 }
 
 fn fix_up(frame: &mut TrapFrame) -> bool {
-    let ec = esr::exception_class(frame.esr);
+    let class = ExceptionClass::from_esr(frame.esr);
     let is = |label: *const u8| frame.elr == label as u64;
-    let resume = if ec == esr::EC_DATA_ABORT_SAME_EL
+    let resume = if class == ExceptionClass::DataAbortSameEl
         && (is(&raw const testkit_probe_read_insn)
             || is(&raw const testkit_probe_write_insn)
             || is(&raw const testkit_probe_read_pair_insn))
     {
         &raw const testkit_fixup
-    } else if ec == esr::EC_UNKNOWN && is(&raw const testkit_guarded_hvc_insn) {
+    } else if class == ExceptionClass::Unknown && is(&raw const testkit_guarded_hvc_insn) {
         &raw const testkit_hvc_fixup
     } else {
         return false;
