@@ -53,14 +53,25 @@ register_bitfields! [u32,
         /// GICv3: disable security (one Security state).
         DS OFFSET(6) NUMBITS(1) [],
         /// GICv3: register write pending.
-        RWP OFFSET(31) NUMBITS(1) []
+        RWP OFFSET(31) NUMBITS(1) [],
+        /// Non-secure view (GICv2 with Security Extensions, GICv3 with DS =
+        /// 0): bit 0 enables Non-secure group 1 ...
+        EnableGrp1NS OFFSET(0) NUMBITS(1) [],
+        /// ... bit 1 is GICv3's EnableGrp1A ...
+        EnableGrp1A OFFSET(1) NUMBITS(1) [],
+        /// ... and bit 4 GICv3's ARE_NS.
+        ARE_NS OFFSET(4) NUMBITS(1) []
     ],
     /// GICD_TYPER.
     pub GICD_TYPER [
         /// Lines implemented: 32 * (ITLinesNumber + 1).
         ITLinesNumber OFFSET(0) NUMBITS(5) [],
         /// GICv2: number of CPU interfaces - 1.
-        CPUNumber OFFSET(5) NUMBITS(3) []
+        CPUNumber OFFSET(5) NUMBITS(3) [],
+        /// GICv3: INTID bits supported - 1.
+        IDbits OFFSET(19) NUMBITS(5) [],
+        /// GICv3: Aff3 is supported.
+        A3V OFFSET(24) NUMBITS(1) []
     ],
     /// GICD_SGIR (GICv2): software-generated interrupt.
     pub GICD_SGIR [
@@ -87,9 +98,13 @@ register_bitfields! [u32,
     pub GICC_CTLR [
         EnableGrp0 OFFSET(0) NUMBITS(1) [],
         EnableGrp1 OFFSET(1) NUMBITS(1) [],
+        /// GICC_IAR acknowledges group 1 interrupts too.
+        AckCtl OFFSET(2) NUMBITS(1) [],
         /// Split priority drop (EOIR) and deactivation (DIR).
         EOImodeS OFFSET(9) NUMBITS(1) [],
-        EOImodeNS OFFSET(10) NUMBITS(1) []
+        EOImodeNS OFFSET(10) NUMBITS(1) [],
+        /// Non-secure view: bit 0 enables group 1.
+        EnableGrp1NS OFFSET(0) NUMBITS(1) []
     ],
     /// GICH_HCR (GICv2), and the same bits of ICH_HCR_EL2 (GICv3).
     pub GICH_HCR [
@@ -113,8 +128,19 @@ register_bitfields! [u64,
         VLPIS OFFSET(1) NUMBITS(1) [],
         /// The last redistributor of its region.
         Last OFFSET(4) NUMBITS(1) [],
+        /// A number for the PE, unique among the redistributors.
+        ProcessorNumber OFFSET(8) NUMBITS(16) [],
         /// Aff3.Aff2.Aff1.Aff0 of the PE this redistributor serves.
         AffinityValue OFFSET(32) NUMBITS(32) []
+    ],
+    /// GICD_IROUTER<n> (GICv3): where SPI n goes.
+    pub GICD_IROUTER [
+        Aff0 OFFSET(0) NUMBITS(8) [],
+        Aff1 OFFSET(8) NUMBITS(8) [],
+        Aff2 OFFSET(16) NUMBITS(8) [],
+        /// Interrupt routing mode: any one participating PE.
+        IRM OFFSET(31) NUMBITS(1) [],
+        Aff3 OFFSET(32) NUMBITS(8) []
     ],
     /// ICC_SGI1R_EL1 (GICv3), the system register that sends a group 1 SGI.
     pub ICC_SGI1R [
@@ -137,10 +163,15 @@ pub const fn redistributor_affinity(mpidr: u64) -> u64 {
     ((mpidr >> 32) & 0xff) << 24 | (mpidr & 0xff_ffff)
 }
 
-/// The MPIDR_EL1 affinity fields as GICD_IROUTER<n> takes them (Aff3 in
-/// bits [39:32], Aff2.Aff1.Aff0 in [23:0], IRM = 0).
+/// The affinity fields of GICD_IROUTER<n>, which sit where MPIDR_EL1 has them.
+pub const IROUTER_AFFINITY_MASK: u64 = GICD_IROUTER::Aff0::SET.value
+    | GICD_IROUTER::Aff1::SET.value
+    | GICD_IROUTER::Aff2::SET.value
+    | GICD_IROUTER::Aff3::SET.value;
+
+/// The MPIDR_EL1 affinity as GICD_IROUTER<n> takes it (IRM = 0).
 pub const fn irouter_affinity(mpidr: u64) -> u64 {
-    mpidr & 0xff_00ff_ffff
+    mpidr & IROUTER_AFFINITY_MASK
 }
 
 /// A decoded ICC_SGI1R_EL1 value.
@@ -240,8 +271,9 @@ pub mod gicd {
             (0x0f10 => pub cpendsgir: [ReadWrite<u8>; 16]),
             (0x0f20 => pub spendsgir: [ReadWrite<u8>; 16]),
             (0x0f30 => _reserved3),
-            (0x6000 => pub irouter: [ReadWrite<u64>; 1020]),
-            (0x7fe0 => _reserved4),
+            /// n = 32..=1019 exist; the block's other slots are reserved.
+            (0x6000 => pub irouter: [ReadWrite<u64>; 1024]),
+            (0x8000 => _reserved4),
             (0xffd0 => pub id: [ReadOnly<u32>; 12]),
             (0x10000 => @END),
         }
@@ -274,7 +306,7 @@ pub mod gicd {
     pub const ICFGR_END: usize = ICFGR + 64 * 4;
     pub const CPENDSGIR_END: usize = SPENDSGIR;
     pub const SPENDSGIR_END: usize = SPENDSGIR + 16;
-    pub const IROUTER_END: usize = IROUTER + 1020 * 8;
+    pub const IROUTER_END: usize = IROUTER + 1024 * 8;
 
     /// Frame sizes.
     pub const V2_FRAME_SIZE: usize = 0x1000;
@@ -294,9 +326,12 @@ pub mod gicr {
             (0x0010 => pub statusr: ReadWrite<u32>),
             (0x0014 => pub waker: ReadWrite<u32, GICR_WAKER::Register>),
             (0x0018 => _reserved0),
-            (0x0070 => pub setlpir: WriteOnly<u64>),
-            (0x0078 => pub clrlpir: WriteOnly<u64>),
-            (0x0080 => _reserved1),
+            (0x0040 => pub setlpir: WriteOnly<u64>),
+            (0x0048 => pub clrlpir: WriteOnly<u64>),
+            (0x0050 => _reserved1),
+            (0x0070 => pub propbaser: ReadWrite<u64>),
+            (0x0078 => pub pendbaser: ReadWrite<u64>),
+            (0x0080 => _reserved2),
             (0xffd0 => pub id: [ReadOnly<u32>; 12]),
             (0x10000 => @END),
         },
@@ -331,8 +366,9 @@ pub mod gicr {
     pub const TYPER: usize = offset_of!(RdRegisters, typer);
     pub const STATUSR: usize = offset_of!(RdRegisters, statusr);
     pub const WAKER: usize = offset_of!(RdRegisters, waker);
-    pub const SETLPIR: usize = offset_of!(RdRegisters, setlpir);
-    pub const CLRLPIR_END: usize = offset_of!(RdRegisters, clrlpir) + 8;
+    pub const PROPBASER: usize = offset_of!(RdRegisters, propbaser);
+    pub const PENDBASER: usize = offset_of!(RdRegisters, pendbaser);
+    pub const PENDBASER_END: usize = PENDBASER + 8;
 
     /// Each frame's size.
     pub const FRAME_SIZE: usize = core::mem::size_of::<RdRegisters>();
@@ -442,7 +478,8 @@ mod tests {
         assert_eq!((gicd::ICPENDR, gicd::ISACTIVER, gicd::ICACTIVER, gicd::IPRIORITYR), (0x280, 0x300, 0x380, 0x400));
         assert_eq!((gicd::ITARGETSR, gicd::ICFGR, gicd::SGIR, gicd::IROUTER), (0x800, 0xc00, 0xf00, 0x6000));
         assert_eq!((gicd::CPENDSGIR, gicd::SPENDSGIR, gicd::V3_FRAME_SIZE), (0xf10, 0xf20, 0x1_0000));
-        assert_eq!((gicr::TYPER, gicr::WAKER, gicr::SGI_BASE, gicr::STRIDE), (8, 0x14, 0x1_0000, 0x2_0000));
+        assert_eq!((gicr::TYPER, gicr::WAKER, gicr::PROPBASER, gicr::PENDBASER), (8, 0x14, 0x70, 0x78));
+        assert_eq!((gicr::SGI_BASE, gicr::STRIDE, gicr::STRIDE_VLPIS), (0x1_0000, 0x2_0000, 0x4_0000));
         assert_eq!((gicr::sgi::IGROUPR0, gicr::sgi::ISENABLER0, gicr::sgi::IPRIORITYR, gicr::sgi::ICFGR1), (0x80, 0x100, 0x400, 0xc04));
         assert_eq!((gicc::PMR, gicc::IAR, gicc::EOIR, gicc::DIR), (4, 0xc, 0x10, 0x1000));
         assert_eq!((gich::VTR, gich::MISR, gich::ELRSR0, gich::APR, gich::LR0), (4, 0x10, 0x30, 0xf0, 0x100));
@@ -471,5 +508,6 @@ mod tests {
         assert!(Sgi1r::decode(1 << 40).irm);
         assert_eq!(redistributor_affinity(mpidr), (0x3 << 24) | (0x2 << 16) | (0x1 << 8) | 0x5);
         assert_eq!(irouter_affinity(mpidr | (1 << 31)), mpidr);
+        assert_eq!(IROUTER_AFFINITY_MASK, 0xff_00ff_ffff);
     }
 }
