@@ -2,7 +2,7 @@
 //! Technical Reference Manual* (Arm DDI 0183), chapter 3 "Programmers
 //! Model": for the console driver (`hv-uart`, through [`Registers`]), dom0's
 //! emulated PL011 and the test guests' drivers (through the offsets in
-//! [`reg`] and the masks in [`fr`], [`cr`], [`lcr_h`], [`rsr`], [`int`]).
+//! [`reg`] and the masks in [`dr`], [`fr`], [`cr`], [`lcr_h`], [`rsr`], [`int`]).
 //!
 //! The guests' accesses are trapped and emulated by dom0, so they go through
 //! `hv-mmio`'s single plain loads and stores (a hypervisor can emulate only
@@ -17,6 +17,15 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
 
 register_bitfields! [u32,
+    /// UARTDR, data (TRM 3.3.1): a received byte with its error flags.
+    pub UARTDR [
+        DATA OFFSET(0) NUMBITS(8) [],
+        /// Framing, parity, break and overrun errors.
+        FE OFFSET(8) NUMBITS(1) [],
+        PE OFFSET(9) NUMBITS(1) [],
+        BE OFFSET(10) NUMBITS(1) [],
+        OE OFFSET(11) NUMBITS(1) []
+    ],
     /// UARTRSR, receive status (TRM 3.3.2).
     pub UARTRSR [
         /// Overrun: a byte arrived while the receive FIFO was full.
@@ -122,6 +131,14 @@ pub mod reg {
     pub const FRAME_SIZE: u64 = core::mem::size_of::<Registers>() as u64;
 }
 
+/// `UARTDR` masks.
+pub mod dr {
+    use super::UARTDR;
+
+    /// The four error flags a received byte carries.
+    pub const ERRORS: u32 = UARTDR::FE::SET.value | UARTDR::PE::SET.value | UARTDR::BE::SET.value | UARTDR::OE::SET.value;
+}
+
 /// `UARTFR` masks.
 pub mod fr {
     use super::UARTFR;
@@ -191,6 +208,6 @@ mod tests {
         assert_eq!((fr::BUSY, fr::RXFE, fr::TXFF, fr::RXFF, fr::TXFE), (1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7));
         assert_eq!((cr::UARTEN, cr::LBE, cr::TXE, cr::RXE, cr::RESET), (1, 1 << 7, 1 << 8, 1 << 9, 0x300));
         assert_eq!((int::RX, int::TX, int::RT, int::ALL), (1 << 4, 1 << 5, 1 << 6, 0x7ff));
-        assert_eq!((lcr_h::FEN, lcr_h::WLEN_8, rsr::OE), (1 << 4, 0x60, 1 << 3));
+        assert_eq!((lcr_h::FEN, lcr_h::WLEN_8, rsr::OE, dr::ERRORS), (1 << 4, 0x60, 1 << 3, 0xf00));
     }
 }
