@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use spin::Once;
 
 use super::cpu::{self, MAX_CPUS};
+use hv_devtree::addr::PhysAddr;
 use hv_devtree::platform::{Gic as GicDesc, GicVersion, MemRegion};
 
 /// Priority of every enabled interrupt (lower is more urgent).
@@ -65,7 +66,8 @@ enum Cpu {
     },
     V3 {
         gicr: [AtomicUsize; MAX_CPUS],
-        regions: [(u64, u64); 4],
+        /// Redistributor regions from the device tree; unused slots are empty.
+        regions: [MemRegion; 4],
     },
 }
 
@@ -107,9 +109,9 @@ pub fn init(desc: &GicDesc) -> Result<(), &'static str> {
             Cpu::V2 { gicc }
         }
         GicVersion::V3 => {
-            let mut regions = [(0, 0); 4];
+            let mut regions = [MemRegion { base: PhysAddr::new(0), size: 0 }; 4];
             for (slot, r) in regions.iter_mut().zip(desc.gicr.iter()) {
-                *slot = (r.base.as_u64(), r.size);
+                *slot = *r;
             }
             if desc.gicr.is_empty() {
                 return Err("GICv3 without redistributors");
@@ -383,10 +385,11 @@ impl Gic {
 }
 
 /// Walks the redistributor frames for the one whose GICR_TYPER affinity is this CPU's.
-fn find_redistributor(regions: &[(u64, u64)]) -> Option<Mmio> {
+fn find_redistributor(regions: &[MemRegion]) -> Option<Mmio> {
     let m = cpu::mpidr();
     let want = redistributor_affinity(m);
-    for &(base, size) in regions.iter().filter(|r| r.1 != 0) {
+    for region in regions.iter().filter(|r| r.size != 0) {
+        let (base, size) = (region.base.as_u64(), region.size);
         let mut at = base;
         while at + gicr::STRIDE as u64 <= base + size {
             // SAFETY: a frame inside a redistributor region from the device tree.
