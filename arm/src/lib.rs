@@ -5,6 +5,7 @@
 //!   hypervisor's `vectors.S`, and `asm/el1_vectors.S` of dom0 and the
 //!   guests), with the offsets the assembly relies on checked at compile time;
 //! - [`esr`]: Exception Syndrome Register decoding;
+//! - [`Vector`]: which vector table entry was taken;
 //! - [`gic`]: GICv2/GICv3 register maps (distributor, redistributor, CPU
 //!   interface, virtual interface control);
 //! - [`pl011`]: the PL011 UART's register map and flag bits.
@@ -21,5 +22,7 @@ pub mod esr;
 pub mod gic;
 pub mod pl011;
 mod trap_frame;
+mod vector;
 
-pub use trap_frame::TrapFrame;
+pub use trap_frame::{TrapFrame, TRAP_FRAME_SIZE};
+pub use vector::{Vector, VectorAtEl, VectorKind, VectorOrigin};

@@ -22,7 +22,7 @@ use crate::writer::{cells_bytes, node_name, string_list, FdtWriter, WriteError};
 pub const DOM0_FDT_MAX: usize = 1 << 20;
 
 /// One GICv3 redistributor frame pair (RD_base + SGI_base), per vCPU.
-pub const GICR_FRAME_PAIR: u64 = 0x2_0000;
+pub const GICR_FRAME_PAIR: u64 = hv_arm::gic::gicr::STRIDE as u64;
 
 /// The GIC dom0 sees (CPU physical addresses, identity-mapped into dom0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

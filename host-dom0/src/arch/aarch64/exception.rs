@@ -1,9 +1,10 @@
 //! EL1 exception handling: the frame `vectors.S` saves, IRQ dispatch to the
 //! GIC, the `peek` fix-up, and a crash report (ESR, ELR, FAR) for anything else.
 
-use core::fmt::{self, Write};
+use core::fmt::Write;
 
 use hv_arm::esr::Esr;
+use hv_arm::{Vector, VectorKind};
 
 use super::{cpu, gic, probe};
 
@@ -12,44 +13,25 @@ use super::{cpu, gic, probe};
 /// the guests.
 pub use hv_arm::TrapFrame;
 
-/// Which of the 16 vector entries was taken.
-struct VectorKind(u64);
-
-impl fmt::Display for VectorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let origin = [
-            "EL1 with SP_EL0",
-            "EL1 with SP_EL1",
-            "EL0 (AArch64)",
-            "EL0 (AArch32)",
-        ];
-        let kind = ["synchronous", "IRQ", "FIQ", "SError"];
-        let i = self.0 as usize;
-        match (origin.get(i / 4), kind.get(i % 4)) {
-            (Some(o), Some(k)) => write!(f, "{k} from {o}"),
-            _ => write!(f, "vector {}", self.0),
-        }
-    }
-}
-
 /// Called by every vector entry with the saved frame.
 #[no_mangle]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
-    match kind {
-        1 | 5 => gic::handle_irq(),
-        0 | 4 if probe::fix_up(frame) => {}
-        _ => crash(frame, kind),
+    let vector = Vector(kind);
+    match vector.kind() {
+        VectorKind::Irq if vector.from_current_el() => gic::handle_irq(),
+        VectorKind::Synchronous if vector.from_current_el() && probe::fix_up(frame) => {}
+        _ => crash(frame, vector),
     }
 }
 
-fn crash(frame: &TrapFrame, kind: u64) -> ! {
+fn crash(frame: &TrapFrame, vector: Vector) -> ! {
     let mut out = crate::console::panic_console();
     let esr = Esr(frame.esr);
     let _ = writeln!(
         out,
         "\n[dom0] *** unexpected exception on cpu{}: {}",
         cpu::index(),
-        VectorKind(kind)
+        vector.at_el(1)
     );
     let _ = writeln!(
         out,

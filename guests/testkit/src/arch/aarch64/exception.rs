@@ -5,6 +5,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hv_arm::esr::ExceptionClass;
+use hv_arm::{Vector, VectorKind};
 
 use super::cpu::{self, MAX_CPUS};
 use super::gic;
@@ -100,13 +101,13 @@ fn fix_up(frame: &mut TrapFrame) -> bool {
     true
 }
 
-/// Vector kinds (vectors.S): 0..3 current EL with SP_EL0, 4..7 with SP_EL1,
-/// each synchronous / IRQ / FIQ / SError.
+/// `kind` is the vector table entry (`hv_arm::Vector`).
 #[no_mangle]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
-    match kind {
-        1 | 5 => gic::handle_irq(),
-        0 | 4 if fix_up(frame) => {}
-        _ => crate::rt::unexpected_exception(kind, frame.esr, frame.elr, frame.far),
+    let vector = Vector(kind);
+    match vector.kind() {
+        VectorKind::Irq if vector.from_current_el() => gic::handle_irq(),
+        VectorKind::Synchronous if vector.from_current_el() && fix_up(frame) => {}
+        _ => crate::rt::unexpected_exception(vector, frame.esr, frame.elr, frame.far),
     }
 }
