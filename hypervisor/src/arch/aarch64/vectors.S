@@ -1,6 +1,6 @@
 /*
  * EL2 exception vectors (VBAR_EL2). Every entry saves the full register
- * state as a TrapFrame (see exception.rs, whose offsets are checked at
+ * state as a TrapFrame (hv_arm::TrapFrame, whose offsets are checked at
  * compile time) and calls the Rust handler with the frame and the entry kind.
  */
 
