@@ -1,7 +1,7 @@
 /*
  * EL1 exception vectors (VBAR_EL1), shared by dom0 and the test guests'
  * testkit (each defines its own handle_exception). Every entry saves the general registers
- * as a TrapFrame (exception.rs checks the offsets at compile time) plus the
+ * as a TrapFrame (hv_arm::TrapFrame checks the offsets at compile time) plus the
  * FP/SIMD state (interrupt handlers are Rust code and may use it), calls
  * handle_exception(frame, kind), and restores everything (the handler may
  * change ELR, e.g. the peek fix-up).

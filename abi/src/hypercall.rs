@@ -460,13 +460,13 @@ pub mod guest {
     pub const GICD_SIZE: u64 = 0x1_0000;
     /// GICv2 CPU interface (the host's GICV frame is mapped here).
     pub const GICC_BASE: u64 = 0x0801_0000;
-    pub const GICC_SIZE: u64 = 0x2000;
+    pub const GICC_SIZE: u64 = hv_arm::gic::gicc::FRAME_SIZE as u64;
     /// GICv3 redistributors (emulated), 128 KiB per vCPU.
     pub const GICR_BASE: u64 = 0x080A_0000;
-    pub const GICR_STRIDE: u64 = 0x2_0000;
+    pub const GICR_STRIDE: u64 = hv_arm::gic::gicr::STRIDE as u64;
     /// PL011 console UART.
     pub const UART_BASE: u64 = 0x0900_0000;
-    pub const UART_SIZE: u64 = 0x1000;
+    pub const UART_SIZE: u64 = hv_arm::pl011::reg::FRAME_SIZE;
     /// The UART's SPI number (INTID 33).
     pub const UART_SPI: u32 = 1;
     /// virtio-mmio slots: base + i * stride, SPI `VIRTIO_SPI_BASE + i`.

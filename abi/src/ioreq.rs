@@ -38,6 +38,17 @@ pub enum Direction {
     Write = 1,
 }
 
+impl Direction {
+    /// The direction [`IoRequest::dir`] encodes, if any.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Direction::Read),
+            1 => Some(Direction::Write),
+            _ => None,
+        }
+    }
+}
+
 /// One guest access, hypervisor → dom0. 32 bytes, little-endian.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -144,10 +155,8 @@ impl IoRequest {
         if self.reserved != 0 || self.flags & !FLAGS != 0 {
             return Err(BadRequest::Reserved);
         }
-        let dir = match self.dir {
-            0 => Direction::Read,
-            1 => Direction::Write,
-            d => return Err(BadRequest::Direction(d)),
+        let Some(dir) = Direction::from_u8(self.dir) else {
+            return Err(BadRequest::Direction(self.dir));
         };
         if matches!(dir, Direction::Read) && self.is_posted() {
             return Err(BadRequest::PostedRead);
@@ -158,33 +167,34 @@ impl IoRequest {
         Ok(dir)
     }
 
-    /// The slot's bytes as laid out in shared memory.
+    /// The slot's bytes as laid out in shared memory (field offsets from
+    /// the `#[repr(C)]` layout above).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
-        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
-        out[8..10].copy_from_slice(&self.vm.to_le_bytes());
-        out[10..12].copy_from_slice(&self.vcpu.to_le_bytes());
-        out[12] = self.size;
-        out[13] = self.dir;
-        out[14] = self.flags;
-        out[15] = self.reserved;
-        out[16..24].copy_from_slice(&self.addr.to_le_bytes());
-        out[24..32].copy_from_slice(&self.data.to_le_bytes());
+        put(&mut out, offset_of!(IoRequest, seq), self.seq.to_le_bytes());
+        put(&mut out, offset_of!(IoRequest, vm), self.vm.to_le_bytes());
+        put(&mut out, offset_of!(IoRequest, vcpu), self.vcpu.to_le_bytes());
+        put(&mut out, offset_of!(IoRequest, size), [self.size]);
+        put(&mut out, offset_of!(IoRequest, dir), [self.dir]);
+        put(&mut out, offset_of!(IoRequest, flags), [self.flags]);
+        put(&mut out, offset_of!(IoRequest, reserved), [self.reserved]);
+        put(&mut out, offset_of!(IoRequest, addr), self.addr.to_le_bytes());
+        put(&mut out, offset_of!(IoRequest, data), self.data.to_le_bytes());
         out
     }
 
     /// Decodes a slot copied out of shared memory (not validated).
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
         IoRequest {
-            seq: le64(b, 0),
-            vm: u16::from_le_bytes([b[8], b[9]]),
-            vcpu: u16::from_le_bytes([b[10], b[11]]),
-            size: b[12],
-            dir: b[13],
-            flags: b[14],
-            reserved: b[15],
-            addr: le64(b, 16),
-            data: le64(b, 24),
+            seq: u64::from_le_bytes(get(b, offset_of!(IoRequest, seq))),
+            vm: u16::from_le_bytes(get(b, offset_of!(IoRequest, vm))),
+            vcpu: u16::from_le_bytes(get(b, offset_of!(IoRequest, vcpu))),
+            size: b[offset_of!(IoRequest, size)],
+            dir: b[offset_of!(IoRequest, dir)],
+            flags: b[offset_of!(IoRequest, flags)],
+            reserved: b[offset_of!(IoRequest, reserved)],
+            addr: u64::from_le_bytes(get(b, offset_of!(IoRequest, addr))),
+            data: u64::from_le_bytes(get(b, offset_of!(IoRequest, data))),
         }
     }
 }
@@ -248,27 +258,34 @@ impl IoCompletion {
 
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
-        out[0..8].copy_from_slice(&self.seq.to_le_bytes());
-        out[8..16].copy_from_slice(&self.data.to_le_bytes());
-        out[16..20].copy_from_slice(&self.status.to_le_bytes());
-        out[20..24].copy_from_slice(&self.reserved.to_le_bytes());
+        put(&mut out, offset_of!(IoCompletion, seq), self.seq.to_le_bytes());
+        put(&mut out, offset_of!(IoCompletion, data), self.data.to_le_bytes());
+        put(&mut out, offset_of!(IoCompletion, status), self.status.to_le_bytes());
+        put(&mut out, offset_of!(IoCompletion, reserved), self.reserved.to_le_bytes());
         out
     }
 
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
         IoCompletion {
-            seq: le64(b, 0),
-            data: le64(b, 8),
-            status: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
-            reserved: u32::from_le_bytes([b[20], b[21], b[22], b[23]]),
+            seq: u64::from_le_bytes(get(b, offset_of!(IoCompletion, seq))),
+            data: u64::from_le_bytes(get(b, offset_of!(IoCompletion, data))),
+            status: u32::from_le_bytes(get(b, offset_of!(IoCompletion, status))),
+            reserved: u32::from_le_bytes(get(b, offset_of!(IoCompletion, reserved))),
         }
     }
 }
 
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
+/// Writes a field's little-endian bytes at `at` (an `offset_of!` of a
+/// fixed-size slot, so always in bounds).
+fn put<const N: usize>(out: &mut [u8], at: usize, bytes: [u8; N]) {
+    out[at..at + N].copy_from_slice(&bytes);
+}
+
+/// Reads a field's `N` bytes at `at` (as [`put`]).
+fn get<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut w = [0u8; N];
+    w.copy_from_slice(&b[at..at + N]);
+    w
 }
 
 /// A ring's indices in shared memory. `prod` and `cons` sit on separate

@@ -22,7 +22,7 @@ use crate::writer::{cells_bytes, node_name, string_list, FdtWriter, WriteError};
 pub const DOM0_FDT_MAX: usize = 1 << 20;
 
 /// One GICv3 redistributor frame pair (RD_base + SGI_base), per vCPU.
-pub const GICR_FRAME_PAIR: u64 = 0x2_0000;
+pub const GICR_FRAME_PAIR: u64 = hv_arm::gic::gicr::STRIDE as u64;
 
 /// The GIC dom0 sees (CPU physical addresses, identity-mapped into dom0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,9 +173,36 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
     let checked = blob::check(host)?;
     let fdt = checked.fdt()?;
     let tree = Tree::new(&fdt);
-    let host_nodes = tree.nodes.len();
-    let mut out: Vec<Out> = tree
-        .nodes
+    let mut out = copy_host_nodes(&tree);
+    let gic = find_gic(&tree)?;
+
+    let memory_nodes = replace_memory(&tree, cfg.memory, &mut out)?;
+    let memreserve = memreserve_inside(&checked.memreserve, cfg.memory);
+    let reserved_memory = keep_reserved_memory_inside(&tree, cfg.memory, &mut out);
+    let (cpus, boot_cpuid) = keep_dom0_cpus(&tree, cfg.vcpus, &mut out)?;
+    psci_through_hvc(&tree, &mut out);
+    emulated_gic(&tree, gic, cfg, &mut out)?;
+    timer_without_el2_interrupt(&tree, &mut out);
+    chosen(&tree, cfg, &mut out)?;
+    hypervisor_node(&tree, &mut out);
+
+    let alive = Alive::new(&tree, &out);
+    drop_dangling_msi_references(&tree, &alive, &mut out);
+    let not_passed = NotPassedThrough { cpus, gic, reserved_memory, memory_nodes: &memory_nodes };
+    let passthrough_mmio = passthrough_mmio(&tree, &alive, &not_passed);
+    let passthrough_spis = passthrough_spis(&tree, &alive, gic);
+
+    let blob = write_blob(&out, &memreserve, boot_cpuid)?;
+    Ok(Dom0Tree {
+        blob,
+        passthrough_mmio,
+        passthrough_spis,
+    })
+}
+
+/// The starting point: every host node and property, in order, all kept.
+fn copy_host_nodes(tree: &Tree<'_>) -> Vec<Out> {
+    tree.nodes
         .iter()
         .map(|n| Out {
             name: node_name(&n.path).into(),
@@ -187,32 +214,47 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
                 .collect(),
             keep: true,
         })
-        .collect();
-    let gic = find_gic(&tree)?;
+        .collect()
+}
 
-    // ---- memory
-    let first_mem = cfg
-        .memory
-        .first()
-        .ok_or(bad("dom0 has no memory").at("/memory"))?;
-    let (root_ac, root_sc) = tree.cells(0);
-    let mut mem_reg = Vec::new();
-    for r in cfg.memory {
+/// Whether all of `r` lies inside one of dom0's memory regions.
+fn inside_memory(memory: &[MemRegion], r: &MemRegion) -> bool {
+    r.end().is_some_and(|end| {
+        memory
+            .iter()
+            .any(|m| r.base >= m.base && m.end().is_some_and(|me| end <= me))
+    })
+}
+
+/// `memory` as a `reg` value in `#address-cells` = `ac`, `#size-cells` = `sc`.
+fn memory_reg(memory: &[MemRegion], ac: usize, sc: usize) -> Result<Vec<u8>, PlatformError> {
+    let mut value = Vec::new();
+    for r in memory {
         r.end()
             .ok_or(PlatformError::new(ErrorKind::Overflow).at("/memory"))?;
-        mem_reg.extend(encode(r.base.as_u64(), root_ac).ok_or(bad(
+        value.extend(encode(r.base.as_u64(), ac).ok_or(bad(
             "dom0 memory base does not fit the root's #address-cells",
         ))?);
-        mem_reg.extend(
-            encode(r.size, root_sc)
+        value.extend(
+            encode(r.size, sc)
                 .ok_or(bad("dom0 memory size does not fit the root's #size-cells"))?,
         );
     }
-    let memory_nodes: Vec<usize> = (0..host_nodes)
+    Ok(value)
+}
+
+/// Removes the host's memory nodes and puts one for dom0's memory in the
+/// first one's place (or at the end of the root). Returns the host's
+/// memory nodes.
+fn replace_memory(tree: &Tree<'_>, memory: &[MemRegion], out: &mut Vec<Out>) -> Result<Vec<usize>, PlatformError> {
+    let first_mem = memory.first().ok_or(bad("dom0 has no memory").at("/memory"))?;
+    let (root_ac, root_sc) = tree.cells(0);
+    let mem_reg = memory_reg(memory, root_ac, root_sc)?;
+    let memory_nodes: Vec<usize> = (0..tree.nodes.len())
         .filter(|&i| tree.strings(i, "device_type").next() == Some("memory"))
         .collect();
     memory_nodes.iter().for_each(|&i| out[i].keep = false);
-    let memory = Out {
+    let node = Out {
         name: format!("memory@{:x}", first_mem.base.as_u64()),
         parent: Some(0),
         props: alloc::vec![
@@ -225,37 +267,40 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
         .iter()
         .find(|&&i| tree.node(i).and_then(|n| n.parent) == Some(0))
     {
-        Some(&slot) => out[slot] = memory,
-        None => out.push(memory),
+        Some(&slot) => out[slot] = node,
+        None => out.push(node),
     }
+    Ok(memory_nodes)
+}
 
-    // ---- /memreserve/ and /reserved-memory
-    let inside = |r: &MemRegion| {
-        r.end().is_some_and(|end| {
-            cfg.memory
-                .iter()
-                .any(|m| r.base >= m.base && m.end().is_some_and(|me| end <= me))
-        })
-    };
-    let memreserve: Vec<(u64, u64)> = checked
-        .memreserve
+/// The `/memreserve/` entries that lie inside dom0's memory.
+fn memreserve_inside(memreserve: &[(u64, u64)], memory: &[MemRegion]) -> Vec<(u64, u64)> {
+    memreserve
         .iter()
         .copied()
-        .filter(|&(a, s)| MemRegion::checked(PhysAddr::new(a), s).is_some_and(|r| inside(&r)))
-        .collect();
-    let reserved_memory = tree.find("/reserved-memory");
-    if let Some(rm) = reserved_memory {
-        let mut any = false;
-        for child in tree.children(rm) {
-            let keep = tree.prop(child, "reg").is_some()
-                && reg(&tree, child).is_ok_and(|regs| regs.iter().all(inside));
-            out[child].keep = keep;
-            any |= keep;
-        }
-        out[rm].keep = any;
-    }
+        .filter(|&(a, s)| MemRegion::checked(PhysAddr::new(a), s).is_some_and(|r| inside_memory(memory, &r)))
+        .collect()
+}
 
-    // ---- /cpus
+/// Keeps the `/reserved-memory` children whose every `reg` entry lies inside
+/// dom0's memory (and the node itself only if one is left). Returns the node.
+fn keep_reserved_memory_inside(tree: &Tree<'_>, memory: &[MemRegion], out: &mut [Out]) -> Option<usize> {
+    let rm = tree.find("/reserved-memory")?;
+    let mut any = false;
+    for child in tree.children(rm) {
+        let keep = tree.prop(child, "reg").is_some()
+            && reg(tree, child).is_ok_and(|regs| regs.iter().all(|r| inside_memory(memory, r)));
+        out[child].keep = keep;
+        any |= keep;
+    }
+    out[rm].keep = any;
+    Some(rm)
+}
+
+/// Keeps the first `vcpus` enabled CPUs, started through PSCI; drops the
+/// rest, `/cpus`' own `enable-method` and `cpu-map`. Returns `/cpus` and the
+/// first kept CPU's `reg` (the header's `boot_cpuid_phys`).
+fn keep_dom0_cpus(tree: &Tree<'_>, vcpus: usize, out: &mut [Out]) -> Result<(usize, u32), PlatformError> {
     let cpus = tree
         .find("/cpus")
         .ok_or(PlatformError::new(ErrorKind::Missing).at("/cpus"))?;
@@ -268,13 +313,13 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
         .copied()
         .filter(|&c| tree.enabled(c))
         .collect();
-    if cfg.vcpus == 0 {
+    if vcpus == 0 {
         return Err(bad("dom0 needs at least one vCPU").at("/cpus"));
     }
-    if cfg.vcpus > enabled.len() {
+    if vcpus > enabled.len() {
         return Err(bad("dom0 has more vCPUs than the host has enabled CPUs").at("/cpus"));
     }
-    let kept_cpus = &enabled[..cfg.vcpus];
+    let kept_cpus = &enabled[..vcpus];
     for &c in &cpu_nodes {
         if kept_cpus.contains(&c) {
             out[c].set("enable-method", string_list(&["psci"]));
@@ -295,10 +340,14 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
         .and_then(|v| v.get(cpu_ac.saturating_sub(1) * 4..cpu_ac * 4))
         .and_then(|v| be32(v, 0))
         .unwrap_or(0);
+    Ok((cpus, boot_cpuid))
+}
 
-    // ---- PSCI
+/// One PSCI node, calling the hypervisor through HVC (the first host PSCI
+/// node keeps its phandle; the others go).
+fn psci_through_hvc(tree: &Tree<'_>, out: &mut Vec<Out>) {
     let psci_compat = ["arm,psci", "arm,psci-0.2", "arm,psci-1.0"];
-    let psci_nodes: Vec<usize> = (0..host_nodes)
+    let psci_nodes: Vec<usize> = (0..tree.nodes.len())
         .filter(|&i| tree.compatible(i, &psci_compat))
         .collect();
     let mut psci_props = alloc::vec![
@@ -325,8 +374,11 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
             keep: true,
         }),
     }
+}
 
-    // ---- GIC
+/// The GIC node describes the emulated GIC of `cfg.gic`: its `reg`, no
+/// maintenance interrupt, no children (v2m frames, ITSes).
+fn emulated_gic(tree: &Tree<'_>, gic: usize, cfg: &Dom0Config, out: &mut [Out]) -> Result<(), PlatformError> {
     let gic_v3 = tree.compatible(gic, &["arm,gic-v3"]);
     let gic_path = tree.path(gic);
     let gic_bus = tree.node(gic).and_then(|n| n.parent).unwrap_or(0);
@@ -346,36 +398,40 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
     let mut gic_reg = Vec::new();
     let (bus_ac, bus_sc) = tree.cells(gic_bus);
     for r in gic_regions {
-        let addr = untranslate(&tree, gic_bus, r).map_err(|e| e.at(gic_path).prop("reg"))?;
+        let addr = untranslate(tree, gic_bus, r).map_err(|e| e.at(gic_path).prop("reg"))?;
         let too_big = || bad("does not fit the bus's cells").at(gic_path).prop("reg");
         gic_reg.extend(encode(addr, bus_ac).ok_or_else(too_big)?);
         gic_reg.extend(encode(r.size, bus_sc).ok_or_else(too_big)?);
     }
-    {
-        let g = &mut out[gic];
-        g.set("reg", gic_reg);
-        g.remove("interrupts");
-        g.remove("redistributor-stride");
-        if v3 {
-            g.set("#redistributor-regions", cells_bytes(&[1]));
-        } else {
-            g.remove("#redistributor-regions");
-        }
+    let g = &mut out[gic];
+    g.set("reg", gic_reg);
+    g.remove("interrupts");
+    g.remove("redistributor-stride");
+    if v3 {
+        g.set("#redistributor-regions", cells_bytes(&[1]));
+    } else {
+        g.remove("#redistributor-regions");
     }
     for c in tree.children(gic) {
         out[c].keep = false;
     }
+    Ok(())
+}
 
-    // ---- timer
-    for (i, node) in out.iter_mut().enumerate().take(host_nodes) {
+/// The architected timer keeps its first three interrupts; the fourth (EL2
+/// physical timer) is the hypervisor's.
+fn timer_without_el2_interrupt(tree: &Tree<'_>, out: &mut [Out]) {
+    for (i, node) in out.iter_mut().enumerate().take(tree.nodes.len()) {
         if tree.compatible(i, &["arm,armv8-timer"]) {
             if let Some((_, v)) = node.props.iter_mut().find(|(k, _)| k == "interrupts") {
                 v.truncate(36);
             }
         }
     }
+}
 
-    // ---- /chosen
+/// `/chosen` (created if absent) with dom0's bootargs and initrd.
+fn chosen(tree: &Tree<'_>, cfg: &Dom0Config, out: &mut Vec<Out>) -> Result<(), PlatformError> {
     let chosen = match tree.find("/chosen") {
         Some(c) => c,
         None => {
@@ -402,8 +458,11 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
             out[chosen].remove("linux,initrd-end");
         }
     }
+    Ok(())
+}
 
-    // ---- /hypervisor
+/// `/hypervisor`, so dom0 knows it is a guest.
+fn hypervisor_node(tree: &Tree<'_>, out: &mut Vec<Out>) {
     let hv_props = alloc::vec![("compatible".into(), string_list(&["rusthv,hypervisor"]))];
     match tree.find("/hypervisor") {
         Some(h) => out[h].props = hv_props,
@@ -414,81 +473,123 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
             keep: true,
         }),
     }
+}
 
-    // ---- which host nodes survive
-    let alive: Vec<bool> = (0..host_nodes)
-        .map(|i| chain(&tree, i).all(|a| out[a].keep))
-        .collect();
-    let is_alive = |i: usize| alive.get(i).copied().unwrap_or(false);
+/// Which host nodes survive: kept, with every ancestor kept.
+struct Alive(Vec<bool>);
 
-    // ---- MSI references to removed nodes
-    for i in (0..host_nodes).filter(|&i| is_alive(i)) {
+impl Alive {
+    fn new(tree: &Tree<'_>, out: &[Out]) -> Self {
+        Alive(
+            (0..tree.nodes.len())
+                .map(|i| chain(tree, i).all(|a| out[a].keep))
+                .collect(),
+        )
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.0.get(i).copied().unwrap_or(false)
+    }
+
+    /// Alive and enabled, with every ancestor enabled.
+    fn usable(&self, tree: &Tree<'_>, i: usize) -> bool {
+        self.get(i) && chain(tree, i).all(|a| tree.enabled(a))
+    }
+}
+
+/// Node `i` is `top` or below it.
+fn under(tree: &Tree<'_>, i: usize, top: Option<usize>) -> bool {
+    top.is_some_and(|t| chain(tree, i).any(|a| a == t))
+}
+
+/// Removes `msi-parent` / `msi-map` (+ `msi-map-mask`) that reference a
+/// removed or unknown node.
+fn drop_dangling_msi_references(tree: &Tree<'_>, alive: &Alive, out: &mut [Out]) {
+    for i in (0..tree.nodes.len()).filter(|&i| alive.get(i)) {
         let dangling = |targets: Option<Vec<Option<usize>>>| {
-            targets.is_none_or(|t| t.iter().any(|&n| n.is_none_or(|n| !is_alive(n))))
+            targets.is_none_or(|t| t.iter().any(|&n| n.is_none_or(|n| !alive.get(n))))
         };
         if tree
             .prop(i, "msi-parent")
-            .is_some_and(|v| dangling(msi_parent_targets(&tree, v)))
+            .is_some_and(|v| dangling(msi_parent_targets(tree, v)))
         {
             out[i].remove("msi-parent");
         }
         if tree
             .prop(i, "msi-map")
-            .is_some_and(|v| dangling(msi_map_targets(&tree, v)))
+            .is_some_and(|v| dangling(msi_map_targets(tree, v)))
         {
             out[i].remove("msi-map");
             out[i].remove("msi-map-mask");
         }
     }
+}
 
-    // ---- passthrough
-    let usable = |i: usize| is_alive(i) && chain(&tree, i).all(|a| tree.enabled(a));
-    let under = |i: usize, top: Option<usize>| top.is_some_and(|t| chain(&tree, i).any(|a| a == t));
+/// The host nodes whose windows are never dom0's devices.
+struct NotPassedThrough<'a> {
+    cpus: usize,
+    gic: usize,
+    reserved_memory: Option<usize>,
+    memory_nodes: &'a [usize],
+}
+
+/// Whether two regions share a byte (ends saturate).
+fn overlaps(a: &MemRegion, b: &MemRegion) -> bool {
+    let (ae, be) = (
+        a.base.as_u64().saturating_add(a.size),
+        b.base.as_u64().saturating_add(b.size),
+    );
+    a.base.as_u64() < be && b.base.as_u64() < ae
+}
+
+/// The MMIO windows of the devices dom0 keeps (see [`derive_dom0_tree`]),
+/// without anything over host RAM or a host GIC frame, page-aligned outward,
+/// sorted and merged.
+fn passthrough_mmio(tree: &Tree<'_>, alive: &Alive, not: &NotPassedThrough) -> Vec<MemRegion> {
     let mut host_forbidden: Vec<MemRegion> = Vec::new();
-    for &m in &memory_nodes {
-        host_forbidden.extend(reg(&tree, m).unwrap_or_default());
+    for &m in not.memory_nodes {
+        host_forbidden.extend(reg(tree, m).unwrap_or_default());
     }
-    host_forbidden.extend(reg(&tree, gic).unwrap_or_default());
-    for c in tree.children(gic) {
-        host_forbidden.extend(reg(&tree, c).unwrap_or_default());
+    host_forbidden.extend(reg(tree, not.gic).unwrap_or_default());
+    for c in tree.children(not.gic) {
+        host_forbidden.extend(reg(tree, c).unwrap_or_default());
     }
     let mut mmio = Vec::new();
-    for i in 1..host_nodes {
+    for i in 1..tree.nodes.len() {
         let parent = tree.node(i).and_then(|n| n.parent).unwrap_or(0);
-        if !usable(i)
-            || under(i, Some(cpus))
-            || under(i, Some(gic))
-            || under(i, reserved_memory)
-            || memory_nodes.contains(&i)
+        if !alive.usable(tree, i)
+            || under(tree, i, Some(not.cpus))
+            || under(tree, i, Some(not.gic))
+            || under(tree, i, not.reserved_memory)
+            || not.memory_nodes.contains(&i)
             || (parent != 0 && tree.prop(parent, "ranges").is_none())
         {
             continue;
         }
         if tree.prop(i, "reg").is_some() {
-            mmio.extend(reg(&tree, i).unwrap_or_default());
+            mmio.extend(reg(tree, i).unwrap_or_default());
         }
         if tree.strings(i, "device_type").next() == Some("pci") {
-            mmio.extend(bridge_windows(&tree, i));
+            mmio.extend(bridge_windows(tree, i));
         }
     }
-    let overlaps = |a: &MemRegion, b: &MemRegion| {
-        let (ae, be) = (
-            a.base.as_u64().saturating_add(a.size),
-            b.base.as_u64().saturating_add(b.size),
-        );
-        a.base.as_u64() < be && b.base.as_u64() < ae
-    };
     mmio.retain(|r| r.size > 0 && !host_forbidden.iter().any(|f| overlaps(r, f)));
-    let passthrough_mmio = page_merge(mmio);
+    page_merge(mmio)
+}
 
+/// The SPIs the devices dom0 keeps send to the GIC, sorted, deduplicated.
+fn passthrough_spis(tree: &Tree<'_>, alive: &Alive, gic: usize) -> Vec<u32> {
     let mut spis = Vec::new();
-    for i in (0..host_nodes).filter(|&i| usable(i) && i != gic && !under(i, Some(gic))) {
-        spis.extend(gic_spis(&tree, i, gic));
+    for i in (0..tree.nodes.len()).filter(|&i| alive.usable(tree, i) && i != gic && !under(tree, i, Some(gic))) {
+        spis.extend(gic_spis(tree, i, gic));
     }
     spis.sort_unstable();
     spis.dedup();
+    spis
+}
 
-    // ---- emit
+/// The derived blob: kept nodes in order, at most [`DOM0_FDT_MAX`] bytes.
+fn write_blob(out: &[Out], memreserve: &[(u64, u64)], boot_cpuid: u32) -> Result<Vec<u8>, PlatformError> {
     let mut kids: Vec<Vec<usize>> = (0..out.len()).map(|_| Vec::new()).collect();
     for (i, n) in out.iter().enumerate() {
         if let Some(p) = n.parent {
@@ -498,13 +599,8 @@ pub fn derive_dom0_tree(host: &[u8], cfg: &Dom0Config) -> Result<Dom0Tree, Platf
     let mut w = FdtWriter::new();
     memreserve.iter().for_each(|&(a, s)| w.reserve(a, s));
     w.boot_cpuid_phys(boot_cpuid);
-    emit(&out, &kids, 0, &mut w).map_err(write_err)?;
-    let blob = w.finish_limited(DOM0_FDT_MAX).map_err(write_err)?;
-    Ok(Dom0Tree {
-        blob,
-        passthrough_mmio,
-        passthrough_spis: spis,
-    })
+    emit(out, &kids, 0, &mut w).map_err(write_err)?;
+    w.finish_limited(DOM0_FDT_MAX).map_err(write_err)
 }
 
 fn write_err(e: WriteError) -> PlatformError {

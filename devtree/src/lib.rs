@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod addr;
 pub mod dom0;
+pub mod fdt_format;
 pub mod guest;
 pub mod platform;
 pub mod writer;

@@ -13,6 +13,9 @@
 //!
 //! [`Node`] is an owned node-tree value with a chainable builder API, which
 //! [`Node::to_fdt`] serialises through the writer.
+//!
+//! Hand-written because the `fdt` crate only reads; the format's constants
+//! are `crate::fdt_format`'s.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -21,17 +24,10 @@ use core::fmt;
 use crate::platform::blob;
 use crate::platform::tree::Tree;
 use crate::platform::PlatformError;
+use crate::fdt_format::token::{BEGIN_NODE, END, END_NODE, NOP, PROP};
+use crate::fdt_format::{Header, LAST_COMP_VERSION, VERSION};
 
-const MAGIC: u32 = 0xd00d_feed;
-const HEADER_LEN: usize = 40;
-const BEGIN_NODE: u32 = 1;
-const END_NODE: u32 = 2;
-const PROP: u32 = 3;
-const NOP: u32 = 4;
-const END: u32 = 9;
-/// The version written, and the oldest version a reader must understand.
-const VERSION: u32 = 17;
-const LAST_COMP_VERSION: u32 = 16;
+const HEADER_LEN: usize = Header::LEN;
 
 /// Why a blob cannot be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,20 +245,19 @@ impl FdtWriter {
         let off_strings = off_struct + self.structure.len();
         let total = (off_strings + self.strings.len()).next_multiple_of(8);
         let as32 = |v: usize| u32::try_from(v).map_err(|_| WriteError::TooLarge);
-        let header = [
-            MAGIC,
-            as32(total)?,
-            as32(off_struct)?,
-            as32(off_strings)?,
-            as32(off_rsv)?,
-            VERSION,
-            LAST_COMP_VERSION,
-            self.boot_cpuid_phys,
-            as32(self.strings.len())?,
-            as32(self.structure.len())?,
-        ];
+        let header = Header {
+            totalsize: as32(total)?,
+            off_dt_struct: as32(off_struct)?,
+            off_dt_strings: as32(off_strings)?,
+            off_mem_rsvmap: as32(off_rsv)?,
+            version: VERSION,
+            last_comp_version: LAST_COMP_VERSION,
+            boot_cpuid_phys: self.boot_cpuid_phys,
+            size_dt_strings: as32(self.strings.len())?,
+            size_dt_struct: as32(self.structure.len())?,
+        };
         let mut out = Vec::with_capacity(total);
-        header.iter().for_each(|&w| push32(&mut out, w));
+        out.extend_from_slice(&header.to_bytes());
         out.resize(off_rsv, 0);
         for &(a, s) in self.reservations.iter().chain([&(0, 0)]) {
             out.extend_from_slice(&a.to_be_bytes());

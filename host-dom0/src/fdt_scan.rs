@@ -2,30 +2,22 @@
 //! `hv_devtree::platform` does not give: `/memory` before the heap exists
 //! (no allocation), the list of device nodes with `reg`, and `/hypervisor`.
 //!
-//! Never panics: every read is checked, and a malformed blob just ends the walk.
+//! Never panics: every read is checked, and a malformed blob just ends the
+//! walk. Hand-written rather than the `fdt` crate's walk because it runs
+//! before the heap exists (it finds `/memory` for it) and because `fdt`
+//! panics on malformed blobs; the format's constants and reads are
+//! `hv_devtree::fdt_format`'s.
 #![forbid(unsafe_code)]
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
-const MAGIC: u32 = 0xd00d_feed;
-const BEGIN_NODE: u32 = 1;
-const END_NODE: u32 = 2;
-const PROP: u32 = 3;
-const NOP: u32 = 4;
-const END: u32 = 9;
+use hv_devtree::fdt_format::token::{BEGIN_NODE, END, END_NODE, NOP, PROP};
+use hv_devtree::fdt_format::{be32, cstr, Header};
+
+pub use hv_devtree::fdt_format::total_size;
+
 const MAX_DEPTH: usize = 16;
-
-fn be32(b: &[u8], off: usize) -> Option<u32> {
-    let bytes = b.get(off..off.checked_add(4)?)?;
-    Some(u32::from_be_bytes(bytes.try_into().ok()?))
-}
-
-/// The `totalsize` a blob's header claims, if it starts with the FDT magic.
-pub fn total_size(header: &[u8]) -> Option<usize> {
-    (be32(header, 0)? == MAGIC).then_some(())?;
-    usize::try_from(be32(header, 4)?).ok()
-}
 
 /// One step of the walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +39,11 @@ impl<'a> Walker<'a> {
     pub fn new(blob: &'a [u8]) -> Option<Self> {
         let total = total_size(blob)?.min(blob.len());
         let blob = blob.get(..total)?;
-        let st_off = be32(blob, 8)? as usize;
-        let str_off = be32(blob, 12)? as usize;
-        let str_len = be32(blob, 32)? as usize;
-        let st_len = be32(blob, 36)? as usize;
+        let header = Header::read(blob)?;
+        let st_off = header.off_dt_struct as usize;
+        let str_off = header.off_dt_strings as usize;
+        let str_len = header.size_dt_strings as usize;
+        let st_len = header.size_dt_struct as usize;
         let structs = blob.get(st_off..st_off.checked_add(st_len)?)?;
         let strings = blob.get(str_off..str_off.checked_add(str_len)?)?;
         Some(Self {
@@ -58,12 +51,6 @@ impl<'a> Walker<'a> {
             strings,
             off: 0,
         })
-    }
-
-    fn cstr(bytes: &'a [u8], start: usize) -> Option<(&'a str, usize)> {
-        let rest = bytes.get(start..)?;
-        let len = rest.iter().position(|&b| b == 0)?;
-        Some((core::str::from_utf8(&rest[..len]).ok()?, len))
     }
 }
 
@@ -76,8 +63,8 @@ impl<'a> Iterator for Walker<'a> {
             self.off = self.off.checked_add(4)?;
             match token {
                 BEGIN_NODE => {
-                    let (name, len) = Self::cstr(self.structs, self.off)?;
-                    self.off = self.off.checked_add(len + 1)?.checked_next_multiple_of(4)?;
+                    let name = cstr(self.structs, self.off)?;
+                    self.off = self.off.checked_add(name.len() + 1)?.checked_next_multiple_of(4)?;
                     return Some(Token::Begin(name));
                 }
                 PROP => {
@@ -86,7 +73,7 @@ impl<'a> Iterator for Walker<'a> {
                     let start = self.off + 8;
                     let value = self.structs.get(start..start.checked_add(len)?)?;
                     self.off = start.checked_add(len)?.checked_next_multiple_of(4)?;
-                    let (name, _) = Self::cstr(self.strings, name_off)?;
+                    let name = cstr(self.strings, name_off)?;
                     return Some(Token::Prop(name, value));
                 }
                 END_NODE => return Some(Token::End),
@@ -378,83 +365,39 @@ impl<'a> Tree<'a> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use hv_devtree::writer::FdtWriter;
 
-    /// Builds a blob from a nested description, for tests.
-    pub struct Builder {
-        structs: Vec<u8>,
-        strings: Vec<u8>,
-    }
+    /// Builds a blob from a nested description, for tests: a chainable
+    /// face on `hv_devtree`'s writer (test blobs are well-formed; the walk's
+    /// robustness tests damage them afterwards).
+    pub struct Builder(FdtWriter);
 
     impl Builder {
         pub fn new() -> Self {
-            Self {
-                structs: Vec::new(),
-                strings: Vec::new(),
-            }
-        }
-        fn word(&mut self, w: u32) {
-            self.structs.extend_from_slice(&w.to_be_bytes());
-        }
-        fn pad(&mut self) {
-            while !self.structs.len().is_multiple_of(4) {
-                self.structs.push(0);
-            }
+            Self(FdtWriter::new())
         }
         pub fn begin(&mut self, name: &str) -> &mut Self {
-            self.word(BEGIN_NODE);
-            self.structs.extend_from_slice(name.as_bytes());
-            self.structs.push(0);
-            self.pad();
+            self.0.begin_node(name).expect("test blob");
             self
         }
         pub fn end(&mut self) -> &mut Self {
-            self.word(END_NODE);
+            self.0.end_node().expect("test blob");
             self
         }
         pub fn nop(&mut self) -> &mut Self {
-            self.word(NOP);
+            self.0.nop();
             self
         }
         pub fn prop(&mut self, name: &str, value: &[u8]) -> &mut Self {
-            let off = self.strings.len() as u32;
-            self.strings.extend_from_slice(name.as_bytes());
-            self.strings.push(0);
-            self.word(PROP);
-            self.word(value.len() as u32);
-            self.word(off);
-            self.structs.extend_from_slice(value);
-            self.pad();
+            self.0.property(name, value).expect("test blob");
             self
         }
         pub fn cells(&mut self, name: &str, cells: &[u32]) -> &mut Self {
-            let v: Vec<u8> = cells.iter().flat_map(|c| c.to_be_bytes()).collect();
-            self.prop(name, &v)
+            self.0.property_cells(name, cells).expect("test blob");
+            self
         }
         pub fn finish(&mut self) -> Vec<u8> {
-            self.word(END);
-            let st_off = 40 + 16;
-            let str_off = st_off + self.structs.len();
-            let total = str_off + self.strings.len();
-            let mut b = Vec::new();
-            for w in [
-                MAGIC,
-                total as u32,
-                st_off as u32,
-                str_off as u32,
-                40,
-                17,
-                16,
-                0,
-            ]
-            .into_iter()
-            .chain([self.strings.len() as u32, self.structs.len() as u32])
-            {
-                b.extend_from_slice(&w.to_be_bytes());
-            }
-            b.extend_from_slice(&[0; 16]); // empty reservation map
-            b.extend_from_slice(&self.structs);
-            b.extend_from_slice(&self.strings);
-            b
+            core::mem::take(&mut self.0).finish().expect("test blob")
         }
     }
 

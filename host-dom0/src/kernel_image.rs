@@ -26,7 +26,48 @@ use alloc::vec::Vec;
 
 use hv_abi::hypercall::guest::{RAM_BASE, RAW_KERNEL_OFFSET};
 
-const IMAGE_MAGIC: &[u8; 4] = b"ARM\x64";
+/// The arm64 `Image` header (Linux `Documentation/arch/arm64/booting.rst`):
+/// byte offsets of the fields read here.
+mod image_header {
+    /// `text_offset`, little-endian u64.
+    pub const TEXT_OFFSET: usize = 8;
+    /// `image_size`, little-endian u64.
+    pub const IMAGE_SIZE: usize = 16;
+    /// `magic`, the four bytes [`MAGIC`].
+    pub const MAGIC_OFFSET: usize = 56;
+    pub const MAGIC: &[u8; 4] = b"ARM\x64";
+}
+
+/// The ELF64 header and program header fields read here (System V ABI,
+/// "ELF Header" and "Program Header"): byte offsets and values.
+mod elf {
+    pub const MAGIC: &[u8; 4] = b"\x7fELF";
+    /// `e_ident[EI_CLASS]`: `ELFCLASS64` = 2.
+    pub const EI_CLASS: usize = 4;
+    pub const ELFCLASS64: u8 = 2;
+    /// `e_ident[EI_DATA]`: `ELFDATA2LSB` (little-endian) = 1.
+    pub const EI_DATA: usize = 5;
+    pub const ELFDATA2LSB: u8 = 1;
+    /// `e_machine` (u16): `EM_AARCH64` = 183.
+    pub const E_MACHINE: usize = 18;
+    pub const EM_AARCH64: u16 = 183;
+    /// `e_entry` (u64), `e_phoff` (u64), `e_phentsize` (u16), `e_phnum` (u16).
+    pub const E_ENTRY: usize = 24;
+    pub const E_PHOFF: usize = 32;
+    pub const E_PHENTSIZE: usize = 54;
+    pub const E_PHNUM: usize = 56;
+    /// Bytes of an ELF64 program header.
+    pub const PHDR_SIZE: u16 = 56;
+    /// Program header fields: `p_type` (u32), `p_offset`, `p_paddr`,
+    /// `p_filesz`, `p_memsz` (u64).
+    pub const P_TYPE: usize = 0;
+    pub const P_OFFSET: usize = 8;
+    pub const P_PADDR: usize = 24;
+    pub const P_FILESZ: usize = 32;
+    pub const P_MEMSZ: usize = 40;
+    /// `p_type` of a loadable segment.
+    pub const PT_LOAD: u32 = 1;
+}
 /// `text_offset` of an `Image` whose header has `image_size` 0.
 const OLD_TEXT_OFFSET: u64 = 0x8_0000;
 const INITRD_ALIGN: u64 = 2 << 20;
@@ -36,8 +77,6 @@ pub const MAX_DTB: u64 = 2 << 20;
 const DTB_LIMIT: u64 = 512 << 20;
 const DTB_ALIGN: u64 = 4096;
 
-const PT_LOAD: u32 = 1;
-const EM_AARCH64: u16 = 183;
 
 /// How the kernel file was recognised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +140,10 @@ pub fn layout(image: &[u8], memory: u64) -> Result<KernelLayout, String> {
     if image.is_empty() {
         return Err(String::from("the kernel file is empty"));
     }
-    if image.get(56..60) == Some(IMAGE_MAGIC) {
-        let text_offset = u64_at(image, 8).unwrap_or(0);
-        let image_size = u64_at(image, 16).unwrap_or(0);
+    let magic = image_header::MAGIC_OFFSET..image_header::MAGIC_OFFSET + 4;
+    if image.get(magic) == Some(image_header::MAGIC) {
+        let text_offset = u64_at(image, image_header::TEXT_OFFSET).unwrap_or(0);
+        let image_size = u64_at(image, image_header::IMAGE_SIZE).unwrap_or(0);
         let (text_offset, size) = if image_size == 0 {
             (OLD_TEXT_OFFSET, image.len() as u64)
         } else {
@@ -120,7 +160,7 @@ pub fn layout(image: &[u8], memory: u64) -> Result<KernelLayout, String> {
         let seg = Segment { ipa: start, offset: 0, len: image.len() };
         return Ok(KernelLayout { format: Format::Image, segments: alloc::vec![seg], entry: start, end });
     }
-    if image.starts_with(b"\x7fELF") {
+    if image.starts_with(elf::MAGIC) {
         return elf_layout(image, ram_end);
     }
     let start = RAM_BASE + RAW_KERNEL_OFFSET;
@@ -133,20 +173,21 @@ pub fn layout(image: &[u8], memory: u64) -> Result<KernelLayout, String> {
 
 fn elf_layout(elf: &[u8], ram_end: u64) -> Result<KernelLayout, String> {
     let bad = |why: &str| format!("ELF: {why}");
-    if elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
+    if elf.get(elf::EI_CLASS) != Some(&elf::ELFCLASS64) || elf.get(elf::EI_DATA) != Some(&elf::ELFDATA2LSB) {
         return Err(bad("not a 64-bit little-endian file"));
     }
-    if u16_at(elf, 18) != Some(EM_AARCH64) {
+    if u16_at(elf, elf::E_MACHINE) != Some(elf::EM_AARCH64) {
         return Err(bad("not an AArch64 file"));
     }
-    let entry = u64_at(elf, 24).ok_or_else(|| bad("truncated header"))?;
-    let phoff = u64_at(elf, 32).ok_or_else(|| bad("truncated header"))?;
-    let phentsize = u16_at(elf, 54).ok_or_else(|| bad("truncated header"))?;
-    let phnum = u16_at(elf, 56).ok_or_else(|| bad("truncated header"))?;
-    if phentsize < 56 {
+    let entry = u64_at(elf, elf::E_ENTRY).ok_or_else(|| bad("truncated header"))?;
+    let phoff = u64_at(elf, elf::E_PHOFF).ok_or_else(|| bad("truncated header"))?;
+    let phentsize = u16_at(elf, elf::E_PHENTSIZE).ok_or_else(|| bad("truncated header"))?;
+    let phnum = u16_at(elf, elf::E_PHNUM).ok_or_else(|| bad("truncated header"))?;
+    if phentsize < elf::PHDR_SIZE {
         return Err(bad("program header entries too small"));
     }
-    let mut segments = Vec::new();
+    // Guest address ranges of the segments placed so far.
+    let mut placed: Vec<core::ops::Range<u64>> = Vec::new();
     let mut copies = Vec::new();
     let mut end = 0u64;
     let mut entry_ok = false;
@@ -156,11 +197,12 @@ fn elf_layout(elf: &[u8], ram_end: u64) -> Result<KernelLayout, String> {
             .and_then(|o| usize::try_from(o).ok())
             .ok_or_else(|| bad("program headers outside the file"))?;
         let field = |off: usize| u64_at(elf, ph + off).ok_or_else(|| bad("program headers outside the file"));
-        let p_type = u32_at(elf, ph).ok_or_else(|| bad("program headers outside the file"))?;
-        if p_type != PT_LOAD {
+        let p_type = u32_at(elf, ph + elf::P_TYPE).ok_or_else(|| bad("program headers outside the file"))?;
+        if p_type != elf::PT_LOAD {
             continue;
         }
-        let (offset, paddr, filesz, memsz) = (field(8)?, field(24)?, field(32)?, field(40)?);
+        let (offset, paddr) = (field(elf::P_OFFSET)?, field(elf::P_PADDR)?);
+        let (filesz, memsz) = (field(elf::P_FILESZ)?, field(elf::P_MEMSZ)?);
         if memsz == 0 {
             continue;
         }
@@ -178,10 +220,10 @@ fn elf_layout(elf: &[u8], ram_end: u64) -> Result<KernelLayout, String> {
             )));
         }
         let seg_end = seg_end.unwrap_or(ram_end);
-        if segments.iter().any(|s: &(u64, u64)| paddr < s.1 && s.0 < seg_end) {
+        if placed.iter().any(|s| paddr < s.end && s.start < seg_end) {
             return Err(bad(&format!("segment {i} at {paddr:#x} overlaps another")));
         }
-        segments.push((paddr, seg_end));
+        placed.push(paddr..seg_end);
         entry_ok |= (paddr..seg_end).contains(&entry);
         end = end.max(seg_end);
         if filesz > 0 {
@@ -189,7 +231,7 @@ fn elf_layout(elf: &[u8], ram_end: u64) -> Result<KernelLayout, String> {
             copies.push(Segment { ipa: paddr, offset: offset as usize, len: filesz as usize });
         }
     }
-    if segments.is_empty() {
+    if placed.is_empty() {
         return Err(bad("no loadable segment"));
     }
     if !entry_ok {
@@ -239,7 +281,7 @@ mod tests {
         let mut v = alloc::vec![0u8; len];
         v[8..16].copy_from_slice(&text_offset.to_le_bytes());
         v[16..24].copy_from_slice(&image_size.to_le_bytes());
-        v[56..60].copy_from_slice(IMAGE_MAGIC);
+        v[56..60].copy_from_slice(image_header::MAGIC);
         v
     }
 
@@ -251,7 +293,7 @@ mod tests {
         v[..4].copy_from_slice(b"\x7fELF");
         v[4] = 2;
         v[5] = 1;
-        v[18..20].copy_from_slice(&EM_AARCH64.to_le_bytes());
+        v[18..20].copy_from_slice(&elf::EM_AARCH64.to_le_bytes());
         v[24..32].copy_from_slice(&entry.to_le_bytes());
         v[32..40].copy_from_slice(&phoff.to_le_bytes());
         v[54..56].copy_from_slice(&56u16.to_le_bytes());
@@ -259,7 +301,7 @@ mod tests {
         let mut file_off = data_at;
         for (i, &(paddr, filesz, memsz)) in segs.iter().enumerate() {
             let ph = (phoff + 56 * i as u64) as usize;
-            v[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+            v[ph..ph + 4].copy_from_slice(&elf::PT_LOAD.to_le_bytes());
             v[ph + 8..ph + 16].copy_from_slice(&file_off.to_le_bytes());
             v[ph + 16..ph + 24].copy_from_slice(&paddr.to_le_bytes());
             v[ph + 24..ph + 32].copy_from_slice(&paddr.to_le_bytes());

@@ -36,93 +36,9 @@
 //!   bits read as zero; the control bits are stored and read back.
 #![forbid(unsafe_code)]
 
-/// Register offsets within the 4 KiB frame (TRM 3.2, table 3-1).
-pub mod reg {
-    /// `UARTDR`: data. Write transmits; read pops the receive FIFO.
-    pub const DR: u64 = 0x000;
-    /// `UARTRSR` (read) / `UARTECR` (write): receive status / error clear.
-    pub const RSR_ECR: u64 = 0x004;
-    /// `UARTFR`: flags (read-only).
-    pub const FR: u64 = 0x018;
-    /// `UARTILPR`: IrDA low-power counter.
-    pub const ILPR: u64 = 0x020;
-    /// `UARTIBRD`: integer baud rate divisor.
-    pub const IBRD: u64 = 0x024;
-    /// `UARTFBRD`: fractional baud rate divisor.
-    pub const FBRD: u64 = 0x028;
-    /// `UARTLCR_H`: line control.
-    pub const LCR_H: u64 = 0x02c;
-    /// `UARTCR`: control.
-    pub const CR: u64 = 0x030;
-    /// `UARTIFLS`: interrupt FIFO level select.
-    pub const IFLS: u64 = 0x034;
-    /// `UARTIMSC`: interrupt mask set/clear (1 = enabled).
-    pub const IMSC: u64 = 0x038;
-    /// `UARTRIS`: raw interrupt status (read-only).
-    pub const RIS: u64 = 0x03c;
-    /// `UARTMIS`: masked interrupt status (read-only).
-    pub const MIS: u64 = 0x040;
-    /// `UARTICR`: interrupt clear (write-only, write 1 to clear).
-    pub const ICR: u64 = 0x044;
-    /// `UARTDMACR`: DMA control.
-    pub const DMACR: u64 = 0x048;
-    /// First of the eight identification registers (`UARTPeriphID0`).
-    pub const PERIPH_ID0: u64 = 0xfe0;
-    /// Size of the register frame.
-    pub const FRAME_SIZE: u64 = 0x1000;
-}
-
-/// `UARTFR` bits (TRM 3.3.3).
-pub mod fr {
-    pub const BUSY: u32 = 1 << 3;
-    pub const RXFE: u32 = 1 << 4;
-    pub const TXFF: u32 = 1 << 5;
-    pub const RXFF: u32 = 1 << 6;
-    pub const TXFE: u32 = 1 << 7;
-}
-
-/// `UARTLCR_H` bits (TRM 3.3.7).
-pub mod lcr_h {
-    /// Enable FIFOs (16 deep); clear means one-character holding registers.
-    pub const FEN: u32 = 1 << 4;
-}
-
-/// `UARTCR` bits (TRM 3.3.8).
-pub mod cr {
-    pub const UARTEN: u32 = 1 << 0;
-    /// Loopback: transmitted bytes go to the receiver instead of the line.
-    pub const LBE: u32 = 1 << 7;
-    pub const TXE: u32 = 1 << 8;
-    pub const RXE: u32 = 1 << 9;
-    /// Value after reset: transmitter and receiver enabled, UART disabled.
-    pub const RESET: u32 = TXE | RXE;
-}
-
-/// `UARTRSR` bits (TRM 3.3.2).
-pub mod rsr {
-    /// Overrun: a byte arrived while the receive FIFO was full.
-    pub const OE: u32 = 1 << 3;
-}
-
-/// Interrupt bits shared by `UARTIMSC`, `UARTRIS`, `UARTMIS` and `UARTICR`
-/// (TRM 3.3.10 to 3.3.13).
-pub mod int {
-    /// Receive: the receive FIFO reached its trigger level.
-    pub const RX: u32 = 1 << 4;
-    /// Transmit: the transmit FIFO fell to its trigger level.
-    pub const TX: u32 = 1 << 5;
-    /// Receive timeout: data waits in the receive FIFO below the trigger level.
-    pub const RT: u32 = 1 << 6;
-    /// All eleven interrupt bits (modem, receive, transmit, timeout, errors).
-    pub const ALL: u32 = 0x7ff;
-}
-
-/// Receive and transmit FIFO depth with `FEN` set; one without.
-pub const FIFO_DEPTH: usize = 16;
-
-/// `UARTPeriphID0..3` then `UARTPCellID0..3` (TRM 3.3.15, 3.3.16): a PL011 as
-/// QEMU's `pl011` device reports it.
-const ID_BYTES: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+/// The register map, the bits and the identification bytes are the
+/// PL011's one definition, shared with the console driver and the guests.
+pub use hv_arm::pl011::{cr, fr, int, lcr_h, reg, rsr, FIFO_DEPTH, ID_BYTES};
 
 /// `UARTIFLS` value after reset: both trigger levels at half full.
 const IFLS_RESET: u32 = 0x12;

@@ -27,7 +27,8 @@ extern crate alloc;
 
 pub use hv_devtree::{addr, platform};
 pub mod bootargs;
-pub mod esr;
+pub use hv_arm::esr;
+pub mod sysreg_policy;
 pub mod logring;
 pub mod mm;
 pub mod schedpolicy;

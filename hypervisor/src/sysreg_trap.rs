@@ -1,10 +1,11 @@
 //! Trapped system register accesses from VMs (EC 0x18), answered by the
-//! policy in `esr::SysRegAccess::policy`.
+//! policy in `sysreg_policy::policy`.
 
 use log::trace;
 
 use crate::arch::{inject, TrapFrame};
-use crate::esr::{SysRegAccess, SysRegPolicy};
+use crate::esr::SysRegAccess;
+use crate::sysreg_policy::{self, SysRegPolicy};
 use crate::vm::{vm_warn, Vcpu, Vm};
 
 #[inline(never)]
@@ -12,7 +13,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let access = SysRegAccess::decode(frame.esr);
     let rt = access.rt as usize;
     let value = if rt == 31 { 0 } else { frame.x[rt] };
-    match access.policy() {
+    match sysreg_policy::policy(access) {
         SysRegPolicy::GicSgi1r => {
             if let Err(e) = crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
                 vm_warn!(vm, "{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);

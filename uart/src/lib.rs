@@ -3,33 +3,19 @@
 //! also receives): the Arm PL011 (QEMU virt, Raspberry Pi `uart0`) and the
 //! BCM2835 auxiliary mini-UART (the Raspberry Pi's default console).
 //! Transmit polls; receive is interrupt-driven (the caller drains the FIFO
-//! from the UART's interrupt).
+//! from the UART's interrupt). The PL011's register map is `hv_arm::pl011`'s;
+//! the UART this driver runs is its user's own (mapped, not emulated), so it
+//! uses the `register_structs!` layout directly.
 
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::register_structs;
-use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+use tock_registers::registers::{ReadOnly, ReadWrite};
 
+use hv_arm::pl011::{Registers as Pl011Regs, UARTCR as PL011_CR, UARTFR as PL011_FR, UARTINT as PL011_INT};
 use hv_devtree::platform::UartKind;
 
 register_bitfields! [u32,
-    /// PL011 UARTFR, flag register (PL011 TRM 3.3.3).
-    PL011_FR [
-        BUSY OFFSET(3) NUMBITS(1) [],
-        RXFE OFFSET(4) NUMBITS(1) [],
-        TXFF OFFSET(5) NUMBITS(1) []
-    ],
-    /// PL011 UARTCR, control register (PL011 TRM 3.3.8).
-    PL011_CR [
-        UARTEN OFFSET(0) NUMBITS(1) [],
-        TXE OFFSET(8) NUMBITS(1) [],
-        RXE OFFSET(9) NUMBITS(1) []
-    ],
-    /// PL011 UARTIMSC / UARTICR: interrupt mask set/clear and clear (TRM 3.3.10, 3.3.13).
-    PL011_INT [
-        RX OFFSET(4) NUMBITS(1) [],
-        RT OFFSET(6) NUMBITS(1) []
-    ],
     /// Mini-UART AUX_MU_IER_REG (BCM2711 peripherals 2.2.2; bit 0 enables receive interrupts).
     AUX_IER [
         RX OFFSET(0) NUMBITS(1) []
@@ -43,18 +29,6 @@ register_bitfields! [u32,
 ];
 
 register_structs! {
-    Pl011Regs {
-        (0x00 => dr: ReadWrite<u32>),
-        (0x04 => _reserved0),
-        (0x18 => fr: ReadOnly<u32, PL011_FR::Register>),
-        (0x1c => _reserved1),
-        (0x30 => cr: ReadWrite<u32, PL011_CR::Register>),
-        (0x34 => _reserved2),
-        (0x38 => imsc: ReadWrite<u32, PL011_INT::Register>),
-        (0x3c => _reserved3),
-        (0x44 => icr: WriteOnly<u32, PL011_INT::Register>),
-        (0x48 => @END),
-    },
     AuxUartRegs {
         (0x00 => io: ReadWrite<u32>),
         (0x04 => ier: ReadWrite<u32, AUX_IER::Register>),

@@ -479,3 +479,49 @@ fn everything_else_passes_through_unchanged() {
         host.root.get("compatible")
     );
 }
+
+#[test]
+fn memory_reg_is_each_region_in_the_root_cells_and_refuses_what_does_not_fit() {
+    let memory = [region(0x4000_0000, 0x1000_0000), region(0x1_0000_0000, 0x2000)];
+    let two_two = memory_reg(&memory, 2, 2).unwrap();
+    assert_eq!(
+        two_two,
+        cells_bytes(&[0, 0x4000_0000, 0, 0x1000_0000, 1, 0, 0, 0x2000])
+    );
+    assert_eq!(memory_reg(&memory[..1], 1, 1).unwrap(), cells_bytes(&[0x4000_0000, 0x1000_0000]));
+    // The second base needs two cells.
+    assert!(memory_reg(&memory, 1, 1).is_err());
+    // A region whose end overflows.
+    assert!(memory_reg(&[region(u64::MAX - 0xfff, 0x2000)], 2, 2).is_err());
+}
+
+#[test]
+fn memreserve_keeps_only_entries_wholly_inside_dom0_memory() {
+    let memory = [region(0x4000_0000, 0x100_0000), region(0x5000_0000, 0x1000)];
+    let entries = [
+        (0x4000_0000, 0x1000),     // inside the first region
+        (0x40ff_f000, 0x1000),     // ends exactly at its end
+        (0x40ff_f000, 0x2000),     // runs past it
+        (0x4fff_f000, 0x2000),     // straddles the gap into the second
+        (0x5000_0000, 0x1000),     // the whole second region
+        (0x3fff_f000, 0x1000),     // just below
+        (u64::MAX - 0xfff, 0x2000), // overflows
+    ];
+    assert_eq!(
+        memreserve_inside(&entries, &memory),
+        [(0x4000_0000, 0x1000), (0x40ff_f000, 0x1000), (0x5000_0000, 0x1000)]
+    );
+    assert!(inside_memory(&memory, &region(0x4000_0000, 0x100_0000)));
+    assert!(!inside_memory(&memory, &region(0x4000_0000, 0x100_0001)));
+}
+
+#[test]
+fn regions_overlap_only_when_they_share_a_byte() {
+    let a = region(0x1000, 0x1000);
+    assert!(super::overlaps(&a, &region(0x1fff, 1)));
+    assert!(super::overlaps(&a, &region(0x0, 0x1001)));
+    assert!(!super::overlaps(&a, &region(0x2000, 0x1000)));
+    assert!(!super::overlaps(&a, &region(0x0, 0x1000)));
+    // Saturating ends: a window reaching the top of the address space.
+    assert!(super::overlaps(&region(u64::MAX - 0xfff, 0x2000), &region(u64::MAX - 1, 1)));
+}

@@ -8,19 +8,16 @@
 //! names itself. So [`check`] walks the whole structure block token by token,
 //! rejects anything the spec does not allow, and re-emits a canonical blob
 //! (no `FDT_NOP`s, empty reservation map, v17 header) for `fdt` to parse. The
-//! reservation map is parsed here instead.
+//! reservation map is parsed here instead. The format's constants and
+//! reads are `crate::fdt_format`'s.
 
 use alloc::vec::Vec;
 
 use super::error::{ErrorKind, PlatformError};
+use crate::fdt_format::token::{BEGIN_NODE, END, END_NODE, NOP, PROP};
+use crate::fdt_format::{be64, cstr, Header, LAST_COMP_VERSION, MAGIC, VERSION};
 
-const MAGIC: u32 = 0xd00d_feed;
-const HEADER_LEN: usize = 40;
-const BEGIN_NODE: u32 = 1;
-const END_NODE: u32 = 2;
-const PROP: u32 = 3;
-const NOP: u32 = 4;
-const END: u32 = 9;
+const HEADER_LEN: usize = Header::LEN;
 /// Deepest node nesting accepted (root = 1); `fdt`'s own limit is 63.
 const MAX_DEPTH: usize = 32;
 
@@ -41,16 +38,7 @@ impl Checked {
     }
 }
 
-/// Big-endian u32 at `off`, if in bounds.
-pub(crate) fn be32(b: &[u8], off: usize) -> Option<u32> {
-    let bytes = b.get(off..off.checked_add(4)?)?;
-    Some(u32::from_be_bytes(bytes.try_into().ok()?))
-}
-
-fn be64(b: &[u8], off: usize) -> Option<u64> {
-    let bytes = b.get(off..off.checked_add(8)?)?;
-    Some(u64::from_be_bytes(bytes.try_into().ok()?))
-}
+pub(crate) use crate::fdt_format::be32;
 
 fn header_err(field: &'static str, value: u32, problem: &'static str) -> PlatformError {
     ErrorKind::BadHeader { field, value, problem }.into()
@@ -74,13 +62,6 @@ fn block(
     }
 }
 
-/// The NUL-terminated UTF-8 string starting at `off` in `b`.
-fn cstr(b: &[u8], off: usize) -> Option<&str> {
-    let rest = b.get(off..)?;
-    let len = rest.iter().position(|&c| c == 0)?;
-    core::str::from_utf8(rest.get(..len)?).ok()
-}
-
 /// Rounds `n` up to a multiple of 4.
 fn align4(n: usize) -> Option<usize> {
     Some(n.checked_add(3)? & !3)
@@ -88,7 +69,6 @@ fn align4(n: usize) -> Option<usize> {
 
 /// Validates `blob` and returns its canonical form and reservations.
 pub(crate) fn check(blob: &[u8]) -> Result<Checked, PlatformError> {
-    let field = |off: usize| be32(blob, off).unwrap_or(0);
     let magic = be32(blob, 0).ok_or(ErrorKind::TooShort { have: blob.len() })?;
     if magic != MAGIC {
         return Err(ErrorKind::BadMagic(magic).into());
@@ -96,7 +76,8 @@ pub(crate) fn check(blob: &[u8]) -> Result<Checked, PlatformError> {
     if blob.len() < HEADER_LEN {
         return Err(ErrorKind::TooShort { have: blob.len() }.into());
     }
-    let totalsize = field(4);
+    let header = Header::read(blob).ok_or(ErrorKind::TooShort { have: blob.len() })?;
+    let totalsize = header.totalsize;
     let blob = blob
         .get(..totalsize as usize)
         .ok_or(ErrorKind::Truncated { totalsize, have: blob.len() })?;
@@ -104,12 +85,12 @@ pub(crate) fn check(blob: &[u8]) -> Result<Checked, PlatformError> {
     if total < HEADER_LEN {
         return Err(header_err("totalsize", totalsize, "smaller than the header"));
     }
-    let (off_struct, off_strings, off_rsv) = (field(8), field(12), field(16));
-    let (version, last_comp) = (field(20), field(24));
+    let (off_struct, off_strings, off_rsv) = (header.off_dt_struct, header.off_dt_strings, header.off_mem_rsvmap);
+    let (version, last_comp) = (header.version, header.last_comp_version);
     if version < 16 {
         return Err(header_err("version", version, "unsupported (need 16 or later)"));
     }
-    if last_comp > 17 {
+    if last_comp > VERSION {
         return Err(header_err("last_comp_version", last_comp, "unsupported (need 17 or earlier)"));
     }
     if !off_struct.is_multiple_of(4) {
@@ -120,16 +101,16 @@ pub(crate) fn check(blob: &[u8]) -> Result<Checked, PlatformError> {
     }
     // Version 16 has no size_dt_struct: the block may run to the end.
     let size_struct =
-        if version >= 17 { field(36) } else { (total as u32).saturating_sub(off_struct) };
+        if version >= 17 { header.size_dt_struct } else { (total as u32).saturating_sub(off_struct) };
     let (s_start, s_end) = block("off_dt_struct", off_struct, size_struct, total)?;
-    let (t_start, t_end) = block("off_dt_strings", off_strings, field(32), total)?;
+    let (t_start, t_end) = block("off_dt_strings", off_strings, header.size_dt_strings, total)?;
     block("off_mem_rsvmap", off_rsv, 0, total)?;
 
     let memreserve = reservations(blob, off_rsv as usize)?;
     let strings = blob.get(t_start..t_end).unwrap_or_default();
     let structure = walk(blob.get(s_start..s_end).unwrap_or_default(), s_start, strings)?;
 
-    let canonical = assemble(&structure, strings, field(28)).ok_or(header_err(
+    let canonical = assemble(&structure, strings, header.boot_cpuid_phys).ok_or(header_err(
         "totalsize",
         totalsize,
         "too large",
@@ -227,20 +208,19 @@ fn assemble(structure: &[u8], strings: &[u8], boot_cpuid: u32) -> Option<Vec<u8>
     let off_struct = HEADER_LEN + 16;
     let off_strings = off_struct.checked_add(structure.len())?;
     let total = off_strings.checked_add(strings.len())?;
-    let header = [
-        MAGIC,
-        u32::try_from(total).ok()?,
-        off_struct as u32,
-        u32::try_from(off_strings).ok()?,
-        HEADER_LEN as u32,
-        17,
-        16,
-        boot_cpuid,
-        u32::try_from(strings.len()).ok()?,
-        u32::try_from(structure.len()).ok()?,
-    ];
+    let header = Header {
+        totalsize: u32::try_from(total).ok()?,
+        off_dt_struct: off_struct as u32,
+        off_dt_strings: u32::try_from(off_strings).ok()?,
+        off_mem_rsvmap: HEADER_LEN as u32,
+        version: VERSION,
+        last_comp_version: LAST_COMP_VERSION,
+        boot_cpuid_phys: boot_cpuid,
+        size_dt_strings: u32::try_from(strings.len()).ok()?,
+        size_dt_struct: u32::try_from(structure.len()).ok()?,
+    };
     let mut out = Vec::with_capacity(total);
-    header.iter().for_each(|w| out.extend_from_slice(&w.to_be_bytes()));
+    out.extend_from_slice(&header.to_bytes());
     out.resize(off_struct, 0);
     out.extend_from_slice(structure);
     out.extend_from_slice(strings);

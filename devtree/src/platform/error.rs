@@ -83,7 +83,7 @@ impl From<ErrorKind> for PlatformError {
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadMagic(m) => write!(f, "bad header: magic {m:#010x} (expected 0xd00dfeed)"),
+            Self::BadMagic(m) => write!(f, "bad header: magic {m:#010x} (expected {:#010x})", crate::fdt_format::MAGIC),
             Self::TooShort { have } => {
                 write!(f, "truncated: blob has {have} bytes, less than the 40-byte header")
             }

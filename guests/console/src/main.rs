@@ -48,38 +48,16 @@ mod guest {
 
     testkit::guest!("console", main);
 
-    // PL011 registers (Arm DDI 0183, table 3-1).
-    const DR: u64 = 0x000;
-    const FR: u64 = 0x018;
-    const IBRD: u64 = 0x024;
-    const FBRD: u64 = 0x028;
-    const LCR_H: u64 = 0x02c;
-    const CR: u64 = 0x030;
-    const IFLS: u64 = 0x034;
-    const IMSC: u64 = 0x038;
-    const RIS: u64 = 0x03c;
-    const MIS: u64 = 0x040;
-    const ICR: u64 = 0x044;
-    const PERIPH_ID0: u64 = 0xfe0;
-
-    const FR_BUSY: u32 = 1 << 3;
-    const FR_RXFE: u32 = 1 << 4;
-    const FR_TXFF: u32 = 1 << 5;
-    const FR_RXFF: u32 = 1 << 6;
-    const FR_TXFE: u32 = 1 << 7;
-    const CR_UARTEN: u32 = 1 << 0;
-    const CR_TXE: u32 = 1 << 8;
-    const CR_RXE: u32 = 1 << 9;
-    /// LCR_H: 8 data bits (WLEN = 0b11), FIFOs on.
-    const LCR_H_8BIT_FIFO: u32 = 0x60 | 1 << 4;
-    const INT_RX: u32 = 1 << 4;
-    const INT_TX: u32 = 1 << 5;
-    const INT_RT: u32 = 1 << 6;
-    const INT_ALL: u32 = 0x7ff;
-    /// DR bits 11:8: overrun, break, parity and framing errors.
-    const DR_ERRORS: u32 = 0xf00;
-
-    const ID_BYTES: [u32; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+    // The PL011's registers and bits (Arm DDI 0183): hv-arm's, the one
+    // definition dom0's emulation uses too.
+    use hv_arm::pl011::reg::{CR, DR, FBRD, FR, IBRD, ICR, IFLS, IMSC, LCR_H, MIS, PERIPH_ID0, RIS};
+    use hv_arm::pl011::{cr, dr, fr, int, lcr_h};
+    /// LCR_H: 8 data bits, FIFOs on.
+    const LCR_H_8BIT_FIFO: u32 = lcr_h::WLEN_8 | lcr_h::FEN;
+    const ID_BYTES: [u32; 8] = {
+        let b = hv_arm::pl011::ID_BYTES;
+        [b[0] as u32, b[1] as u32, b[2] as u32, b[3] as u32, b[4] as u32, b[5] as u32, b[6] as u32, b[7] as u32]
+    };
     /// The UART's INTID on QEMU virt's layout (SPI 1), if the tree names none.
     const UART_INTID: u32 = 32 + UART_SPI;
     /// Longest input line kept.
@@ -134,10 +112,10 @@ mod guest {
         for &(reg, value) in &saved {
             wr(reg, value);
         }
-        if fr & (FR_TXFE | FR_RXFE) != FR_TXFE | FR_RXFE || fr & (FR_TXFF | FR_RXFF | FR_BUSY) != 0 {
+        if fr & (fr::TXFE | fr::RXFE) != fr::TXFE | fr::RXFE || fr & (fr::TXFF | fr::RXFF | fr::BUSY) != 0 {
             bad.push(format!("FR {fr:#x} (want TXFE|RXFE = 0x90, no TXFF, RXFF or BUSY)"));
         }
-        if cr & (CR_UARTEN | CR_TXE) != CR_UARTEN | CR_TXE {
+        if cr & (cr::UARTEN | cr::TXE) != cr::UARTEN | cr::TXE {
             bad.push(format!("CR {cr:#x} (want UARTEN|TXE set)"));
         }
         if mis != 0 {
@@ -157,16 +135,16 @@ mod guest {
     }
 
     fn output() {
-        wr(ICR, INT_TX);
+        wr(ICR, int::TX);
         let long: String = (0..400).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
         let text = format!("NOTE console: long line {long} (end)");
         println!("{text}");
         for i in 1..=5 {
             println!("NOTE console: line {i} of 5");
         }
-        let tx_raised = rd(RIS) & INT_TX != 0;
-        wr(ICR, INT_TX);
-        let tx_cleared = rd(RIS) & INT_TX == 0;
+        let tx_raised = rd(RIS) & int::TX != 0;
+        wr(ICR, int::TX);
+        let tx_cleared = rd(RIS) & int::TX == 0;
         check!(
             "output",
             tx_raised && tx_cleared,
@@ -186,13 +164,13 @@ mod guest {
         let mut errors = 0u32;
         while cpu::elapsed_us(start) < timeout_us {
             polls += 1;
-            if rd(FR) & FR_RXFE != 0 {
+            if rd(FR) & fr::RXFE != 0 {
                 // Each FR read is a round trip to dom0: don't flood it.
                 cpu::delay_us(500);
                 continue;
             }
             let dr = rd(DR);
-            errors |= dr & DR_ERRORS;
+            errors |= dr & dr::ERRORS;
             match dr as u8 {
                 b'\r' | b'\n' if line.is_empty() => {}
                 b'\r' | b'\n' => {
@@ -241,13 +219,13 @@ mod guest {
     /// would otherwise hide it).
     fn on_uart(_intid: u32) {
         IRQS.fetch_add(1, Ordering::SeqCst);
-        if rd(MIS) & (INT_RX | INT_RT) == 0 {
+        if rd(MIS) & (int::RX | int::RT) == 0 {
             SPURIOUS.fetch_add(1, Ordering::SeqCst);
         }
         loop {
-            while rd(FR) & FR_RXFE == 0 {
+            while rd(FR) & fr::RXFE == 0 {
                 let dr = rd(DR);
-                RX_ERRORS.fetch_or(dr & DR_ERRORS, Ordering::SeqCst);
+                RX_ERRORS.fetch_or(dr & dr::ERRORS, Ordering::SeqCst);
                 let len = RX_LEN.load(Ordering::SeqCst);
                 match dr as u8 {
                     b'\r' | b'\n' if len == 0 => {}
@@ -260,8 +238,8 @@ mod guest {
                     _ => {}
                 }
             }
-            wr(ICR, INT_RX | INT_RT);
-            if rd(FR) & FR_RXFE != 0 {
+            wr(ICR, int::RX | int::RT);
+            if rd(FR) & fr::RXFE != 0 {
                 break;
             }
         }
@@ -283,13 +261,13 @@ mod guest {
         }
         wr(IMSC, 0);
         wr(LCR_H, LCR_H_8BIT_FIFO);
-        wr(CR, CR_UARTEN | CR_TXE | CR_RXE);
-        wr(ICR, INT_ALL);
+        wr(CR, cr::UARTEN | cr::TXE | cr::RXE);
+        wr(ICR, int::ALL);
         gic::set_handler(intid, on_uart);
         if let Err(e) = gic::enable_spi(intid, true) {
             return check!("input-irq", false, "enabling INTID {intid}: {e}");
         }
-        wr(IMSC, INT_RX | INT_RT);
+        wr(IMSC, int::RX | int::RT);
         cpu::enable_irqs();
         println!("GUEST console: waiting for irq input (type a line: hello-irq)");
         // A slow tick bounds each WFI, so the timeout is noticed.

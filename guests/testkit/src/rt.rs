@@ -107,16 +107,15 @@ pub fn finish() -> ! {
 }
 
 /// From the exception handler: something the guest did not expect.
-pub fn unexpected_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
+pub fn unexpected_exception(vector: hv_arm::Vector, esr: u64, elr: u64, far: u64) -> ! {
     cpu::disable_irqs();
-    const KINDS: [&str; 4] = ["synchronous", "IRQ", "FIQ", "SError"];
     report(
         "unexpected-exception",
         false,
         format_args!(
             "vCPU {} {} {} at ELR {elr:#x} FAR {far:#x}",
             cpu::index(),
-            KINDS[(kind % 4) as usize],
+            vector.kind().name(),
             crate::esr::Fault(esr)
         ),
     );

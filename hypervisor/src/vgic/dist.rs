@@ -9,22 +9,22 @@
 //! {C,S}PENDSGIR registers are RAZ/WI: those interrupts are programmed
 //! through the redistributors.
 
-use super::{
-    AccessSize, Effect, Effects, Vgic, VgicError, VgicVersion, AFFINITY_MASK, IROUTER_IRM,
-    MAX_PHYS_EFFECTS,
-};
+use hv_arm::gic::{gicd, GICD_CTLR, GICD_IROUTER, GICD_TYPER, ID_REGISTERS_FROM_END, IROUTER_AFFINITY_MASK};
+
+use super::{AccessSize, Effect, Effects, Vgic, VgicError, VgicVersion, MAX_PHYS_EFFECTS};
 
 /// GICv2 distributor frame size (4 KiB).
-pub const V2_DIST_SIZE: u64 = 0x1000;
+pub const V2_DIST_SIZE: u64 = gicd::V2_FRAME_SIZE as u64;
 /// GICv3 distributor frame size (64 KiB).
-pub const V3_DIST_SIZE: u64 = 0x1_0000;
+pub const V3_DIST_SIZE: u64 = gicd::V3_FRAME_SIZE as u64;
 
 /// GICD_IIDR / GICR_IIDR: Implementer = Arm (JEP106 0x43B), product 0.
 pub(super) const IIDR: u32 = 0x43b;
 /// The whole defined part of GICD_IROUTER<n>: Aff3, IRM, Aff2, Aff1, Aff0.
-const IROUTER_MASK: u64 = AFFINITY_MASK | IROUTER_IRM;
+const IROUTER_MASK: u64 = IROUTER_AFFINITY_MASK | GICD_IROUTER::IRM::SET.value;
 
-/// The bit-per-interrupt register arrays, in register-map order from 0x080.
+/// The bit-per-interrupt register arrays, in register-map order from
+/// GICD_IGROUPR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum BitReg {
     Group,
@@ -37,20 +37,23 @@ pub(super) enum BitReg {
 }
 
 impl BitReg {
-    /// For an offset in 0x080..0x400 of a GICD or SGI_base frame.
+    /// For an offset in GICD_IGROUPR..GICD_IPRIORITYR of a GICD or
+    /// SGI_base frame (which has the same offsets for INTIDs 0..32): the
+    /// array and the first INTID of the word.
     pub(super) fn at(offset: u64) -> Option<(BitReg, u32)> {
         use BitReg::*;
-        let reg = match offset {
-            0x080..=0x0ff => Group,
-            0x100..=0x17f => SetEnable,
-            0x180..=0x1ff => ClearEnable,
-            0x200..=0x27f => SetPending,
-            0x280..=0x2ff => ClearPending,
-            0x300..=0x37f => SetActive,
-            0x380..=0x3ff => ClearActive,
+        let offset = offset as usize;
+        let (reg, base) = match offset {
+            gicd::IGROUPR..gicd::ISENABLER => (Group, gicd::IGROUPR),
+            gicd::ISENABLER..gicd::ICENABLER => (SetEnable, gicd::ISENABLER),
+            gicd::ICENABLER..gicd::ISPENDR => (ClearEnable, gicd::ICENABLER),
+            gicd::ISPENDR..gicd::ICPENDR => (SetPending, gicd::ISPENDR),
+            gicd::ICPENDR..gicd::ISACTIVER => (ClearPending, gicd::ICPENDR),
+            gicd::ISACTIVER..gicd::ICACTIVER => (SetActive, gicd::ISACTIVER),
+            gicd::ICACTIVER..gicd::ICACTIVER_END => (ClearActive, gicd::ICACTIVER),
             _ => return None,
         };
-        Some((reg, ((offset % 0x80) / 4) as u32 * 32))
+        Some((reg, ((offset - base) / 4) as u32 * 32))
     }
 }
 
@@ -140,35 +143,35 @@ impl Vgic {
         let v3 = self.version == VgicVersion::V3;
         let frame = if v3 { V3_DIST_SIZE } else { V2_DIST_SIZE };
         check_frame(offset, size, frame)?;
-        let id_base = frame - 0x30;
-        let (reg, sizes) = match offset {
-            0x000 => (DistReg::Ctlr, WORD),
-            0x004 => (DistReg::Typer, WORD),
-            0x008 => (DistReg::Iidr, WORD),
-            0x080..=0x3ff => match BitReg::at(offset) {
+        let id_base = frame - ID_REGISTERS_FROM_END as u64;
+        let (reg, sizes) = match offset as usize {
+            gicd::CTLR => (DistReg::Ctlr, WORD),
+            gicd::TYPER => (DistReg::Typer, WORD),
+            gicd::IIDR => (DistReg::Iidr, WORD),
+            gicd::IGROUPR..gicd::ICACTIVER_END => match BitReg::at(offset) {
                 Some((r, first)) => (DistReg::Bits(r, first), WORD),
                 None => (DistReg::RazWi, WORD),
             },
-            0x400..=0x7ff => (DistReg::Priority((offset - 0x400) as u32), BYTE_OR_WORD),
-            0x800..=0xbff => (DistReg::Targets((offset - 0x800) as u32), BYTE_OR_WORD),
-            0xc00..=0xcff => (DistReg::Config((offset - 0xc00) as u32 / 4 * 16), WORD),
-            0xf00 => (DistReg::Sgir, WORD),
-            0xf10..=0xf1f => (
+            o @ gicd::IPRIORITYR..gicd::IPRIORITYR_END => (DistReg::Priority((o - gicd::IPRIORITYR) as u32), BYTE_OR_WORD),
+            o @ gicd::ITARGETSR..gicd::ITARGETSR_END => (DistReg::Targets((o - gicd::ITARGETSR) as u32), BYTE_OR_WORD),
+            o @ gicd::ICFGR..gicd::ICFGR_END => (DistReg::Config((o - gicd::ICFGR) as u32 / 4 * 16), WORD),
+            gicd::SGIR => (DistReg::Sgir, WORD),
+            o @ gicd::CPENDSGIR..gicd::CPENDSGIR_END => (
                 DistReg::SgiPend {
                     set: false,
-                    first: (offset - 0xf10) as u32,
+                    first: (o - gicd::CPENDSGIR) as u32,
                 },
                 BYTE_OR_WORD,
             ),
-            0xf20..=0xf2f => (
+            o @ gicd::SPENDSGIR..gicd::SPENDSGIR_END => (
                 DistReg::SgiPend {
                     set: true,
-                    first: (offset - 0xf20) as u32,
+                    first: (o - gicd::SPENDSGIR) as u32,
                 },
                 BYTE_OR_WORD,
             ),
-            0x6000..=0x7fff if v3 => {
-                let intid = ((offset - 0x6000) / 8) as u32;
+            o @ gicd::IROUTER..gicd::IROUTER_END if v3 => {
+                let intid = ((o - gicd::IROUTER) / 8) as u32;
                 let half = match (size, offset % 8) {
                     (AccessSize::Double, _) => Half::Whole,
                     (_, 0) => Half::Low,
@@ -176,8 +179,8 @@ impl Vgic {
                 };
                 (DistReg::Router { intid, half }, WORD_OR_DOUBLE)
             }
-            o if o >= id_base => (
-                DistReg::Id(id_register(self.version, (o - id_base) / 4)),
+            _ if offset >= id_base => (
+                DistReg::Id(id_register(self.version, (offset - id_base) / 4)),
                 WORD,
             ),
             _ => (DistReg::RazWi, WORD),
@@ -203,7 +206,7 @@ impl Vgic {
         let reg = self.dist_decode(offset, size)?;
         let nbytes = size.bytes() as u32;
         Ok(match reg {
-            DistReg::Ctlr if v3 => u64::from(self.ctlr | (1 << 4) | (1 << 6)), // ARE, DS: RAO
+            DistReg::Ctlr if v3 => u64::from(self.ctlr | GICD_CTLR::ARE::SET.value | GICD_CTLR::DS::SET.value), // RAO
             DistReg::Ctlr => u64::from(self.ctlr),
             DistReg::Typer => u64::from(self.typer()),
             DistReg::Iidr => u64::from(IIDR),
@@ -269,7 +272,7 @@ impl Vgic {
         let nbytes = size.bytes() as u32;
         let value32 = value as u32;
         match reg {
-            DistReg::Ctlr => self.write_ctlr(value32 & 0b11, out),
+            DistReg::Ctlr => self.write_ctlr(value32 & (GICD_CTLR::EnableGrp0::SET.value | GICD_CTLR::EnableGrp1::SET.value), out),
             DistReg::Typer | DistReg::Iidr | DistReg::Id(_) | DistReg::RazWi => {}
             DistReg::Bits(_, first) if v3 && first < 32 => {}
             DistReg::Bits(r, first) => self.write_bits(vcpu, first, r, value32, out),
@@ -315,11 +318,13 @@ impl Vgic {
 
     /// GICD_TYPER (IHI 0048B and IHI 0069, GICD_TYPER).
     fn typer(&self) -> u32 {
+        // Plain shifts of values known to fit their fields (this read is the
+        // benchmark's trapped access: no masking on the way).
         let it_lines = self.nr_irqs().div_ceil(32) - 1;
         match self.version {
-            VgicVersion::V2 => it_lines | ((self.vcpus.len() as u32 - 1) << 5),
-            // IDbits = 9 (10 INTID bits), A3V = 1; no LPIs, MBIS, ESPI; RSS = 0.
-            VgicVersion::V3 => it_lines | (9 << 19) | (1 << 24),
+            VgicVersion::V2 => it_lines | ((self.vcpus.len() as u32 - 1) << GICD_TYPER::CPUNumber.shift),
+            // 10 INTID bits, Aff3 supported; no LPIs, MBIS, ESPI; RSS = 0.
+            VgicVersion::V3 => it_lines | (9 << GICD_TYPER::IDbits.shift) | GICD_TYPER::A3V::SET.value,
         }
     }
 

@@ -118,11 +118,10 @@ pub struct Vgic {
     shared: Vec<Irq>,
 }
 
-/// IROUTER/MPIDR affinity fields: Aff3 [39:32], Aff2 [23:16], Aff1 [15:8],
-/// Aff0 [7:0] (IHI 0069 GICD_IROUTER<n>; the same positions as MPIDR_EL1).
-const AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+/// IROUTER/MPIDR affinity fields (the same positions in both).
+const AFFINITY_MASK: u64 = hv_arm::gic::IROUTER_AFFINITY_MASK;
 /// GICD_IROUTER.Interrupt_Routing_Mode.
-const IROUTER_IRM: u64 = 1 << 31;
+const IROUTER_IRM: u64 = hv_arm::gic::GICD_IROUTER::IRM::SET.value;
 
 impl Vgic {
     /// `spis` is how many SPIs the physical GIC has: a multiple of 32 up to

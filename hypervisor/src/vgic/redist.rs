@@ -6,21 +6,22 @@
 //! redistributor, since one vCPU may program another's (Linux does at boot).
 //! No LPIs: GICR_CTLR.EnableLPIs, PROPBASER, PENDBASER are RAZ/WI.
 
+use hv_arm::gic::{gicr, redistributor_affinity, GICR_TYPER, GICR_WAKER, ID_REGISTERS_FROM_END};
+
 use super::dist::{allow, check_frame, id_register, BitReg, IIDR};
 use super::{AccessSize, Effects, Vgic, VgicError, VgicVersion, MAX_PHYS_EFFECTS};
 
 /// Size of one redistributor frame (RD_base or SGI_base).
-pub const REDIST_FRAME_SIZE: u64 = 0x1_0000;
+pub const REDIST_FRAME_SIZE: u64 = gicr::FRAME_SIZE as u64;
 /// Distance between consecutive vCPUs' redistributors (two frames).
-pub const REDIST_STRIDE: u64 = 2 * REDIST_FRAME_SIZE;
+pub const REDIST_STRIDE: u64 = gicr::STRIDE as u64;
 
 const WORD: &[AccessSize] = &[AccessSize::Word];
 const BYTE_OR_WORD: &[AccessSize] = &[AccessSize::Byte, AccessSize::Word];
 const WORD_OR_DOUBLE: &[AccessSize] = &[AccessSize::Word, AccessSize::Double];
 
-/// GICR_WAKER bits (IHI 0069, GICR_WAKER).
-const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
-const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
+const WAKER_PROCESSOR_SLEEP: u32 = GICR_WAKER::ProcessorSleep::SET.value;
+const WAKER_CHILDREN_ASLEEP: u32 = GICR_WAKER::ChildrenAsleep::SET.value;
 
 #[derive(Clone, Copy, Debug)]
 enum RdReg {
@@ -52,11 +53,11 @@ impl Vgic {
         let in_pair = offset % REDIST_STRIDE;
         let (frame_off, sgi_frame) = (in_pair % REDIST_FRAME_SIZE, in_pair >= REDIST_FRAME_SIZE);
         check_frame(frame_off, size, REDIST_FRAME_SIZE)?;
-        let id_base = REDIST_FRAME_SIZE - 0x30;
-        let (reg, sizes) = match (sgi_frame, frame_off) {
-            (false, 0x0000) => (RdReg::Ctlr, WORD),
-            (false, 0x0004) => (RdReg::Iidr, WORD),
-            (false, 0x0008) => {
+        let id_base = REDIST_FRAME_SIZE - ID_REGISTERS_FROM_END as u64;
+        let (reg, sizes) = match (sgi_frame, frame_off as usize) {
+            (false, gicr::CTLR) => (RdReg::Ctlr, WORD),
+            (false, gicr::IIDR) => (RdReg::Iidr, WORD),
+            (false, gicr::TYPER) => {
                 let high = if size == AccessSize::Double {
                     None
                 } else {
@@ -64,21 +65,21 @@ impl Vgic {
                 };
                 (RdReg::Typer { high }, WORD_OR_DOUBLE)
             }
-            (false, 0x000c) => (RdReg::Typer { high: Some(true) }, WORD),
-            (false, 0x0014) => (RdReg::Waker, WORD),
+            (false, o) if o == gicr::TYPER + 4 => (RdReg::Typer { high: Some(true) }, WORD),
+            (false, gicr::WAKER) => (RdReg::Waker, WORD),
             // GICR_PROPBASER, GICR_PENDBASER: 64-bit, RAZ/WI without LPIs.
-            (false, 0x0070..=0x007f) => (RdReg::RazWi, WORD_OR_DOUBLE),
-            (false, o) if o >= id_base => (
-                RdReg::Id(id_register(VgicVersion::V3, (o - id_base) / 4)),
+            (false, gicr::PROPBASER..gicr::PENDBASER_END) => (RdReg::RazWi, WORD_OR_DOUBLE),
+            (false, _) if frame_off >= id_base => (
+                RdReg::Id(id_register(VgicVersion::V3, (frame_off - id_base) / 4)),
                 WORD,
             ),
             // SGI_base: only the first register of each array exists.
-            (true, o @ 0x080..=0x3ff) => match BitReg::at(o) {
+            (true, gicr::sgi::IGROUPR0..gicr::sgi::IPRIORITYR) => match BitReg::at(frame_off) {
                 Some((r, 0)) => (RdReg::Bits(r), WORD),
                 _ => (RdReg::RazWi, WORD),
             },
-            (true, o @ 0x400..=0x41f) => (RdReg::Priority((o - 0x400) as u32), BYTE_OR_WORD),
-            (true, o @ (0xc00 | 0xc04)) => (RdReg::Config((o - 0xc00) as u32 / 4 * 16), WORD),
+            (true, o @ gicr::sgi::IPRIORITYR..gicr::sgi::IPRIORITYR_END) => (RdReg::Priority((o - gicr::sgi::IPRIORITYR) as u32), BYTE_OR_WORD),
+            (true, o @ (gicr::sgi::ICFGR0 | gicr::sgi::ICFGR1)) => (RdReg::Config((o - gicr::sgi::ICFGR0) as u32 / 4 * 16), WORD),
             _ => (RdReg::RazWi, WORD),
         };
         allow(size, sizes)?;
@@ -88,10 +89,9 @@ impl Vgic {
     /// GICR_TYPER (IHI 0069, GICR_TYPER): Affinity_Value [63:32] from the
     /// vCPU's MPIDR, Processor_Number [23:8], Last [4]; no LPIs.
     fn gicr_typer(&self, target: usize) -> u64 {
-        let m = self.vcpus[target].mpidr;
-        let aff = ((m >> 32) & 0xff) << 24 | (m & 0xff_ffff);
+        let aff = redistributor_affinity(self.vcpus[target].mpidr);
         let last = u64::from(target + 1 == self.vcpus.len());
-        (aff << 32) | ((target as u64) << 8) | (last << 4)
+        (GICR_TYPER::AffinityValue.val(aff) + GICR_TYPER::ProcessorNumber.val(target as u64) + GICR_TYPER::Last.val(last)).value
     }
 
     /// Emulate a guest load from the redistributor region (all vCPUs'

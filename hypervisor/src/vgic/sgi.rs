@@ -3,49 +3,8 @@
 
 use super::{Effects, Vgic, VgicError, VgicVersion};
 
-/// A decoded ICC_SGI1R_EL1 value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sgi1r {
-    /// TargetList [15:0]: Aff0 values RS*16 + bit.
-    pub target_list: u16,
-    /// Aff1 [23:16].
-    pub aff1: u8,
-    /// INTID [27:24].
-    pub intid: u8,
-    /// Aff2 [39:32].
-    pub aff2: u8,
-    /// IRM [40]: all PEs except self.
-    pub irm: bool,
-    /// RS [47:44].
-    pub rs: u8,
-    /// Aff3 [55:48].
-    pub aff3: u8,
-}
-
-impl Sgi1r {
-    pub fn decode(v: u64) -> Self {
-        Self {
-            target_list: v as u16,
-            aff1: (v >> 16) as u8,
-            intid: ((v >> 24) & 0xf) as u8,
-            aff2: (v >> 32) as u8,
-            irm: v & (1 << 40) != 0,
-            rs: ((v >> 44) & 0xf) as u8,
-            aff3: (v >> 48) as u8,
-        }
-    }
-
-    /// Whether a PE with this MPIDR is in the target list.
-    pub fn targets(&self, mpidr: u64) -> bool {
-        let aff = |n: u32| (mpidr >> n) as u8;
-        if (aff(32), aff(16), aff(8)) != (self.aff3, self.aff2, self.aff1) {
-            return false;
-        }
-        let aff0 = u32::from(aff(0));
-        let base = u32::from(self.rs) * 16;
-        (base..base + 16).contains(&aff0) && self.target_list & (1 << (aff0 - base)) != 0
-    }
-}
+/// A decoded ICC_SGI1R_EL1 value (the register's one definition is hv-arm's).
+pub use hv_arm::gic::Sgi1r;
 
 impl Vgic {
     /// v3: the guest wrote ICC_SGI1R_EL1 (trapped via ICH_HCR_EL2.TC or
@@ -79,13 +38,14 @@ impl Vgic {
     /// GICD_SGIR: TargetListFilter [25:24], CPUTargetList [23:16],
     /// SGIINTID [3:0].
     pub(super) fn sgir_write(&mut self, vcpu: usize, value: u32, out: &mut Effects) {
-        let sgi = value & 0xf;
+        use hv_arm::gic::GICD_SGIR::{self, TargetListFilter::Value as Filter};
+        let sgi = GICD_SGIR::SGIINTID.read(value);
         let all = (1u16 << self.vcpus.len()) - 1;
-        let targets = match (value >> 24) & 3 {
-            0 => u16::from((value >> 16) as u8) & all,
-            1 => all & !(1 << vcpu),
-            2 => 1 << vcpu,
-            _ => 0, // reserved
+        let targets = match GICD_SGIR::TargetListFilter.read_as_enum(value) {
+            Some(Filter::TargetList) => GICD_SGIR::CPUTargetList.read(value) as u16 & all,
+            Some(Filter::AllOthers) => all & !(1 << vcpu),
+            Some(Filter::SelfOnly) => 1 << vcpu,
+            None => 0, // reserved
         };
         for t in 0..self.vcpus.len() {
             if targets & (1 << t) != 0 {

@@ -4,56 +4,24 @@
 //!
 //! All interrupts are Group 1 (non-secure) at one priority; SPIs go to the
 //! boot CPU. Handlers are registered per INTID in a small lock-free table.
+//! Register offsets and fields are `hv_arm::gic`'s; every access is one
+//! `hv-mmio` load or store, which the hypervisor can emulate.
 
+use hv_arm::gic::{gicc, gicd, gicr, irouter_affinity, redistributor_affinity, FIRST_SPECIAL_INTID};
+use hv_arm::gic::{GICC_CTLR, GICD_CTLR, GICR_CTLR, GICR_TYPER, GICR_WAKER};
 use hv_mmio as mmio;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use spin::Once;
 
 use super::cpu::{self, MAX_CPUS};
+use hv_devtree::addr::PhysAddr;
 use hv_devtree::platform::{Gic as GicDesc, GicVersion, MemRegion};
 
 /// Priority of every enabled interrupt (lower is more urgent).
 const PRIORITY: u8 = 0xa0;
 /// Priority mask: let everything more urgent than 0xf0 through.
 const PMR: u32 = 0xf0;
-
-// Distributor (both versions).
-const GICD_CTLR: usize = 0x000;
-const GICD_TYPER: usize = 0x004;
-const GICD_IGROUPR: usize = 0x080;
-const GICD_ISENABLER: usize = 0x100;
-const GICD_ICENABLER: usize = 0x180;
-const GICD_ICPENDR: usize = 0x280;
-const GICD_IPRIORITYR: usize = 0x400;
-const GICD_ITARGETSR: usize = 0x800;
-const GICD_ICFGR: usize = 0xc00;
-const GICD_IROUTER: usize = 0x6000;
-const GICD_CTLR_ENABLE_G1: u32 = 1 << 0; // v2 NS view / v3: EnableGrp1(NS) (single security state: Grp0)
-const GICD_CTLR_ENABLE_G1A: u32 = 1 << 1; // v3: EnableGrp1A (single security state: Grp1)
-const GICD_CTLR_ARE_NS: u32 = 1 << 4;
-const GICD_CTLR_RWP: u32 = 1 << 31;
-
-// v2 CPU interface.
-const GICC_CTLR: usize = 0x00;
-const GICC_PMR: usize = 0x04;
-const GICC_BPR: usize = 0x08;
-const GICC_IAR: usize = 0x0c;
-const GICC_EOIR: usize = 0x10;
-
-// v3 redistributor: RD_base frame, then SGI_base frame 64 KiB above.
-const GICR_CTLR: usize = 0x0000;
-const GICR_TYPER: usize = 0x0008;
-const GICR_WAKER: usize = 0x0014;
-const GICR_SGI: usize = 0x1_0000;
-const GICR_WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
-const GICR_WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
-const GICR_CTLR_RWP: u32 = 1 << 3;
-const GICR_TYPER_VLPIS: u64 = 1 << 1;
-const GICR_TYPER_LAST: u64 = 1 << 4;
-
-/// INTIDs 1020..=1023 are special (spurious, etc.).
-const SPECIAL_INTID: u32 = 1020;
 
 /// A window of 32-bit (and some 8/64-bit) MMIO registers.
 #[derive(Clone, Copy)]
@@ -98,7 +66,8 @@ enum Cpu {
     },
     V3 {
         gicr: [AtomicUsize; MAX_CPUS],
-        regions: [(u64, u64); 4],
+        /// Redistributor regions from the device tree; unused slots are empty.
+        regions: [MemRegion; 4],
     },
 }
 
@@ -131,8 +100,7 @@ pub fn init(desc: &GicDesc) -> Result<(), &'static str> {
     // SAFETY: the addresses come from the device tree's GIC node and are
     // mapped Device by the identity map; dom0 owns the (virtual) GIC.
     let gicd = unsafe { Mmio::new(desc.gicd.base.as_u64()) };
-    let lines = ((gicd.read32(GICD_TYPER) & 0x1f) + 1) * 32;
-    let lines = lines.min(SPECIAL_INTID);
+    let lines = hv_arm::gic::distributor_lines(gicd.read32(gicd::TYPER));
     let cpu = match desc.version {
         GicVersion::V2 => {
             let gicc = desc.gicc.ok_or("GICv2 without a CPU interface")?;
@@ -141,9 +109,9 @@ pub fn init(desc: &GicDesc) -> Result<(), &'static str> {
             Cpu::V2 { gicc }
         }
         GicVersion::V3 => {
-            let mut regions = [(0, 0); 4];
+            let mut regions = [MemRegion { base: PhysAddr::new(0), size: 0 }; 4];
             for (slot, r) in regions.iter_mut().zip(desc.gicr.iter()) {
-                *slot = (r.base.as_u64(), r.size);
+                *slot = *r;
             }
             if desc.gicr.is_empty() {
                 return Err("GICv3 without redistributors");
@@ -204,7 +172,7 @@ pub fn handle_irq() {
     loop {
         let iar = gic.acknowledge();
         let intid = iar & 0xff_ffff;
-        if (SPECIAL_INTID..SPECIAL_INTID + 4).contains(&intid) {
+        if (FIRST_SPECIAL_INTID..FIRST_SPECIAL_INTID + 4).contains(&intid) {
             return;
         }
         let handler = HANDLERS
@@ -248,7 +216,7 @@ pub fn describe(desc: &GicDesc) -> (&'static str, u64, &'static str, Option<MemR
 impl Gic {
     fn init_distributor(&self) {
         let d = self.gicd;
-        d.write32(GICD_CTLR, 0);
+        d.write32(gicd::CTLR, 0);
         self.wait_dist_rwp();
         let v3 = matches!(self.cpu, Cpu::V3 { .. });
         for n in (32..self.lines).step_by(32) {
@@ -258,28 +226,28 @@ impl Gic {
                 // firmware left: non-secure software cannot change them, and
                 // without Security Extensions Group 0 is what GICD_CTLR bit 0
                 // and GICC_IAR serve.
-                d.write32(GICD_IGROUPR + reg, u32::MAX);
+                d.write32(gicd::IGROUPR + reg, u32::MAX);
             }
-            d.write32(GICD_ICENABLER + reg, u32::MAX);
-            d.write32(GICD_ICPENDR + reg, u32::MAX);
+            d.write32(gicd::ICENABLER + reg, u32::MAX);
+            d.write32(gicd::ICPENDR + reg, u32::MAX);
         }
         for n in 32..self.lines {
-            d.write8(GICD_IPRIORITYR + n as usize, PRIORITY);
+            d.write8(gicd::IPRIORITYR + n as usize, PRIORITY);
         }
         match self.cpu {
             Cpu::V2 { .. } => {
                 // Bit 0: EnableGrp1 in the non-secure view of a GIC with
                 // Security Extensions, EnableGrp0 in one without (IHI 0048B 4.3.1).
-                d.write32(GICD_CTLR, GICD_CTLR_ENABLE_G1);
+                d.write32(gicd::CTLR, GICD_CTLR::EnableGrp1NS::SET.value);
             }
             Cpu::V3 { .. } => {
                 // Affinity routing first, then the groups (IHI 0069 12.9.4:
                 // ARE must not change while groups are enabled).
-                d.write32(GICD_CTLR, GICD_CTLR_ARE_NS);
+                d.write32(gicd::CTLR, GICD_CTLR::ARE_NS::SET.value);
                 self.wait_dist_rwp();
                 d.write32(
-                    GICD_CTLR,
-                    GICD_CTLR_ARE_NS | GICD_CTLR_ENABLE_G1A | GICD_CTLR_ENABLE_G1,
+                    gicd::CTLR,
+                    (GICD_CTLR::ARE_NS::SET + GICD_CTLR::EnableGrp1A::SET + GICD_CTLR::EnableGrp1NS::SET).value,
                 );
                 self.wait_dist_rwp();
             }
@@ -288,7 +256,7 @@ impl Gic {
 
     fn wait_dist_rwp(&self) {
         if let Cpu::V3 { .. } = self.cpu {
-            while self.gicd.read32(GICD_CTLR) & GICD_CTLR_RWP != 0 {
+            while GICD_CTLR::RWP.is_set(self.gicd.read32(gicd::CTLR)) {
                 core::hint::spin_loop();
             }
         }
@@ -299,31 +267,31 @@ impl Gic {
             Cpu::V2 { gicc } => {
                 let d = self.gicd;
                 // SGIs and PPIs are banked per CPU: disable PPIs, set priorities.
-                d.write32(GICD_ICENABLER, 0xffff_0000);
+                d.write32(gicd::ICENABLER, 0xffff_0000);
                 for n in 0..32 {
-                    d.write8(GICD_IPRIORITYR + n, PRIORITY);
+                    d.write8(gicd::IPRIORITYR + n, PRIORITY);
                 }
-                gicc.write32(GICC_PMR, PMR);
-                gicc.write32(GICC_BPR, 0);
-                gicc.write32(GICC_CTLR, 1);
+                gicc.write32(gicc::PMR, PMR);
+                gicc.write32(gicc::BPR, 0);
+                gicc.write32(gicc::CTLR, GICC_CTLR::EnableGrp1NS::SET.value);
             }
             Cpu::V3 { gicr, regions } => {
                 let rd = find_redistributor(regions).ok_or("no redistributor for this CPU")?;
                 gicr[cpu::index()].store(rd.0, Ordering::Release);
                 // Wake the redistributor (IHI 0069 9.2).
-                let waker = rd.read32(GICR_WAKER);
-                rd.write32(GICR_WAKER, waker & !GICR_WAKER_PROCESSOR_SLEEP);
-                while rd.read32(GICR_WAKER) & GICR_WAKER_CHILDREN_ASLEEP != 0 {
+                let waker = rd.read32(gicr::WAKER);
+                rd.write32(gicr::WAKER, waker & !GICR_WAKER::ProcessorSleep::SET.value);
+                while GICR_WAKER::ChildrenAsleep.is_set(rd.read32(gicr::WAKER)) {
                     core::hint::spin_loop();
                 }
-                let sgi = Mmio(rd.0 + GICR_SGI);
-                sgi.write32(GICD_IGROUPR, u32::MAX);
-                sgi.write32(GICD_ICENABLER, 0xffff_0000);
-                while rd.read32(GICR_CTLR) & GICR_CTLR_RWP != 0 {
+                let sgi = Mmio(rd.0 + gicr::SGI_BASE);
+                sgi.write32(gicr::sgi::IGROUPR0, u32::MAX);
+                sgi.write32(gicr::sgi::ICENABLER0, 0xffff_0000);
+                while GICR_CTLR::RWP.is_set(rd.read32(gicr::CTLR)) {
                     core::hint::spin_loop();
                 }
                 for n in 0..32 {
-                    sgi.write8(GICD_IPRIORITYR + n, PRIORITY);
+                    sgi.write8(gicr::sgi::IPRIORITYR + n, PRIORITY);
                 }
                 // SAFETY: ICC_* system registers of this CPU's interface;
                 // SRE first so the others are accessible (IHI 0069 12.1.5).
@@ -353,17 +321,17 @@ impl Gic {
     fn banked(&self) -> Mmio {
         match &self.cpu {
             Cpu::V2 { .. } => self.gicd,
-            Cpu::V3 { gicr, .. } => Mmio(gicr[cpu::index()].load(Ordering::Acquire) + GICR_SGI),
+            Cpu::V3 { gicr, .. } => Mmio(gicr[cpu::index()].load(Ordering::Acquire) + gicr::SGI_BASE),
         }
     }
 
     fn enable(&self, intid: u32, level_triggered: bool) {
         let n = intid as usize;
         let regs = if intid < 32 { self.banked() } else { self.gicd };
-        regs.write8(GICD_IPRIORITYR + n, PRIORITY);
+        regs.write8(gicd::IPRIORITYR + n, PRIORITY);
         if intid >= 16 {
             // ICFGR: 2 bits per INTID, bit 1 of the field set = edge.
-            let (reg, shift) = (GICD_ICFGR + n / 16 * 4, (n % 16) * 2 + 1);
+            let (reg, shift) = (gicd::ICFGR + n / 16 * 4, (n % 16) * 2 + 1);
             let cfg = regs.read32(reg) & !(1 << shift);
             regs.write32(reg, cfg | (u32::from(!level_triggered) << shift));
         }
@@ -372,30 +340,28 @@ impl Gic {
                 Cpu::V2 { .. } => {
                     // This CPU's bit: any of its banked SGI/PPI target bytes (IHI 0048B 4.3.12).
                     let me = (0..32)
-                        .map(|i| self.gicd.read8(GICD_ITARGETSR + i))
+                        .map(|i| self.gicd.read8(gicd::ITARGETSR + i))
                         .find(|&b| b != 0)
                         .unwrap_or(1);
-                    self.gicd.write8(GICD_ITARGETSR + n, me);
+                    self.gicd.write8(gicd::ITARGETSR + n, me);
                 }
                 Cpu::V3 { .. } => {
-                    let m = cpu::mpidr();
-                    let aff = (m & 0xff_ffff) | ((m >> 32) & 0xff) << 32;
-                    self.gicd.write64(GICD_IROUTER + n * 8, aff);
+                    self.gicd.write64(gicd::IROUTER + n * 8, irouter_affinity(cpu::mpidr()));
                 }
             }
         }
-        regs.write32(GICD_ISENABLER + n / 32 * 4, 1 << (n % 32));
+        regs.write32(gicd::ISENABLER + n / 32 * 4, 1 << (n % 32));
     }
 
     fn disable(&self, intid: u32) {
         let n = intid as usize;
         let regs = if intid < 32 { self.banked() } else { self.gicd };
-        regs.write32(GICD_ICENABLER + n / 32 * 4, 1 << (n % 32));
+        regs.write32(gicd::ICENABLER + n / 32 * 4, 1 << (n % 32));
     }
 
     fn acknowledge(&self) -> u32 {
         match &self.cpu {
-            Cpu::V2 { gicc } => gicc.read32(GICC_IAR),
+            Cpu::V2 { gicc } => gicc.read32(gicc::IAR),
             Cpu::V3 { .. } => {
                 let iar: u64;
                 // SAFETY: reading ICC_IAR1_EL1 acknowledges the interrupt we then handle.
@@ -407,7 +373,7 @@ impl Gic {
 
     fn end(&self, iar: u32) {
         match &self.cpu {
-            Cpu::V2 { gicc } => gicc.write32(GICC_EOIR, iar),
+            Cpu::V2 { gicc } => gicc.write32(gicc::EOIR, iar),
             Cpu::V3 { .. } => {
                 // SAFETY: ends the interrupt `acknowledge` returned.
                 unsafe {
@@ -419,26 +385,27 @@ impl Gic {
 }
 
 /// Walks the redistributor frames for the one whose GICR_TYPER affinity is this CPU's.
-fn find_redistributor(regions: &[(u64, u64)]) -> Option<Mmio> {
+fn find_redistributor(regions: &[MemRegion]) -> Option<Mmio> {
     let m = cpu::mpidr();
-    let want = (m & 0xff_ffff) | ((m >> 32) & 0xff) << 24;
-    for &(base, size) in regions.iter().filter(|r| r.1 != 0) {
+    let want = redistributor_affinity(m);
+    for region in regions.iter().filter(|r| r.size != 0) {
+        let (base, size) = (region.base.as_u64(), region.size);
         let mut at = base;
-        while at + 0x2_0000 <= base + size {
+        while at + gicr::STRIDE as u64 <= base + size {
             // SAFETY: a frame inside a redistributor region from the device tree.
             let rd = unsafe { Mmio::new(at) };
-            let typer = rd.read64(GICR_TYPER);
-            if typer >> 32 == want {
+            let typer = rd.read64(gicr::TYPER);
+            if GICR_TYPER::AffinityValue.read(typer) == want {
                 return Some(rd);
             }
-            if typer & GICR_TYPER_LAST != 0 {
+            if GICR_TYPER::Last.is_set(typer) {
                 break;
             }
-            at += if typer & GICR_TYPER_VLPIS != 0 {
-                0x4_0000
+            at += if GICR_TYPER::VLPIS.is_set(typer) {
+                gicr::STRIDE_VLPIS
             } else {
-                0x2_0000
-            };
+                gicr::STRIDE
+            } as u64;
         }
     }
     None

@@ -6,7 +6,9 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::cpu::{self, MAX_CPUS};
-use super::exception::{TrapFrame, EC_DATA_ABORT_SAME_EL};
+use hv_arm::esr::ExceptionClass;
+
+use super::exception::TrapFrame;
 
 extern "C" {
     /// boot.S: `*out = *(u64 *)addr`, returning 1, or 0 if the load aborted.
@@ -65,7 +67,7 @@ pub fn fix_up(frame: &mut TrapFrame) -> bool {
     let probe = &PROBES[cpu::index()];
     let load = core::ptr::addr_of!(probe_read_u64_load) as u64;
     if !probe.active.load(Ordering::SeqCst)
-        || frame.esr >> 26 != EC_DATA_ABORT_SAME_EL
+        || ExceptionClass::from_esr(frame.esr) != ExceptionClass::DataAbortSameEl
         || frame.elr != load
     {
         return false;

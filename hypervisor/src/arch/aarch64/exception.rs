@@ -4,7 +4,8 @@
 
 use core::fmt::{self, Write};
 
-pub use crate::arch::frame::{GuestException, TrapFrame};
+pub use crate::arch::frame::GuestException;
+pub use hv_arm::TrapFrame;
 
 /// Which of the 16 vector entries was taken.
 #[derive(Clone, Copy, Debug)]

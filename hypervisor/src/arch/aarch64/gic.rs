@@ -2,59 +2,24 @@
 //! CPU's interface, interrupt acknowledge/priority-drop/deactivate (EOImode
 //! 1, so a guest's EOI of a hardware-linked virtual interrupt deactivates the
 //! physical one), SGIs between physical CPUs, and the virtual CPU interface's
-//! list registers (GICv2 GICH frame, GICv3 ICH_*_EL2).
+//! list registers (GICv2 GICH frame, GICv3 ICH_*_EL2). Register offsets and
+//! fields are `hv_arm::gic`'s.
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use super::cpu;
 use super::sysreg::{read_sysreg, write_sysreg};
+use hv_arm::gic::{gicc, gicd, gich, gicr, Sgi1r, GICC_CTLR, GICD_CTLR, GICD_SGIR, GICH_HCR, GICH_VTR, GICR_TYPER, GICR_WAKER};
+use hv_arm::gic::{distributor_lines, redistributor_affinity, FIRST_SPECIAL_INTID};
 use crate::platform::{Gic, GicVersion};
 use crate::vgic::ListRegisters;
 
 /// The SGI the hypervisor uses to make another physical CPU look at its
 /// vCPU's pending interrupts.
 pub const SGI_KICK: u32 = 0;
-/// INTIDs 1020..=1023 are special; 1023 means "nothing pending".
-pub const SPURIOUS: u32 = 1023;
+pub use hv_arm::gic::SPURIOUS;
 /// Priority given to every physical interrupt (all equal: no preemption at EL2).
 const DEFAULT_PRIORITY: u8 = 0xa0;
-
-// Distributor registers (GICv2 IHI 0048 4.3, GICv3 IHI 0069 12.9).
-const GICD_CTLR: usize = 0x000;
-const GICD_TYPER: usize = 0x004;
-const GICD_IGROUPR: usize = 0x080;
-const GICD_ISENABLER: usize = 0x100;
-const GICD_ICENABLER: usize = 0x180;
-const GICD_ICPENDR: usize = 0x280;
-const GICD_ICACTIVER: usize = 0x380;
-const GICD_IPRIORITYR: usize = 0x400;
-const GICD_ITARGETSR: usize = 0x800;
-const GICD_ICFGR: usize = 0xc00;
-const GICD_SGIR: usize = 0xf00;
-const GICD_IROUTER: usize = 0x6000;
-const GICD_CTLR_RWP: u32 = 1 << 31;
-
-// GICv2 CPU interface (IHI 0048 4.4) and virtual interface control (5.3).
-const GICC_CTLR: usize = 0x00;
-const GICC_PMR: usize = 0x04;
-const GICC_BPR: usize = 0x08;
-const GICC_IAR: usize = 0x0c;
-const GICC_EOIR: usize = 0x10;
-const GICC_DIR: usize = 0x1000;
-const GICH_HCR: usize = 0x00;
-const GICH_VTR: usize = 0x04;
-const GICH_VMCR: usize = 0x08;
-const GICH_MISR: usize = 0x10;
-const GICH_ELRSR0: usize = 0x30;
-const GICH_APR: usize = 0xf0;
-const GICH_LR0: usize = 0x100;
-
-// GICv3 redistributor (IHI 0069 12.10/12.11): RD_base then SGI_base.
-const GICR_FRAME: usize = 0x20000;
-const GICR_TYPER: usize = 0x0008;
-const GICR_WAKER: usize = 0x0014;
-const GICR_SGI_BASE: usize = 0x10000;
-const GICR_TYPER_LAST: u64 = 1 << 4;
 
 struct State {
     version: AtomicU8,
@@ -117,7 +82,7 @@ fn byte_write(base: &AtomicUsize, offset: usize, value: u8) {
 }
 
 fn wait_rwp() {
-    while read32(&GIC.gicd, GICD_CTLR) & GICD_CTLR_RWP != 0 {
+    while GICD_CTLR::RWP.is_set(read32(&GIC.gicd, gicd::CTLR)) {
         core::hint::spin_loop();
     }
 }
@@ -133,50 +98,49 @@ pub fn init(gic: &Gic) {
     GIC.gicd.store(gic.gicd.base.as_u64() as usize, Ordering::Relaxed);
     GIC.gicc.store(gic.gicc.map_or(0, |r| r.base.as_u64() as usize), Ordering::Relaxed);
     GIC.gich.store(gic.gich.map_or(0, |r| r.base.as_u64() as usize), Ordering::Relaxed);
-    let lines = 32 * ((read32(&GIC.gicd, GICD_TYPER) as usize & 0x1f) + 1);
-    let lines = lines.min(1020);
+    let lines = distributor_lines(read32(&GIC.gicd, gicd::TYPER)) as usize;
     GIC.lines.store(lines, Ordering::Relaxed);
 
-    write32(&GIC.gicd, GICD_CTLR, 0);
+    write32(&GIC.gicd, gicd::CTLR, 0);
     if is_v3() {
         wait_rwp();
     }
     for word in 1..lines / 32 {
-        write32(&GIC.gicd, GICD_ICENABLER + 4 * word, u32::MAX);
-        write32(&GIC.gicd, GICD_ICPENDR + 4 * word, u32::MAX);
-        write32(&GIC.gicd, GICD_ICACTIVER + 4 * word, u32::MAX);
+        write32(&GIC.gicd, gicd::ICENABLER + 4 * word, u32::MAX);
+        write32(&GIC.gicd, gicd::ICPENDR + 4 * word, u32::MAX);
+        write32(&GIC.gicd, gicd::ICACTIVER + 4 * word, u32::MAX);
         if version == 3 {
             // GICv3: group 1 (non-secure), taken through ICC_IAR1_EL1.
             // GICv2 keeps the groups it has: group 0 on a GIC without
             // security extensions (QEMU virt), where GICC_IAR only
             // acknowledges group 0; group 1 as the firmware set it up on
             // the Pi, whose non-secure GICC_IAR acknowledges group 1.
-            write32(&GIC.gicd, GICD_IGROUPR + 4 * word, u32::MAX);
+            write32(&GIC.gicd, gicd::IGROUPR + 4 * word, u32::MAX);
         }
     }
     for intid in 32..lines {
-        byte_write(&GIC.gicd, GICD_IPRIORITYR + intid, DEFAULT_PRIORITY);
+        byte_write(&GIC.gicd, gicd::IPRIORITYR + intid, DEFAULT_PRIORITY);
     }
     if !is_v3() {
         // Every SPI to the boot CPU until someone routes it elsewhere.
-        let boot = read32(&GIC.gicd, GICD_ITARGETSR) & 0xff;
+        let boot = read32(&GIC.gicd, gicd::ITARGETSR) & 0xff;
         for intid in 32..lines {
-            byte_write(&GIC.gicd, GICD_ITARGETSR + intid, boot as u8);
+            byte_write(&GIC.gicd, gicd::ITARGETSR + intid, boot as u8);
         }
     }
     if is_v3() {
         wait_rwp();
         let boot = cpu::mpidr();
         for intid in 32..lines {
-            write64(GIC.gicd.load(Ordering::Relaxed), GICD_IROUTER + 8 * intid, boot);
+            write64(GIC.gicd.load(Ordering::Relaxed), gicd::IROUTER + 8 * intid, boot);
         }
         // Affinity routing, both groups enabled (GICD_CTLR with DS = 1:
-        // ARE bit 4, EnableGrp1 bit 1, EnableGrp0 bit 0; with DS = 0 the
-        // non-secure view has ARE_NS at bit 4 and EnableGrp1A at bit 1).
-        write32(&GIC.gicd, GICD_CTLR, (1 << 4) | 0b11);
+        // ARE, EnableGrp1, EnableGrp0; with DS = 0 the non-secure view has
+        // ARE_NS, EnableGrp1A and EnableGrp1 at the same bits).
+        write32(&GIC.gicd, gicd::CTLR, (GICD_CTLR::ARE::SET + GICD_CTLR::EnableGrp1::SET + GICD_CTLR::EnableGrp0::SET).value);
         wait_rwp();
     } else {
-        write32(&GIC.gicd, GICD_CTLR, 0b11);
+        write32(&GIC.gicd, gicd::CTLR, (GICD_CTLR::EnableGrp1::SET + GICD_CTLR::EnableGrp0::SET).value);
     }
 }
 
@@ -194,59 +158,60 @@ pub fn init_cpu(gic: &Gic) {
 
 fn init_cpu_v2(index: usize) {
     // ITARGETSR0..7 read back this CPU's own interface mask (IHI 0048 4.3.12).
-    let mask = read32(&GIC.gicd, GICD_ITARGETSR) & 0xff;
+    let mask = read32(&GIC.gicd, gicd::ITARGETSR) & 0xff;
     CPU_IF[index].store(mask as usize, Ordering::Relaxed);
-    write32(&GIC.gicd, GICD_ICENABLER, u32::MAX);
+    write32(&GIC.gicd, gicd::ICENABLER, u32::MAX);
     for intid in 0..32 {
-        byte_write(&GIC.gicd, GICD_IPRIORITYR + intid, DEFAULT_PRIORITY);
+        byte_write(&GIC.gicd, gicd::IPRIORITYR + intid, DEFAULT_PRIORITY);
     }
-    write32(&GIC.gicc, GICC_PMR, 0xff);
-    write32(&GIC.gicc, GICC_BPR, 0);
-    // Enable both groups with split priority drop / deactivate (EOImode):
-    // bits 0, 1, 9, 10 in the view of a GIC without security extensions
-    // (QEMU virt); in the non-secure view (Pi 4) bit 0 and bit 9 are
-    // EnableGrp1 and EOImodeNS, and the others are ignored.
-    write32(&GIC.gicc, GICC_CTLR, (1 << 0) | (1 << 1) | (1 << 9) | (1 << 10));
-    let lrs = (read32(&GIC.gich, GICH_VTR) & 0x3f) as usize + 1;
+    write32(&GIC.gicc, gicc::PMR, 0xff);
+    write32(&GIC.gicc, gicc::BPR, 0);
+    // Enable both groups with split priority drop / deactivate (EOImode)
+    // in the view of a GIC without security extensions (QEMU virt); in the
+    // non-secure view (Pi 4) bits 0 and 9 are EnableGrp1 and EOImodeNS,
+    // and the others are ignored.
+    let ctlr = GICC_CTLR::EnableGrp0::SET + GICC_CTLR::EnableGrp1::SET + GICC_CTLR::EOImodeS::SET + GICC_CTLR::EOImodeNS::SET;
+    write32(&GIC.gicc, gicc::CTLR, ctlr.value);
+    let lrs = GICH_VTR::ListRegs.read(read32(&GIC.gich, gich::VTR)) as usize + 1;
     GIC.lrs.store(lrs, Ordering::Relaxed);
     for i in 0..lrs {
-        write32(&GIC.gich, GICH_LR0 + 4 * i, 0);
+        write32(&GIC.gich, gich::LR0 + 4 * i, 0);
     }
-    write32(&GIC.gich, GICH_APR, 0);
-    write32(&GIC.gich, GICH_HCR, 1); // En
+    write32(&GIC.gich, gich::APR, 0);
+    write32(&GIC.gich, gich::HCR, GICH_HCR::En::SET.value);
 }
 
 fn init_cpu_v3(gic: &Gic, index: usize) {
     let mpidr = cpu::mpidr();
-    let want = ((mpidr >> 32 & 0xff) << 24) | (mpidr & 0xff_ffff);
+    let want = redistributor_affinity(mpidr);
     let mut found = 0;
     'regions: for region in &gic.gicr {
         let mut frame = region.base.as_u64() as usize;
         let end = frame + region.size as usize;
         while frame < end {
-            let typer = read64(frame, GICR_TYPER);
-            if typer >> 32 == want {
+            let typer = read64(frame, gicr::TYPER);
+            if GICR_TYPER::AffinityValue.read(typer) == want {
                 found = frame;
                 break 'regions;
             }
-            if typer & GICR_TYPER_LAST != 0 {
+            if GICR_TYPER::Last.is_set(typer) {
                 break;
             }
-            frame += GICR_FRAME;
+            frame += gicr::STRIDE;
         }
     }
     assert!(found != 0, "no GICv3 redistributor for MPIDR {mpidr:#x}");
     CPU_IF[index].store(found, Ordering::Relaxed);
     let rd = AtomicUsize::new(found);
     // Wake the redistributor (IHI 0069 12.11.42 GICR_WAKER).
-    write32(&rd, GICR_WAKER, read32(&rd, GICR_WAKER) & !(1 << 1));
-    while read32(&rd, GICR_WAKER) & (1 << 2) != 0 {
+    write32(&rd, gicr::WAKER, read32(&rd, gicr::WAKER) & !GICR_WAKER::ProcessorSleep::SET.value);
+    while GICR_WAKER::ChildrenAsleep.is_set(read32(&rd, gicr::WAKER)) {
         core::hint::spin_loop();
     }
-    write32(&rd, GICR_SGI_BASE + GICD_ICENABLER, u32::MAX);
-    write32(&rd, GICR_SGI_BASE + GICD_IGROUPR, u32::MAX);
+    write32(&rd, gicr::SGI_BASE + gicr::sgi::ICENABLER0, u32::MAX);
+    write32(&rd, gicr::SGI_BASE + gicr::sgi::IGROUPR0, u32::MAX);
     for intid in 0..32 {
-        byte_write(&rd, GICR_SGI_BASE + GICD_IPRIORITYR + intid, DEFAULT_PRIORITY);
+        byte_write(&rd, gicr::SGI_BASE + gicr::sgi::IPRIORITYR + intid, DEFAULT_PRIORITY);
     }
     // System-register interface at EL2 and EL1 (ICC_SRE_EL2: SRE | Enable).
     write_sysreg!("icc_sre_el2", read_sysreg!("icc_sre_el2") | 0b1001);
@@ -262,7 +227,7 @@ fn init_cpu_v3(gic: &Gic, index: usize) {
         write_lr_v3(i, 0);
     }
     write_sysreg!("ich_ap1r0_el2", 0);
-    write_sysreg!("ich_hcr_el2", 1); // En
+    write_sysreg!("ich_hcr_el2", GICH_HCR::En::SET.value as u64);
     barrier_isb();
 }
 
@@ -276,7 +241,7 @@ pub fn acknowledge() -> u32 {
     if is_v3() {
         read_sysreg!("icc_iar1_el1") as u32
     } else {
-        read32(&GIC.gicc, GICC_IAR)
+        read32(&GIC.gicc, gicc::IAR)
     }
 }
 
@@ -287,7 +252,7 @@ pub fn priority_drop(iar: u32) {
     if is_v3() {
         write_sysreg!("icc_eoir1_el1", iar as u64);
     } else {
-        write32(&GIC.gicc, GICC_EOIR, iar);
+        write32(&GIC.gicc, gicc::EOIR, iar);
     }
 }
 
@@ -295,13 +260,13 @@ pub fn deactivate(iar: u32) {
     if is_v3() {
         write_sysreg!("icc_dir_el1", iar as u64);
     } else {
-        write32(&GIC.gicc, GICC_DIR, iar);
+        write32(&GIC.gicc, gicc::DIR, iar);
     }
 }
 
 fn private_base() -> (AtomicUsize, usize) {
     if is_v3() {
-        (AtomicUsize::new(CPU_IF[cpu::index()].load(Ordering::Relaxed)), GICR_SGI_BASE)
+        (AtomicUsize::new(CPU_IF[cpu::index()].load(Ordering::Relaxed)), gicr::SGI_BASE)
     } else {
         (AtomicUsize::new(GIC.gicd.load(Ordering::Relaxed)), 0)
     }
@@ -311,7 +276,8 @@ fn private_base() -> (AtomicUsize, usize) {
 pub fn set_enabled(intid: u32, enabled: bool) {
     let word = 4 * (intid as usize / 32);
     let bit = 1 << (intid % 32);
-    let reg = if enabled { GICD_ISENABLER } else { GICD_ICENABLER };
+    // The SGI_base frame has the distributor's offsets for INTIDs 0..32.
+    let reg = if enabled { gicd::ISENABLER } else { gicd::ICENABLER };
     if intid < 32 {
         let (base, off) = private_base();
         write32(&base, off + reg + word, bit);
@@ -324,9 +290,9 @@ pub fn set_enabled(intid: u32, enabled: bool) {
 pub fn set_priority(intid: u32, priority: u8) {
     if intid < 32 {
         let (base, off) = private_base();
-        byte_write(&base, off + GICD_IPRIORITYR + intid as usize, priority);
+        byte_write(&base, off + gicd::IPRIORITYR + intid as usize, priority);
     } else if (intid as usize) < GIC.lines.load(Ordering::Relaxed) {
-        byte_write(&GIC.gicd, GICD_IPRIORITYR + intid as usize, priority);
+        byte_write(&GIC.gicd, gicd::IPRIORITYR + intid as usize, priority);
     }
 }
 
@@ -335,7 +301,7 @@ pub fn set_edge(intid: u32, edge: bool) {
     if intid < 32 || intid as usize >= GIC.lines.load(Ordering::Relaxed) {
         return;
     }
-    let offset = GICD_ICFGR + 4 * (intid as usize / 16);
+    let offset = gicd::ICFGR + 4 * (intid as usize / 16);
     let shift = 2 * (intid % 16) + 1;
     let value = read32(&GIC.gicd, offset) & !(1 << shift) | ((edge as u32) << shift);
     write32(&GIC.gicd, offset, value);
@@ -348,10 +314,10 @@ pub fn route_spi(intid: u32, target: usize) {
     }
     if is_v3() {
         let mpidr = CPU_MPIDR[target].load(Ordering::Relaxed) as u64;
-        write64(GIC.gicd.load(Ordering::Relaxed), GICD_IROUTER + 8 * intid as usize, mpidr);
+        write64(GIC.gicd.load(Ordering::Relaxed), gicd::IROUTER + 8 * intid as usize, mpidr);
     } else {
         let mask = CPU_IF[target].load(Ordering::Relaxed) as u8;
-        byte_write(&GIC.gicd, GICD_ITARGETSR + intid as usize, mask);
+        byte_write(&GIC.gicd, gicd::ITARGETSR + intid as usize, mask);
     }
 }
 
@@ -359,16 +325,11 @@ pub fn route_spi(intid: u32, target: usize) {
 pub fn send_sgi(intid: u32, target: usize) {
     if is_v3() {
         let mpidr = CPU_MPIDR[target].load(Ordering::Relaxed) as u64;
-        let aff1 = (mpidr >> 8) & 0xff;
-        let aff2 = (mpidr >> 16) & 0xff;
-        let aff3 = (mpidr >> 32) & 0xff;
-        let target_list = 1u64 << (mpidr & 0xf);
-        let value = (aff3 << 48) | (aff2 << 32) | ((intid as u64 & 0xf) << 24) | (aff1 << 16) | target_list;
-        write_sysreg!("icc_sgi1r_el1", value);
+        write_sysreg!("icc_sgi1r_el1", Sgi1r::to_pe(intid, mpidr).encode());
         barrier_isb();
     } else {
         let mask = CPU_IF[target].load(Ordering::Relaxed) as u32;
-        write32(&GIC.gicd, GICD_SGIR, (mask << 16) | (intid & 0xf));
+        write32(&GIC.gicd, gicd::SGIR, (GICD_SGIR::CPUTargetList.val(mask) + GICD_SGIR::SGIINTID.val(intid & 0xf)).value);
     }
 }
 
@@ -421,7 +382,7 @@ impl ListRegisters for HwListRegisters {
         if is_v3() {
             read_lr_v3(i)
         } else {
-            read32(&GIC.gich, GICH_LR0 + 4 * i) as u64
+            read32(&GIC.gich, gich::LR0 + 4 * i) as u64
         }
     }
 
@@ -429,7 +390,7 @@ impl ListRegisters for HwListRegisters {
         if is_v3() {
             write_lr_v3(i, value);
         } else {
-            write32(&GIC.gich, GICH_LR0 + 4 * i, value as u32);
+            write32(&GIC.gich, gich::LR0 + 4 * i, value as u32);
         }
     }
 
@@ -437,11 +398,12 @@ impl ListRegisters for HwListRegisters {
     /// off (GICH_HCR.UIE / ICH_HCR_EL2.UIE, bit 1 in both).
     fn set_underflow_irq(&mut self, on: bool) {
         if is_v3() {
-            let hcr = read_sysreg!("ich_hcr_el2") & !(1 << 1) | ((on as u64) << 1);
+            let uie = u64::from(GICH_HCR::UIE::SET.value);
+            let hcr = read_sysreg!("ich_hcr_el2") & !uie | if on { uie } else { 0 };
             write_sysreg!("ich_hcr_el2", hcr);
         } else {
-            let hcr = read32(&GIC.gich, GICH_HCR) & !(1 << 1) | ((on as u32) << 1);
-            write32(&GIC.gich, GICH_HCR, hcr);
+            let hcr = GICH_HCR::UIE.val(on.into()).modify(read32(&GIC.gich, gich::HCR));
+            write32(&GIC.gich, gich::HCR, hcr);
         }
     }
 }
@@ -452,7 +414,7 @@ impl HwListRegisters {
         if is_v3() {
             read_sysreg!("ich_misr_el2")
         } else {
-            read32(&GIC.gich, GICH_MISR) as u64
+            read32(&GIC.gich, gich::MISR) as u64
         }
     }
 
@@ -462,7 +424,7 @@ impl HwListRegisters {
         if is_v3() {
             read_sysreg!("ich_vmcr_el2")
         } else {
-            read32(&GIC.gich, GICH_VMCR) as u64
+            read32(&GIC.gich, gich::VMCR) as u64
         }
     }
 
@@ -470,7 +432,7 @@ impl HwListRegisters {
         if is_v3() {
             write_sysreg!("ich_vmcr_el2", value);
         } else {
-            write32(&GIC.gich, GICH_VMCR, value as u32);
+            write32(&GIC.gich, gich::VMCR, value as u32);
         }
     }
 
@@ -479,7 +441,7 @@ impl HwListRegisters {
         if is_v3() {
             read_sysreg!("ich_elrsr_el2")
         } else {
-            read32(&GIC.gich, GICH_ELRSR0) as u64
+            read32(&GIC.gich, gich::ELRSR0) as u64
         }
     }
 }
@@ -488,7 +450,7 @@ impl HwListRegisters {
 /// expected), ends it, and says whether there was one.
 pub fn acknowledge_and_drop_kick() -> bool {
     let iar = acknowledge();
-    if iar & 0x3ff >= 1020 {
+    if iar & gicc::IAR_INTID_MASK >= FIRST_SPECIAL_INTID {
         return false;
     }
     priority_drop(iar);
@@ -496,19 +458,17 @@ pub fn acknowledge_and_drop_kick() -> bool {
     true
 }
 
-const GICD_ISACTIVER: usize = 0x300;
-
 /// Is private interrupt `intid` (a PPI of this CPU) active?
 pub fn is_active(intid: u32) -> bool {
     let (base, off) = private_base();
-    read32(&base, off + GICD_ISACTIVER) & (1 << (intid % 32)) != 0
+    read32(&base, off + gicd::ISACTIVER) & (1 << (intid % 32)) != 0
 }
 
 /// Sets or clears the active state of private interrupt `intid` (saving and
 /// restoring a vCPU's hardware-linked timer interrupt across a switch).
 pub fn set_active(intid: u32, active: bool) {
     let (base, off) = private_base();
-    let reg = if active { GICD_ISACTIVER } else { GICD_ICACTIVER };
+    let reg = if active { gicd::ISACTIVER } else { gicd::ICACTIVER };
     write32(&base, off + reg + 4 * (intid as usize / 32), 1 << (intid % 32));
 }
 
@@ -518,7 +478,7 @@ pub fn active_priorities() -> u64 {
     if is_v3() {
         read_sysreg!("ich_ap1r0_el2")
     } else {
-        read32(&GIC.gich, GICH_APR) as u64
+        read32(&GIC.gich, gich::APR) as u64
     }
 }
 
@@ -526,6 +486,6 @@ pub fn set_active_priorities(value: u64) {
     if is_v3() {
         write_sysreg!("ich_ap1r0_el2", value);
     } else {
-        write32(&GIC.gich, GICH_APR, value as u32);
+        write32(&GIC.gich, gich::APR, value as u32);
     }
 }

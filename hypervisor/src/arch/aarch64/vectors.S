@@ -1,7 +1,7 @@
 /*
  * EL2 exception vectors (VBAR_EL2). Every entry saves the full register
- * state as a TrapFrame (see exception.rs, whose offsets are checked at
- * compile time) and calls the Rust handler with the frame and the entry kind
+ * state as a TrapFrame (hv_arm::TrapFrame, whose offsets are checked
+ * at compile time) and calls the Rust handler with the frame and the entry kind
  * (synchronous exceptions from a VM, the hot path, have a handler of their
  * own: handle_guest_sync, which takes only the frame).
  */

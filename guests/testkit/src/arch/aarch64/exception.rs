@@ -4,26 +4,14 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::esr;
+use hv_arm::esr::ExceptionClass;
+use hv_arm::{Vector, VectorKind};
 
 use super::cpu::{self, MAX_CPUS};
 use super::gic;
 
-/// Saved by vectors.S (same layout as dom0's: x0..x30, sp, elr, spsr, esr, far).
-#[repr(C)]
-pub struct TrapFrame {
-    pub x: [u64; 31],
-    pub sp: u64,
-    pub elr: u64,
-    pub spsr: u64,
-    pub esr: u64,
-    pub far: u64,
-}
-
-// vectors.S stores ELR/SPSR at 32*8 and ESR/FAR at 34*8.
-const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 32 * 8);
-const _: () = assert!(core::mem::offset_of!(TrapFrame, esr) == 34 * 8);
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 36 * 8);
+/// Saved by vectors.S: the layout shared with the hypervisor and dom0.
+pub use hv_arm::TrapFrame;
 
 extern "C" {
     fn testkit_probe_read(addr: u64, out: *mut u64) -> u64;
@@ -93,15 +81,15 @@ pub fn guarded_hvc(regs: [u64; 4]) -> Result<[u64; 4], Caught> {
 }
 
 fn fix_up(frame: &mut TrapFrame) -> bool {
-    let ec = esr::exception_class(frame.esr);
+    let class = ExceptionClass::from_esr(frame.esr);
     let is = |label: *const u8| frame.elr == label as u64;
-    let resume = if ec == esr::EC_DATA_ABORT_SAME_EL
+    let resume = if class == ExceptionClass::DataAbortSameEl
         && (is(&raw const testkit_probe_read_insn)
             || is(&raw const testkit_probe_write_insn)
             || is(&raw const testkit_probe_read_pair_insn))
     {
         &raw const testkit_fixup
-    } else if ec == esr::EC_UNKNOWN && is(&raw const testkit_guarded_hvc_insn) {
+    } else if class == ExceptionClass::Unknown && is(&raw const testkit_guarded_hvc_insn) {
         &raw const testkit_hvc_fixup
     } else {
         return false;
@@ -113,13 +101,13 @@ fn fix_up(frame: &mut TrapFrame) -> bool {
     true
 }
 
-/// Vector kinds (vectors.S): 0..3 current EL with SP_EL0, 4..7 with SP_EL1,
-/// each synchronous / IRQ / FIQ / SError.
+/// `kind` is the vector table entry (`hv_arm::Vector`).
 #[no_mangle]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
-    match kind {
-        1 | 5 => gic::handle_irq(),
-        0 | 4 if fix_up(frame) => {}
-        _ => crate::rt::unexpected_exception(kind, frame.esr, frame.elr, frame.far),
+    let vector = Vector(kind);
+    match vector.kind() {
+        VectorKind::Irq if vector.from_current_el() => gic::handle_irq(),
+        VectorKind::Synchronous if vector.from_current_el() && fix_up(frame) => {}
+        _ => crate::rt::unexpected_exception(vector, frame.esr, frame.elr, frame.far),
     }
 }

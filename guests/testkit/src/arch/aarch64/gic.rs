@@ -7,15 +7,15 @@
 //! virtio-mmio lines); [`enable_spi`] refuses the others, so an interrupt
 //! without a possible handler is never enabled.
 //!
-//! Register offsets: GICv2 IHI 0048B "Distributor register map"; GICv3
-//! IHI 0069 "The GIC Distributor register map"
-//! (GICD_IGROUPR<n> 0x080, GICD_ISENABLER<n> 0x100, GICD_ICENABLER<n> 0x180,
-//! GICD_IPRIORITYR<n> 0x400, GICD_ITARGETSR<n> 0x800, GICD_ICFGR<n> 0xC00,
-//! GICD_IROUTER<n> 0x6000 + 8n).
+//! Register offsets and fields are `hv_arm::gic`'s (GICv2 IHI 0048B, GICv3
+//! IHI 0069); every access is one `hv-mmio` load or store, which the
+//! hypervisor can emulate.
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
+use hv_arm::gic::{gicc, gicd, gicr, redistributor_affinity, Sgi1r};
+use hv_arm::gic::{GICC_CTLR, GICD_CTLR, GICD_SGIR, GICR_TYPER, GICR_WAKER};
 use hv_devtree::platform::{Gic as GicNode, GicVersion};
 
 use super::cpu::{self, MAX_CPUS};
@@ -49,31 +49,10 @@ static EOI_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS
 static EOI_COUNT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static HANDLERS: spin::RwLock<[Option<Handler>; MAX_INTID as usize]> = spin::RwLock::new([None; MAX_INTID as usize]);
 
-// Distributor (both versions).
-const GICD_CTLR: u64 = 0x0;
-const GICD_TYPER: u64 = 0x4;
-const GICD_IGROUPR: u64 = 0x080;
-const GICD_ISENABLER: u64 = 0x100;
-const GICD_ICENABLER: u64 = 0x180;
-const GICD_IPRIORITYR: u64 = 0x400;
-const GICD_ITARGETSR: u64 = 0x800;
-const GICD_ICFGR: u64 = 0xc00;
-const GICD_SGIR: u64 = 0xf00;
-// GICv3 only: 64-bit, one per SPI (n = INTID), Aff3 [39:32], IRM [31],
-// Aff2 [23:16], Aff1 [15:8], Aff0 [7:0].
-const GICD_IROUTER: u64 = 0x6000;
-// GICv2 CPU interface.
-const GICC_CTLR: u64 = 0x0;
-const GICC_PMR: u64 = 0x4;
-const GICC_IAR: u64 = 0xc;
-const GICC_EOIR: u64 = 0x10;
-// GICv3 redistributor: RD_base frame, then SGI_base frame 64 KiB above.
-const GICR_TYPER: u64 = 0x8;
-const GICR_WAKER: u64 = 0x14;
-const GICR_SGI: u64 = 0x1_0000;
-const GICR_IGROUPR0: u64 = GICR_SGI + 0x80;
-const GICR_ISENABLER0: u64 = GICR_SGI + 0x100;
-const GICR_IPRIORITYR: u64 = GICR_SGI + 0x400;
+/// A register's address: a frame's base plus an `hv_arm::gic` offset.
+fn at(base: u64, offset: usize) -> u64 {
+    base + offset as u64
+}
 
 fn read32(addr: u64) -> u32 {
     // SAFETY: `addr` is a GIC register inside a window the device tree
@@ -111,20 +90,21 @@ pub fn init(node: &GicNode) -> Result<(), &'static str> {
     let s = STATE.call_once(|| State { version: node.version, gicd: node.gicd.base.as_u64(), gicc, gicr });
     match s.version {
         // EnableGrp0 | EnableGrp1 (v2, or v3 with one security state: also
-        // ARE at bit 4); for the non-secure view of v3: EnableGrp1 |
-        // EnableGrp1A | ARE_NS. 0x13 says yes to each meaning.
+        // ARE); for the non-secure view of v3 the same bits are EnableGrp1 |
+        // EnableGrp1A | ARE_NS: the value says yes to each meaning.
         GicVersion::V3 => {
-            write32(s.gicd + GICD_CTLR, 0x13);
+            let ctlr = GICD_CTLR::EnableGrp0::SET + GICD_CTLR::EnableGrp1::SET + GICD_CTLR::ARE::SET;
+            write32(at(s.gicd, gicd::CTLR), ctlr.value);
             wait_rwp(s.gicd)?;
         }
-        GicVersion::V2 => write32(s.gicd + GICD_CTLR, 0x3),
+        GicVersion::V2 => write32(at(s.gicd, gicd::CTLR), (GICD_CTLR::EnableGrp0::SET + GICD_CTLR::EnableGrp1::SET).value),
     }
     init_cpu()
 }
 
 fn wait_rwp(gicd: u64) -> Result<(), &'static str> {
     for _ in 0..1_000_000 {
-        if read32(gicd + GICD_CTLR) & (1 << 31) == 0 {
+        if !GICD_CTLR::RWP.is_set(read32(at(gicd, gicd::CTLR))) {
             return Ok(());
         }
     }
@@ -141,10 +121,11 @@ pub fn init_cpu() -> Result<(), &'static str> {
         GicVersion::V3 => {
             let rd = find_redistributor(s, mpidr).ok_or("no redistributor for this vCPU's MPIDR")?;
             REDIST[me].store(rd, Ordering::SeqCst);
-            write32(rd + GICR_WAKER, read32(rd + GICR_WAKER) & !(1 << 1));
+            let waker = at(rd, gicr::WAKER);
+            write32(waker, read32(waker) & !GICR_WAKER::ProcessorSleep::SET.value);
             let mut awake = false;
             for _ in 0..1_000_000 {
-                if read32(rd + GICR_WAKER) & (1 << 2) == 0 {
+                if !GICR_WAKER::ChildrenAsleep.is_set(read32(waker)) {
                     awake = true;
                     break;
                 }
@@ -152,9 +133,9 @@ pub fn init_cpu() -> Result<(), &'static str> {
             if !awake {
                 return Err("GICR_WAKER.ChildrenAsleep stuck");
             }
-            write32(rd + GICR_IGROUPR0, 0xffff_ffff);
+            write32(at(rd, gicr::SGI_BASE + gicr::sgi::IGROUPR0), 0xffff_ffff);
             for n in 0..8 {
-                write32(rd + GICR_IPRIORITYR + 4 * n, 0x8080_8080);
+                write32(at(rd, gicr::SGI_BASE + gicr::sgi::IPRIORITYR + 4 * n), 0x8080_8080);
             }
             // SAFETY: enabling the system-register interface and group 1
             // only lets interrupts the GIC forwards reach PSTATE.I, which is
@@ -178,18 +159,19 @@ pub fn init_cpu() -> Result<(), &'static str> {
         }
         GicVersion::V2 => {
             // GICD_ITARGETSR0..7 are banked and read as this interface's bit.
-            let mask = read32(s.gicd + GICD_ITARGETSR) as u8;
+            let mask = read32(at(s.gicd, gicd::ITARGETSR)) as u8;
             if mask == 0 {
                 return Err("GICD_ITARGETSR0 reads 0 (uniprocessor GIC?)");
             }
             IFACE_MASK[me].store(mask, Ordering::SeqCst);
             for n in 0..8 {
-                write32(s.gicd + GICD_IPRIORITYR + 4 * n, 0x8080_8080);
+                write32(at(s.gicd, gicd::IPRIORITYR + 4 * n), 0x8080_8080);
             }
-            write32(s.gicc + GICC_PMR, 0xff);
+            write32(at(s.gicc, gicc::PMR), 0xff);
             // EnableGrp0 | EnableGrp1 | AckCtl: take whatever group the
             // interrupt is in (all are group 0 after reset).
-            write32(s.gicc + GICC_CTLR, 0x7);
+            let ctlr = GICC_CTLR::EnableGrp0::SET + GICC_CTLR::EnableGrp1::SET + GICC_CTLR::AckCtl::SET;
+            write32(at(s.gicc, gicc::CTLR), ctlr.value);
         }
     }
     MPIDR[me].store(mpidr, Ordering::SeqCst);
@@ -197,18 +179,19 @@ pub fn init_cpu() -> Result<(), &'static str> {
 }
 
 fn find_redistributor(s: &State, mpidr: u64) -> Option<u64> {
-    let affinity = (((mpidr >> 32) & 0xff) << 24 | (mpidr & 0xff_ffff)) as u32;
+    // GICR_TYPER read as two words: AffinityValue is the high one.
+    let affinity = redistributor_affinity(mpidr) as u32;
     for &(base, size) in s.gicr.iter().filter(|r| r.1 > 0) {
         let mut frame = base;
-        while frame + 0x2_0000 <= base + size {
-            let typer_lo = read32(frame + GICR_TYPER);
-            if read32(frame + GICR_TYPER + 4) == affinity {
+        while frame + gicr::STRIDE as u64 <= base + size {
+            let typer_lo = u64::from(read32(at(frame, gicr::TYPER)));
+            if read32(at(frame, gicr::TYPER + 4)) == affinity {
                 return Some(frame);
             }
-            if typer_lo & (1 << 4) != 0 {
-                break; // Last
+            if GICR_TYPER::Last.is_set(typer_lo) {
+                break;
             }
-            frame += if typer_lo & (1 << 1) != 0 { 0x4_0000 } else { 0x2_0000 };
+            frame += if GICR_TYPER::VLPIS.is_set(typer_lo) { gicr::STRIDE_VLPIS } else { gicr::STRIDE } as u64;
         }
     }
     None
@@ -227,8 +210,8 @@ pub fn enable(intid: u32) {
     let s = state();
     let bit = 1u32 << (intid % 32);
     match s.version {
-        GicVersion::V3 => write32(REDIST[cpu::index()].load(Ordering::SeqCst) + GICR_ISENABLER0, bit),
-        GicVersion::V2 => write32(s.gicd + GICD_ISENABLER, bit),
+        GicVersion::V3 => write32(at(REDIST[cpu::index()].load(Ordering::SeqCst), gicr::SGI_BASE + gicr::sgi::ISENABLER0), bit),
+        GicVersion::V2 => write32(at(s.gicd, gicd::ISENABLER), bit),
     }
 }
 
@@ -246,7 +229,7 @@ pub fn enable_spi(intid: u32, level: bool) -> Result<(), &'static str> {
     if !(32..MAX_INTID).contains(&intid) {
         return Err("not an SPI the testkit handles (32..MAX_INTID)");
     }
-    let lines = 32 * ((read32(s.gicd + GICD_TYPER) & 0x1f) + 1);
+    let lines = hv_arm::gic::distributor_lines(read32(at(s.gicd, gicd::TYPER)));
     if intid >= lines {
         return Err("INTID beyond GICD_TYPER.ITLinesNumber");
     }
@@ -254,36 +237,37 @@ pub fn enable_spi(intid: u32, level: bool) -> Result<(), &'static str> {
     let word = u64::from(intid / 32) * 4;
     let bit = 1u32 << (intid % 32);
     // Trigger: two bits per INTID, Int_config in the upper one (1 = edge).
-    let cfg = s.gicd + GICD_ICFGR + u64::from(intid / 16) * 4;
+    let cfg = at(s.gicd, gicd::ICFGR + intid as usize / 16 * 4);
     let edge_bit = 1u32 << (2 * (intid % 16) + 1);
     let old = read32(cfg);
     write32(cfg, if level { old & !edge_bit } else { old | edge_bit });
-    write32(s.gicd + GICD_IGROUPR + word, read32(s.gicd + GICD_IGROUPR + word) | bit);
+    let group = at(s.gicd, gicd::IGROUPR) + word;
+    write32(group, read32(group) | bit);
     // Priority and GICv2 targets: one byte per INTID, updated within the
     // word (32-bit accesses work on every implementation).
-    let byte_reg = |base: u64, value: u8| {
-        let reg = s.gicd + base + u64::from(intid & !3);
+    let byte_reg = |array: usize, value: u8| {
+        let reg = at(s.gicd, array) + u64::from(intid & !3);
         let shift = 8 * (intid % 4);
         write32(reg, (read32(reg) & !(0xff << shift)) | u32::from(value) << shift);
     };
-    byte_reg(GICD_IPRIORITYR, 0x80);
+    byte_reg(gicd::IPRIORITYR, 0x80);
     let me = cpu::index();
     match s.version {
         GicVersion::V3 => {
             let affinity = cpu::mpidr(); // Aff3..Aff0 in IROUTER's positions; IRM = 0
             // SAFETY: GICD_IROUTER<intid> of the distributor the device tree
             // gave, a 64-bit register; writing it only routes the interrupt.
-            unsafe { hv_mmio::write64((s.gicd + GICD_IROUTER + 8 * u64::from(intid)) as usize, affinity) };
+            unsafe { hv_mmio::write64((at(s.gicd, gicd::IROUTER) + 8 * u64::from(intid)) as usize, affinity) };
         }
         GicVersion::V2 => {
             let mask = IFACE_MASK[me].load(Ordering::SeqCst);
             if mask == 0 {
                 return Err("this vCPU has no GIC interface yet");
             }
-            byte_reg(GICD_ITARGETSR, mask);
+            byte_reg(gicd::ITARGETSR, mask);
         }
     }
-    write32(s.gicd + GICD_ISENABLER + word, bit);
+    write32(at(s.gicd, gicd::ISENABLER) + word, bit);
     Ok(())
 }
 
@@ -294,7 +278,7 @@ pub fn disable_spi(intid: u32) -> Result<(), &'static str> {
     if intid < 32 {
         return Err("not an SPI");
     }
-    write32(s.gicd + GICD_ICENABLER + u64::from(intid / 32) * 4, 1 << (intid % 32));
+    write32(at(s.gicd, gicd::ICENABLER + intid as usize / 32 * 4), 1 << (intid % 32));
     match s.version {
         GicVersion::V3 => wait_rwp(s.gicd),
         GicVersion::V2 => Ok(()),
@@ -315,11 +299,7 @@ pub fn send_sgi(intid: u32, target: usize) -> Result<(), &'static str> {
             if aff0 >= 16 {
                 return Err("target Aff0 >= 16 cannot be named in ICC_SGI1R_EL1");
             }
-            let value = ((mpidr >> 32) & 0xff) << 48
-                | ((mpidr >> 16) & 0xff) << 32
-                | (intid as u64 & 0xf) << 24
-                | ((mpidr >> 8) & 0xff) << 16
-                | 1 << aff0;
+            let value = Sgi1r::to_pe(intid, mpidr).encode();
             // SAFETY: generating an SGI only makes it pending at the target.
             unsafe { asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
         }
@@ -330,7 +310,8 @@ pub fn send_sgi(intid: u32, target: usize) -> Result<(), &'static str> {
             }
             // SAFETY: a barrier has no memory-safety effect.
             unsafe { asm!("dsb ishst", options(nostack)) };
-            write32(s.gicd + GICD_SGIR, (mask as u32) << 16 | (intid & 0xf));
+            let sgir = GICD_SGIR::CPUTargetList.val(mask.into()) + GICD_SGIR::SGIINTID.val(intid & 0xf);
+            write32(at(s.gicd, gicd::SGIR), sgir.value);
         }
     }
     Ok(())
@@ -347,7 +328,7 @@ pub fn handle_irq() {
                 unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) v, options(nostack)) };
                 v as u32
             }
-            GicVersion::V2 => read32(s.gicc + GICC_IAR),
+            GicVersion::V2 => read32(at(s.gicc, gicc::IAR)),
         };
         let intid = iar & 0xff_ffff & if s.version == GicVersion::V2 { 0x3ff } else { !0 };
         if (1020..1024).contains(&intid) {
@@ -362,7 +343,7 @@ pub fn handle_irq() {
         match s.version {
             // SAFETY: ends the interrupt acknowledged above.
             GicVersion::V3 => unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) iar as u64, options(nostack)) },
-            GicVersion::V2 => write32(s.gicc + GICC_EOIR, iar),
+            GicVersion::V2 => write32(at(s.gicc, gicc::EOIR), iar),
         }
         if timed {
             let me = cpu::index();

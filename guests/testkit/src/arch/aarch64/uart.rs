@@ -1,14 +1,13 @@
-//! PL011 output, polled (Arm PrimeCell UART PL011 TRM, DDI 0183).
+//! PL011 output, polled (Arm PrimeCell UART PL011 TRM, DDI 0183; register
+//! map from `hv_arm::pl011`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hv_abi::hypercall::guest;
+use hv_arm::pl011::reg::{CR, DR, FR};
+use hv_arm::pl011::{cr, fr};
 
-const DR: u64 = 0x00;
-const FR: u64 = 0x18;
-const CR: u64 = 0x30;
-const FR_TXFF: u32 = 1 << 5;
-const CR_UARTEN_TXE: u32 = (1 << 0) | (1 << 8);
+const CR_UARTEN_TXE: u32 = cr::UARTEN | cr::TXE;
 
 static BASE: AtomicU64 = AtomicU64::new(guest::UART_BASE);
 
@@ -36,7 +35,7 @@ fn write(reg: u64, value: u32) {
 
 pub fn put_byte(b: u8) {
     let mut spins = 0u32;
-    while read(FR) & FR_TXFF != 0 && spins < 1_000_000 {
+    while read(FR) & fr::TXFF != 0 && spins < 1_000_000 {
         spins += 1;
     }
     write(DR, b as u32);

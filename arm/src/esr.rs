@@ -1,6 +1,9 @@
-//! Exception Syndrome Register decoding (Arm ARM D23.2 "ESR_EL2").
+//! Exception Syndrome Register decoding (Arm ARM D23.2 "ESR_EL2"; ESR_EL1
+//! has the same layout for the classes named here).
 //!
-//! Pure functions over the raw value, so trap decoding is host-tested.
+//! Pure functions over the raw value, so trap decoding is host-tested. The
+//! hypervisor decodes the traps of its VMs with it; dom0 and the guests name
+//! the exceptions of their crash reports with it.
 
 use core::fmt;
 
@@ -120,6 +123,16 @@ pub fn fault_status_description(fsc: u8) -> &'static str {
     }
 }
 
+/// The translation table level of a fault status code that has one
+/// (address size, translation, access flag and permission faults, and
+/// external aborts on a table walk): its low two bits.
+pub const fn fault_level(fsc: u8) -> Option<u8> {
+    match fsc {
+        0x00..=0x0f | 0x14..=0x17 => Some(fsc & 3),
+        _ => None,
+    }
+}
+
 /// A decoded ESR value, printed as the class, IL, ISS and (for aborts) the
 /// fault status and level.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -129,6 +142,21 @@ impl Esr {
     #[inline]
     pub fn class(self) -> ExceptionClass {
         ExceptionClass::from_esr(self.0)
+    }
+
+    /// The raw exception class (EC, bits [31:26]).
+    pub const fn ec(self) -> u8 {
+        ((self.0 >> 26) & 0x3f) as u8
+    }
+
+    /// The fault status code of an abort (ISS.DFSC/IFSC, bits [5:0]).
+    pub const fn fault_status(self) -> u8 {
+        (self.0 & 0x3f) as u8
+    }
+
+    /// ISS.WnR of a data abort: the access was a write.
+    pub const fn is_write(self) -> bool {
+        self.0 & (1 << 6) != 0
     }
 
     pub fn iss(self) -> u32 {
@@ -154,17 +182,15 @@ impl Esr {
 impl fmt::Display for Esr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let class = self.class();
-        let ec = (self.0 >> 26) & 0x3f;
-        write!(f, "{:#010x} (EC {:#04x}: {}, ISS {:#x}", self.0, ec, class.description(), self.iss())?;
+        write!(f, "{:#010x} (EC {:#04x}: {}, ISS {:#x}", self.0, self.ec(), class.description(), self.iss())?;
         if self.is_abort() {
-            let fsc = (self.0 & 0x3f) as u8;
+            let fsc = self.fault_status();
             write!(f, ", {}", fault_status_description(fsc))?;
             if fsc <= 0x0f {
                 write!(f, " at level {}", fsc & 3)?;
             }
             if matches!(class, ExceptionClass::DataAbortLowerEl | ExceptionClass::DataAbortSameEl) {
-                let write = self.0 & (1 << 6) != 0;
-                write!(f, ", {}", if write { "write" } else { "read" })?;
+                write!(f, ", {}", if self.is_write() { "write" } else { "read" })?;
             }
         }
         write!(f, ")")
@@ -301,42 +327,12 @@ impl SysRegAccess {
             read: esr & 1 != 0,
         }
     }
-
-    /// What the hypervisor does with this access from a VM.
-    pub const fn policy(self) -> SysRegPolicy {
-        let Self { op0, op1, crn, crm, op2, .. } = self;
-        match (op0, op1, crn, crm, op2) {
-            // ICC_SGI1R_EL1: virtual SGIs through the vGIC.
-            (3, 0, 12, 11, 5) => SysRegPolicy::GicSgi1r,
-            // ICC_ASGI1R_EL1, ICC_SGI0R_EL1: group 0 / other-security SGIs
-            // do not exist for a VM.
-            (3, 0, 12, 11, 6) | (3, 0, 12, 11, 7) => SysRegPolicy::ReadsAsZeroWritesIgnored,
-            // Debug, trace and OS-lock registers (op0 = 2): hidden.
-            (2, _, _, _, _) => SysRegPolicy::ReadsAsZeroWritesIgnored,
-            // PMU: PMCR..PMUSERENR, PMINTEN*, PMOVSSET (CRn 9, CRm 12..14),
-            // PMEVCNTR/PMEVTYPER/PMCCFILTR (CRn 14, CRm 8..15): hidden.
-            (3, 3, 9, 12..=14, _) | (3, 0, 9, 14, _) | (3, 3, 14, 8..=15, _) => SysRegPolicy::ReadsAsZeroWritesIgnored,
-            // EL1 physical timer (CNTP_TVAL/CTL/CVAL_EL0): consistently denied.
-            (3, 3, 14, 2, _) => SysRegPolicy::ReadsAsZeroWritesIgnored,
-            // ACTLR_EL1: implementation-defined controls stay the hypervisor's.
-            (3, 0, 1, 0, 1) => SysRegPolicy::ReadsAsZeroWritesIgnored,
-            _ => SysRegPolicy::Undefined,
-        }
-    }
-}
-
-/// The answer to a trapped system register access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SysRegPolicy {
-    GicSgi1r,
-    ReadsAsZeroWritesIgnored,
-    /// Inject UNDEF: implementation-defined or unknown registers.
-    Undefined,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::format;
 
     #[test]
     fn data_abort_from_el2_is_decoded_with_fault_and_direction() {
@@ -396,19 +392,26 @@ mod tests {
     }
 
     #[test]
-    fn trapped_sysreg_fields_and_policy() {
+    fn trapped_sysreg_fields_are_decoded() {
         let sgi = SysRegAccess::decode(sysreg(3, 0, 12, 11, 5, 3, false));
         assert_eq!(sgi, SysRegAccess { op0: 3, op1: 0, crn: 12, crm: 11, op2: 5, rt: 3, read: false });
-        assert_eq!(sgi.policy(), SysRegPolicy::GicSgi1r);
-        // MDSCR_EL1 (op0 2, CRn 0, CRm 2, op2 2) read.
+        // MDSCR_EL1 (op0 2, CRn 0, CRm 2, op2 2) read into x7.
         let mdscr = SysRegAccess::decode(sysreg(2, 0, 0, 2, 2, 7, true));
-        assert!(mdscr.read);
-        assert_eq!(mdscr.policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
-        // PMCR_EL0 and CNTP_CTL_EL0.
-        assert_eq!(SysRegAccess::decode(sysreg(3, 3, 9, 12, 0, 0, true)).policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
-        assert_eq!(SysRegAccess::decode(sysreg(3, 3, 14, 2, 1, 0, false)).policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
-        // An implementation-defined register (CRn 15) is UNDEF.
-        assert_eq!(SysRegAccess::decode(sysreg(3, 1, 15, 2, 0, 0, true)).policy(), SysRegPolicy::Undefined);
+        assert_eq!(mdscr, SysRegAccess { op0: 2, op1: 0, crn: 0, crm: 2, op2: 2, rt: 7, read: true });
+    }
+
+    #[test]
+    fn fault_status_level_and_direction() {
+        // Translation fault, level 0, write (what a guest sees for an unmapped VA).
+        let translation = Esr(0x9600_0044);
+        assert_eq!(translation.ec(), 0x25);
+        assert_eq!(translation.fault_status(), 0x04);
+        assert!(translation.is_write());
+        assert_eq!(fault_level(translation.fault_status()), Some(0));
+        // Synchronous external abort (not on a table walk): no level.
+        assert_eq!(fault_level(0x10), None);
+        // External abort on a level-3 table walk.
+        assert_eq!(fault_level(0x17), Some(3));
     }
 
     #[test]
