@@ -72,32 +72,10 @@ ensure_qemu
 if [ "$demo" = 1 ]; then
     [ "$machine" = virt ] || die "--demo needs --machine virt (the guests' disks and network are virtio-mmio)"
     source "$ROOT/scripts/lib/linux.sh"
-    LINUX_PKG=$(debian_kernel_package)
-    linux_img=$(linux_image) linux_initrd=$(linux_initramfs)
+    source "$ROOT/scripts/lib/demo.sh"
     demo_cfg=$ROOT/target/demo.toml
     mkdir -p "$ROOT/target"
-    : >"$demo_cfg"
-    for g in alpha:1 beta:2; do
-        name=${g%:*} n=${g#*:}
-        cat >>"$demo_cfg" <<TOML
-[[vm]]
-name = "$name"
-kernel = "$linux_img"
-initrd = "$linux_initrd"
-cmdline = "console=ttyAMA0 earlycon hvtest.ip=10.0.0.$n/24"
-vcpus = 2
-memory = "192M"
-autostart = true
-
-[[vm.disk]]
-offset = "$(( (n - 1) * 32 ))M"
-size = "32M"
-
-[[vm.net]]
-mac = "52:54:00:00:00:0$n"
-
-TOML
-    done
+    demo_config "$demo_cfg"
     vms+=(--config "$demo_cfg")
     if [ -z "$disk" ]; then
         disk=$ROOT/target/demo-disk.img
