@@ -486,19 +486,19 @@ linux_tests() {
 # kernel8.img, bundle.cpio and device tree (taken out of its FAT partition)
 # with -kernel/-initrd/-dtb, the image in the EMMC2 slot. Not covered: the
 # firmware reading config.txt, loading at 0x200000, its spin table and GIC
-# setup, the mini-UART's clock (README, "First boot on a real board").
+# setup, the mini-UART's clock (README, "On a Raspberry Pi 4", its checklist).
 
 # sd_sector IMG N: sector N of the card's data partition (partition 2).
 sd_sector() { dd if="$1" bs=512 skip=$((270336 + $2)) count=1 status=none; }
 
 pi_tests() {
-    [ -n "$filter" ] && [[ sdcard != *"$filter"* ]] && [[ "$filter" != sdcard* ]] && [[ linux-pi != *"$filter"* ]] &&
-        [[ "$filter" != linux-pi* ]] && [[ pi != "$filter" ]] && return
+    # pi_want NAME: the filter selects the test NAME (no filter: all).
+    pi_want() { [ -z "$filter" ] || [[ "$1" == *"$filter"* ]]; }
     local card=$LOGS/sdcard.img out problems=() fat
     # The card with dom0 alone: its files, then dom0's driver on it.
-    if [ -z "$filter" ] || [[ sdcard == *"$filter"* ]] || [[ "$filter" == sdcard* ]] || [ "$filter" = pi ]; then
+    if pi_want pi4-sdcard-dom0; then
         if ! "$ROOT/scripts/sdcard.sh" --guests none --out "$card" >"$LOGS/sdcard-build.log" 2>&1; then
-            fail "sdcard image"; cat "$LOGS/sdcard-build.log"; return
+            fail "pi4-sdcard image"; cat "$LOGS/sdcard-build.log"; return
         fi
         fat="$card@@$((8192 * 512))"
         export MTOOLS_SKIP_CHECK=1
@@ -519,25 +519,25 @@ pi_tests() {
             grep -qxF "$f" <<<"$cfg" || problems+=("config.txt: no '$f'")
         done
         [ "$(sfdisk --dump "$card" | grep -c 'start= *270336, size= *253952, type=da')" = 1 ] || problems+=("partition 2 is not sectors 270336.. (type 0xda)")
-        if [ ${#problems[@]} -eq 0 ]; then pass "sdcard image (files, config.txt, partitions)"; else
-            fail "sdcard image"; printf '      %s\n' "${problems[@]}"; problems=()
+        if [ ${#problems[@]} -eq 0 ]; then pass "pi4-sdcard image (files, config.txt, partitions)"; else
+            fail "pi4-sdcard image"; printf '      %s\n' "${problems[@]}"; problems=()
         fi
         # Dom0's SD driver: a string at data sector 10 must read back;
         # `disk selftest 20` must leave sector 20's original (random) bytes.
         local orig=$LOGS/sdcard.s20
         printf 'rusthv sd test: sector 10' | dd of="$card" bs=512 seek=$((270336 + 10)) conv=notrunc status=none
         head -c 512 /dev/urandom >"$orig" && dd if="$orig" of="$card" bs=512 seek=$((270336 + 20)) conv=notrunc status=none
-        if ! out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-sdcard-dom0.log" "$ROOT/scripts/tests/sdcard.script" -- \
+        if ! out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-pi4-sdcard-dom0.log" "$ROOT/scripts/tests/sdcard.script" -- \
                 "$ROOT/scripts/run.sh" --machine raspi4b --timeout 300 --sdcard "$card"); then
             problems+=("console (sdcard.script):" "$out")
         fi
         sd_sector "$card" 20 | cmp -s - "$orig" || problems+=("host file: data sector 20 does not hold its original bytes after the selftest")
         sd_sector "$card" 10 | grep -qa '^rusthv sd test: sector 10' || problems+=("host file: data sector 10 changed")
-        if [ ${#problems[@]} -eq 0 ]; then pass "boot sdcard-dom0"; else
-            fail "boot sdcard-dom0"; printf '      %s\n' "${problems[@]}"; problems=()
+        if [ ${#problems[@]} -eq 0 ]; then pass "boot pi4-sdcard-dom0"; else
+            fail "boot pi4-sdcard-dom0"; printf '      %s\n' "${problems[@]}"; problems=()
         fi
     fi
-    [ -n "$filter" ] && [[ linux-pi != *"$filter"* ]] && [[ "$filter" != linux-pi* ]] && [ "$filter" != pi ] && return
+    pi_want pi4-linux-smp-disk || pi_want pi4-linux-disk-machine-restart || pi_want pi4-linux-demo || return
     # Linux guests on raspi4b (GIC-400, 4 list registers), from the card:
     # 2 vCPUs with timer ticks and IPIs on both; a disk guest writes and
     # syncs a marker on its slice of the card's data partition, reboots,
@@ -548,37 +548,39 @@ pi_tests() {
         fail "linux guest material (Debian kernel, busybox)"; cat "$LOGS/linux-material.log"; return
     fi
     local no_fail=("!*** hypervisor panic" "!*** unexpected exception" "!Kernel panic" "!Internal error")
-    local pcard=$LOGS/linux-pi.img id=$RANDOM$RANDOM cfg=$LOGS/linux-pi.toml dcfg=$LOGS/linux-pi-disk.toml log
-    rm -f "$cfg" "$dcfg" "$pcard"
-    linux_config "$cfg" linux "earlycon hvtest=interrupts" 2
-    linux_config "$dcfg" linuxdisk "quiet hvtest=disk hvtest.id=$id" 1 '[[vm.disk]]' 'size = "32M"'
-    cat "$dcfg" >>"$cfg"
-    if ! "$ROOT/scripts/sdcard.sh" --config "$cfg" --out "$pcard" >"$LOGS/linux-pi-card.log" 2>&1; then
-        fail "sdcard image for linux-pi"; cat "$LOGS/linux-pi-card.log"; return
-    fi
-    boot_test linux-pi-smp-disk 0 "LINUX-GUEST: modules loaded: virtio_mmio" "LINUX-GUEST: interrupts: cpu0 timer=" \
-        "*** guest linux (VM 1): SystemOff" "LINUX-GUEST: disk: written $id, rebooting" "reset itself: restarted as VM" \
-        "LINUX-GUEST: disk: found $id" "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
-        -- --machine raspi4b --until-idle --timeout 300 --sdcard "$pcard"
-    log=$LOGS/boot-linux-pi-smp-disk.log
-    local counts; counts=$(sed -n 's/\r//; s/.*LINUX-GUEST: interrupts: //p' "$log" | head -n1)
-    if [ "$(interrupt_counts "$log")" = ok ]; then pass "linux linux-pi: timer ticks and IPIs on every vCPU ($counts)"
-    else fail "linux linux-pi: timer ticks and IPIs on every vCPU (got: ${counts:-nothing})"; fi
-    if "$ROOT/scripts/sdcard.sh" --config "$dcfg" --out "$pcard" --keep-data >"$LOGS/linux-pi-card2.log" 2>&1; then
-        boot_test linux-pi-disk-machine-restart 0 "LINUX-GUEST: disk: found $id" "!disk: written" "all guests ended with SYSTEM_OFF" \
-            "${no_fail[@]}" -- --machine raspi4b --until-idle --timeout 240 --sdcard "$pcard"
-    else
-        fail "sdcard image for linux-pi-disk-machine-restart"; cat "$LOGS/linux-pi-card2.log"
+    if pi_want pi4-linux-smp-disk || pi_want pi4-linux-disk-machine-restart; then
+        local pcard=$LOGS/linux-pi.img id=$RANDOM$RANDOM cfg=$LOGS/linux-pi.toml dcfg=$LOGS/linux-pi-disk.toml log
+        rm -f "$cfg" "$dcfg" "$pcard"
+        linux_config "$cfg" linux "earlycon hvtest=interrupts" 2
+        linux_config "$dcfg" linuxdisk "quiet hvtest=disk hvtest.id=$id" 1 '[[vm.disk]]' 'size = "32M"'
+        cat "$dcfg" >>"$cfg"
+        if ! "$ROOT/scripts/sdcard.sh" --config "$cfg" --out "$pcard" >"$LOGS/linux-pi-card.log" 2>&1; then
+            fail "pi4-sdcard image for pi4-linux-smp-disk"; cat "$LOGS/linux-pi-card.log"; return
+        fi
+        boot_test pi4-linux-smp-disk 0 "LINUX-GUEST: modules loaded: virtio_mmio" "LINUX-GUEST: interrupts: cpu0 timer=" \
+            "*** guest linux (VM 1): SystemOff" "LINUX-GUEST: disk: written $id, rebooting" "reset itself: restarted as VM" \
+            "LINUX-GUEST: disk: found $id" "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
+            -- --machine raspi4b --until-idle --timeout 300 --sdcard "$pcard"
+        log=$LOGS/boot-pi4-linux-smp-disk.log
+        local counts; counts=$(sed -n 's/\r//; s/.*LINUX-GUEST: interrupts: //p' "$log" | head -n1)
+        if [ "$(interrupt_counts "$log")" = ok ]; then pass "linux pi4-linux-smp-disk: timer ticks and IPIs on every vCPU ($counts)"
+        else fail "linux pi4-linux-smp-disk: timer ticks and IPIs on every vCPU (got: ${counts:-nothing})"; fi
+        if "$ROOT/scripts/sdcard.sh" --config "$dcfg" --out "$pcard" --keep-data >"$LOGS/linux-pi-card2.log" 2>&1; then
+            boot_test pi4-linux-disk-machine-restart 0 "LINUX-GUEST: disk: found $id" "!disk: written" "all guests ended with SYSTEM_OFF" \
+                "${no_fail[@]}" -- --machine raspi4b --until-idle --timeout 240 --sdcard "$pcard"
+        else
+            fail "pi4-sdcard image for pi4-linux-disk-machine-restart"; cat "$LOGS/linux-pi-card2.log"
+        fi
     fi
     # The Pi demo (run.sh --demo --machine raspi4b), driven like a user:
     # both shells, ping from alpha's console, beta's disk size, dom0's disk.
-    if [ -z "$filter" ] || [[ linux-pi-demo == *"$filter"* ]] || [ "$filter" = pi ]; then
+    if pi_want pi4-linux-demo; then
         rm -f "$ROOT/target/sdcard.img"
-        if out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-linux-pi-demo.log" "$ROOT/scripts/tests/pi-demo.script" -- \
+        if out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-pi4-linux-demo.log" "$ROOT/scripts/tests/pi-demo.script" -- \
                 "$ROOT/scripts/run.sh" --demo --machine raspi4b --timeout 400); then
-            pass "boot linux-pi-demo"
+            pass "boot pi4-linux-demo"
         else
-            fail "boot linux-pi-demo"; echo "$out" | tail -n 40
+            fail "boot pi4-linux-demo"; echo "$out" | tail -n 40
         fi
     fi
 }
