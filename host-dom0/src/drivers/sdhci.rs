@@ -659,8 +659,9 @@ impl<C: Controller> SdCard<C> {
         self.host.write(Reg::IntEnable, INT_ENABLE);
         self.host.write(Reg::IntSignal, 0);
         self.host.write(Reg::IntStatus, u32::MAX);
-        // SD 6.4.1: 74 clocks after power-up before the first command (1 ms).
-        self.host.delay_us(1000);
+        // SD 6.4.1: the supply ramps up, then 1 ms and 74 clocks before the
+        // first command; 10 ms as Linux's mmc core waits, for slow supplies.
+        self.host.delay_us(10_000);
 
         self.command(cmd::GO_IDLE_STATE, 0, Resp::None)?;
         let v2 = match self.command(cmd::SEND_IF_COND, IF_COND, Resp::R1) {
