@@ -190,6 +190,12 @@ fn probe_sd(blob: &[u8]) -> Option<SdDisk> {
     let host = unsafe { Mmio::new(base as usize, micros) };
     let mut sd = match SdCard::init(host, opts) {
         Ok(sd) => sd,
+        // An empty slot is no fault: card-detect says so, or (where it is
+        // not wired, `broken-cd`) nothing answers the first commands.
+        Err((_, e @ (SdError::NoCard | SdError::CommandTimeout { .. }))) => {
+            log::info!("sd: {}: no card in the slot ({e})", dev.path);
+            return None;
+        }
         Err((_, e)) => {
             log::warn!("sd: {}: {e}", dev.path);
             return None;
