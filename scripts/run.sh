@@ -11,7 +11,10 @@ With no arguments at all: the demo (--demo) on QEMU virt, GICv3, 4 CPUs.
   --demo                  dom0 and two Debian Linux guests, alpha and beta, each
                           with a console, a 32 MiB slice of dom0's disk
                           (target/demo-disk.img) and a port on dom0's switch
-                          (10.0.0.1 and 10.0.0.2); fetches the kernel on first use
+                          (10.0.0.1 and 10.0.0.2); fetches the kernel on first use.
+                          With --machine raspi4b: the same on the SD card that
+                          scripts/sdcard.sh builds (target/sdcard.img, its data
+                          partition kept between runs)
   --machine virt|raspi4b  QEMU machine (default virt)
   --gic 2|3               GIC version on virt (default 3)
   --smp N                 CPUs (default 4; raspi4b always has 4)
@@ -28,13 +31,17 @@ With no arguments at all: the demo (--demo) on QEMU virt, GICv3, 4 CPUs.
   --disk FILE             a raw disk image as a virtio-blk device (modern virtio-mmio;
                           virt only); dom0 drives it (shell: disk). FILE goes to
                           -drive file=, so QEMU prefixes such as blkdebug:CFG:IMG work
+  --sdcard IMG            raspi4b: boot what the card image's FAT partition holds
+                          (kernel8.img, bundle.cpio, bcm2711-rpi-4-b.dtb; QEMU does not
+                          run the Pi firmware) with IMG as the SD card in the EMMC2
+                          slot; dom0's data disk is its partition 2 (scripts/sdcard.sh)
 Console: Ctrl-a three times moves the input between dom0 and the guests' consoles;
 Ctrl-t x quits QEMU, Ctrl-t c switches to its monitor (QEMU's escape is Ctrl-t, not
 its usual Ctrl-a, which dom0's console multiplexer uses).
 USAGE
 }
 
-machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1 disk=""
+machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1 disk="" sdcard=""
 vms=() demo=0
 [ $# -eq 0 ] && demo=1
 while [ $# -gt 0 ]; do
@@ -53,6 +60,7 @@ while [ $# -gt 0 ]; do
         --vm) vms+=(--vm "${2:?}"); shift 2 ;;
         --config) vms+=(--config "${2:?}"); shift 2 ;;
         --disk) disk=${2:?}; shift 2 ;;
+        --sdcard) sdcard=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
         *) usage >&2; die "unknown option $1" ;;
@@ -68,36 +76,28 @@ if [ -n "$disk" ]; then
     [[ "$disk" == *:* ]] || [ -f "$disk" ] || die "--disk $disk: no such file (create one with: truncate -s 16M $disk)"
 fi
 
+if [ -n "$sdcard" ]; then
+    [ "$machine" = raspi4b ] || die "--sdcard needs --machine raspi4b"
+    [ -f "$sdcard" ] || die "--sdcard $sdcard: no such file (make one with scripts/sdcard.sh)"
+    [ ${#vms[@]} -eq 0 ] || die "--sdcard: the guests come from the card's bundle (scripts/sdcard.sh --config FILE)"
+fi
+
 ensure_qemu
+if [ "$demo" = 1 ] && [ "$machine" = raspi4b ]; then
+    # The Pi demo: the card with dom0 and the demo's guests; rebuilt each
+    # time (the guests' disks in partition 2 are kept).
+    keep=(); [ -f "$ROOT/target/sdcard.img" ] && keep=(--keep-data)
+    flags=(); [ "$debug" = 1 ] && flags=(--debug)
+    sdcard=$("$ROOT/scripts/sdcard.sh" --guests demo "${keep[@]}" "${flags[@]}") || die "cannot build the SD card image"
+    demo=0
+    note "Pi demo: dom0 and the Linux guests alpha and beta on $sdcard; Ctrl-a three times switches consoles, Ctrl-t x quits"
+fi
 if [ "$demo" = 1 ]; then
-    [ "$machine" = virt ] || die "--demo needs --machine virt (the guests' disks and network are virtio-mmio)"
     source "$ROOT/scripts/lib/linux.sh"
-    LINUX_PKG=$(debian_kernel_package)
-    linux_img=$(linux_image) linux_initrd=$(linux_initramfs)
+    source "$ROOT/scripts/lib/demo.sh"
     demo_cfg=$ROOT/target/demo.toml
     mkdir -p "$ROOT/target"
-    : >"$demo_cfg"
-    for g in alpha:1 beta:2; do
-        name=${g%:*} n=${g#*:}
-        cat >>"$demo_cfg" <<TOML
-[[vm]]
-name = "$name"
-kernel = "$linux_img"
-initrd = "$linux_initrd"
-cmdline = "console=ttyAMA0 earlycon hvtest.ip=10.0.0.$n/24"
-vcpus = 2
-memory = "192M"
-autostart = true
-
-[[vm.disk]]
-offset = "$(( (n - 1) * 32 ))M"
-size = "32M"
-
-[[vm.net]]
-mac = "52:54:00:00:00:0$n"
-
-TOML
-    done
+    demo_config "$demo_cfg"
     vms+=(--config "$demo_cfg")
     if [ -z "$disk" ]; then
         disk=$ROOT/target/demo-disk.img
@@ -105,8 +105,21 @@ TOML
     fi
     note "demo: dom0 and the Linux guests alpha and beta; Ctrl-a three times switches consoles, Ctrl-t x quits"
 fi
-if [ "$debug" = 1 ]; then built=$("$ROOT/scripts/build.sh" --debug); else built=$("$ROOT/scripts/build.sh"); fi
-img=$(sed -n 1p <<<"$built") bundle=$(sed -n 2p <<<"$built")
+if [ -n "$sdcard" ]; then
+    # The card's own files, taken out of its FAT partition (partition 1).
+    ensure_tools mcopy:mtools sfdisk:fdisk
+    start1=$(sfdisk --dump "$sdcard" 2>/dev/null | sed -n 's/.*1 : start= *\([0-9]*\),.*/\1/p')
+    [ -n "$start1" ] || die "$sdcard: no partition 1"
+    cardfiles=$(mktemp -d)
+    trap 'rm -rf "$cardfiles"' EXIT
+    for f in kernel8.img bundle.cpio bcm2711-rpi-4-b.dtb; do
+        MTOOLS_SKIP_CHECK=1 mcopy -i "$sdcard@@$((start1 * 512))" "::/$f" "$cardfiles/$f" || die "$sdcard: no $f in partition 1"
+    done
+    img=$cardfiles/kernel8.img bundle=$cardfiles/bundle.cpio
+else
+    if [ "$debug" = 1 ]; then built=$("$ROOT/scripts/build.sh" --debug); else built=$("$ROOT/scripts/build.sh"); fi
+    img=$(sed -n 1p <<<"$built") bundle=$(sed -n 2p <<<"$built")
+fi
 if [ ${#vms[@]} -gt 0 ]; then
     # A bundle of its own for this run: dom0 plus the guests asked for.
     profile=release; [ "$debug" = 1 ] && profile=debug
@@ -132,7 +145,13 @@ case "$machine" in
     raspi4b)
         [ "$smp" = 4 ] || note "raspi4b always has 4 CPUs; ignoring --smp $smp"
         [ "$memory" = 1G ] || note "raspi4b always has 2G of RAM; ignoring --memory $memory"
-        qemu+=(-machine raspi4b -dtb "$(pi4_dtb)" -serial chardev:con -serial chardev:con)
+        dtb=$(pi4_dtb); [ -n "$sdcard" ] && dtb=$cardfiles/bcm2711-rpi-4-b.dtb
+        qemu+=(-machine raspi4b -dtb "$dtb" -serial chardev:con -serial chardev:con)
+        # QEMU's -drive if=sd lands on the legacy SDHCI (0x7e300000, the
+        # Pi 4's WiFi slot); the first generic-sdhci on the system bus is
+        # the EMMC2 at 0x7e340000, the Pi 4's microSD slot.
+        [ -n "$sdcard" ] && qemu+=(-drive "file=${sdcard//,/,,},if=none,format=raw,id=sdcard"
+                                   -device sd-card,drive=sdcard,bus=/generic-sdhci/sd-bus)
         ;;
 esac
 [ -n "$append" ] && qemu+=(-append "$append")
@@ -150,7 +169,7 @@ qemu+=("$@")
 # parks, and this script ends QEMU for it.
 if [ "$until_idle" = 1 ]; then
     fifo=$(mktemp -u); mkfifo "$fifo"
-    trap 'rm -f "$fifo" ${run_bundle:+"$run_bundle"}' EXIT
+    trap 'rm -f "$fifo" ${run_bundle:+"$run_bundle"}; rm -rf ${cardfiles:+"$cardfiles"}' EXIT
     if [ "$timeout" -gt 0 ]; then timeout "$timeout" "${qemu[@]}" >"$fifo" </dev/null & else "${qemu[@]}" >"$fifo" </dev/null & fi
     pid=$!
     idle=0 crashed=0

@@ -74,7 +74,7 @@ extern "C" fn primary_main(dtb: usize) -> ! {
     }
     smp::start_secondaries(&platform);
     log::info!("{} of {} CPUs online", smp::online(), platform.cpus.len());
-    crate::drivers::virtio_blk::init(blob);
+    crate::drivers::disk::init(blob);
     let mut vms = Toolstack::new(&platform, hypervisor);
     vms.boot();
     shell::run(System {

@@ -217,6 +217,8 @@ struct Node<'a> {
     status: Option<&'a [u8]>,
     compatible: Option<&'a [u8]>,
     device_type: Option<&'a [u8]>,
+    /// Every property, for [`Tree::property`].
+    props: Vec<(&'a str, &'a [u8])>,
 }
 
 /// The nodes of a blob, in tree order (index 0 is the root).
@@ -264,6 +266,7 @@ impl<'a> Tree<'a> {
                     let Some(n) = stack.last().and_then(|&i| nodes.get_mut(i)) else {
                         break;
                     };
+                    n.props.push((name, value));
                     match name {
                         "#address-cells" => n.ac = cell_prop(value).unwrap_or(n.ac),
                         "#size-cells" => n.sc = cell_prop(value).unwrap_or(n.sc),
@@ -298,6 +301,12 @@ impl<'a> Tree<'a> {
                     .split(|&b| b == 0)
                     .any(|s| s == compat.as_bytes())
         })
+    }
+
+    /// The value of property `name` of node `path` (an empty slice for a
+    /// boolean property such as `broken-cd`).
+    pub fn property(&self, path: &str, name: &str) -> Option<&'a [u8]> {
+        self.find(path)?.props.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
     }
 
     /// Translates `addr` (size `size`) on the bus of node `bus`'s children to a CPU physical address.
@@ -529,6 +538,16 @@ pub(crate) mod tests {
         assert!(tree.is_compatible("/hypervisor", "rusthv,hypervisor"));
         assert!(!tree.is_compatible("/hypervisor", "rusthv"));
         assert!(!tree.is_compatible("/nothere", "rusthv,hypervisor"));
+    }
+
+    #[test]
+    fn properties_are_found_by_node_and_name() {
+        let blob = sample();
+        let tree = Tree::new(&blob);
+        assert_eq!(tree.property("/hypervisor", "compatible"), Some(&b"other\0rusthv,hypervisor\0"[..]));
+        assert_eq!(tree.property("/soc/off@7e000000", "status"), Some(&b"disabled\0"[..]));
+        assert_eq!(tree.property("/soc", "broken-cd"), None);
+        assert_eq!(tree.property("/nothere", "reg"), None);
     }
 
     #[test]

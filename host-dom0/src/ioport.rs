@@ -359,7 +359,7 @@ impl SharedDisk for Disk {
 
 /// Dom0's disk as guests' disks are cut from it, if it has one.
 pub fn shared_disk() -> Option<&'static spin::Mutex<dyn SharedDisk>> {
-    crate::drivers::virtio_blk::disk().map(|d| d as &'static spin::Mutex<dyn SharedDisk>)
+    crate::drivers::disk::shared()
 }
 
 /// VM `vm` got the virtio window: its devices, in slot order.

@@ -18,7 +18,9 @@
 //!   completion backend), `pl011` (the guest PL011
 //!   device model dom0 will serve forwarded console accesses with; not yet
 //!   wired to the hypervisor);
-//! - `arch`, `drivers`, `console`, `heap`, `ioport` (IO forwarding: the
+//! - `drivers::sdhci` (SD card state machine, tested against a fake
+//!   controller) is arch-neutral too;
+//! - `arch`, the other `drivers`, `console`, `heap`, `ioport` (IO forwarding: the
 //!   page shared with the hypervisor and its interrupt), `panic`, `shell`, `toolstack`
 //!   (guest VMs: configs from the boot bundle, creation by hypercall, guest
 //!   console output) and `boot` touch registers or hypercalls and run only on
@@ -30,6 +32,7 @@ extern crate alloc;
 pub mod backend;
 pub mod backlog;
 pub mod command;
+pub mod drivers;
 pub mod fdt_scan;
 pub mod guestcon;
 pub mod guestwin;
@@ -47,8 +50,6 @@ pub mod arch;
 mod boot;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod console;
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub mod drivers;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod heap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

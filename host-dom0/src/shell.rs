@@ -198,7 +198,7 @@ impl Shell {
                 // The IO event handler (this CPU) serves guests' disks from
                 // the same disk: keep it out while the shell holds the disk.
                 cpu::mask_irqs();
-                crate::drivers::virtio_blk::shell_command(op);
+                crate::drivers::disk::shell_command(op);
                 cpu::unmask_irqs();
             }
             Command::Poweroff | Command::Reboot if !psci::available() => {

@@ -59,6 +59,49 @@ ensure_qemu() {
     [ "${major:-0}" -ge "$QEMU_MIN_MAJOR" ] || die "installed QEMU is still too old (major $major)"
 }
 
+# ensure_tools CMD:PACKAGE...: installs the Debian packages whose commands
+# are missing (sdcard.sh: mkfs.vfat, mcopy, sfdisk), as ensure_qemu does.
+ensure_tools() {
+    local t pkgs=()
+    for t in "$@"; do
+        command -v "${t%%:*}" >/dev/null || PATH=$PATH:/usr/sbin:/sbin command -v "${t%%:*}" >/dev/null || pkgs+=("${t#*:}")
+    done
+    export PATH=$PATH:/usr/sbin:/sbin
+    [ ${#pkgs[@]} -eq 0 ] && return 0
+    local cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y ${pkgs[*]}"
+    note "installing ${pkgs[*]}"
+    as_root sh -c "$cmd" >&2 || die "${pkgs[*]} needed and I cannot install them without root. Run as root:
+    sh -c \"$cmd\""
+}
+
+# The Raspberry Pi boot firmware from Debian's raspi-firmware package
+# (component non-free-firmware, which is enabled from the machine's own
+# bookworm mirror if apt does not know the package), unpacked into
+# $CACHE/raspi-firmware; prints the folder holding start4.elf.
+raspi_firmware_dir() {
+    local out=$CACHE/raspi-firmware
+    if [ ! -f "$out/.done" ]; then
+        if ! apt-cache show raspi-firmware >/dev/null 2>&1; then
+            local mirror; mirror=$(debian_mirror)
+            [ -n "$mirror" ] || die "cannot find the bookworm mirror in /etc/apt; enable the non-free-firmware component yourself"
+            local cmd="printf 'Types: deb\nURIs: $mirror\nSuites: bookworm\nComponents: non-free-firmware\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' > /etc/apt/sources.list.d/bookworm-non-free-firmware.sources && apt-get update"
+            note "enabling Debian's non-free-firmware component (for raspi-firmware)"
+            as_root sh -c "$cmd" >&2 || die "raspi-firmware is in non-free-firmware; run as root:
+    sh -c \"$cmd\""
+        fi
+        local dir=$CACHE/debs; mkdir -p "$dir"
+        local deb; deb=$(ls "$dir"/raspi-firmware_*.deb 2>/dev/null | head -n1)
+        if [ -z "$deb" ]; then
+            (cd "$dir" && apt-get download raspi-firmware >&2 2>/dev/null) || die "cannot download raspi-firmware"
+            deb=$(ls "$dir"/raspi-firmware_*.deb | head -n1)
+        fi
+        rm -rf "$out"; mkdir -p "$out"
+        dpkg-deb -x "$deb" "$out/pkg" && cp "$out"/pkg/usr/lib/raspi-firmware/{start4.elf,fixup4.dat} "$out"/ &&
+            rm -rf "$out/pkg" && touch "$out/.done" || die "raspi-firmware: start4.elf or fixup4.dat missing"
+    fi
+    echo "$out"
+}
+
 # Download one Debian arm64 package (exact name) into $CACHE/debs and print
 # the .deb path.
 fetch_arm64_deb() {

@@ -1,3 +1,12 @@
-//! Device drivers.
+//! Device drivers. `sdhci` (the SD card state machine and its register
+//! map) and `mbr` are arch-neutral and host-tested; the rest run only on
+//! the target.
+pub mod mbr;
+pub mod sdhci;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod disk;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use hv_uart as uart;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod virtio_blk;

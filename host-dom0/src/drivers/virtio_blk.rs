@@ -30,8 +30,9 @@
 //!   `cache=writethrough`; Linux treats such a device as write-through too):
 //!   `flush` then sends nothing, and [`Disk::flush_supported`] says so.
 //!
-//! [`disk`] is the API the rest of dom0 uses (the guest disks it will serve);
-//! [`shell_command`] is the shell's `disk` command.
+//! [`disk`] is the API the rest of dom0 uses (through `super::disk`, which
+//! falls back to the SD card); [`shell_command`] is the shell's `disk`
+//! command for this device.
 
 use core::alloc::Layout;
 use core::fmt;
@@ -451,92 +452,7 @@ pub fn shell_command(op: DiskOp) {
                 }
             );
         }
-        DiskOp::Read(sector) => {
-            let mut buf = [0u8; SECTOR_SIZE];
-            match disk.read(sector, &mut buf) {
-                Ok(()) => {
-                    println!("disk: sector {sector}, first 64 bytes:");
-                    hexdump(&buf[..64]);
-                }
-                Err(e) => println!("disk read {sector}: {e}"),
-            }
-        }
-        DiskOp::Selftest(sector) => match selftest(&mut disk, sector) {
-            Ok(()) => println!(
-                "disk selftest {sector}: OK (pattern written, flushed, read back; old contents restored)"
-            ),
-            Err(why) => println!("disk selftest {sector}: FAIL: {why}"),
-        },
-    }
-}
-
-fn hexdump(bytes: &[u8]) {
-    for (i, line) in bytes.chunks(16).enumerate() {
-        let mut hex = alloc::string::String::new();
-        let mut text = alloc::string::String::new();
-        for &b in line {
-            hex.push_str(&alloc::format!("{b:02x} "));
-            text.push(if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '.'
-            });
-        }
-        println!("  {:04x}: {hex}|{text}|", i * 16);
-    }
-}
-
-/// Writes a pattern to `sector`, flushes, reads it back and compares, then
-/// puts the old contents back (flushed and checked too).
-fn selftest(disk: &mut Disk, sector: u64) -> Result<(), alloc::string::String> {
-    use alloc::format;
-    if disk.read_only() {
-        return Err("the disk is read-only".into());
-    }
-    let mut old = [0u8; SECTOR_SIZE];
-    disk.read(sector, &mut old)
-        .map_err(|e| format!("read: {e}"))?;
-    let mut pattern = [0u8; SECTOR_SIZE];
-    for (i, b) in pattern.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_mul(31) ^ (sector as u8) ^ old[i] ^ 0xa5;
-    }
-    let tag = format!("dom0 disk selftest, sector {sector}\n");
-    pattern[..tag.len()].copy_from_slice(tag.as_bytes());
-    let result = (|| {
-        disk.write(sector, &pattern)
-            .map_err(|e| format!("write: {e}"))?;
-        disk.flush().map_err(|e| format!("flush: {e}"))?;
-        let mut back = [0u8; SECTOR_SIZE];
-        disk.read(sector, &mut back)
-            .map_err(|e| format!("read back: {e}"))?;
-        match back.iter().zip(&pattern).position(|(a, b)| a != b) {
-            None => Ok(()),
-            Some(i) => Err(format!(
-                "read back differs at byte {i}: {:#04x}, wrote {:#04x}",
-                back[i], pattern[i]
-            )),
-        }
-    })();
-    // Restore whatever happened above (a failed write may still have landed).
-    let restored = (|| {
-        disk.write(sector, &old)
-            .map_err(|e| format!("restore: write: {e}"))?;
-        disk.flush().map_err(|e| format!("restore: flush: {e}"))?;
-        let mut back = [0u8; SECTOR_SIZE];
-        disk.read(sector, &mut back)
-            .map_err(|e| format!("restore: read back: {e}"))?;
-        if back == old {
-            Ok(())
-        } else {
-            Err(alloc::string::String::from(
-                "restore: old contents did not read back",
-            ))
-        }
-    })();
-    match (result, restored) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) => Err(e),
-        (Ok(()), Err(r)) => Err(r),
-        (Err(e), Err(r)) => Err(format!("{e}; {r}")),
+        DiskOp::Read(sector) => super::disk::read_command(&mut *disk, sector),
+        DiskOp::Selftest(sector) => super::disk::selftest_command(&mut *disk, sector),
     }
 }
