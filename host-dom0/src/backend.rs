@@ -10,7 +10,7 @@
 //! [`Backends::poll_pending`], which gives every such device one more turn,
 //! in VM order, so a guest hammering its devices cannot starve the others.
 //!
-//! `ioport` owns one [`Backends`] under its lock and calls
+//! `ioreq` owns one [`Backends`] under its lock and calls
 //! [`Backends::handle`] for every request in the ring; the shell takes the
 //! consoles' output with [`Backends::take_output`] and feeds typed input
 //! with [`Backends::console_input`].

@@ -3,7 +3,7 @@
 //! completion would leave its vCPU blocked for good).
 //!
 //! Back-pressure: while anything waits here dom0 takes no new request from
-//! the request ring (`ioport::drain`), so the backlog holds at most one
+//! the request ring (`ioreq::drain`), so the backlog holds at most one
 //! batch (the request ring's 64 slots). Once the request ring is full the
 //! hypervisor makes the requesting vCPUs give their CPU away and repeat
 //! their access later: guests slow down, nothing is lost. The backlog is

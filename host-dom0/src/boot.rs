@@ -6,7 +6,7 @@ use hv_devtree::platform::Platform;
 
 use crate::arch::aarch64::{cpu, gic, hypercall, mmu, psci, smp, timer};
 use crate::toolstack::Toolstack;
-use crate::{console, fdt_scan, heap, ioport, panic, shell};
+use crate::{console, fdt_scan, heap, ioreq, panic, shell};
 
 /// What the shell needs to know about the machine.
 pub struct System {
@@ -70,7 +70,7 @@ extern "C" fn primary_main(dtb: usize) -> ! {
                 e.description()
             ),
         }
-        ioport::init(blob);
+        ioreq::init(blob);
     }
     smp::start_secondaries(&platform);
     log::info!("{} of {} CPUs online", smp::online(), platform.cpus.len());

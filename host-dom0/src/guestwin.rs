@@ -12,7 +12,7 @@
 //! can reach the RAM of a later VM with the same id.
 //!
 //! Reads and writes through a window are the target's business
-//! (`ioport`); everything here is plain arithmetic, tested on the host.
+//! (`ioreq`); everything here is plain arithmetic, tested on the host.
 #![forbid(unsafe_code)]
 
 use alloc::collections::BTreeMap;

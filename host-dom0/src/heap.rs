@@ -3,7 +3,7 @@
 //! Allocations run with IRQs masked: interrupt handlers (the IO event's)
 //! allocate and take locks whose holders allocate, so an interrupt must
 //! never arrive while its CPU holds the heap's lock. (It did: the shell
-//! held the IO port's lock and waited for the heap, whose lock another CPU
+//! held the IO request lock and waited for the heap, whose lock another CPU
 //! held when the IO event interrupted it there and waited for the port.)
 
 use core::alloc::{GlobalAlloc, Layout};

@@ -1,5 +1,5 @@
 //! The MMIO test device dom0 serves to every guest through IO forwarding
-//! (`ioport`): 32 read/write 64-bit registers at offsets 0x00..0x100
+//! (`ioreq`): 32 read/write 64-bit registers at offsets 0x00..0x100
 //! (stride 8) that hold what is written, and one read-only register at
 //! 0x100 with a fixed value (for read benchmarks).
 //!

@@ -20,7 +20,7 @@
 //!   wired to the hypervisor);
 //! - `drivers::sdhci` (SD card state machine, tested against a fake
 //!   controller) is arch-neutral too;
-//! - `arch`, the other `drivers`, `console`, `heap`, `ioport` (IO forwarding: the
+//! - `arch`, the other `drivers`, `console`, `heap`, `ioreq` (IO forwarding: the
 //!   page shared with the hypervisor and its interrupt), `panic`, `shell`, `toolstack`
 //!   (guest VMs: configs from the boot bundle, creation by hypercall, guest
 //!   console output) and `boot` touch registers or hypercalls and run only on
@@ -53,7 +53,7 @@ pub mod console;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod heap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-mod ioport;
+mod ioreq;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod panic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

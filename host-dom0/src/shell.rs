@@ -9,7 +9,7 @@ use hv_devtree::platform::UartKind;
 use crate::arch::aarch64::{cpu, gic, hypercall, probe, psci, smp, timer};
 use crate::boot::System;
 use crate::command::{self, Command, COMMANDS};
-use crate::{console, ioport};
+use crate::{console, ioreq};
 use crate::fdt_scan::Tree;
 use crate::guestcon::{Focus, Input};
 use crate::line::{Action, LineEditor};
@@ -54,7 +54,7 @@ impl Shell {
         let period = command::micros_to_ticks(CONSOLE_POLL_MICROS, cpu::counter_frequency());
         let mut last_poll = cpu::counter();
         loop {
-            let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS, ioport::output_pending);
+            let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS, ioreq::output_pending);
             if byte.is_none() || cpu::counter().wrapping_sub(last_poll) >= period {
                 service(&mut self.sys.vms, PROMPT, self.editor.line());
                 last_poll = cpu::counter();
@@ -64,7 +64,7 @@ impl Shell {
             let byte = match self.sys.vms.mux.input(byte) {
                 Input::Held => continue,
                 Input::Vm(vm, bytes) => {
-                    if !ioport::console_input(vm, &bytes) {
+                    if !ioreq::console_input(vm, &bytes) {
                         console::write_bytes(b"\x07");
                     }
                     continue;
@@ -122,7 +122,7 @@ impl Shell {
                 break;
             }
             let left = ((end - now) as u128 * 1_000_000 / freq as u128) as u64;
-            timer::wait_micros(left.clamp(1, CONSOLE_POLL_MICROS), ioport::output_pending);
+            timer::wait_micros(left.clamp(1, CONSOLE_POLL_MICROS), ioreq::output_pending);
             service(&mut self.sys.vms, "", "");
         }
     }
@@ -345,7 +345,7 @@ impl Shell {
 }
 
 fn iostat() {
-    match ioport::status() {
+    match ioreq::status() {
         None => println!("iostat: IO forwarding is off"),
         Some(s) => {
             println!(
@@ -380,7 +380,7 @@ fn iostat() {
 /// themselves are restarted. Guest IO requests themselves are served by
 /// the IO event interrupt, on any of dom0's CPUs, without the shell.
 pub fn service(vms: &mut crate::toolstack::Toolstack, prompt: &str, line: &str) {
-    ioport::poll_pending();
+    ioreq::poll_pending();
     vms.poll_console(prompt, line);
     vms.watch();
 }

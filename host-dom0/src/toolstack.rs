@@ -28,7 +28,7 @@ use crate::kernel_image::{self, KernelLayout};
 use crate::arch::aarch64::cpu;
 use crate::backend::{DiskSlice, SliceError, VirtioSpec};
 use crate::guestcon::{Focus, Mux};
-use crate::{console, ioport, iodev, println, vmview};
+use crate::{console, iodev, ioreq, println, vmview};
 
 /// Bytes per `VmWrite` straight from the bundle.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -169,7 +169,7 @@ impl Toolstack {
         };
         for i in 1..=times {
             // The other guests' devices and consoles go on meanwhile.
-            ioport::poll_pending();
+            ioreq::poll_pending();
             self.poll_console("", "");
             let id = match self.create(&cfg, true) {
                 Ok(id) => id,
@@ -277,7 +277,7 @@ impl Toolstack {
             bootargs: &cfg.cmdline,
             initrd: initrd.map(|(_, r)| r),
             virtio_slots: virtio_slots as u32,
-            test_device: crate::ioport::enabled(),
+            test_device: crate::ioreq::enabled(),
         })
         .map_err(|e| format!("device tree: {e}"))?;
         let dtb_ipa = kernel_image::place_dtb(dtb.len() as u64, used_end, cfg.memory)?;
@@ -289,14 +289,14 @@ impl Toolstack {
 
         let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask())
             .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
-        if ioport::enabled() {
+        if ioreq::enabled() {
             // Its RAM mapped for the backends; without it they use VmCopy.
-            if let Err(e) = ioport::attach_memory(id, cfg.memory) {
+            if let Err(e) = ioreq::attach_memory(id, cfg.memory) {
                 println!("vms: {}: guest memory not mapped ({e}): its devices use VmCopy", cfg.name);
             }
             // The MMIO test device; a guest works without it, so go on.
             match hypercall::io_map(id, iodev::BASE, iodev::WINDOW, 0) {
-                Ok(()) => ioport::attach_test_device(id),
+                Ok(()) => ioreq::attach_test_device(id),
                 Err(e) => println!("vms: {}: IoMap of the test device failed: {}", cfg.name, e.description()),
             }
             // The console: dom0 emulates the guest's PL011; if the
@@ -305,7 +305,7 @@ impl Toolstack {
             // a round trip through dom0.
             match hypercall::io_map(id, guest::UART_BASE, guest::UART_SIZE, IO_MAP_POST_WRITES) {
                 Ok(()) => {
-                    ioport::attach_uart(id);
+                    ioreq::attach_uart(id);
                     if let Ok(vm) = u16::try_from(id) {
                         self.mux.add(vm, &cfg.name);
                     }
@@ -325,7 +325,7 @@ impl Toolstack {
                         Err(d) => format!("IoMap of the virtio devices failed: {}; VmDestroy of VM {id} failed too: {}", e.description(), d.description()),
                     });
                 }
-                ioport::attach_virtio(id, virtio);
+                ioreq::attach_virtio(id, virtio);
             }
         }
         let loaded = self.load(id, kernel, &layout, initrd.map(|(e, (at, _))| (e, at)), &dtb, dtb_ipa).and_then(|()| {
@@ -493,8 +493,8 @@ impl Toolstack {
         let mut text = Vec::new();
         self.read_console_ring(&mut text);
         let now = cpu::counter();
-        if ioport::output_pending() {
-            for (vm, bytes) in ioport::take_output() {
+        if ioreq::output_pending() {
+            for (vm, bytes) in ioreq::take_output() {
                 self.mux.output(vm, &bytes, now, &mut text);
             }
         }
@@ -556,7 +556,7 @@ impl Toolstack {
     /// The virtio devices `cfg` asks for, in slot order: the console, the
     /// disks (slices of dom0's disk), the network ports.
     fn virtio_specs(&self, cfg: &VmConfig) -> Result<Vec<VirtioSpec>, String> {
-        if !ioport::enabled() {
+        if !ioreq::enabled() {
             if cfg.virtio_console || !cfg.disks.is_empty() || !cfg.nets.is_empty() {
                 return Err("virtio devices need IO forwarding, which is off".to_string());
             }
@@ -567,7 +567,7 @@ impl Toolstack {
             specs.push(VirtioSpec::Console);
         }
         for (i, d) in cfg.disks.iter().enumerate() {
-            let disk = ioport::shared_disk().ok_or_else(|| format!("disk {}: dom0 has no disk to share", i + 1))?;
+            let disk = ioreq::shared_disk().ok_or_else(|| format!("disk {}: dom0 has no disk to share", i + 1))?;
             let slice = DiskSlice::new(disk, d.offset, d.size).map_err(|e| match e {
                 SliceError::PastEnd { capacity } => format!("disk {}: past the end of dom0's disk ({capacity} bytes)", i + 1),
                 SliceError::Unaligned => format!("disk {}: not whole sectors", i + 1),
@@ -603,7 +603,7 @@ impl Toolstack {
             let Some(cfg) = self.live.get(&id).cloned() else { continue };
             // Print what it said last before its console goes.
             let mut text = Vec::new();
-            for (vm, bytes) in ioport::take_output() {
+            for (vm, bytes) in ioreq::take_output() {
                 self.mux.output(vm, &bytes, now, &mut text);
             }
             console::write_bytes(&text);
@@ -623,7 +623,7 @@ impl Toolstack {
     /// VM `id` is destroyed: its backends and console go.
     fn forget(&mut self, id: u32) {
         self.live.remove(&id);
-        ioport::detach(id);
+        ioreq::detach(id);
         if let Ok(vm) = u16::try_from(id) {
             let mut text = Vec::new();
             self.mux.remove(vm, &mut text);
@@ -671,7 +671,7 @@ impl Toolstack {
 /// `VmDestroy`, after taking dom0's window onto the VM's RAM away (so no
 /// backend touches it while the hypervisor revokes it).
 fn destroy_vm(id: u32) -> Result<(), Error> {
-    ioport::detach_memory(id);
+    ioreq::detach_memory(id);
     hypercall::vm_op(Function::VmDestroy, id)
 }
 

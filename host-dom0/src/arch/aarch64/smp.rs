@@ -137,7 +137,7 @@ extern "C" fn secondary_main(index: u64) -> ! {
         log::warn!("cpu{index}: GIC CPU interface: {e}");
     }
     // The hypervisor may signal IO requests to any of dom0's CPUs.
-    crate::ioport::init_secondary();
+    crate::ioreq::init_secondary();
     ONLINE.fetch_add(1, Ordering::AcqRel);
     log::debug!("cpu{index} online (MPIDR {:#x})", cpu::mpidr());
     cpu::idle()
