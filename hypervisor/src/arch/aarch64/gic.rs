@@ -8,6 +8,11 @@
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use super::cpu;
+use aarch64_cpu::registers::*;
+
+// aarch64-cpu does not define ICC_PMR/BPR1/IGRPEN1/IAR1/EOIR1/DIR/SGI1R_EL1
+// and ICH_ELRSR_EL2, and defines ICC_CTLR_EL1 read-only: those go through
+// the by-name accessors.
 use super::sysreg::{read_sysreg, write_sysreg};
 use hv_arm::gic::{gicc, gicd, gich, gicr, Sgi1r, GICC_CTLR, GICD_CTLR, GICD_SGIR, GICH_HCR, GICH_VTR, GICR_TYPER, GICR_WAKER};
 use hv_arm::gic::{distributor_lines, redistributor_affinity, FIRST_SPECIAL_INTID};
@@ -214,20 +219,20 @@ fn init_cpu_v3(gic: &Gic, index: usize) {
         byte_write(&rd, gicr::SGI_BASE + gicr::sgi::IPRIORITYR + intid, DEFAULT_PRIORITY);
     }
     // System-register interface at EL2 and EL1 (ICC_SRE_EL2: SRE | Enable).
-    write_sysreg!("icc_sre_el2", read_sysreg!("icc_sre_el2") | 0b1001);
+    ICC_SRE_EL2.set(ICC_SRE_EL2.get() | 0b1001);
     barrier_isb();
     write_sysreg!("icc_pmr_el1", 0xff);
     write_sysreg!("icc_bpr1_el1", 0);
-    write_sysreg!("icc_ctlr_el1", 1 << 1); // EOImode: EOIR drops priority, DIR deactivates
+    write_sysreg!("icc_ctlr_el1", 1 << 1); // EOImode (aarch64-cpu defines ICC_CTLR_EL1 read-only): EOIR drops priority, DIR deactivates
     write_sysreg!("icc_igrpen1_el1", 1);
     barrier_isb();
-    let lrs = (read_sysreg!("ich_vtr_el2") & 0x1f) as usize + 1;
+    let lrs = (ICH_VTR_EL2.get() & 0x1f) as usize + 1;
     GIC.lrs.store(lrs, Ordering::Relaxed);
     for i in 0..lrs {
         write_lr_v3(i, 0);
     }
-    write_sysreg!("ich_ap1r0_el2", 0);
-    write_sysreg!("ich_hcr_el2", GICH_HCR::En::SET.value as u64);
+    ICH_AP1R0_EL2.set(0);
+    ICH_HCR_EL2.set(GICH_HCR::En::SET.value as u64);
     barrier_isb();
 }
 
@@ -349,28 +354,25 @@ pub fn version() -> GicVersion {
 /// The running CPU's list registers and virtual interface control.
 pub struct HwListRegisters;
 
+/// Applies `$op` to ICH_LR<i>_EL2 (one typed register each, so a match).
+macro_rules! with_lr {
+    ($i:expr, $reg:ident => $op:expr, $default:expr) => {
+        with_lr!(@ $i, $reg => $op, $default; 0 => ICH_LR0_EL2, 1 => ICH_LR1_EL2, 2 => ICH_LR2_EL2, 3 => ICH_LR3_EL2, 4 => ICH_LR4_EL2, 5 => ICH_LR5_EL2, 6 => ICH_LR6_EL2, 7 => ICH_LR7_EL2, 8 => ICH_LR8_EL2, 9 => ICH_LR9_EL2, 10 => ICH_LR10_EL2, 11 => ICH_LR11_EL2, 12 => ICH_LR12_EL2, 13 => ICH_LR13_EL2, 14 => ICH_LR14_EL2, 15 => ICH_LR15_EL2)
+    };
+    (@ $i:expr, $reg:ident => $op:expr, $default:expr; $($n:literal => $r:ident),*) => {
+        match $i {
+            $($n => { let $reg = &$r; $op })*
+            _ => $default,
+        }
+    };
+}
+
 fn write_lr_v3(i: usize, value: u64) {
-    macro_rules! lr {
-        ($($n:literal),*) => {
-            match i {
-                $($n => write_sysreg!(concat!("ich_lr", $n, "_el2"), value),)*
-                _ => {}
-            }
-        };
-    }
-    lr!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    with_lr!(i, lr => lr.set(value), ())
 }
 
 fn read_lr_v3(i: usize) -> u64 {
-    macro_rules! lr {
-        ($($n:literal),*) => {
-            match i {
-                $($n => read_sysreg!(concat!("ich_lr", $n, "_el2")),)*
-                _ => 0,
-            }
-        };
-    }
-    lr!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    with_lr!(i, lr => lr.get(), 0)
 }
 
 impl ListRegisters for HwListRegisters {
@@ -399,8 +401,8 @@ impl ListRegisters for HwListRegisters {
     fn set_underflow_irq(&mut self, on: bool) {
         if is_v3() {
             let uie = u64::from(GICH_HCR::UIE::SET.value);
-            let hcr = read_sysreg!("ich_hcr_el2") & !uie | if on { uie } else { 0 };
-            write_sysreg!("ich_hcr_el2", hcr);
+            let hcr = ICH_HCR_EL2.get() & !uie | if on { uie } else { 0 };
+            ICH_HCR_EL2.set(hcr);
         } else {
             let hcr = GICH_HCR::UIE.val(on.into()).modify(read32(&GIC.gich, gich::HCR));
             write32(&GIC.gich, gich::HCR, hcr);
@@ -412,7 +414,7 @@ impl HwListRegisters {
     /// The maintenance interrupt status (GICH_MISR / ICH_MISR_EL2).
     pub fn misr(&self) -> u64 {
         if is_v3() {
-            read_sysreg!("ich_misr_el2")
+            ICH_MISR_EL2.get()
         } else {
             read32(&GIC.gich, gich::MISR) as u64
         }
@@ -422,7 +424,7 @@ impl HwListRegisters {
     /// and restored on vCPU switches.
     pub fn vmcr(&self) -> u64 {
         if is_v3() {
-            read_sysreg!("ich_vmcr_el2")
+            ICH_VMCR_EL2.get()
         } else {
             read32(&GIC.gich, gich::VMCR) as u64
         }
@@ -430,7 +432,7 @@ impl HwListRegisters {
 
     pub fn set_vmcr(&mut self, value: u64) {
         if is_v3() {
-            write_sysreg!("ich_vmcr_el2", value);
+            ICH_VMCR_EL2.set(value);
         } else {
             write32(&GIC.gich, gich::VMCR, value as u32);
         }
@@ -476,7 +478,7 @@ pub fn set_active(intid: u32, active: bool) {
 /// ICH_AP1R0_EL2), part of a vCPU's state.
 pub fn active_priorities() -> u64 {
     if is_v3() {
-        read_sysreg!("ich_ap1r0_el2")
+        ICH_AP1R0_EL2.get()
     } else {
         read32(&GIC.gich, gich::APR) as u64
     }
@@ -484,7 +486,7 @@ pub fn active_priorities() -> u64 {
 
 pub fn set_active_priorities(value: u64) {
     if is_v3() {
-        write_sysreg!("ich_ap1r0_el2", value);
+        ICH_AP1R0_EL2.set(value);
     } else {
         write32(&GIC.gich, gich::APR, value as u32);
     }
