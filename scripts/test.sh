@@ -234,6 +234,14 @@ guest_tests() {
         --vm "kernel=$G/timer.img,cmdline=timer.hz=1000 timer.ms=500,memory=16M" \
         --vm "kernel=$G/ipi.img,cmdline=ipi.count=100,vcpus=3,memory=16M" \
         --vm "kernel=$G/isolation.img,memory=16M"
+    # The bench guest in its short mode, under -icount on GICv2 (its
+    # calibration check holds, every figure of scripts/bench.sh is produced;
+    # the figures themselves are not judged here).
+    boot_test bench-guest 0 "${common[@]}" "TEST bench: icount: PASS" "RESULT bench: hypercall=" \
+        "RESULT bench: gicd-read=" "RESULT bench: eoi=" "RESULT bench: ipi=" "RESULT bench: timer=" \
+        "RESULT bench: uart-read=" "GUEST bench: DONE 9 passed, 0 failed" "all with SYSTEM_OFF" \
+        -- --machine virt --gic 2 --smp 2 --icount --until-idle --timeout 120 \
+        --vm "kernel=$G/bench.img,cmdline=bench.icount=1 bench.n=50 bench.timers=3,vcpus=2,memory=16M"
     # Dom0's shell: crash reporting, pause/unpause/destroy, 100 cycles.
     if [ -z "$filter" ] || [[ vm-control == *"$filter"* ]]; then
         local out
@@ -344,6 +352,55 @@ guest_tests() {
             if [ -n "$vh" ] && [ -n "$vs" ] && [ "$vh" -lt "$vs" ]; then pass "boot $vname-overlap"; else
                 fail "boot $vname-overlap"; echo "      vstress's blk-stress result (line ${vs:-none}) should follow vhostile's DONE (line ${vh:-none})"
             fi
+        fi
+    fi
+    # dom0 serves guests while its shell sleeps (io-busy-shell): a guest
+    # floods its PL011, another does verified disk IO; both must make
+    # progress during `sleep 10` (their lines appear before the prompt
+    # comes back) and every flood line must arrive, intact and in order
+    # (io-busy-flood-complete).
+    vname=io-busy-shell
+    if [ -z "$filter" ] || [[ "$vname-flood-complete" == *"$filter"* ]]; then
+        vimg=$LOGS/$vname.img
+        rm -f "$vimg" && truncate -s 16M "$vimg"
+        sed -e "s|\.\./\.\./target/guests/|$G/|" "$ROOT/scripts/tests/io-busy.toml" >"$LOGS/$vname.toml"
+        if vout=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-$vname.log" "$ROOT/scripts/tests/io-busy.script" -- \
+                "$ROOT/scripts/run.sh" --smp 2 --timeout 300 --disk "$vimg" --config "$LOGS/$vname.toml"); then
+            if vout=$(python3 - "$LOGS/boot-$vname.log" <<'PY'
+import re, sys
+text = open(sys.argv[1], "rb").read().decode("utf-8", "replace").replace("\r", "")
+lines = text.split("\n")
+start = next(i for i, l in enumerate(lines) if l.endswith("dom0> sleep 10"))
+end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("dom0> "))
+def clean(l):
+    # Output printed above the prompt: "\x1b[K" after the prompt is cleared.
+    l = l[len("dom0> "):] if l.startswith("dom0> ") else l
+    return l.replace("\x1b[K", "")
+during = [clean(l) for l in lines[start + 1:end]]
+lines = [clean(l) for l in lines]
+problems = []
+if not any(l.startswith("flood: FLOOD ") for l in during):
+    problems.append("no flood line during sleep 10")
+if not any(l.startswith("blkio: NOTE virtio: blk-stress:") for l in during):
+    problems.append("no blk-stress progress during sleep 10")
+got = [l[len("flood: "):] for l in lines if l.startswith("flood: FLOOD ")]
+want = ["FLOOD %06d %s" % (n, "".join(chr(97 + (n + i) % 26) for i in range(57))) for n in range(150)]
+if got != want:
+    bad = next((n for n, (g, w) in enumerate(zip(got, want)) if g != w), min(len(got), len(want)))
+    problems.append("flood: %d of 150 lines intact and in order; first difference at line %d" % (sum(g == w for g, w in zip(got, want)), bad))
+if "blkio: TEST virtio: blk-stress: PASS" not in text:
+    problems.append("blkio's blk-stress did not pass")
+if any(" ERROR " in l for l in lines):
+    problems.append("errors in the hypervisor's log: " + next(l for l in lines if " ERROR " in l))
+if "output bytes dropped" in text:
+    problems.append("iostat reports dropped console output")
+print("; ".join(problems) if problems else "%d flood and %d blk-stress lines during the sleep" % (
+    sum(l.startswith("flood: FLOOD ") for l in during), sum("blk-stress:" in l for l in during)))
+sys.exit(1 if problems else 0)
+PY
+            ); then pass "boot $vname-flood-complete ($vout)"; else fail "boot $vname-flood-complete"; echo "      $vout"; fi
+        else
+            fail "boot $vname"; echo "$vout"
         fi
     fi
     # A crash stops only that VM; the run then ends, not cleanly.

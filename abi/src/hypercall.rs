@@ -20,7 +20,8 @@ pub const HVC_IMMEDIATE: u16 = 0;
 pub const VERSION_MAJOR: u16 = 1;
 /// 1.1: `VmCopy`, `IrqLine`, `IoMap` flags (x4), posted writes and the
 /// `WAITING_ELSEWHERE` request flag, the rings' `polling` words.
-pub const VERSION_MINOR: u16 = 1;
+/// 1.2: `GuestMap`, `GuestUnmap`.
+pub const VERSION_MINOR: u16 = 2;
 
 pub const fn version() -> u64 {
     ((VERSION_MAJOR as u64) << 16) | VERSION_MINOR as u64
@@ -105,6 +106,19 @@ pub enum Function {
     /// [`IrqAction`]`)`. A line raised stays raised until lowered (level);
     /// `Pulse` latches one edge.
     IrqLine = BASE + 17,
+    /// Map part of a guest's RAM into dom0's address space (dom0 only): `(x1
+    /// = VM id, x2 = dom0 IPA of the window, x3 = guest IPA, x4 = length)`,
+    /// all multiples of 4 KiB, length > 0. `[x3, x3 + x4)` must be that
+    /// guest's RAM (else `BadAddress`); `[x2, x2 + x4)` must lie in dom0's
+    /// IPA space, outside everything mapped or emulated for dom0 and every
+    /// other window (else `InvalidParameter`). From then on dom0's accesses
+    /// to the window reach the guest's RAM, as a device's DMA would, until
+    /// `GuestUnmap` or the guest's destruction, which removes the window
+    /// (with the TLB invalidation that needs) before its pages are freed.
+    GuestMap = BASE + 18,
+    /// Remove a window `GuestMap` made (dom0 only): `(x1 = VM id, x2 = dom0
+    /// IPA the window starts at)`; `InvalidParameter` if there is none.
+    GuestUnmap = BASE + 19,
 }
 
 /// Most bytes one `VmCopy` moves.
@@ -156,6 +170,29 @@ impl IrqAction {
 pub const IO_EVENT_INTID: u32 = 31;
 
 impl Function {
+    /// Every function, in ID order.
+    pub const ALL: [Function; 20] = [
+        Function::Version,
+        Function::LogRead,
+        Function::LogWrite,
+        Function::VmCreate,
+        Function::VmWrite,
+        Function::VmSetEntry,
+        Function::VmStart,
+        Function::VmPause,
+        Function::VmUnpause,
+        Function::VmDestroy,
+        Function::VmInfo,
+        Function::ConsoleRead,
+        Function::MemInfo,
+        Function::IoSetup,
+        Function::IoMap,
+        Function::IoComplete,
+        Function::VmCopy,
+        Function::IrqLine,
+        Function::GuestMap,
+        Function::GuestUnmap,
+    ];
     pub const fn from_id(id: u32) -> Option<Self> {
         Some(match id {
             x if x == Self::Version as u32 => Self::Version,
@@ -176,6 +213,8 @@ impl Function {
             x if x == Self::IoComplete as u32 => Self::IoComplete,
             x if x == Self::VmCopy as u32 => Self::VmCopy,
             x if x == Self::IrqLine as u32 => Self::IrqLine,
+            x if x == Self::GuestMap as u32 => Self::GuestMap,
+            x if x == Self::GuestUnmap as u32 => Self::GuestUnmap,
             _ => return None,
         })
     }
@@ -453,26 +492,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_are_in_the_vendor_hypervisor_range() {
-        for f in [
-            Function::Version,
-            Function::LogRead,
-            Function::LogWrite,
-            Function::VmCreate,
-            Function::VmWrite,
-            Function::VmSetEntry,
-            Function::VmStart,
-            Function::VmPause,
-            Function::VmUnpause,
-            Function::VmDestroy,
-            Function::VmInfo,
-            Function::ConsoleRead,
-            Function::MemInfo,
-            Function::IoSetup,
-            Function::IoMap,
-            Function::IoComplete,
-            Function::VmCopy,
-            Function::IrqLine,
-        ] {
+        for f in Function::ALL {
             assert_eq!(Function::from_id(f as u32), Some(f));
             assert!(Function::in_range(f as u32));
             // SMCCC: bit 31 fast call, bit 30 SMC64, bits [29:24] owner 6.
@@ -480,6 +500,10 @@ mod tests {
         }
         assert_eq!(Function::from_id(0xC600_FFFF), None);
         assert!(!Function::in_range(0x8400_0000));
+        // `ALL` is complete and in ID order.
+        let known: usize = (BASE..BASE + 0x100).filter(|&id| Function::from_id(id).is_some()).count();
+        assert_eq!(known, Function::ALL.len());
+        assert!(Function::ALL.windows(2).all(|w| (w[0] as u32) < (w[1] as u32)));
     }
 
     #[test]

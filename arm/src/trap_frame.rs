@@ -15,7 +15,7 @@ use crate::esr::Esr;
 
 /// Register state at exception entry, laid out as the vectors store it.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrapFrame {
     /// x0..x30.
     pub x: [u64; 31],

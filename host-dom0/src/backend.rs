@@ -29,8 +29,10 @@ use crate::pl011::Pl011;
 
 /// The guest's INTID of its PL011 (`UART_SPI` is an SPI number).
 pub const UART_INTID: u32 = 32 + UART_SPI;
-/// Console output a VM may have waiting for the shell; beyond it bytes are
-/// dropped (and counted) rather than stalling the guest.
+/// Console output a VM's PL011 may have waiting for the shell. At the
+/// limit the PL011 reports its transmit FIFO full (`TXFF`) until the shell
+/// takes the output: the guest waits, as behind a slow serial line, and
+/// loses nothing unless it ignores `TXFF` (those bytes are counted).
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
 /// Typed input waiting for room in a guest's receive FIFO.
 pub const INPUT_LIMIT: usize = 4096;
@@ -222,13 +224,17 @@ pub struct IoStats {
     pub errors: u64,
     /// Of the errors, requests that failed `IoRequest::validate`.
     pub malformed: u64,
-    /// Console bytes dropped because the shell fell behind.
+    /// Console bytes a guest wrote to its PL011 while it said `TXFF` (the
+    /// shell had not taken the last [`OUTPUT_LIMIT`] bytes yet): lost, by
+    /// the guest's doing.
     pub output_dropped: u64,
     /// Typed bytes dropped because the guest did not read its UART.
     pub input_dropped: u64,
     /// Frames the switch passed on, and frames it or a full receiver dropped.
     pub frames_switched: u64,
     pub frames_dropped: u64,
+    /// virtio-blk requests the guests' disks took from their queues.
+    pub blk_requests: u64,
 }
 
 /// A guest's emulated PL011 and the bytes going through it.
@@ -352,6 +358,14 @@ impl Backends {
         self.has_pending()
     }
 
+    /// Sets the per-notification budget of VM `vm`'s virtio devices.
+    #[cfg(test)]
+    fn set_budget(&mut self, vm: u16, budget: usize) {
+        for slot in self.vms.get_mut(&vm).map(|d| d.virtio.as_mut_slice()).unwrap_or_default() {
+            with_transport!(&mut slot.dev, d => d.set_budget(budget));
+        }
+    }
+
     pub fn stats(&self) -> IoStats {
         self.stats
     }
@@ -362,18 +376,26 @@ impl Backends {
     }
 
     /// Hands every VM's waiting console output (PL011, then virtio
-    /// console) to `f`, oldest VM id first.
-    pub fn take_output(&mut self, mut f: impl FnMut(u16, &[u8])) {
+    /// console) to `f`, oldest VM id first. There is room again: a PL011
+    /// that said `TXFF` takes bytes again (and raises its transmit
+    /// interrupt), a virtio console that left transmit buffers in its ring
+    /// gets a turn in [`poll_pending`](Self::poll_pending).
+    pub fn take_output(&mut self, mut f: impl FnMut(u16, &[u8]), hyp: &mut dyn Hyp) {
         for (&id, devs) in &mut self.vms {
             if let Some(uart) = devs.uart.as_mut().filter(|u| !u.out.is_empty()) {
                 f(id, &uart.out);
                 uart.out.clear();
+                if uart.model.tx_blocked() {
+                    uart.model.set_tx_blocked(false);
+                    refill_and_signal(id, uart, hyp);
+                }
             }
             for slot in &mut devs.virtio {
                 if let VirtioDevice::Console(d) = &mut slot.dev {
                     let out = d.device_mut().take_output();
                     if !out.is_empty() {
                         f(id, &out);
+                        slot.more = true;
                     }
                 }
             }
@@ -439,13 +461,14 @@ impl Backends {
             let result = match dir {
                 Direction::Read => uart.model.read(offset, req.size).map(u64::from).map_err(drop),
                 Direction::Write => {
+                    let overrun = uart.model.stats().tx_overrun;
                     let effect = uart.model.write(offset, req.size, req.data as u32).map_err(drop)?;
+                    self.stats.output_dropped += uart.model.stats().tx_overrun - overrun;
                     if let Some(byte) = effect.transmitted {
-                        if uart.out.len() < OUTPUT_LIMIT {
-                            uart.out.push(byte);
-                            self.output_pending = true;
-                        } else {
-                            self.stats.output_dropped += 1;
+                        uart.out.push(byte);
+                        self.output_pending = true;
+                        if uart.out.len() >= OUTPUT_LIMIT {
+                            uart.model.set_tx_blocked(true);
                         }
                     }
                     Ok(0)
@@ -474,6 +497,10 @@ impl Backends {
     fn serve_virtio(&mut self, vm: u16, slot: usize, write: Option<(u64, u8, u64)>, hyp: &mut dyn Hyp) -> Result<(), ()> {
         let devs = self.vms.get_mut(&vm).ok_or(())?;
         let dev = devs.virtio.get_mut(slot).ok_or(())?;
+        let blk_before = match &dev.dev {
+            VirtioDevice::Block(d) => d.device().stats().requests,
+            _ => 0,
+        };
         let mut mem = VmMemory { hyp: &mut *hyp, vm };
         let outcome = match write {
             Some((offset, size, value)) => dev.write(&mut mem, offset, size, value),
@@ -491,7 +518,9 @@ impl Backends {
                     frames.push((port, frame));
                 }
             }
-            VirtioDevice::Block(_) => {}
+            VirtioDevice::Block(d) => {
+                self.stats.blk_requests += d.device().stats().requests.saturating_sub(blk_before);
+            }
         }
         signal(vm, slot, dev, hyp);
         for (port, frame) in frames {
@@ -655,24 +684,53 @@ mod tests {
         b.handle(&w(9, 2, UART_BASE + reg::DR, 1, u64::from(b'x')), h);
         assert!(b.output_pending());
         let mut got = vec![];
-        b.take_output(|vm, bytes| got.push((vm, bytes.to_vec())));
+        b.take_output(|vm, bytes| got.push((vm, bytes.to_vec())), h);
         assert_eq!(got, vec![(1, b"hi\n".to_vec()), (2, b"x".to_vec())]);
         assert!(!b.output_pending());
-        b.take_output(|_, _| panic!("nothing left"));
+        b.take_output(|_, _| panic!("nothing left"), h);
+    }
+
+    /// The guest's PL011 flags register.
+    fn uart_fr(b: &mut Backends, h: &mut Lines, vm: u16) -> u32 {
+        b.handle(&r(7, vm, UART_BASE + reg::FR, 4), h).data as u32
     }
 
     #[test]
-    fn uart_output_beyond_the_limit_is_counted_not_kept() {
+    fn a_full_output_buffer_stalls_the_pl011_instead_of_dropping_bytes() {
+        use crate::pl011::{fr, int};
         let mut b = Backends::new();
         let h = &mut Lines::default();
         b.attach_uart(1);
+        enable_uart(&mut b, 1, h);
+        b.handle(&w(1, 1, UART_BASE + reg::IMSC, 4, u64::from(int::TX)), h);
+        // A driver that waits while TXFF is set, as Linux and earlycon do.
+        let (mut sent, mut waited, mut seq) = (0usize, 0, 10);
+        while sent < OUTPUT_LIMIT + 100 {
+            seq += 1;
+            if uart_fr(&mut b, h, 1) & fr::TXFF != 0 {
+                waited += 1;
+                break;
+            }
+            b.handle(&w(seq, 1, UART_BASE + reg::DR, 4, u64::from(b'a' + (sent % 26) as u8)), h);
+            sent += 1;
+        }
+        assert_eq!((sent, waited), (OUTPUT_LIMIT, 1), "TXFF once the buffer holds OUTPUT_LIMIT bytes");
+        assert_eq!(uart_fr(&mut b, h, 1) & fr::TXFE, 0);
+        b.handle(&w(5, 1, UART_BASE + reg::ICR, 4, u64::from(int::ALL)), h);
+        h.0.clear();
+        // The shell takes the output: room again, the TX interrupt rises.
+        let mut got = Vec::new();
+        b.take_output(|_, bytes| got.extend_from_slice(bytes), h);
+        assert_eq!(got.len(), OUTPUT_LIMIT);
+        assert!(got.iter().enumerate().all(|(i, &c)| c == b'a' + (i % 26) as u8), "every byte, in order");
+        assert_eq!(h.0, vec![(1, UART_INTID, true)]);
+        assert_eq!(uart_fr(&mut b, h, 1) & (fr::TXFF | fr::TXFE), fr::TXFE);
+        assert_eq!(b.stats().output_dropped, 0);
+        // A guest that ignores TXFF loses what it writes then, counted.
         for i in 0..OUTPUT_LIMIT + 10 {
-            b.handle(&w(i as u64 + 1, 1, UART_BASE + reg::DR, 4, u64::from(b'a')), h);
+            b.handle(&w(100 + i as u64, 1, UART_BASE + reg::DR, 4, u64::from(b'z')), h);
         }
         assert_eq!(b.stats().output_dropped, 10);
-        let mut n = 0;
-        b.take_output(|_, bytes| n += bytes.len());
-        assert_eq!(n, OUTPUT_LIMIT);
     }
 
     #[test]
@@ -812,6 +870,12 @@ mod tests {
 
         /// Puts a chain of (addr, len, device-writable) on queue `q` and notifies.
         fn submit(&mut self, b: &mut Backends, h: &mut Lines, q: usize, bufs: &[(u64, u32, bool)]) {
+            self.post(h, q, bufs);
+            self.wr(b, h, 0x050, q as u32);
+        }
+
+        /// Puts a chain on queue `q` without notifying.
+        fn post(&mut self, h: &mut Lines, q: usize, bufs: &[(u64, u32, bool)]) {
             let (desc, avail, _, mut next, idx) = self.queues[q];
             let mem = h.1.get_mut(&self.vm).unwrap();
             let head = next;
@@ -834,7 +898,6 @@ mod tests {
             mem.write(avail + 2, &idx.wrapping_add(1).to_le_bytes()).unwrap();
             self.queues[q].3 = next;
             self.queues[q].4 = idx.wrapping_add(1);
-            self.wr(b, h, 0x050, q as u32);
         }
 
         /// used.idx of queue `q`.
@@ -980,7 +1043,7 @@ mod tests {
         poke(&mut h, 2, RAM + 0x5_0000, b"still here\n");
         con.submit(&mut b, &mut h, 1, &[(RAM + 0x5_0000, 11, false)]);
         let mut out = vec![];
-        b.take_output(|vm, bytes| out.push((vm, bytes.to_vec())));
+        b.take_output(|vm, bytes| out.push((vm, bytes.to_vec())), &mut h);
         assert_eq!(out, vec![(2, b"still here\n".to_vec())]);
         // Detaching VM 2 frees its port: VM 1's frames (after its reset) go nowhere.
         b.detach(2);
@@ -1018,5 +1081,68 @@ mod tests {
         enable_uart(&mut b, 1, &mut h);
         assert!(b.console_input(1, b"x", &mut h));
         assert_eq!(b.handle(&r(99, 1, UART_BASE + reg::DR, 4), &mut h).data as u8, b'x');
+    }
+
+    #[test]
+    fn a_busy_vm_gets_turns_beside_a_quiet_one_not_before_it() {
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        let mut drivers = Vec::new();
+        for vm in [1u16, 2] {
+            h.1.insert(vm, VecMemory::new(RAM, 1 << 20));
+            b.attach_virtio(vm, vec![VirtioSpec::Console]);
+            drivers.push(Driver::up(&mut b, &mut h, vm, 0, 2, 0));
+            b.set_budget(vm, 2);
+        }
+        let [busy, quiet] = &mut drivers[..] else { unreachable!() };
+        // VM 1 fills its transmit ring (8 buffers), VM 2 posts 3; one
+        // notification each serves two.
+        for (d, n) in [(&mut *busy, 8u64), (&mut *quiet, 3)] {
+            for i in 0..n {
+                let at = RAM + 0x5_0000 + i * 0x100;
+                poke(&mut h, d.vm, at, format!("{}:{i};", d.vm).as_bytes());
+                d.post(&mut h, 1, &[(at, 4, false)]);
+            }
+            d.wr(&mut b, &mut h, 0x050, 1);
+        }
+        assert_eq!((busy.used_idx(&h, 1), quiet.used_idx(&h, 1)), (2, 2));
+        assert!(b.has_pending());
+        // Each turn serves every device with work once, in VM order: the
+        // quiet VM is done after one turn, the busy one takes three.
+        let mut turns = Vec::new();
+        while b.poll_pending(&mut h) {
+            turns.push((busy.used_idx(&h, 1), quiet.used_idx(&h, 1)));
+        }
+        turns.push((busy.used_idx(&h, 1), quiet.used_idx(&h, 1)));
+        assert_eq!(turns, vec![(4, 3), (6, 3), (8, 3)]);
+        let mut out = Vec::new();
+        b.take_output(|vm, bytes| out.push((vm, bytes.to_vec())), &mut h);
+        assert_eq!(out, vec![(1, b"1:0;1:1;1:2;1:3;1:4;1:5;1:6;1:7;".to_vec()), (2, b"2:0;2:1;2:2;".to_vec())]);
+    }
+
+    #[test]
+    fn a_virtio_console_at_its_output_limit_waits_and_resumes_once_the_output_is_taken() {
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        h.1.insert(1, VecMemory::new(RAM, 1 << 20));
+        b.attach_virtio(1, vec![VirtioSpec::Console]);
+        let mut con = Driver::up(&mut b, &mut h, 1, 0, 2, 0);
+        const PIECE: u64 = 32 << 10;
+        for i in 0..3u64 {
+            poke(&mut h, 1, RAM + 0x8_0000 + i * PIECE, &vec![b'a' + i as u8; PIECE as usize]);
+            con.post(&mut h, 1, &[(RAM + 0x8_0000 + i * PIECE, PIECE as u32, false)]);
+        }
+        con.wr(&mut b, &mut h, 0x050, 1);
+        assert_eq!(con.used_idx(&h, 1), 2, "64 KiB taken, the third buffer left in the ring");
+        assert!(!b.poll_pending(&mut h), "no turn helps while the output is full");
+        assert_eq!(con.used_idx(&h, 1), 2);
+        let mut out = Vec::new();
+        b.take_output(|_, bytes| out.extend_from_slice(bytes), &mut h);
+        assert!(b.has_pending(), "room again: the console gets a turn");
+        b.poll_pending(&mut h);
+        assert_eq!(con.used_idx(&h, 1), 3);
+        b.take_output(|_, bytes| out.extend_from_slice(bytes), &mut h);
+        assert_eq!(out.len() as u64, 3 * PIECE, "nothing lost");
+        assert!(out.chunks(PIECE as usize).enumerate().all(|(i, c)| c.iter().all(|&x| x == b'a' + i as u8)));
     }
 }

@@ -70,7 +70,7 @@ extern "C" fn primary_main(dtb: usize) -> ! {
                 e.description()
             ),
         }
-        ioport::init();
+        ioport::init(blob);
     }
     smp::start_secondaries(&platform);
     log::info!("{} of {} CPUs online", smp::online(), platform.cpus.len());

@@ -35,6 +35,8 @@ use spin::Mutex;
 use crate::arch::aarch64::{cpu, gic, hypercall};
 use crate::backend::{Backends, Hyp, IoStats, SharedDisk, VirtioSpec};
 use crate::drivers::virtio_blk::Disk;
+use crate::backlog::Backlog;
+use crate::guestwin::{self, Window, Windows};
 use hv_virtio::block::BackendError;
 
 /// Offset of `RingHeader::cap` within a header.
@@ -42,8 +44,6 @@ const CAP_IN_HEADER: usize = 4;
 /// How long the IO event handler keeps looking for more requests after the
 /// ring ran empty.
 const POLL_MICROS: u64 = 20;
-/// `IoComplete`s tried on a full completion ring before giving up on a batch.
-const FULL_RETRIES: u32 = 4;
 
 /// The shared page: dom0 RAM the hypervisor writes requests into.
 #[repr(C, align(4096))]
@@ -106,34 +106,59 @@ struct Port {
     req: RingIndices,
     cpl: RingIndices,
     backend: Backends,
+    /// Guests' RAM as mapped into dom0 (`GuestMap`).
+    windows: Windows,
+    /// Completions waiting for room in the completion ring.
+    backlog: Backlog,
 }
 
-/// Backends' requests to the hypervisor, as hypercalls.
-struct Hypercalls;
+/// Backends' requests to the hypervisor, as hypercalls, and their access
+/// to guests' RAM: through the VM's window when it has one, else by
+/// `VmCopy`.
+struct Hypercalls<'a>(&'a Windows);
 
-impl Hyp for Hypercalls {
+impl Hyp for Hypercalls<'_> {
     fn set_irq(&mut self, vm: u16, intid: u32, level: bool) {
         let action = if level { IrqAction::Raise } else { IrqAction::Lower };
+        CALLS_IRQ.fetch_add(1, Ordering::Relaxed);
         if hypercall::irq_line(u32::from(vm), intid, action).is_err() {
             IRQ_FAILED.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    // Buffers are dom0 memory, identity mapped: their addresses are IPAs.
-    // One VmCopy each, so that an access the hypervisor refuses is not
-    // partly done (the `GuestMemory` contract); longer ones are refused
-    // (the virtio devices never copy more than 64 KiB at once).
+    // Through the window: `translate` checked the whole range is inside it,
+    // and `Windows` lives under the port's lock with the backends, so the
+    // window cannot go while we copy (`detach_memory` takes that lock
+    // before `GuestUnmap` or `VmDestroy`). Without one: one VmCopy each, so
+    // that an access the hypervisor refuses is not partly done (the
+    // `GuestMemory` contract); longer ones are refused (the virtio devices
+    // never copy more than 64 KiB at once). Buffers are dom0 memory,
+    // identity mapped: their addresses are IPAs.
     fn read_guest(&self, vm: u16, gpa: u64, buf: &mut [u8]) -> Result<(), ()> {
+        if let Some(at) = self.0.translate(vm, gpa, buf.len()) {
+            // SAFETY: `[at, at + len)` lies in a window the hypervisor
+            // mapped for this VM (Normal memory, readable) and that stays
+            // mapped while the port lock is held (see above).
+            unsafe { copy_from_window(at as *const u8, buf) };
+            return Ok(());
+        }
         if buf.len() as u64 > MAX_COPY {
             return Err(());
         }
+        CALLS_COPY.fetch_add(1, Ordering::Relaxed);
         hypercall::vm_copy_from(u32::from(vm), gpa, buf).map_err(drop)
     }
 
     fn write_guest(&mut self, vm: u16, gpa: u64, data: &[u8]) -> Result<(), ()> {
+        if let Some(at) = self.0.translate(vm, gpa, data.len()) {
+            // SAFETY: as in `read_guest`; the window is writable.
+            unsafe { copy_to_window(data, at as *mut u8) };
+            return Ok(());
+        }
         if data.len() as u64 > MAX_COPY {
             return Err(());
         }
+        CALLS_COPY.fetch_add(1, Ordering::Relaxed);
         hypercall::vm_copy_to(u32::from(vm), gpa, data).map_err(drop)
     }
 
@@ -142,14 +167,79 @@ impl Hyp for Hypercalls {
     }
 }
 
+/// Copies guest RAM at `src` into `dst` with volatile loads, 8 bytes at a
+/// time where aligned: the guest may change the bytes meanwhile (it owns
+/// them), so they are read once each, never assumed stable, and the
+/// compiler may neither repeat nor merge the loads. What the backend then
+/// does with the copy is validated as the virtio code always did.
+///
+/// # Safety
+/// `src..src + dst.len()` must be mapped readable memory for the whole call.
+unsafe fn copy_from_window(src: *const u8, dst: &mut [u8]) {
+    let n = dst.len();
+    let mut i = 0;
+    // SAFETY (all three loops): every address read is inside the caller's
+    // range; the u64 loads are 8-byte aligned.
+    unsafe {
+        while i < n && (src as usize + i) % 8 != 0 {
+            dst[i] = src.add(i).read_volatile();
+            i += 1;
+        }
+        while i + 8 <= n {
+            let v = (src.add(i) as *const u64).read_volatile();
+            dst[i..i + 8].copy_from_slice(&v.to_ne_bytes());
+            i += 8;
+        }
+        while i < n {
+            dst[i] = src.add(i).read_volatile();
+            i += 1;
+        }
+    }
+}
+
+/// Copies `src` into guest RAM at `dst` with volatile stores (as
+/// `copy_from_window`).
+///
+/// # Safety
+/// `dst..dst + src.len()` must be mapped writable memory for the whole call
+/// that no Rust reference points into.
+unsafe fn copy_to_window(src: &[u8], dst: *mut u8) {
+    let n = src.len();
+    let mut i = 0;
+    // SAFETY (all three loops): every address written is inside the
+    // caller's range; the u64 stores are 8-byte aligned.
+    unsafe {
+        while i < n && (dst as usize + i) % 8 != 0 {
+            dst.add(i).write_volatile(src[i]);
+            i += 1;
+        }
+        while i + 8 <= n {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&src[i..i + 8]);
+            (dst.add(i) as *mut u64).write_volatile(u64::from_ne_bytes(w));
+            i += 8;
+        }
+        while i < n {
+            dst.add(i).write_volatile(src[i]);
+            i += 1;
+        }
+    }
+}
+
+/// The window area is free in this machine (checked in `init`).
+static WINDOWS_OK: AtomicBool = AtomicBool::new(false);
+
 static ON: AtomicBool = AtomicBool::new(false);
 static PORT: Mutex<Option<Port>> = Mutex::new(None);
 /// The hypervisor wrote impossible ring indices: forwarding stopped.
 static CORRUPT: AtomicBool = AtomicBool::new(false);
 static EVENTS: AtomicU64 = AtomicU64::new(0);
-static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// `IrqLine` calls the hypervisor refused.
 static IRQ_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Hypercalls the backends made, by kind (`iostat`: the data path's cost).
+static CALLS_COPY: AtomicU64 = AtomicU64::new(0);
+static CALLS_IRQ: AtomicU64 = AtomicU64::new(0);
+static CALLS_COMPLETE: AtomicU64 = AtomicU64::new(0);
 /// Some guest console has output for the shell (set by the handler).
 static OUTPUT: AtomicBool = AtomicBool::new(false);
 /// Some virtio device ran out of budget (`poll_pending` has work).
@@ -160,9 +250,11 @@ pub fn enabled() -> bool {
     ON.load(Ordering::Acquire)
 }
 
-/// Sets up IO forwarding if the hypervisor supports it. Boot CPU, after
-/// the GIC; only with `/hypervisor` in the device tree.
-pub fn init() {
+/// Sets up IO forwarding if the hypervisor supports it, and the area where
+/// guests' RAM will appear (if the machine has nothing there). Boot CPU,
+/// after the GIC, before the secondaries; only with `/hypervisor` in the
+/// device tree `blob`.
+pub fn init(blob: &[u8]) {
     match hypercall::io_setup(page_addr() as u64) {
         Ok(()) => {}
         Err(Error::NotSupported) => {
@@ -191,13 +283,22 @@ pub fn init() {
             return;
         }
     };
-    *PORT.lock() = Some(Port { req, cpl, backend: Backends::new() });
+    *PORT.lock() = Some(Port { req, cpl, backend: Backends::new(), windows: Windows::new(), backlog: Backlog::new() });
     if let Err(e) = gic::enable(IO_EVENT_INTID, false, on_io_event) {
         PORT.lock().take();
         log::warn!("IO forwarding: IO event interrupt {IO_EVENT_INTID}: {e}: off");
         return;
     }
     ON.store(true, Ordering::Release);
+    let mut used: Vec<(u64, u64)> = Vec::new();
+    crate::fdt_scan::for_each_memory(blob, |base, size| used.push((base, size)));
+    used.extend(crate::fdt_scan::Tree::new(blob).devices().iter().filter_map(|d| Some((d.base?, d.size))));
+    if guestwin::fits(&used) {
+        crate::arch::aarch64::mmu::map_normal_gibs(guestwin::AREA_BASE, guestwin::AREA_SIZE);
+        WINDOWS_OK.store(true, Ordering::Release);
+    } else {
+        log::warn!("IO forwarding: the machine has something at {:#x}: guests' RAM stays unmapped (VmCopy)", guestwin::AREA_BASE);
+    }
     log::info!("IO forwarding: on (page at {:#x}, event INTID {IO_EVENT_INTID})", page_addr());
 }
 
@@ -272,7 +373,17 @@ pub fn attach_virtio(vm: u32, specs: Vec<VirtioSpec>) {
 /// calls it between inputs).
 pub fn poll_pending() {
     if PENDING.load(Ordering::Acquire) {
-        let more = with_port(|p| p.backend.poll_pending(&mut Hypercalls)).unwrap_or(false);
+        // Answers that waited for room in the completion ring go first,
+        // then the requests left in the ring meanwhile (their events came
+        // while dom0 took none).
+        let waiting = with_port(|p| {
+            if !p.backlog.is_empty() && !CORRUPT.load(Ordering::Relaxed) && drain(p).is_err() {
+                CORRUPT.store(true, Ordering::Relaxed);
+            }
+            !p.backlog.is_empty()
+        })
+        .unwrap_or(false);
+        let more = with_port(|p| p.backend.poll_pending(&mut Hypercalls(&p.windows))).unwrap_or(false) || waiting;
         PENDING.store(more, Ordering::Release);
         if with_port(|p| p.backend.output_pending()).unwrap_or(false) {
             OUTPUT.store(true, Ordering::Release);
@@ -290,17 +401,56 @@ pub fn output_pending() -> bool {
 pub fn take_output() -> Vec<(u16, Vec<u8>)> {
     OUTPUT.store(false, Ordering::Release);
     let mut out = Vec::new();
-    with_port(|p| p.backend.take_output(|vm, bytes| out.push((vm, bytes.to_vec()))));
+    let more = with_port(|p| {
+        p.backend.take_output(|vm, bytes| out.push((vm, bytes.to_vec())), &mut Hypercalls(&p.windows));
+        p.backend.has_pending()
+    });
+    if more == Some(true) {
+        // A virtio console stalled on a full buffer gets its turn.
+        PENDING.store(true, Ordering::Release);
+    }
     out
 }
 
 /// Typed bytes for VM `vm`'s emulated console; `false` if it has none.
 pub fn console_input(vm: u16, bytes: &[u8]) -> bool {
-    with_port(|p| p.backend.console_input(vm, bytes, &mut Hypercalls)).unwrap_or(false)
+    with_port(|p| p.backend.console_input(vm, bytes, &mut Hypercalls(&p.windows))).unwrap_or(false)
+}
+
+/// VM `vm` (just created, `ram` bytes of RAM) gets a window onto its RAM
+/// for its backends (`GuestMap`). Without one (the hypervisor refuses, the
+/// area is full or unusable) its backends use `VmCopy`.
+pub fn attach_memory(vm: u32, ram: u64) -> Result<(), &'static str> {
+    let id = u16::try_from(vm).map_err(|_| "VM id out of range")?;
+    if !WINDOWS_OK.load(Ordering::Acquire) {
+        return Err("no window area in this machine");
+    }
+    with_port(|p| {
+        let base = p.windows.place(ram).ok_or("the window area is full")?;
+        let gpa = hv_abi::hypercall::guest::RAM_BASE;
+        hypercall::guest_map(vm, base, gpa, ram).map_err(|e| e.description())?;
+        p.windows.insert(id, Window { base, gpa, size: ram });
+        Ok(())
+    })
+    .unwrap_or(Err("IO forwarding is off"))
+}
+
+/// VM `vm` is about to be destroyed: its window goes first, under the
+/// port's lock, so that no backend is using it when the hypervisor revokes
+/// it; what its backends still do until `detach` goes through `VmCopy`,
+/// which the hypervisor refuses once the VM is gone.
+pub fn detach_memory(vm: u32) {
+    let Ok(id) = u16::try_from(vm) else { return };
+    with_port(|p| {
+        if let Some(w) = p.windows.remove(id) {
+            let _ = hypercall::guest_unmap(vm, w.base);
+        }
+    });
 }
 
 /// VM `vm` is destroyed.
 pub fn detach(vm: u32) {
+    detach_memory(vm);
     if let Ok(vm) = u16::try_from(vm) {
         with_port(|p| p.backend.detach(vm));
     }
@@ -310,9 +460,12 @@ pub fn detach(vm: u32) {
 pub struct Status {
     pub stats: IoStats,
     pub events: u64,
-    pub dropped: u64,
+    /// Completions that had to wait for room in the completion ring.
+    pub delayed: u64,
     pub irq_failed: u64,
     pub corrupt: bool,
+    /// Hypercalls the backends made: `VmCopy`, `IrqLine`, `IoComplete`.
+    pub calls: [u64; 3],
 }
 
 pub fn status() -> Option<Status> {
@@ -320,9 +473,10 @@ pub fn status() -> Option<Status> {
     Some(Status {
         stats,
         events: EVENTS.load(Ordering::Relaxed),
-        dropped: DROPPED.load(Ordering::Relaxed),
+        delayed: with_port(|p| p.backlog.delayed()).unwrap_or(0),
         irq_failed: IRQ_FAILED.load(Ordering::Relaxed),
         corrupt: CORRUPT.load(Ordering::Relaxed),
+        calls: [&CALLS_COPY, &CALLS_IRQ, &CALLS_COMPLETE].map(|c| c.load(Ordering::Relaxed)),
     })
 }
 
@@ -389,26 +543,39 @@ fn on_io_event() {
 /// One pass: takes every request waiting, answers them, hands the answers
 /// back. Returns how many requests it took and whether one of them was
 /// from a vCPU waiting on another CPU; `Err` if the hypervisor's indices
-/// are impossible.
+/// are impossible. While answers wait for room in the completion ring it
+/// takes no request (back-pressure, see `backlog`).
 fn drain(port: &mut Port) -> Result<(usize, bool), ()> {
     // Requests taken, and whether one came from a vCPU waiting elsewhere.
     let (mut taken, mut elsewhere) = (0, false);
     let mut answered = false;
+    if !port.backlog.is_empty() {
+        answered = flush_backlog(port)?;
+        if !port.backlog.is_empty() {
+            PENDING.store(true, Ordering::Release);
+            return Ok((0, false));
+        }
+    }
     port.req.observe_prod(word32(REQ_PROD_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
     while let Some(slot) = port.req.consumer_slot() {
         let req = read_request(slot);
         port.req.consumed();
         taken += 1;
         elsewhere |= req.waiting_elsewhere();
-        let completion = port.backend.handle(&req, &mut Hypercalls);
+        let completion = port.backend.handle(&req, &mut Hypercalls(&port.windows));
         // A posted write has nobody waiting: no completion. Answers go out
         // one by one, at once: a vCPU may be waiting for this one.
         if !req.is_posted() {
             answered = true;
-            publish_completion(port, &completion)?;
+            send_completion(port, completion)?;
+            if !port.backlog.is_empty() {
+                // The ring is full: take no more requests until it has room.
+                PENDING.store(true, Ordering::Release);
+                break;
+            }
         }
     }
-    if taken == 0 {
+    if taken == 0 && !answered {
         return Ok((0, false));
     }
     if port.backend.output_pending() {
@@ -423,25 +590,56 @@ fn drain(port: &mut Port) -> Result<(usize, bool), ()> {
         // more when they stop): IoComplete only when none is.
         core::sync::atomic::fence(Ordering::SeqCst);
         if word32(CPL_POLLING_OFFSET).load(Ordering::Relaxed) == 0 {
-            let _ = hypercall::io_complete();
+            io_complete();
         }
     }
     Ok((taken, elsewhere))
 }
 
+fn io_complete() {
+    CALLS_COMPLETE.fetch_add(1, Ordering::Relaxed);
+    let _ = hypercall::io_complete();
+}
+
 /// Puts one completion in the ring and publishes it; on a full ring, lets
-/// the hypervisor take what is there first (a few times, then the
-/// completion is dropped and counted: its vCPU stays blocked).
-fn publish_completion(port: &mut Port, c: &IoCompletion) -> Result<(), ()> {
-    for _ in 0..=FULL_RETRIES {
-        port.cpl.observe_cons(word32(CPL_CONS_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
-        if let Some(slot) = port.cpl.producer_slot() {
+/// the hypervisor take what is there first, once. `Ok(false)`: still full.
+fn put_completion(cpl: &mut RingIndices, c: &IoCompletion) -> Result<bool, ()> {
+    for attempt in 0..2 {
+        cpl.observe_cons(word32(CPL_CONS_OFFSET).load(Ordering::Acquire)).map_err(drop)?;
+        if let Some(slot) = cpl.producer_slot() {
             write_completion(slot, c);
-            word32(CPL_PROD_OFFSET).store(port.cpl.produced(), Ordering::Release);
-            return Ok(());
+            word32(CPL_PROD_OFFSET).store(cpl.produced(), Ordering::Release);
+            return Ok(true);
         }
-        let _ = hypercall::io_complete();
+        if attempt == 0 {
+            io_complete();
+        }
     }
-    DROPPED.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    Ok(false)
+}
+
+/// Sends `c` through the backlog: into the ring now, or later, in order.
+fn send_completion(port: &mut Port, c: IoCompletion) -> Result<(), ()> {
+    let mut broken = false;
+    let Port { cpl, backlog, .. } = port;
+    backlog.send(c, |c| put_completion(cpl, c).unwrap_or_else(|()| { broken = true; false }));
+    if broken { Err(()) } else { Ok(()) }
+}
+
+/// Moves waiting completions into the ring while it has room; returns
+/// whether any moved.
+fn flush_backlog(port: &mut Port) -> Result<bool, ()> {
+    let (mut broken, mut moved) = (false, false);
+    let Port { cpl, backlog, .. } = port;
+    backlog.flush(|c| match put_completion(cpl, c) {
+        Ok(ok) => {
+            moved |= ok;
+            ok
+        }
+        Err(()) => {
+            broken = true;
+            false
+        }
+    });
+    if broken { Err(()) } else { Ok(moved) }
 }

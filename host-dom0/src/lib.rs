@@ -28,9 +28,11 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod backlog;
 pub mod command;
 pub mod fdt_scan;
 pub mod guestcon;
+pub mod guestwin;
 pub mod iodev;
 pub mod kernel_image;
 pub mod line;

@@ -9,14 +9,20 @@
 //!
 //! Simplifications, chosen to match QEMU's PL011 (which Linux's
 //! `amba-pl011` driver and `earlycon=pl011` are known to work against):
-//! - Transmission is instant: the transmit FIFO is always empty, `BUSY` is
-//!   never set and `TXFF` never. A byte written to `UARTDR` goes out even
-//!   while `UARTEN`/`TXE` are clear (earlycon writes to the UART as reset
-//!   left it; QEMU does the same); such bytes are counted in
-//!   [`Pl011Stats::tx_while_disabled`].
+//! - Transmission is instant while the line can take bytes: the transmit
+//!   FIFO is empty, `BUSY` and `TXFF` clear. The line is dom0's buffer for
+//!   the guest's output; when it is full the caller says so with
+//!   [`Pl011::set_tx_blocked`], and until it is unblocked `UARTFR` reads
+//!   `TXFF` and `BUSY` (not `TXFE`), as a FIFO waiting for a slow line
+//!   would. A guest that writes `UARTDR` anyway loses the byte, as on the
+//!   hardware; it is counted in [`Pl011Stats::tx_overrun`]. A byte written
+//!   to `UARTDR` goes out even while `UARTEN`/`TXE` are clear (earlycon
+//!   writes to the UART as reset left it; QEMU does the same); such bytes
+//!   are counted in [`Pl011Stats::tx_while_disabled`].
 //! - `TXRIS` is raised whenever the transmit FIFO falls to its trigger level,
-//!   which with instant transmission means on every `UARTDR` write and when
-//!   the transmitter is switched on (`UARTEN` and `TXE` both set). It stays
+//!   which with instant transmission means on every `UARTDR` write, when
+//!   the transmitter is switched on (`UARTEN` and `TXE` both set) and when
+//!   a blocked line is unblocked (not while it is blocked). It stays
 //!   set, as in QEMU, until the guest clears it through `UARTICR`.
 //! - `RXRIS` and `RTRIS` are re-evaluated whenever the receive FIFO or its
 //!   trigger level changes: `RXRIS` when the FIFO holds at least the trigger
@@ -81,6 +87,8 @@ pub struct Pl011Stats {
     pub rx_dropped_full: u64,
     /// Received bytes dropped because `UARTEN` or `RXE` was clear.
     pub rx_dropped_disabled: u64,
+    /// Bytes the guest wrote to `UARTDR` while `UARTFR` said `TXFF`: lost.
+    pub tx_overrun: u64,
 }
 
 /// One guest's PL011.
@@ -100,6 +108,8 @@ pub struct Pl011 {
     imsc: u32,
     ris: u32,
     dmacr: u32,
+    /// The line takes no bytes now (dom0's buffer is full).
+    tx_blocked: bool,
     stats: Pl011Stats,
 }
 
@@ -126,20 +136,43 @@ impl Pl011 {
             imsc: 0,
             ris: 0,
             dmacr: 0,
+            tx_blocked: false,
             stats: Pl011Stats {
                 tx_bytes: 0,
                 tx_while_disabled: 0,
                 rx_dropped_full: 0,
                 rx_dropped_disabled: 0,
+                tx_overrun: 0,
             },
         }
     }
 
-    /// Returns the device to its reset state (statistics are kept).
+    /// Returns the device to its reset state (statistics are kept, and
+    /// whether the line is blocked, which is not the device's state).
     pub fn reset(&mut self) {
-        let stats = self.stats;
+        let (stats, blocked) = (self.stats, self.tx_blocked);
         *self = Self::new();
         self.stats = stats;
+        self.tx_blocked = blocked;
+    }
+
+    /// The line behind the transmitter stops (`true`) or resumes taking
+    /// bytes. Resuming empties the transmit FIFO at once, so `TXRIS` is
+    /// raised (with the transmitter enabled): a driver waiting for the
+    /// transmit interrupt goes on. Returns whether [`irq_level`](Self::irq_level)
+    /// changed.
+    pub fn set_tx_blocked(&mut self, blocked: bool) -> bool {
+        let before = self.irq_level();
+        if self.tx_blocked && !blocked && self.tx_enabled() {
+            self.ris |= int::TX;
+        }
+        self.tx_blocked = blocked;
+        self.irq_level() != before
+    }
+
+    /// Whether the line is blocked ([`set_tx_blocked`](Self::set_tx_blocked)).
+    pub fn tx_blocked(&self) -> bool {
+        self.tx_blocked
     }
 
     /// The level of the combined interrupt line `UARTINTR`: any unmasked
@@ -313,7 +346,7 @@ impl Pl011 {
     }
 
     fn fr(&self) -> u32 {
-        let mut fr = fr::TXFE;
+        let mut fr = if self.tx_blocked { fr::TXFF | fr::BUSY } else { fr::TXFE };
         if self.rx_count == 0 {
             fr |= fr::RXFE;
         }
@@ -351,6 +384,11 @@ impl Pl011 {
 
     fn transmit(&mut self, byte: u8) -> Option<u8> {
         let enabled = self.tx_enabled();
+        if self.tx_blocked && self.cr & cr::LBE == 0 {
+            // The FIFO is full (`TXFF`): the byte is lost.
+            self.stats.tx_overrun += 1;
+            return None;
+        }
         if enabled {
             self.ris |= int::TX;
         }
@@ -465,6 +503,29 @@ mod tests {
             r(&mut uart, reg::FR) & (fr::BUSY | fr::TXFF | fr::TXFE),
             fr::TXFE
         );
+    }
+
+    #[test]
+    fn a_blocked_line_shows_a_full_fifo_and_its_end_raises_the_tx_interrupt() {
+        let mut uart = enabled_with_fifos();
+        w(&mut uart, reg::IMSC, int::TX);
+        w(&mut uart, reg::ICR, int::ALL);
+        assert!(!uart.irq_level());
+        assert!(!uart.set_tx_blocked(true), "blocking raises nothing");
+        assert_eq!(r(&mut uart, reg::FR) & (fr::TXFF | fr::TXFE | fr::BUSY), fr::TXFF | fr::BUSY);
+        // A driver that ignores TXFF loses the byte, counted; no TX interrupt.
+        assert_eq!(w(&mut uart, reg::DR, b'x'.into()).transmitted, None);
+        assert_eq!(uart.stats().tx_overrun, 1);
+        assert!(!uart.irq_level());
+        assert!(uart.set_tx_blocked(false), "room again: TXRIS, the line rises");
+        assert_eq!(r(&mut uart, reg::FR) & (fr::TXFF | fr::TXFE | fr::BUSY), fr::TXFE);
+        assert_eq!(r(&mut uart, reg::RIS) & int::TX, int::TX);
+        assert_eq!(w(&mut uart, reg::DR, b'y'.into()).transmitted, Some(b'y'));
+        // A reset does not unblock a blocked line (dom0's buffer is still full).
+        uart.set_tx_blocked(true);
+        uart.reset();
+        assert!(uart.tx_blocked());
+        assert_eq!(r(&mut uart, reg::FR) & fr::TXFF, fr::TXFF);
     }
 
     #[test]

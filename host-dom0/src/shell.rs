@@ -56,9 +56,7 @@ impl Shell {
         loop {
             let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS, ioport::output_pending);
             if byte.is_none() || cpu::counter().wrapping_sub(last_poll) >= period {
-                ioport::poll_pending();
-                self.sys.vms.poll_console(PROMPT, self.editor.line());
-                self.sys.vms.watch();
+                service(&mut self.sys.vms, PROMPT, self.editor.line());
                 last_poll = cpu::counter();
             }
             let Some(byte) = byte else { continue };
@@ -109,6 +107,23 @@ impl Shell {
                     return Some(line);
                 }
             }
+        }
+    }
+
+    /// `sleep`: waits, serving the guests meanwhile (`service` every 20 ms
+    /// at most, and whenever a console has output), so no guest waits for
+    /// the shell.
+    fn sleep(&mut self, micros: u64) {
+        let freq = cpu::counter_frequency().max(1);
+        let end = cpu::counter().saturating_add(command::micros_to_ticks(micros, freq));
+        loop {
+            let now = cpu::counter();
+            if now >= end {
+                break;
+            }
+            let left = ((end - now) as u128 * 1_000_000 / freq as u128) as u64;
+            timer::wait_micros(left.clamp(1, CONSOLE_POLL_MICROS), ioport::output_pending);
+            service(&mut self.sys.vms, "", "");
         }
     }
 
@@ -170,7 +185,7 @@ impl Shell {
                     command::seconds_millis(timer::uptime_ticks(), cpu::counter_frequency());
                 println!("up {s}.{ms:03} s");
             }
-            Command::Sleep { micros } => timer::sleep_micros(micros),
+            Command::Sleep { micros } => self.sleep(micros),
             Command::Peek { addr } => match probe::read_u64(addr) {
                 Ok(v) => println!("peek {addr:#x}: {v:#018x}"),
                 Err(a) => println!(
@@ -337,6 +352,8 @@ fn iostat() {
                 "IO forwarding: {} requests handled, {} errors ({} malformed), {} events",
                 s.stats.handled, s.stats.errors, s.stats.malformed, s.events
             );
+            let [copy, irq, complete] = s.calls;
+            println!("  backend hypercalls: {copy} VmCopy, {irq} IrqLine, {complete} IoComplete; {} virtio-blk requests", s.stats.blk_requests);
             if s.stats.output_dropped > 0 || s.stats.input_dropped > 0 {
                 println!("  guest consoles: {} output bytes dropped, {} typed bytes dropped", s.stats.output_dropped, s.stats.input_dropped);
             }
@@ -346,14 +363,26 @@ fn iostat() {
             if s.irq_failed > 0 {
                 println!("  {} IrqLine calls refused by the hypervisor", s.irq_failed);
             }
-            if s.dropped > 0 {
-                println!("  {} completions dropped (completion ring stayed full)", s.dropped);
+            if s.delayed > 0 {
+                println!("  {} completions waited for room in the completion ring", s.delayed);
             }
             if s.corrupt {
                 println!("  stopped: the hypervisor wrote impossible ring indices");
             }
         }
     }
+}
+
+/// The work that must go on whatever the shell is doing, done at each of
+/// its waits (for input, in `sleep`, between `cycle`'s rounds): virtio
+/// devices with work left get their turn, guest console output is printed
+/// (which makes room in the guests' output buffers), VMs that reset
+/// themselves are restarted. Guest IO requests themselves are served by
+/// the IO event interrupt, on any of dom0's CPUs, without the shell.
+pub fn service(vms: &mut crate::toolstack::Toolstack, prompt: &str, line: &str) {
+    ioport::poll_pending();
+    vms.poll_console(prompt, line);
+    vms.watch();
 }
 
 fn help() {

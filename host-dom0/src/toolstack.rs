@@ -168,6 +168,9 @@ impl Toolstack {
             }
         };
         for i in 1..=times {
+            // The other guests' devices and consoles go on meanwhile.
+            ioport::poll_pending();
+            self.poll_console("", "");
             let id = match self.create(&cfg, true) {
                 Ok(id) => id,
                 Err(e) => {
@@ -175,7 +178,7 @@ impl Toolstack {
                     return;
                 }
             };
-            if let Err(e) = hypercall::vm_op(Function::VmDestroy, id) {
+            if let Err(e) = destroy_vm(id) {
                 println!("cycle: destroy {i} of {times} (VM {id}): {}", e.description());
                 return;
             }
@@ -287,6 +290,10 @@ impl Toolstack {
         let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask())
             .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
         if ioport::enabled() {
+            // Its RAM mapped for the backends; without it they use VmCopy.
+            if let Err(e) = ioport::attach_memory(id, cfg.memory) {
+                println!("vms: {}: guest memory not mapped ({e}): its devices use VmCopy", cfg.name);
+            }
             // The MMIO test device; a guest works without it, so go on.
             match hypercall::io_map(id, iodev::BASE, iodev::WINDOW, 0) {
                 Ok(()) => ioport::attach_test_device(id),
@@ -311,7 +318,7 @@ impl Toolstack {
                 // slots already, so without them the VM cannot run.
                 let size = (virtio_slots as u64 * guest::VIRTIO_STRIDE).next_multiple_of(4096);
                 if let Err(e) = hypercall::io_map(id, guest::VIRTIO_BASE, size, IO_MAP_POST_WRITES) {
-                    let gone = hypercall::vm_op(Function::VmDestroy, id);
+                    let gone = destroy_vm(id);
                     self.forget(id);
                     return Err(match gone {
                         Ok(()) => format!("IoMap of the virtio devices failed: {} (VM {id} destroyed)", e.description()),
@@ -329,7 +336,7 @@ impl Toolstack {
             }
         });
         if let Err(e) = loaded {
-            return Err(match hypercall::vm_op(Function::VmDestroy, id) {
+            return Err(match destroy_vm(id) {
                 Ok(()) => {
                     self.forget(id);
                     format!("{e} (VM {id} destroyed)")
@@ -466,7 +473,8 @@ impl Toolstack {
                 return;
             }
         };
-        match hypercall::vm_op(f, info.id) {
+        let done_op = if f == Function::VmDestroy { destroy_vm(info.id) } else { hypercall::vm_op(f, info.id) };
+        match done_op {
             Ok(()) => {
                 if f == Function::VmDestroy {
                     self.forget(info.id);
@@ -599,7 +607,7 @@ impl Toolstack {
                 self.mux.output(vm, &bytes, now, &mut text);
             }
             console::write_bytes(&text);
-            if let Err(e) = hypercall::vm_op(Function::VmDestroy, id) {
+            if let Err(e) = destroy_vm(id) {
                 println!("[dom0] VM {id} ({}) reset itself, but VmDestroy failed: {}", cfg.name, e.description());
                 self.live.remove(&id);
                 continue;
@@ -660,6 +668,13 @@ impl Toolstack {
 /// Appends guest text with LF as CR LF and other control characters
 /// (escape sequences included) shown as `?`, so a guest cannot drive the
 /// terminal.
+/// `VmDestroy`, after taking dom0's window onto the VM's RAM away (so no
+/// backend touches it while the hypervisor revokes it).
+fn destroy_vm(id: u32) -> Result<(), Error> {
+    ioport::detach_memory(id);
+    hypercall::vm_op(Function::VmDestroy, id)
+}
+
 fn sanitise_guest_text(text: &[u8], out: &mut Vec<u8>) {
     for &b in text {
         match b {

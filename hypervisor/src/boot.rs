@@ -1,5 +1,9 @@
 //! The boot story, CPU by CPU: MMU → heap → platform → console → memory →
-//! secondary CPUs → banner. Entered from `boot.S` at EL2 with the MMU off.
+//! interrupts → secondary CPUs → banner → dom0. Entered from `boot.S` at
+//! EL2 with the MMU off. Boot hands what it found to the modules that own
+//! it from then on (`machine`: the platform and online CPUs;
+//! `mm::machine_frames`: the page allocator; `runstate`: `hv.until_idle`);
+//! nothing imports `boot` for state.
 
 use alloc::string::String;
 use core::fmt::Write;
@@ -7,26 +11,20 @@ use core::fmt::Write;
 use log::{debug, error, info, warn};
 
 use crate::addr::{PhysAddr, PAGE_SIZE};
-use core::sync::atomic::Ordering;
-
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize};
-
-use crate::arch::aarch64::{cpu, gic, mmu, psci, smp};
-use crate::vm::{self, VmId};
-use crate::{dom0, sched};
+use crate::arch::{cpu, gic, mmu, psci, smp};
 use crate::bootargs::{BootArgs, SelfTest};
 use crate::drivers::uart::Uart;
 use crate::mm::frames::FrameAllocator;
+use crate::mm::machine_frames;
 use crate::mm::ranges::{free_memory, Range, RangeSet};
 use crate::platform::{GicVersion, MemRegion, Platform, Uart as UartDesc};
+use crate::{dom0, machine, runstate, sched};
 
 /// Largest device tree the hypervisor accepts (the arm64 boot protocol's
 /// limit).
 const MAX_DTB_SIZE: u64 = 2 * 1024 * 1024;
 /// Heap added from RAM once the page allocator exists.
 const HEAP_GROWTH: u64 = 4 * 1024 * 1024;
-
-pub static FRAMES: crate::sync::Mutex<Option<FrameAllocator>> = crate::sync::Mutex::new(None);
 
 /// The device tree's size from its header, if the header looks like one.
 fn dtb_size(dtb: PhysAddr) -> Option<u64> {
@@ -67,7 +65,7 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     }
     crate::heap::init();
     let platform: &'static Platform = match Platform::from_fdt(dtb_slice(dtb, size)) {
-        Ok(p) => PLATFORM.call_once(|| p),
+        Ok(p) => machine::set_platform(p),
         Err(e) => early_failure(dtb_slice(dtb, size), format_args!("{e}")),
     };
     let Some(uart) = console_uart(&platform.console) else { cpu::park() };
@@ -84,14 +82,12 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     psci::init(platform.psci.as_ref());
     gic::init(&platform.gic);
     gic::init_cpu(&platform.gic);
-    sched::set_stack_top(0, boot_stack_top());
+    crate::switch::set_stack_top(0, boot_stack_top());
     sched::init_cpu();
-    let online = smp::start_secondaries(&platform.cpus, || {
-        FRAMES.lock().as_mut()?.alloc((smp::STACK_SIZE / PAGE_SIZE) as usize)
-    });
+    let online = smp::start_secondaries(&platform.cpus, || machine_frames::alloc((smp::STACK_SIZE / PAGE_SIZE) as usize));
     banner(platform, online);
-    ONLINE.store(online, Ordering::Relaxed);
-    UNTIL_IDLE.store(args.until_idle, Ordering::Relaxed);
+    machine::set_online_cpus(online);
+    runstate::set_until_idle(args.until_idle);
 
     match args.selftest {
         Some(SelfTest::Panic) => panic!("self-test: panic requested by hv.selftest=panic"),
@@ -115,27 +111,20 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
             }
             sched::wake(&vm, 0);
             drop(vm);
-            sched::run_next()
+            crate::switch::run_next()
         }
         Err(e) => error_no_dom0(&e),
     }
     if args.until_idle {
         info!("nothing left to run (hv.until_idle): stopping");
-        power_off()
+        runstate::power_off()
     }
     info!("nothing to run; idling");
-    idle()
+    runstate::idle()
 }
 
 fn error_no_dom0(why: &str) {
     warn!("no dom0: {why}");
-}
-
-/// The platform, once the boot CPU has read it.
-static PLATFORM: spin::Once<Platform> = spin::Once::new();
-/// The GIC maintenance interrupt's INTID.
-pub fn maintenance_intid() -> Option<u32> {
-    PLATFORM.get().and_then(|p| p.gic.maintenance_irq).map(|irq| irq.intid)
 }
 
 fn boot_stack_top() -> usize {
@@ -145,149 +134,15 @@ fn boot_stack_top() -> usize {
     core::ptr::addr_of!(boot_stack_top) as usize
 }
 
-/// Physical CPUs online.
-static ONLINE: AtomicUsize = AtomicUsize::new(1);
-/// `hv.until_idle`: power off once every guest has stopped.
-static UNTIL_IDLE: AtomicBool = AtomicBool::new(false);
-/// Which VM each physical SPI was given to (dom0's passed-through devices).
-static SPI_OWNER: [AtomicU16; 1024] = [const { AtomicU16::new(u16::MAX) }; 1024];
-
-pub fn online_cpus() -> usize {
-    ONLINE.load(Ordering::Relaxed)
-}
-
-/// The platform (read once at boot).
-pub fn platform() -> &'static Platform {
-    PLATFORM.get().expect("the platform is read before any VM exists")
-}
-
-pub fn set_spi_owner(intid: u32, vm: VmId) {
-    if let Some(slot) = SPI_OWNER.get(intid as usize) {
-        slot.store(vm.0, Ordering::Relaxed);
-    }
-}
-
-/// The VM a physical SPI belongs to.
-pub fn spi_owner(intid: u32) -> Option<VmId> {
-    let owner = SPI_OWNER.get(intid as usize)?.load(Ordering::Relaxed);
-    (owner != u16::MAX).then_some(VmId(owner))
-}
-
-/// A guest stopped: under `hv.until_idle`, once none is left the run ends
-/// (see [`idle_stop_check`]), saying whether every guest ended with SYSTEM_OFF.
-pub fn guest_stopped() {
-    if !UNTIL_IDLE.load(Ordering::Relaxed) {
-        return;
-    }
-    let guests: alloc::vec::Vec<_> = vm::guest_ids().into_iter().filter_map(vm::get).collect();
-    // A guest that reset itself is not done: dom0 restarts it.
-    let done = |g: &vm::Vm| {
-        g.state() == hv_abi::hypercall::VmState::Stopped && g.stop.lock().reason != hv_abi::hypercall::StopReason::SystemReset
-    };
-    if guests.is_empty() || !guests.iter().all(|g| done(g)) {
-        return;
-    }
-    IDLE_STOP_DEADLINE.store(cpu::counter() + 2 * cpu::counter_frequency(), Ordering::Relaxed);
-    IDLE_STOP.store(true, Ordering::Release);
-}
-
-/// Every guest has stopped under `hv.until_idle`: the run ends once dom0 is
-/// quiet, so that it has printed what the guests said through the consoles
-/// it emulates.
-static IDLE_STOP: AtomicBool = AtomicBool::new(false);
-/// When dom0 was first seen quiet (0: not quiet).
-static QUIET_SINCE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-/// ... or at this counter value, if dom0 never goes quiet.
-static IDLE_STOP_DEADLINE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// From each CPU's idle loop: ends the run if [`guest_stopped`] asked for
-/// it and dom0 has been quiet (every vCPU waiting for an interrupt, no IO
-/// request unread) for 50 ms, or after 2 s. Returns whether an end is still
-/// pending (the caller then wakes up again soon to check).
-pub fn idle_stop_check() -> bool {
-    if !IDLE_STOP.load(Ordering::Acquire) {
-        return false;
-    }
-    let quiet = vm::get(VmId(0)).is_none_or(|d| {
-        d.vcpus.iter().all(|v| {
-            let s = v.sched.load(Ordering::Acquire);
-            s == sched::state::BLOCKED || s == sched::state::OFF
-        })
-    }) && !crate::io::requests_pending();
-    // Quiet for a while: dom0's IO handler may have run on another vCPU
-    // than its shell, which prints the guests' output when its next poll
-    // (every 20 ms) comes round.
-    let now = cpu::counter();
-    let since = if quiet {
-        match QUIET_SINCE.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => now,
-            Err(t) => t,
-        }
-    } else {
-        QUIET_SINCE.store(0, Ordering::Release);
-        now
-    };
-    let settled = quiet && now - since >= cpu::counter_frequency() / 20;
-    if !settled && now < IDLE_STOP_DEADLINE.load(Ordering::Relaxed) {
-        return true;
-    }
-    if IDLE_STOP.swap(false, Ordering::AcqRel) {
-        finish_idle_stop();
-    }
-    false
-}
-
-fn finish_idle_stop() -> ! {
-    let guests: alloc::vec::Vec<_> = vm::guest_ids().into_iter().filter_map(vm::get).collect();
-    let clean = guests.iter().all(|g| g.stop.lock().reason == hv_abi::hypercall::StopReason::SystemOff);
-    crate::console::wait_for_dom0_console(cpu::counter_frequency() / 2);
-    crate::panic::stop_other_cpus();
-    crate::console::flush_unread_guest_output();
-    crate::console::force_uart();
-    info!(
-        "all {} guest(s) stopped ({}): nothing left to run (hv.until_idle): stopping",
-        guests.len(),
-        if clean { "all with SYSTEM_OFF" } else { "not all with SYSTEM_OFF" }
-    );
-    for g in &guests {
-        let stop = *g.stop.lock();
-        let ticks: u64 = g.vcpus.iter().map(|v| v.run_ticks.load(Ordering::Relaxed)).sum();
-        let ms = ticks * 1000 / cpu::counter_frequency().max(1);
-        crate::console::print_line(
-            "INFO",
-            format_args!(
-                "*** guest {} (VM {}): {:?} (syndrome {:#x}, PC {:#x}), CPU time {} ms",
-                g.name, g.id.0, stop.reason, stop.syndrome, stop.address, ms
-            ),
-        );
-    }
-    log::logger().flush();
-    if clean {
-        crate::console::print_line("INFO", format_args!("*** all guests ended with SYSTEM_OFF"));
-    } else {
-        crate::console::print_line("WARN", format_args!("*** some guests did not end with SYSTEM_OFF"));
-    }
-    crate::panic::stop_system()
-}
-
 /// A secondary CPU, once online: set up its GIC interface, then run the
 /// vCPUs placed on it (dom0's vCPU i first, once switched on).
 pub fn secondary_start(index: usize, stack_top: usize) -> ! {
-    sched::set_stack_top(index, stack_top);
-    if let Some(platform) = PLATFORM.get() {
+    crate::switch::set_stack_top(index, stack_top);
+    if let Some(platform) = machine::try_platform() {
         gic::init_cpu(&platform.gic);
     }
     sched::init_cpu();
-    sched::run_next()
-}
-
-/// Resets the machine through PSCI, or stops it if there is no PSCI.
-pub fn reset() -> ! {
-    log::logger().flush();
-    if psci::available() {
-        let _ = psci::system_reset();
-    }
-    crate::panic::stop_system()
+    crate::switch::run_next()
 }
 
 /// The platform in detail, at debug level.
@@ -356,7 +211,7 @@ fn setup_memory(platform: &Platform, dtb: PhysAddr, dtb_size: u64) {
         (frames.free_pages() as u64 * PAGE_SIZE) >> 20,
         frames.free_pages()
     );
-    *FRAMES.lock() = Some(frames);
+    machine_frames::install(frames);
 }
 
 /// Maps every GIC frame the hypervisor will drive.
@@ -403,21 +258,6 @@ fn version() -> &'static str {
     concat!(env!("CARGO_PKG_VERSION"), " (", env!("HV_GIT_VERSION"), ")")
 }
 
-/// Where every CPU waits once it has nothing to do.
-pub fn idle() -> ! {
-    loop {
-        cpu::wait_for_event();
-        if crate::panic::stopping() {
-            cpu::park()
-        }
-    }
-}
-
-pub fn power_off() -> ! {
-    log::logger().flush();
-    crate::panic::stop_system()
-}
-
 /// The device tree could not be turned into a platform: say why on the
 /// console if the tree names one, then stop.
 fn early_failure(dtb: &[u8], message: core::fmt::Arguments<'_>) -> ! {
@@ -427,7 +267,7 @@ fn early_failure(dtb: &[u8], message: core::fmt::Arguments<'_>) -> ! {
             crate::console::print_line("ERROR", format_args!("cannot boot: {message}"));
         }
     }
-    crate::panic::stop_system()
+    runstate::stop_system()
 }
 
 /// Rust entry when the loader started us at an exception level other than

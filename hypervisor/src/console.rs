@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use log::{LevelFilter, Log, Metadata, Record};
 use crate::sync::Mutex;
 
-use crate::arch::aarch64::cpu;
+use crate::arch::cpu;
 use crate::drivers::uart::Uart;
 use crate::logring::{LogRing, ReadResult};
 
@@ -56,7 +56,7 @@ pub fn read_guest_console(cursor: u64, out: &mut [u8]) -> ReadResult {
 /// Waits (at most `timeout_ticks`) until dom0 has read all guest console
 /// output, then a little longer so it can print what it read.
 pub fn wait_for_dom0_console(timeout_ticks: u64) {
-    use crate::arch::aarch64::cpu;
+
     let start = cpu::counter();
     while GUEST_READ.load(Ordering::Relaxed) < GUEST_RING.lock().written() && cpu::counter() - start < timeout_ticks {
         core::hint::spin_loop();

@@ -5,32 +5,31 @@
 //! (`hv_devtree::dom0`); every device the hypervisor does not keep is passed
 //! through, with its interrupts.
 
-use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU32, Ordering};
-
-use hv_abi::hypercall::{StopReason, VmState};
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 
 use hv_abi::bundle;
+use hv_abi::hypercall::VmState;
 use hv_devtree::dom0::{derive_dom0_tree, Dom0Config, GicView, GICR_FRAME_PAIR};
 use log::{debug, info};
 
 use crate::addr::{Ipa, PAGE_SIZE};
-use crate::arch::aarch64::stage2::Stage2Tables;
-use crate::arch::aarch64::gic;
+use crate::arch::timer::VTIMER_PPI;
+use crate::arch::{cpu, gic};
+use crate::mm::machine_frames;
 use crate::mm::pagetable::Attributes;
 use crate::platform::{GicVersion, MemRegion, Platform};
+use crate::stage2::Stage2Tables;
 use crate::vgic::{Vgic, VgicVersion};
-use crate::vm::{self, power, EmulatedDevice, EmulatedRegion, StopInfo, Vcpu, Vm, VmId, VmKind};
+use crate::vm::{self, power, EmulatedDevice, EmulatedRegion, RamChunk, Vcpu, VcpuStart, Vm, VmId, VmKind, VmSpec};
 
 const DEFAULT_MEMORY: u64 = 256 << 20;
 /// arm64 Image header: magic at 56, text_offset at 8, image_size at 16.
 const IMAGE_MAGIC: u32 = 0x644d_5241;
-/// The virtual timer's PPI, hardware-linked to each dom0 vCPU.
-const VTIMER_PPI: u32 = 27;
 
 /// What went wrong building dom0, for the boot log.
 pub type Dom0Error = String;
@@ -59,15 +58,11 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
     }
     let size = settings.memory.unwrap_or(DEFAULT_MEMORY).next_multiple_of(2 << 20);
     let pages = (size / PAGE_SIZE) as usize;
-    let base = crate::boot::FRAMES
-        .lock()
-        .as_mut()
-        .and_then(|f| f.alloc_aligned(pages, 2 << 20))
-        .ok_or_else(|| format!("no contiguous {} MiB block for dom0's RAM", size >> 20))?;
+    let base = machine_frames::alloc_aligned(pages, 2 << 20).ok_or_else(|| format!("no contiguous {} MiB block for dom0's RAM", size >> 20))?;
     let ram = MemRegion { base, size };
     info!("dom0: {} MiB RAM at {}..{:#x}, {} vCPU(s)", size >> 20, base, base.as_u64() + size, vcpus);
     // Freshly allocated, mapped read-write at EL2, dom0's from now on.
-    crate::arch::aarch64::cpu::zero(base, size);
+    cpu::zero(base, size);
 
     if text_offset + image_size.max(kernel.data.len() as u64) > size / 2 {
         return Err(format!("dom0.img needs {image_size} bytes at offset {text_offset:#x}: more than half of dom0's RAM"));
@@ -110,7 +105,11 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
     for r in &tree.passthrough_mmio {
         identity(&mut stage2, *r, Attributes::DEVICE)?;
     }
-    let mut regions = vec![EmulatedRegion { base: Ipa::new(platform.gic.gicd.base.as_u64()), size: 0x10000, device: EmulatedDevice::GicDistributor }];
+    // The distributor traps over a whole GICv3 frame (64 KiB) on both
+    // versions; on GICv2 the vGIC answers accesses past its 4 KiB frame
+    // with an abort (`vgic::V2_DIST_SIZE`).
+    let gicd = EmulatedRegion { base: Ipa::new(platform.gic.gicd.base.as_u64()), size: crate::vgic::V3_DIST_SIZE, device: EmulatedDevice::GicDistributor };
+    let mut regions = vec![gicd];
     match gic_view {
         GicView::V2 { gicc, .. } => {
             let gicv = platform.gic.gicv.ok_or("no GICV")?;
@@ -151,35 +150,25 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
             Vcpu::new(i, mpidr, i, 0)
         })
         .collect();
-    let root = stage2.root();
-    let vtcr = stage2.vtcr;
-    let vm = Arc::new(Vm {
+    let vm = Arc::new(Vm::new(VmSpec {
         id: VmId(0),
         name: "dom0".into(),
         kind: VmKind::Dom0,
-        vmid: 1,
-        stage2: crate::sync::Mutex::new(Some(stage2)),
-        stage2_root: root,
-        vtcr,
-        ram: vec![(Ipa::new(base.as_u64()), base, size)],
+        stage2,
+        ram: vec![RamChunk { ipa: Ipa::new(base.as_u64()), pa: base, size }],
         regions,
-        forwarded: crate::sync::RwLock::new(Vec::new()),
-        ram_live: crate::sync::RwLock::new(true),
         hw_ppis: vec![VTIMER_PPI],
-        vgic: crate::sync::Mutex::new(vgic),
+        vgic,
         vcpus: vcpu_list,
         cntvoff: 0,
         weight: crate::schedpolicy::DEFAULT_WEIGHT,
-        state: AtomicU32::new(VmState::Running as u32),
-        stop: crate::sync::Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
-        console_line: crate::sync::Mutex::new(Vec::new()),
-        warnings: AtomicU32::new(0),
-    });
+        state: VmState::Running,
+    }));
     // vCPU 0 starts at the kernel's entry with x0 = its device tree.
-    *vm.vcpus[0].start.lock() = (entry, dtb_ipa);
+    *vm.vcpus[0].start.lock() = VcpuStart { entry, context: dtb_ipa };
     vm.vcpus[0].power.store(power::ON_PENDING, Ordering::Release);
     for &spi in &tree.passthrough_spis {
-        crate::boot::set_spi_owner(spi, VmId(0));
+        crate::irq::set_spi_owner(spi, VmId(0));
     }
     vm::insert(vm.clone()).map_err(|_| String::from("VM slot 0 taken"))?;
     Ok(vm)

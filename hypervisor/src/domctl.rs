@@ -6,30 +6,32 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
-use hv_abi::hypercall::{guest, CopyDirection, Error, Function, IrqAction, StopReason, VmInfo, VmState, MAX_COPY, MAX_NAME};
+use hv_abi::hypercall::{guest, CopyDirection, Error, Function, IrqAction, VmInfo, VmState, MAX_COPY, MAX_NAME};
+use hv_abi::ioreq::IO_MAP_POST_WRITES;
 use log::{info, warn};
-use crate::sync::Mutex;
 
-use crate::addr::{Ipa, PhysAddr};
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::stage2::Stage2Tables;
-use crate::arch::aarch64::{cpu, el2, gic};
+use crate::addr::{Ipa, PAGE_SIZE};
+use crate::arch::timer::VTIMER_PPI;
+use crate::arch::{cpu, el2, gic, TrapFrame};
+use crate::machine;
+use crate::mm::machine_frames;
 use crate::mm::pagetable::Attributes;
 use crate::platform::GicVersion;
+use crate::sched;
 use crate::schedpolicy::{DEFAULT_WEIGHT, MAX_WEIGHT};
+use crate::stage2::Stage2Tables;
 use crate::vgic::{Vgic, VgicVersion};
-use hv_abi::ioreq::IO_MAP_POST_WRITES;
+use crate::vm::{self, power, EmulatedDevice, EmulatedRegion, Forwarded, RamChunk, Vcpu, VcpuStart, Vm, VmId, VmKind, VmSpec};
 
-use crate::vm::{self, power, EmulatedDevice, Forwarded, EmulatedRegion, StopInfo, Vcpu, Vm, VmId, VmKind};
-
+/// Guest RAM comes in chunks of this size (block-mapped at stage 2).
 const CHUNK: u64 = 2 << 20;
-const CHUNK_PAGES: usize = (CHUNK / 4096) as usize;
-const MAX_MEMORY: u64 = 4 << 30;
-const MAX_VCPUS: u64 = 8;
-/// The guest's virtual timer PPI (INTID 27).
-const VTIMER: u32 = 27;
+const CHUNK_PAGES: usize = (CHUNK / PAGE_SIZE) as usize;
+/// Most RAM one guest may have.
+pub const MAX_MEMORY: u64 = 4 << 30;
+/// Most vCPUs one guest may have.
+pub const MAX_VCPUS: u64 = crate::vgic::MAX_VCPUS as u64;
 
 #[inline(never)]
 pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Error> {
@@ -43,16 +45,18 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
         Function::VmUnpause => pause(a[1], false),
         Function::VmDestroy => destroy(a[1]),
         Function::VmInfo => info(dom0, a[1], a[2], a[3]),
-        Function::IoSetup => crate::io::setup(dom0, a[1]),
+        Function::IoSetup => crate::ioreq::setup(dom0, a[1]),
         Function::IoMap => io_map(a[1], a[2], a[3], a[4]),
-        Function::IoComplete => crate::io::complete(),
+        Function::IoComplete => crate::ioreq::complete(),
         Function::VmCopy => vm_copy(dom0, a[1], a[2], a[3], a[4], a[5]),
         Function::IrqLine => irq_line(a[1], a[2], a[3]),
+        // Guest RAM windows in dom0 (guestmap.rs).
+        Function::GuestMap => crate::guestmap::map(dom0, a[1], a[2], a[3], a[4]),
+        Function::GuestUnmap => crate::guestmap::unmap(dom0, a[1], a[2]),
         Function::MemInfo => {
-            let frames = crate::boot::FRAMES.lock();
-            let frames = frames.as_ref().ok_or(Error::NoMemory)?;
-            frame.x[1] = frames.total_pages() as u64;
-            Ok(frames.free_pages() as u64)
+            let (total, free) = machine_frames::stats().ok_or(Error::NoMemory)?;
+            frame.x[1] = total as u64;
+            Ok(free as u64)
         }
         _ => Err(Error::NotSupported),
     }
@@ -74,132 +78,188 @@ fn dom0_bytes(dom0: &Vm, ipa: u64, len: u64) -> Result<&'static [u8], Error> {
     Ok(unsafe { core::slice::from_raw_parts(pa.as_u64() as *const u8, len as usize) })
 }
 
-fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weight: u64, pin: u64) -> Result<u64, Error> {
-    if !(1..=MAX_VCPUS).contains(&vcpus)
-        || memory < CHUNK
-        || !memory.is_multiple_of(CHUNK)
-        || memory > MAX_MEMORY
-        || !(1..=MAX_NAME as u64).contains(&name_len)
-        || weight > MAX_WEIGHT as u64
-    {
-        return Err(Error::InvalidParameter);
-    }
-    let name = core::str::from_utf8(dom0_bytes(dom0, name_ipa, name_len)?).map_err(|_| Error::InvalidParameter)?;
-    let online = crate::boot::online_cpus();
-    let online_mask = if online >= 64 { u64::MAX } else { (1u64 << online) - 1 };
-    if pin != 0 && pin & online_mask == 0 {
-        return Err(Error::InvalidParameter); // pinned only to CPUs that are not online
-    }
-    let pin = pin & online_mask;
-    let id = vm::free_id().ok_or(Error::Busy)?;
+/// `VmCreate`'s arguments, checked.
+struct CreateArgs<'a> {
+    vcpus: usize,
+    memory: u64,
+    name: &'a str,
+    weight: u32,
+    /// Physical CPUs the vCPUs may run on (bit i: CPU i; 0: any).
+    pin: u64,
+}
 
-    // RAM in 2 MiB chunks (block-mapped at stage 2), zeroed.
-    let mut chunks: Vec<(Ipa, PhysAddr, u64)> = Vec::new();
-    for i in 0..memory / CHUNK {
-        let Some(pa) = crate::boot::FRAMES.lock().as_mut().and_then(|f| f.alloc(CHUNK_PAGES)) else {
-            free_chunks(&chunks);
-            return Err(Error::NoMemory);
-        };
-        cpu::zero(pa, CHUNK);
-        chunks.push((Ipa::new(guest::RAM_BASE + i * CHUNK), pa, CHUNK));
+impl<'a> CreateArgs<'a> {
+    fn validate(dom0: &'a Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weight: u64, pin: u64) -> Result<Self, Error> {
+        if !(1..=MAX_VCPUS).contains(&vcpus)
+            || memory < CHUNK
+            || !memory.is_multiple_of(CHUNK)
+            || memory > MAX_MEMORY
+            || !(1..=MAX_NAME as u64).contains(&name_len)
+            || weight > MAX_WEIGHT as u64
+        {
+            return Err(Error::InvalidParameter);
+        }
+        let name = core::str::from_utf8(dom0_bytes(dom0, name_ipa, name_len)?).map_err(|_| Error::InvalidParameter)?;
+        let online = machine::online_mask();
+        if pin != 0 && pin & online == 0 {
+            return Err(Error::InvalidParameter); // pinned only to CPUs that are not online
+        }
+        let weight = if weight == 0 { DEFAULT_WEIGHT } else { weight as u32 };
+        Ok(CreateArgs { vcpus: vcpus as usize, memory, name, weight, pin: pin & online })
     }
-    let fail = |chunks: &[(Ipa, PhysAddr, u64)], e| {
-        free_chunks(chunks);
-        e
+}
+
+/// `VmCreate`: a guest VM with its RAM, stage-2 tables, vGIC and vCPUs,
+/// not yet started. Every step undoes itself if a later one fails.
+fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weight: u64, pin: u64) -> Result<u64, Error> {
+    let args = CreateArgs::validate(dom0, vcpus, memory, name_ipa, name_len, weight, pin)?;
+    let id = vm::free_id().ok_or(Error::Busy)?;
+    let ram = PendingRam::allocate(args.memory)?;
+    let version = match machine::platform().gic.version {
+        GicVersion::V2 => VgicVersion::V2,
+        GicVersion::V3 => VgicVersion::V3,
     };
-    let mut stage2 = Stage2Tables::new().map_err(|_| fail(&chunks, Error::NoMemory))?;
-    for &(ipa, pa, size) in &chunks {
-        if stage2.map(ipa, pa, size, Attributes::RWX).is_err() {
-            stage2.release();
-            return Err(fail(&chunks, Error::NoMemory));
-        }
-    }
-    let platform = crate::boot::platform();
-    let mut regions = vec![
-        EmulatedRegion { base: Ipa::new(guest::GICD_BASE), size: guest::GICD_SIZE, device: EmulatedDevice::GicDistributor },
-        EmulatedRegion { base: Ipa::new(guest::UART_BASE), size: guest::UART_SIZE, device: EmulatedDevice::ConsoleUart },
-    ];
-    let version = match platform.gic.version {
-        GicVersion::V2 => {
-            // The guest's GICC is the host's virtual CPU interface.
-            let gicv = platform.gic.gicv.map(|r| r.base).ok_or(Error::NotSupported)?;
-            if stage2.map(Ipa::new(guest::GICC_BASE), gicv, guest::GICC_SIZE, Attributes::DEVICE).is_err() {
-                stage2.release();
-                return Err(fail(&chunks, Error::NoMemory));
-            }
-            VgicVersion::V2
-        }
-        GicVersion::V3 => {
-            regions.push(EmulatedRegion { base: Ipa::new(guest::GICR_BASE), size: guest::GICR_STRIDE * vcpus, device: EmulatedDevice::GicRedistributors });
-            VgicVersion::V3
-        }
-    };
-    let vgic = Vgic::new(version, vcpus as usize, 64, |i| i as u64).map_err(|_| Error::InvalidParameter);
-    let mut vgic = match vgic {
-        Ok(v) => v,
-        Err(e) => {
-            stage2.release();
-            return Err(fail(&chunks, e));
-        }
-    };
-    for v in 0..vcpus as usize {
-        let _ = vgic.link_hw(VTIMER, Some(v), VTIMER);
-    }
+    let (stage2, regions) = guest_stage2(&ram, version, args.vcpus)?;
+    let vgic = guest_vgic(version, args.vcpus)?;
+    let placed = PendingPlacement::place(args.vcpus, args.pin)?;
     let cntvoff = cpu::counter();
-    let mut vcpu_list = Vec::new();
-    for i in 0..vcpus as usize {
-        match crate::sched::place(pin, online) {
-            Some(pcpu) => vcpu_list.push(Vcpu::new(i, i as u64, pcpu, cntvoff)),
-            None => {
-                for v in &vcpu_list {
-                    crate::sched::unplace(v.pcpu);
-                }
-                stage2.release();
-                return Err(fail(&chunks, Error::InvalidParameter));
-            }
-        }
-    }
-    let root = stage2.root();
-    let vtcr = stage2.vtcr;
-    let placement: Vec<usize> = vcpu_list.iter().map(|v: &Vcpu| v.pcpu).collect();
-    let vm = Arc::new(Vm {
+    let vcpu_list: Vec<Vcpu> = placed.cpus.iter().enumerate().map(|(i, &pcpu)| Vcpu::new(i, i as u64, pcpu, cntvoff)).collect();
+    let vm = Arc::new(Vm::new(VmSpec {
         id,
-        name: String::from(name),
+        name: String::from(args.name),
         kind: VmKind::Guest,
-        vmid: id.0 + 1,
-        stage2: Mutex::new(Some(stage2)),
-        stage2_root: root,
-        vtcr,
-        ram: chunks,
+        stage2: stage2.take(),
+        ram: ram.take(),
         regions,
-        forwarded: crate::sync::RwLock::new(Vec::new()),
-        ram_live: crate::sync::RwLock::new(true),
-        hw_ppis: vec![VTIMER],
-        vgic: Mutex::new(vgic),
+        hw_ppis: vec![VTIMER_PPI],
+        vgic,
         vcpus: vcpu_list,
         cntvoff,
-        weight: if weight == 0 { DEFAULT_WEIGHT } else { weight as u32 },
-        state: AtomicU32::new(VmState::Created as u32),
-        stop: Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
-        console_line: Mutex::new(Vec::new()),
-        warnings: AtomicU32::new(0),
-    });
+        weight: args.weight,
+        state: VmState::Created,
+    }));
+    let placement = placed.keep();
     if let Err(vm) = vm::insert(vm) {
         release(&vm);
         return Err(Error::Busy);
     }
-    info!("VM {} '{name}' created: {vcpus} vCPU(s) on CPUs {placement:?}, {} MiB", id.0, memory >> 20);
+    info!("VM {} '{}' created: {} vCPU(s) on CPUs {placement:?}, {} MiB", id.0, args.name, args.vcpus, args.memory >> 20);
     Ok(id.0 as u64)
 }
 
-fn free_chunks(chunks: &[(Ipa, PhysAddr, u64)]) {
-    let mut frames = crate::boot::FRAMES.lock();
-    let Some(frames) = frames.as_mut() else { return };
-    for &(_, pa, size) in chunks {
+/// A new VM's RAM: 2 MiB chunks (block-mapped at stage 2), zeroed, at the
+/// guest RAM base. Goes back to the allocator unless `take`n.
+struct PendingRam(Vec<RamChunk>);
+
+impl PendingRam {
+    fn allocate(memory: u64) -> Result<Self, Error> {
+        let mut ram = PendingRam(Vec::new());
+        for i in 0..memory / CHUNK {
+            let pa = machine_frames::alloc(CHUNK_PAGES).ok_or(Error::NoMemory)?;
+            cpu::zero(pa, CHUNK);
+            ram.0.push(RamChunk { ipa: Ipa::new(guest::RAM_BASE + i * CHUNK), pa, size: CHUNK });
+        }
+        Ok(ram)
+    }
+
+    fn take(mut self) -> Vec<RamChunk> {
+        core::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for PendingRam {
+    fn drop(&mut self) {
+        free_chunks(&self.0);
+    }
+}
+
+/// Stage-2 tables under construction: released unless `take`n.
+struct PendingStage2(Option<Stage2Tables>);
+
+impl PendingStage2 {
+    fn take(mut self) -> Stage2Tables {
+        self.0.take().expect("a PendingStage2 holds its tables until taken, once")
+    }
+}
+
+impl Drop for PendingStage2 {
+    fn drop(&mut self) {
+        if let Some(stage2) = self.0.take() {
+            stage2.release();
+        }
+    }
+}
+
+/// A guest's stage 2: its RAM, and on GICv2 the host's virtual CPU
+/// interface as its GICC; and the regions the hypervisor emulates (the
+/// distributor, the console UART, on GICv3 the redistributors).
+fn guest_stage2(ram: &PendingRam, version: VgicVersion, vcpus: usize) -> Result<(PendingStage2, Vec<EmulatedRegion>), Error> {
+    let mut stage2 = PendingStage2(Some(Stage2Tables::new().map_err(|_| Error::NoMemory)?));
+    let tables = stage2.0.as_mut().ok_or(Error::NoMemory)?;
+    for chunk in &ram.0 {
+        tables.map(chunk.ipa, chunk.pa, chunk.size, Attributes::RWX).map_err(|_| Error::NoMemory)?;
+    }
+    let mut regions = vec![
+        EmulatedRegion { base: Ipa::new(guest::GICD_BASE), size: guest::GICD_SIZE, device: EmulatedDevice::GicDistributor },
+        EmulatedRegion { base: Ipa::new(guest::UART_BASE), size: guest::UART_SIZE, device: EmulatedDevice::ConsoleUart },
+    ];
+    match version {
+        VgicVersion::V2 => {
+            let gicv = machine::platform().gic.gicv.map(|r| r.base).ok_or(Error::NotSupported)?;
+            tables.map(Ipa::new(guest::GICC_BASE), gicv, guest::GICC_SIZE, Attributes::DEVICE).map_err(|_| Error::NoMemory)?;
+        }
+        VgicVersion::V3 => regions.push(EmulatedRegion {
+            base: Ipa::new(guest::GICR_BASE),
+            size: guest::GICR_STRIDE * vcpus as u64,
+            device: EmulatedDevice::GicRedistributors,
+        }),
+    }
+    Ok((stage2, regions))
+}
+
+/// A guest's vGIC: 64 SPIs, the virtual timer hardware-linked to each vCPU.
+fn guest_vgic(version: VgicVersion, vcpus: usize) -> Result<Vgic, Error> {
+    let mut vgic = Vgic::new(version, vcpus, 64, |i| i as u64).map_err(|_| Error::InvalidParameter)?;
+    for v in 0..vcpus {
+        vgic.link_hw(VTIMER_PPI, Some(v), VTIMER_PPI).map_err(|_| Error::InvalidParameter)?;
+    }
+    Ok(vgic)
+}
+
+/// Physical CPUs chosen for a new VM's vCPUs: given back to the placement
+/// count unless `keep`.
+struct PendingPlacement {
+    cpus: Vec<usize>,
+}
+
+impl PendingPlacement {
+    fn place(vcpus: usize, pin: u64) -> Result<Self, Error> {
+        let mut placed = PendingPlacement { cpus: Vec::new() };
+        for _ in 0..vcpus {
+            placed.cpus.push(sched::place(pin, machine::online_cpus()).ok_or(Error::InvalidParameter)?);
+        }
+        Ok(placed)
+    }
+
+    fn keep(mut self) -> Vec<usize> {
+        core::mem::take(&mut self.cpus)
+    }
+}
+
+impl Drop for PendingPlacement {
+    fn drop(&mut self) {
+        for &pcpu in &self.cpus {
+            sched::unplace(pcpu);
+        }
+    }
+}
+
+fn free_chunks(chunks: &[RamChunk]) {
+    for chunk in chunks {
         // No VM's data may outlive it.
-        cpu::zero(pa, size);
-        if frames.free(pa, (size / 4096) as usize).is_err() {
-            log::error!("page allocator refused VM memory at {pa}");
+        cpu::zero(chunk.pa, chunk.size);
+        if machine_frames::free(chunk.pa, (chunk.size / PAGE_SIZE) as usize).is_err() {
+            log::error!("page allocator refused VM memory at {}", chunk.pa);
         }
     }
 }
@@ -208,14 +268,16 @@ fn free_chunks(chunks: &[(Ipa, PhysAddr, u64)]) {
 fn release(vm: &Vm) {
     // Wait out any `VmCopy` into its RAM, and refuse later ones.
     *vm.ram_live.write() = false;
+    // Dom0's windows onto its RAM go, TLBs included, before the RAM does.
+    crate::guestmap::revoke(vm.id);
     free_chunks(&vm.ram);
     for v in &vm.vcpus {
-        crate::sched::unplace(v.pcpu);
+        sched::unplace(v.pcpu);
     }
     // Drop stale translations tagged with its VMID before the VMID is reused.
     el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
     el2::flush_vm_tlbs();
-    if let Some((current, _)) = crate::sched::current() {
+    if let Some((current, _)) = sched::current() {
         el2::set_stage2(current.vmid, current.stage2_root, current.vtcr);
     }
     if let Some(stage2) = vm.stage2.lock().take() {
@@ -276,7 +338,7 @@ fn irq_line(id: u64, intid: u64, action: u64) -> Result<u64, Error> {
     let action = IrqAction::from_u64(action).ok_or(Error::InvalidParameter)?;
     let intid = u32::try_from(intid).ok().filter(|&i| i >= 32).ok_or(Error::InvalidParameter)?;
     let vm = guest_vm(id)?;
-    vm::with_effects(&vm, |fx| {
+    crate::interrupts::with_effects(&vm, |fx| {
         let mut vgic = vm.vgic.lock();
         match action {
             IrqAction::Raise => vgic.set_level(intid, 0, true, fx),
@@ -297,7 +359,7 @@ fn set_entry(id: u64, vcpu: u64, pc: u64, x0: u64) -> Result<u64, Error> {
     if !vm.contains_ram(pc, 4) {
         return Err(Error::BadAddress);
     }
-    *v.start.lock() = (pc, x0);
+    *v.start.lock() = VcpuStart { entry: pc, context: x0 };
     v.power.store(power::ON_PENDING, Ordering::Release);
     Ok(0)
 }
@@ -314,7 +376,7 @@ fn start(id: u64) -> Result<u64, Error> {
     info!("VM {} '{}' started", vm.id.0, vm.name);
     for v in &vm.vcpus {
         if v.power.load(Ordering::Acquire) == power::ON_PENDING {
-            crate::sched::wake(&vm, v.index);
+            sched::wake(&vm, v.index);
         }
     }
     Ok(0)
@@ -326,7 +388,7 @@ fn pause(id: u64, pause: bool) -> Result<u64, Error> {
         (VmState::Running, true) => {
             vm.set_state(VmState::Paused);
             for v in &vm.vcpus {
-                if v.sched.load(Ordering::Acquire) == crate::sched::state::RUNNING {
+                if v.sched.load(Ordering::Acquire) == sched::state::RUNNING {
                     gic::send_sgi(gic::SGI_KICK, v.pcpu);
                 }
             }
@@ -336,8 +398,8 @@ fn pause(id: u64, pause: bool) -> Result<u64, Error> {
             vm.set_state(VmState::Running);
             for v in &vm.vcpus {
                 let s = v.sched.load(Ordering::Acquire);
-                if s == crate::sched::state::RUNNABLE || v.power.load(Ordering::Acquire) == power::ON_PENDING {
-                    crate::sched::wake(&vm, v.index);
+                if s == sched::state::RUNNABLE || v.power.load(Ordering::Acquire) == power::ON_PENDING {
+                    sched::wake(&vm, v.index);
                 }
             }
             Ok(0)
@@ -349,19 +411,19 @@ fn pause(id: u64, pause: bool) -> Result<u64, Error> {
 fn destroy(id: u64) -> Result<u64, Error> {
     let vm = guest_vm(id)?;
     if vm.state() != VmState::Stopped {
-        crate::trap::halt_vm(&vm);
+        vm.halt();
     }
     // Wait until none of its vCPUs runs anywhere (they stop at their next
     // trap; the kick SGI makes that soon).
     let deadline = cpu::counter() + cpu::counter_frequency();
-    while vm.vcpus.iter().any(|v| v.sched.load(Ordering::Acquire) == crate::sched::state::RUNNING) {
+    while vm.vcpus.iter().any(|v| v.sched.load(Ordering::Acquire) == sched::state::RUNNING) {
         if cpu::counter() > deadline {
             warn!("VM {} '{}': a vCPU did not stop within 1 s; not destroyed", vm.id.0, vm.name);
             return Err(Error::Busy);
         }
         <crate::sync::Yield as spin::RelaxStrategy>::relax();
     }
-    crate::sched::forget_vm(vm.id, crate::boot::online_cpus());
+    sched::forget_vm(vm.id, machine::online_cpus());
     vm::remove(vm.id);
     release(&vm);
     info!("VM {} '{}' destroyed", vm.id.0, vm.name);
@@ -386,7 +448,7 @@ fn io_map(id: u64, base: u64, size: u64, flags: u64) -> Result<u64, Error> {
     // Dom0 may take over the console UART (it then emulates the guest's
     // PL011), but only the whole window.
     let console = |r: &EmulatedRegion| r.device == EmulatedDevice::ConsoleUart && r.base.as_u64() == base && r.size == size;
-    let taken = vm.ram.iter().any(|&(ipa, _, s)| overlaps(ipa.as_u64(), s))
+    let taken = vm.ram.iter().any(|c| overlaps(c.ipa.as_u64(), c.size))
         || vm.regions.iter().any(|r| overlaps(r.base.as_u64(), r.size) && !console(r))
         || overlaps(guest::GICC_BASE, guest::GICC_SIZE)
         || vm.forwarded.read().iter().any(|w| overlaps(w.base, w.size));

@@ -9,35 +9,40 @@ use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
 use smccc::psci::error::{ALREADY_ON, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
 use smccc::psci::*;
 
-use crate::vm::vm_warn;
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::vm::{power, Vcpu, Vm, VmKind};
+use crate::arch::TrapFrame;
+use crate::sched::{self, Next};
+use crate::vm::{power, vm_warn, StopInfo, Vcpu, VcpuStart, Vm, VmKind};
 
 /// PSCI 1.1 and SMCCC 1.1 (major in bits [31:16]).
 const PSCI_VERSION_1_1: u64 = 0x1_0001;
 const SMCCC_VERSION_1_1: u64 = 0x1_0001;
+/// ESR_EL2.ISS[15:0] of an HVC: its immediate.
+const HVC_IMMEDIATE: u64 = 0xffff;
+/// The affinity fields of an MPIDR (Aff3, Aff2..Aff0), as PSCI names CPUs.
+const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
 /// `HVC #imm` from a VM. The preferred return address is already the next
 /// instruction.
-pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
-    if frame.esr & 0xffff != 0 {
+pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
+    if frame.esr & HVC_IMMEDIATE != 0 {
         // SMCCC only defines HVC #0.
         frame.x[0] = NOT_SUPPORTED as i64 as u64;
-        return;
+        return Next::Resume;
     }
     let id = frame.x[0] as u32;
     if Function::in_range(id) {
         hypervisor_call(vm, vcpu, frame, id);
+        Next::Resume
     } else {
-        psci_or_smccc(vm, vcpu, frame, id);
+        psci_or_smccc(vm, vcpu, frame, id)
     }
 }
 
 /// A trapped `SMC`: PSCI and SMCCC are emulated, anything else is
 /// NOT_SUPPORTED (no VM reaches the secure firmware).
-pub fn handle_smc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
+pub fn handle_smc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
     let id = frame.x[0] as u32;
-    psci_or_smccc(vm, vcpu, frame, id);
+    psci_or_smccc(vm, vcpu, frame, id)
 }
 
 fn ret(frame: &mut TrapFrame, value: i64) {
@@ -45,7 +50,7 @@ fn ret(frame: &mut TrapFrame, value: i64) {
 }
 
 #[inline(never)]
-fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
+fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) -> Next {
     let (a1, a2, a3) = (frame.x[1], frame.x[2], frame.x[3]);
     match id {
         SMCCC_VERSION => frame.x[0] = SMCCC_VERSION_1_1,
@@ -77,12 +82,12 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
             // Not runnable first, then off: a CPU_ON from another vCPU in
             // between then finds it off and queues it again (it restarts at
             // the new entry), rather than being lost.
-            vcpu.sched.store(crate::sched::state::OFF, Ordering::Release);
+            let next = sched::stop(vcpu);
             vcpu.power.store(power::OFF, Ordering::Release);
-            crate::sched::schedule(frame, false)
+            return next;
         }
         PSCI_AFFINITY_INFO_64 => {
-            let result = match (a2, vm.vcpus.iter().find(|v| v.mpidr == a1 & 0xff_00ff_ffff)) {
+            let result = match (a2, vm.vcpus.iter().find(|v| v.mpidr == a1 & MPIDR_AFFINITY)) {
                 (0, Some(v)) => match v.power.load(Ordering::Acquire) {
                     power::ON => 0,
                     power::ON_PENDING => 2,
@@ -95,17 +100,18 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) {
         PSCI_CPU_SUSPEND_64 => {
             // Every power state is treated as standby: wait for an interrupt.
             ret(frame, 0);
-            crate::trap::wait_for_interrupt(vm, vcpu, frame);
+            return crate::interrupts::wait_for_interrupt(vm, vcpu);
         }
         PSCI_MIGRATE_INFO_TYPE => ret(frame, 2), // no trusted OS to migrate
-        PSCI_SYSTEM_OFF => system_off(vm, vcpu, frame, StopReason::SystemOff),
-        PSCI_SYSTEM_RESET => system_off(vm, vcpu, frame, StopReason::SystemReset),
+        PSCI_SYSTEM_OFF => return system_off(vm, vcpu, frame, StopReason::SystemOff),
+        PSCI_SYSTEM_RESET => return system_off(vm, vcpu, frame, StopReason::SystemReset),
         _ => ret(frame, NOT_SUPPORTED as i64),
     }
+    Next::Resume
 }
 
 fn cpu_on(vm: &Vm, mpidr: u64, entry: u64, context: u64) -> i64 {
-    let Some(target) = vm.vcpus.iter().find(|v| v.mpidr == mpidr & 0xff_00ff_ffff) else {
+    let Some(target) = vm.vcpus.iter().find(|v| v.mpidr == mpidr & MPIDR_AFFINITY) else {
         return INVALID_PARAMETERS as i64;
     };
     if !vm.contains_ram(entry, 4) {
@@ -115,9 +121,9 @@ fn cpu_on(vm: &Vm, mpidr: u64, entry: u64, context: u64) -> i64 {
     let mut start = target.start.lock();
     match target.power.compare_exchange(power::OFF, power::ON_PENDING, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
-            *start = (entry, context);
+            *start = VcpuStart { entry, context };
             drop(start);
-            crate::sched::wake(vm, target.index);
+            sched::wake(vm, target.index);
             0
         }
         Err(power::ON_PENDING) => ON_PENDING as i64,
@@ -127,17 +133,18 @@ fn cpu_on(vm: &Vm, mpidr: u64, entry: u64, context: u64) -> i64 {
 
 /// PSCI SYSTEM_OFF / SYSTEM_RESET: for dom0 the machine's; for a guest,
 /// that VM only: it stops and dom0 sees why.
-fn system_off(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, reason: StopReason) -> ! {
+fn system_off(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, reason: StopReason) -> Next {
     if vm.kind == VmKind::Dom0 {
         if reason == StopReason::SystemReset {
             info!("dom0 (vcpu{}) resets the machine", vcpu.index);
-            crate::boot::reset()
+            crate::runstate::reset()
         }
         info!("dom0 (vcpu{}) switched the machine off", vcpu.index);
-        crate::boot::power_off()
+        crate::runstate::power_off()
     }
-    crate::trap::stop_vm(vm, crate::vm::StopInfo { reason, syndrome: 0, address: frame.elr });
-    crate::sched::stop_current(frame)
+    vm.stop(StopInfo { reason, syndrome: 0, address: frame.elr });
+    crate::runstate::guest_stopped();
+    sched::stop(vcpu)
 }
 
 /// The hypervisor's own calls (hv_abi::hypercall).

@@ -1,18 +1,28 @@
 //! The hypervisor: an EL2 image for 64-bit Arm.
 //!
-//! Boot story (`boot`, after `arch/aarch64/boot.S` relocates the image and
-//! clears BSS): EL2 MMU on with the image and device tree mapped → heap →
-//! platform description from the device tree → console and logging →
-//! memory map and page allocator → secondary CPUs → banner.
+//! Layers, bottom up (docs/architecture.md draws them):
+//! - leaves, arch-neutral and pure: `mm` (page tables, address ranges, the
+//!   page allocator), `vgic` (the virtual GIC as a state machine returning
+//!   effects), `esr` (syndrome decoding, from the shared `hv-arm`),
+//!   `schedpolicy`, `sysreg_policy`, `bootargs`,
+//!   `logring`, `sync`, and `addr`/`platform` from the shared `hv-devtree`;
+//! - `arch`: the only code that touches registers and assembly, behind one
+//!   interface (`arch::aarch64` on the target, `arch::fake` in host tests);
+//! - the mechanism, arch-neutral and host-tested against the fake arch:
+//!   `trap` (exception entry and dispatch) → `emulate` (MMIO the hypervisor
+//!   answers), `ioreq` (MMIO forwarded to dom0), `hypercall` (PSCI, SMCCC,
+//!   the hypervisor's calls) → `domctl` (dom0's VM control), `sysreg_trap`;
+//!   `sched` (run queues, vCPU switch), `irq` (physical interrupts), `vm`
+//!   (VMs and vCPUs), `stage2`, `dom0` (building dom0), `machine` (what boot
+//!   found), `runstate` (stopping, `hv.until_idle`), `console`;
+//! - `boot`: the boot story, which hands what it finds to the modules above.
 //!
-//! Layers:
-//! - arch-neutral logic (`mm`, `bootargs`, `sysreg_policy`, `esr` from the
-//!   shared `hv-arm` crate, and `addr`/`platform` from the shared
-//!   `hv-devtree` crate) builds and runs under `cargo test` on the
-//!   build machine;
-//! - `arch`, `drivers`, `console`, `heap`, `panic` and `boot` touch
-//!   registers and run only on the target (`aarch64-unknown-none`).
-#![cfg_attr(not(test), no_std)]
+//! Everything but `boot`, `heap` and `panic` builds and runs under
+//! `cargo test` on the build machine.
+#![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_std)]
+// Host builds have no entry points (`boot` is target-only): the mechanism
+// is reached only from the host tests, so unused code is expected there.
+#![cfg_attr(not(all(target_arch = "aarch64", target_os = "none")), allow(dead_code))]
 
 extern crate alloc;
 
@@ -20,31 +30,43 @@ pub use hv_devtree::{addr, platform};
 pub mod bootargs;
 pub use hv_arm::esr;
 pub mod sysreg_policy;
-pub mod vgic;
 pub mod logring;
+pub mod mm;
 pub mod schedpolicy;
 pub mod sync;
-pub mod mm;
+pub mod vgic;
 
-/// Declares the modules that exist only on the target: they touch
-/// registers or run only under the hypervisor (one cfg seam for the crate).
+pub mod arch;
+pub mod console;
+pub mod drivers;
+mod dom0;
+mod domctl;
+mod emulate;
+mod guestmap;
+mod hypercall;
+mod interrupts;
+mod ioreq;
+mod irq;
+mod machine;
+mod runstate;
+mod sched;
+mod stage2;
+mod switch;
+mod sysreg_trap;
+mod trap;
+mod vm;
+
+#[cfg(test)]
+mod tests;
+
+/// Declares the modules that exist only on the target: they set up the
+/// machine or replace what `std` provides in host builds.
 macro_rules! target_only {
     ($($item:item)*) => { $( #[cfg(all(target_arch = "aarch64", target_os = "none"))] $item )* };
 }
 
 target_only! {
-    pub mod arch;
     pub mod boot;
-    pub mod console;
-    pub mod drivers;
     mod heap;
     mod panic;
-    mod dom0;
-    mod domctl;
-    mod hypercall;
-    mod io;
-    mod sched;
-    mod sysreg_trap;
-    mod trap;
-    mod vm;
 }

@@ -1,7 +1,8 @@
 //! The scheduler's mechanism: per-physical-CPU run queues of vCPUs (policy
 //! in `schedpolicy`), time slices from the EL2 physical timer (CNTHP, PPI
 //! 26), blocking on WFI with soft timers for blocked vCPUs' virtual timers,
-//! wake-ups across CPUs by SGI, and the vCPU context switch.
+//! wake-ups across CPUs by SGI, and the bookkeeping of switching vCPUs
+//! (`switch` carries the switch out).
 //!
 //! A vCPU runs only on the physical CPU it was placed on (`Vcpu::pcpu`), so
 //! its context is only ever touched by that CPU.
@@ -12,32 +13,26 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use log::debug;
 use crate::sync::Mutex;
 
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::gic::{self, HwListRegisters};
-use crate::arch::aarch64::sysreg::{read_sysreg, write_sysreg};
-use crate::arch::aarch64::{cpu, el2, vcpu as arch_vcpu};
+use crate::arch::timer::{self, HYP_TIMER_PPI};
+use crate::arch::{cpu, gic};
 use crate::schedpolicy::{slice_ticks, RunQueue, SoftTimers};
-use crate::vgic::ListRegisters;
 use crate::vm::{self, power, Vcpu, Vm, VmId, VmKind};
 
-/// `Vcpu::sched` values.
-pub mod state {
-    /// Not runnable: powered off, or its VM not started.
-    pub const OFF: u8 = 0;
-    /// Wants to run (in a run queue, or waiting for its VM to be unpaused).
-    pub const RUNNABLE: u8 = 1;
-    pub const RUNNING: u8 = 2;
-    /// In WFI with nothing to take.
-    pub const BLOCKED: u8 = 3;
-    /// Waiting for dom0 to answer a forwarded access (`io`); only that
-    /// answer wakes it.
-    pub const IO_WAIT: u8 = 4;
-}
+pub use crate::vm::state;
 
-/// The EL2 physical timer's PPI (CNTHP), which ends time slices.
-const HYP_TIMER_PPI: u32 = 26;
-/// The virtual timer's PPI.
-const VTIMER_PPI: u32 = 27;
+/// What the vCPU that trapped does next, as its trap handler decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Next {
+    /// Back to the vCPU (unless the scheduler has something more urgent).
+    Resume,
+    /// Still runnable, but let others run first (it goes to the back of
+    /// its run queue).
+    Yield,
+    /// No longer runnable (blocked, waiting for dom0, off, stopped): switch
+    /// away; whatever changed its state wakes it again.
+    Leave,
+}
 
 /// A vCPU, as the run queues name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,13 +68,6 @@ static CURRENT_VCPU: [AtomicPtr<Vcpu>; cpu::MAX_CPUS] = [const { AtomicPtr::new(
 static RESCHED: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
 /// vCPUs placed on each CPU (for placement).
 static ASSIGNED: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
-/// Top of each CPU's EL2 stack (where trap frames go).
-static STACK_TOP: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
-
-pub fn set_stack_top(pcpu: usize, top: usize) {
-    STACK_TOP[pcpu].store(top, Ordering::Relaxed);
-}
-
 /// The VM and vCPU running on this CPU (None while it idles).
 #[inline]
 pub fn current() -> Option<(&'static Vm, &'static Vcpu)> {
@@ -188,7 +176,7 @@ pub fn wake_io(vm: &Vm, index: usize) {
 /// favoured one (dom0) is waiting, or if nothing runs.
 pub fn on_kick() {
     let me = cpu::index();
-    if crate::panic::stopping() {
+    if crate::machine::stopping() {
         // The system is stopping: leave the vCPU, `run_next` parks.
         RESCHED[me].store(true, Ordering::Release);
         return;
@@ -234,57 +222,46 @@ fn program_timer(s: &CpuSched, now: u64) {
         RESCHED[me].store(true, Ordering::Release);
     }
     let slice = (waiting && !RESCHED[me].load(Ordering::Relaxed)).then_some(s.slice_end);
-    match [slice, s.timers.next_deadline()].into_iter().flatten().min() {
-        Some(deadline) => {
-            write_sysreg!("cnthp_cval_el2", deadline.max(now));
-            write_sysreg!("cnthp_ctl_el2", 1);
-        }
-        None => write_sysreg!("cnthp_ctl_el2", 0),
-    }
+    let deadline = [slice, s.timers.next_deadline()].into_iter().flatten().min();
+    timer::set_hyp_deadline(deadline.map(|d| d.max(now)));
 }
 
-/// At the end of every trap: switch away if asked to, or if the VM may not
-/// run any more (paused, stopped, destroyed). Cheap when nothing is due.
-#[inline]
-pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
-    let me = cpu::index();
-    if RESCHED[me].load(Ordering::Relaxed) || !vm.runnable() {
-        schedule(frame, true)
-    }
-}
-
-/// WFI (or CPU_SUSPEND) with nothing to take: block until an interrupt is
-/// pending for the vCPU or its virtual timer is due.
-pub fn block(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
+/// Blocks a vCPU in WFI (or CPU_SUSPEND) with nothing to take: until an interrupt is
+/// pending for the vCPU or its virtual timer is due (`Leave`), unless an
+/// interrupt came meanwhile (`Resume`).
+pub fn block(vm: &Vm, vcpu: &Vcpu) -> Next {
     vcpu.sched.store(state::BLOCKED, Ordering::Release);
     // A wake-up between the caller's check and the store above found the
     // vCPU running and only set needs_flush: look again.
     if (vcpu.needs_flush.load(Ordering::Acquire) || vm.vgic.lock().has_work(vcpu.index))
         && vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
     {
-        return;
+        return Next::Resume;
     }
-    let ctl = read_sysreg!("cntv_ctl_el0");
-    if ctl & 0b11 == 0b01 {
-        // Enabled, not masked: wake at CVAL in physical counter terms.
-        let deadline = read_sysreg!("cntv_cval_el0").wrapping_add(read_sysreg!("cntvoff_el2"));
+    if let Some(deadline) = timer::vtimer_deadline() {
         let r = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
         SCHED[cpu::index()].lock().timers.arm(r, deadline);
     }
-    schedule(frame, false)
+    Next::Leave
 }
 
-/// Takes the running vCPU off this CPU for good (CPU_OFF, VM stopped).
-pub fn stop_current(frame: &TrapFrame) -> ! {
-    if let Some((_, vcpu)) = current() {
-        vcpu.sched.store(state::OFF, Ordering::Release);
-    }
-    schedule(frame, false)
+/// Takes the running vCPU `vcpu` off its CPU for good (CPU_OFF, VM
+/// stopped): only `CPU_ON` or a restart runs it again.
+pub fn stop(vcpu: &Vcpu) -> Next {
+    vcpu.sched.store(state::OFF, Ordering::Release);
+    Next::Leave
 }
 
-/// Saves the running vCPU (whose registers are `frame`) and runs the next
-/// one, or idles. `requeue`: the current vCPU is still runnable.
-pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
+/// Whether this CPU should switch vCPUs at the end of the current trap.
+#[inline]
+pub fn resched_requested() -> bool {
+    RESCHED[cpu::index()].load(Ordering::Relaxed)
+}
+
+/// Takes the running vCPU off this CPU: `save` stores its state, its run
+/// time is counted, and it goes back to the run queue if `requeue` and it
+/// is still running (not blocked, waiting or off).
+pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
     let me = cpu::index();
     RESCHED[me].store(false, Ordering::Relaxed);
     let mut s = SCHED[me].lock();
@@ -293,7 +270,7 @@ pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
         CURRENT_VM[me].store(core::ptr::null_mut(), Ordering::Relaxed);
         CURRENT_VCPU[me].store(core::ptr::null_mut(), Ordering::Relaxed);
         let vcpu = &vm.vcpus[index];
-        save(vcpu, frame);
+        save(vcpu);
         vcpu.run_ticks.fetch_add(now.saturating_sub(s.since), Ordering::Relaxed);
         if requeue && vcpu.sched.load(Ordering::Acquire) == state::RUNNING {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
@@ -302,54 +279,40 @@ pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
             }
         }
     }
-    drop(s);
-    run_next()
 }
 
-/// Picks the next runnable vCPU of this CPU and enters it; idles (WFI at
-/// EL2, handling interrupts) while there is none.
-pub fn run_next() -> ! {
+/// Makes the next runnable vCPU queued on this CPU the running one (reset
+/// first if it is being switched on) and returns it; `None` if nothing is
+/// runnable (the EL2 timer then covers only blocked vCPUs' timers).
+pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
     let me = cpu::index();
-    loop {
-        if crate::panic::stopping() {
-            cpu::park()
+    let mut s = SCHED[me].lock();
+    while let Some(r) = s.runq.pop() {
+        let Some(vm) = vm::get(r.vm) else { continue };
+        let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
+        if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
+            continue; // paused or stopped: unpause queues it again
         }
-        let mut s = SCHED[me].lock();
-        while let Some(r) = s.runq.pop() {
-            let Some(vm) = vm::get(r.vm) else { continue };
-            let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
-            if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
-                continue; // paused or stopped: unpause queues it again
-            }
-            switch_in(s, vm, r.vcpu as usize);
-        }
-        let now = cpu::counter();
-        program_timer(&s, now);
-        drop(s);
-        if crate::boot::idle_stop_check() {
-            // The run ends once dom0 is quiet: look again in a millisecond.
-            write_sysreg!("cnthp_cval_el2", now + cpu::counter_frequency() / 1000);
-            write_sysreg!("cnthp_ctl_el2", 1);
-        }
-        cpu::wait_for_interrupt();
-        crate::trap::handle_irqs_idle();
+        return Some(make_running(&mut s, vm, r.vcpu as usize));
     }
+    program_timer(&s, cpu::counter());
+    None
 }
 
-fn switch_in(mut s: crate::sync::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: usize) -> ! {
+fn make_running(s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'static Vm, &'static Vcpu) {
     let me = cpu::index();
     let now = cpu::counter();
     // SAFETY: the Arc moves into SCHED[me].current below, which keeps the VM
-    // alive while it runs here; `schedule` clears CURRENT_* before it lets
+    // alive while it runs here; `switch_out` clears CURRENT_* before it lets
     // the Arc go, and nothing keeps these references past that.
     let vm_ref: &'static Vm = unsafe { &*Arc::as_ptr(&vm) };
     let vcpu: &'static Vcpu = &vm_ref.vcpus[index];
     if vcpu.power.load(Ordering::Acquire) == power::ON_PENDING {
-        let (entry, context) = *vcpu.start.lock();
+        let start = *vcpu.start.lock();
         // SAFETY: this is the vCPU's CPU and the vCPU is not running.
-        unsafe { vcpu.reset(entry, context, vm.cntvoff) };
+        unsafe { vcpu.reset(start, vm.cntvoff) };
         vcpu.power.store(power::ON, Ordering::Release);
-        debug!("{}: vcpu{} starts at {entry:#x} on cpu{me}", vm.name, index);
+        debug!("{}: vcpu{} starts at {:#x} on cpu{me}", vm.name, index, start.entry);
     }
     vcpu.sched.store(state::RUNNING, Ordering::Release);
     s.since = now;
@@ -359,66 +322,18 @@ fn switch_in(mut s: crate::sync::MutexGuard<'_, CpuSched>, vm: Arc<Vm>, index: u
     CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
     CURRENT_VCPU[me].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
     s.current = Some((vm, index));
-    program_timer(&s, now);
-    drop(s);
-    restore(vm_ref, vcpu)
-}
-
-/// Saves the running vCPU's state: registers, EL1 state, list registers,
-/// the physical timer interrupt's active state.
-fn save(vcpu: &Vcpu, frame: &TrapFrame) {
-    // SAFETY: the vCPU was running on this CPU until now.
-    let ctx = unsafe { vcpu.context_mut() };
-    ctx.regs = *frame;
-    ctx.el1.save();
-    let mut lrs = HwListRegisters;
-    for i in 0..lrs.count().min(16) {
-        ctx.lrs[i] = lrs.read(i);
-        lrs.write(i, 0);
-    }
-    ctx.apr = gic::active_priorities();
-    gic::set_active_priorities(0);
-    ctx.vtimer_active = gic::is_active(VTIMER_PPI);
-    if ctx.vtimer_active {
-        gic::set_active(VTIMER_PPI, false);
-    }
-}
-
-/// Loads `vcpu`'s state and enters it.
-fn restore(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
-    el2::configure_vm_traps();
-    el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
-    for &ppi in &vm.hw_ppis {
-        gic::set_enabled(ppi, true);
-    }
-    // SAFETY: this is the vCPU's CPU and it is not running yet.
-    let ctx = unsafe { vcpu.context_mut() };
-    if ctx.vtimer_active {
-        gic::set_active(VTIMER_PPI, true);
-    }
-    gic::set_active_priorities(ctx.apr);
-    let mut lrs = HwListRegisters;
-    for i in 0..lrs.count().min(16) {
-        lrs.write(i, ctx.lrs[i]);
-    }
-    ctx.el1.restore();
-    crate::io::finish(vcpu, &mut ctx.regs);
-    // The list registers are as the vCPU left them; the vGIC only needs a
-    // look if something was injected meanwhile.
-    if vcpu.needs_flush.load(Ordering::Acquire) {
-        vm::flush_interrupts(vm, vcpu);
-    }
-    arch_vcpu::enter(&ctx.regs, STACK_TOP[cpu::index()].load(Ordering::Relaxed))
+    program_timer(s, now);
+    (vm_ref, vcpu)
 }
 
 /// Enables the interrupts every CPU needs for scheduling.
 pub fn init_cpu() {
     gic::set_enabled(gic::SGI_KICK, true);
     gic::set_enabled(HYP_TIMER_PPI, true);
-    if let Some(maintenance) = crate::boot::maintenance_intid() {
+    if let Some(maintenance) = crate::machine::maintenance_intid() {
         gic::set_enabled(maintenance, true);
     }
-    write_sysreg!("cnthp_ctl_el2", 0);
+    timer::set_hyp_deadline(None);
 }
 
 /// Is `intid` the scheduler's timer?
@@ -432,8 +347,65 @@ pub fn forget_vm(vm: VmId, online: usize) {
     for s in SCHED.iter().take(online) {
         let mut s = s.lock();
         s.runq.retain(|r| r.vm != vm);
-        for v in 0..8 {
+        for v in 0..crate::vgic::MAX_VCPUS as u8 {
             s.timers.cancel(&VcpuRef { vm, vcpu: v });
         }
     }
+}
+
+/// Test support: forget every CPU's queues, timers, placements and
+/// running vCPU.
+#[cfg(test)]
+pub fn reset_for_test() {
+    for i in 0..cpu::MAX_CPUS {
+        *SCHED[i].lock() = CpuSched::new();
+        CURRENT_VM[i].store(core::ptr::null_mut(), Ordering::Relaxed);
+        CURRENT_VCPU[i].store(core::ptr::null_mut(), Ordering::Relaxed);
+        RESCHED[i].store(false, Ordering::Relaxed);
+        ASSIGNED[i].store(0, Ordering::Relaxed);
+    }
+}
+
+/// Test support: vCPU `index` of `vm` runs on this CPU now (as if
+/// `switch_in` had entered it).
+#[cfg(test)]
+pub fn make_current(vm: Arc<Vm>, index: usize) {
+    let me = cpu::index();
+    let mut s = SCHED[me].lock();
+    vm.vcpus[index].sched.store(state::RUNNING, Ordering::Release);
+    CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
+    CURRENT_VCPU[me].store(&vm.vcpus[index] as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
+    s.since = cpu::counter();
+    s.slice_end = s.since + slice_ticks(vm.weight, cpu::counter_frequency());
+    s.current = Some((vm, index));
+}
+
+/// Test support: the vCPUs queued on physical CPU `pcpu`, in order.
+#[cfg(test)]
+pub fn queued_on(pcpu: usize) -> alloc::vec::Vec<VcpuRef> {
+    let mut s = SCHED[pcpu].lock();
+    let mut out = alloc::vec::Vec::new();
+    while let Some(r) = s.runq.pop() {
+        out.push(r);
+    }
+    for &r in &out {
+        s.runq.push(r, false);
+    }
+    out
+}
+
+/// Test support: whether this CPU will switch at the end of the trap.
+#[cfg(test)]
+pub fn resched_pending() -> bool {
+    RESCHED[cpu::index()].load(Ordering::Relaxed)
+}
+
+/// Test support: this CPU stops running its vCPU (as `schedule` would,
+/// without saving or picking another).
+#[cfg(test)]
+pub fn forget_current_for_test() {
+    let me = cpu::index();
+    SCHED[me].lock().current = None;
+    CURRENT_VM[me].store(core::ptr::null_mut(), Ordering::Relaxed);
+    CURRENT_VCPU[me].store(core::ptr::null_mut(), Ordering::Relaxed);
 }

@@ -3,12 +3,10 @@
 
 use log::trace;
 
-use crate::vm::vm_warn;
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::inject;
+use crate::arch::{inject, TrapFrame};
 use crate::esr::SysRegAccess;
 use crate::sysreg_policy::{self, SysRegPolicy};
-use crate::vm::{self, Vcpu, Vm};
+use crate::vm::{vm_warn, Vcpu, Vm};
 
 #[inline(never)]
 pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
@@ -17,7 +15,7 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let value = if rt == 31 { 0 } else { frame.x[rt] };
     match sysreg_policy::policy(access) {
         SysRegPolicy::GicSgi1r => {
-            if let Err(e) = vm::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
+            if let Err(e) = crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
                 vm_warn!(vm, "{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);
             }
         }

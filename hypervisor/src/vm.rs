@@ -11,12 +11,11 @@ use hv_abi::hypercall::{StopReason, VmState, MAX_VMS};
 use crate::sync::Mutex;
 
 use crate::addr::{Ipa, PhysAddr};
-use crate::arch::aarch64::exception::TrapFrame;
-use crate::arch::aarch64::gic::{self, HwListRegisters};
-use crate::arch::aarch64::stage2::Stage2Tables;
-use crate::arch::aarch64::vcpu::{El1Context, SPSR_EL1H_MASKED};
-use crate::arch::aarch64::cpu;
-use crate::vgic::{Effect, Effects, Vgic};
+use crate::arch::gic;
+use crate::arch::vcpu::{VcpuArch, SPSR_EL1H_MASKED};
+use crate::arch::{cpu, TrapFrame};
+use crate::stage2::Stage2Tables;
+use crate::vgic::Vgic;
 
 /// A VM's identifier, as dom0 sees it (dom0 is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,16 +66,27 @@ pub enum Exit {
     Other = 7,
 }
 
-/// What a vCPU's physical CPU restores when it (re)enters it.
+/// What a vCPU's physical CPU restores when it (re)enters it: the
+/// general-purpose registers, and the architectural rest (`arch`).
 pub struct VcpuContext {
     pub regs: TrapFrame,
-    pub el1: El1Context,
-    /// List registers and active priorities while the vCPU is not loaded.
-    pub lrs: [u64; 16],
-    pub apr: u64,
-    /// The physical virtual-timer PPI was active (the vCPU had not yet
-    /// EOIed its timer interrupt) when it was switched out.
-    pub vtimer_active: bool,
+    pub arch: VcpuArch,
+}
+
+impl VcpuContext {
+    fn reset(entry: u64, x0: u64, mpidr: u64, cntvoff: u64) -> Self {
+        let mut regs = TrapFrame { x: [0; 31], sp: 0, elr: entry, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 };
+        regs.x[0] = x0;
+        VcpuContext { regs, arch: VcpuArch::reset(mpidr, cntvoff) }
+    }
+}
+
+/// Where a vCPU starts when it is switched on (`CPU_ON`, `VmSetEntry`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuStart {
+    pub entry: u64,
+    /// x0 at entry (PSCI's context ID; the device tree for vCPU 0).
+    pub context: u64,
 }
 
 pub struct Vcpu {
@@ -86,8 +96,8 @@ pub struct Vcpu {
     /// The physical CPU this vCPU runs on.
     pub pcpu: usize,
     pub power: AtomicU8,
-    /// Entry point and context ID of a pending `CPU_ON`.
-    pub start: Mutex<(u64, u64)>,
+    /// Where a pending `CPU_ON` starts it.
+    pub start: Mutex<VcpuStart>,
     /// Set when the vGIC has new work for this vCPU: flush the list
     /// registers before re-entering it.
     pub needs_flush: AtomicBool,
@@ -98,9 +108,9 @@ pub struct Vcpu {
     /// Exits by reason (`Exit`). Only the vCPU's own CPU writes them, so a
     /// plain load and store count without a read-modify-write loop.
     pub exits: [AtomicU64; 8],
-    /// A forwarded access in flight (`io`): what to do with the answer, and
-    /// the answer once dom0 gave it.
-    pub io: Mutex<crate::io::IoSlot>,
+    /// A forwarded access in flight (`ioreq`): what to do with the answer,
+    /// and the answer once dom0 gave it.
+    pub io: Mutex<IoWait>,
     context: UnsafeCell<VcpuContext>,
 }
 
@@ -116,19 +126,13 @@ impl Vcpu {
             mpidr,
             pcpu,
             power: AtomicU8::new(power::OFF),
-            start: Mutex::new((0, 0)),
+            start: Mutex::new(VcpuStart::default()),
             needs_flush: AtomicBool::new(false),
             sched: AtomicU8::new(0),
             run_ticks: AtomicU64::new(0),
             exits: [const { AtomicU64::new(0) }; 8],
-            io: Mutex::new((None, None)),
-            context: UnsafeCell::new(VcpuContext {
-                regs: TrapFrame { x: [0; 31], sp: 0, elr: 0, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 },
-                el1: El1Context::reset(mpidr, cntvoff),
-                lrs: [0; 16],
-                apr: 0,
-                vtimer_active: false,
-            }),
+            io: Mutex::new(IoWait::default()),
+            context: UnsafeCell::new(VcpuContext::reset(0, 0, mpidr, cntvoff)),
         }
     }
 
@@ -152,16 +156,49 @@ impl Vcpu {
     ///
     /// # Safety
     /// As for `context_mut`.
-    pub unsafe fn reset(&self, entry: u64, context: u64, cntvoff: u64) {
+    pub unsafe fn reset(&self, start: VcpuStart, cntvoff: u64) {
         // SAFETY: forwarded from the caller.
         let ctx = unsafe { self.context_mut() };
-        ctx.regs = TrapFrame { x: [0; 31], sp: 0, elr: entry, spsr: SPSR_EL1H_MASKED, esr: 0, far: 0 };
-        ctx.regs.x[0] = context;
-        ctx.el1 = El1Context::reset(self.mpidr, cntvoff);
-        ctx.lrs = [0; 16];
-        ctx.apr = 0;
-        ctx.vtimer_active = false;
+        *ctx = VcpuContext::reset(start.entry, start.context, self.mpidr, cntvoff);
     }
+}
+
+/// `Vcpu::sched` values: where the scheduler has the vCPU.
+pub mod state {
+    /// Not runnable: powered off, or its VM not started.
+    pub const OFF: u8 = 0;
+    /// Wants to run (in a run queue, or waiting for its VM to be unpaused).
+    pub const RUNNABLE: u8 = 1;
+    pub const RUNNING: u8 = 2;
+    /// In WFI with nothing to take.
+    pub const BLOCKED: u8 = 3;
+    /// Waiting for dom0 to answer a forwarded access (`io`); only that
+    /// answer wakes it.
+    pub const IO_WAIT: u8 = 4;
+}
+
+/// A vCPU's forwarded access: what to do with the answer, and the answer
+/// once dom0 gave it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoWait {
+    pub pending: Option<PendingIo>,
+    pub answer: Option<IoAnswer>,
+}
+
+/// Dom0's answer to a forwarded access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAnswer {
+    pub status: hv_abi::ioreq::IoStatus,
+    /// The value read (reads only).
+    pub data: u64,
+}
+
+/// What a vCPU blocked on a forwarded access needs to resume.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingIo {
+    pub abort: crate::esr::DataAbort,
+    pub register: u8,
+    pub write: bool,
 }
 
 /// Why and where a VM stopped.
@@ -170,6 +207,22 @@ pub struct StopInfo {
     pub reason: StopReason,
     pub syndrome: u64,
     pub address: u64,
+}
+
+/// A block of a VM's RAM: `size` bytes at `ipa`, backed by host memory at
+/// `pa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamChunk {
+    pub ipa: Ipa,
+    pub pa: PhysAddr,
+    pub size: u64,
+}
+
+impl RamChunk {
+    /// The offset of `ipa` in this chunk, if it is inside.
+    fn offset_of(&self, ipa: u64) -> Option<u64> {
+        ipa.checked_sub(self.ipa.as_u64()).filter(|&o| o < self.size)
+    }
 }
 
 /// A window of a VM's IPA space whose accesses go to dom0 (`IoMap`).
@@ -191,8 +244,8 @@ pub struct Vm {
     pub stage2: Mutex<Option<Stage2Tables>>,
     pub stage2_root: PhysAddr,
     pub vtcr: u64,
-    /// The VM's RAM: (IPA, PA, size) chunks, in IPA order.
-    pub ram: Vec<(Ipa, PhysAddr, u64)>,
+    /// The VM's RAM, in IPA order.
+    pub ram: Vec<RamChunk>,
     /// Whether `ram` still belongs to the VM: `VmCopy` holds the read side
     /// while it copies, destroying takes the write side and clears it
     /// before the chunks go back to the allocator.
@@ -213,6 +266,51 @@ pub struct Vm {
     pub console_line: Mutex<Vec<u8>>,
     /// Warnings logged about this VM's misbehaviour so far.
     pub warnings: AtomicU32,
+}
+
+/// What a new VM is made of; everything else starts empty.
+pub struct VmSpec {
+    pub id: VmId,
+    pub name: String,
+    pub kind: VmKind,
+    pub stage2: Stage2Tables,
+    pub ram: Vec<RamChunk>,
+    pub regions: Vec<EmulatedRegion>,
+    pub hw_ppis: Vec<u32>,
+    pub vgic: Vgic,
+    pub vcpus: Vec<Vcpu>,
+    pub cntvoff: u64,
+    pub weight: u32,
+    pub state: VmState,
+}
+
+impl Vm {
+    /// A VM from `spec`, not yet in the VM table. Its stage-2 VMID is its
+    /// id + 1 (VMID 0 is never used).
+    pub fn new(spec: VmSpec) -> Vm {
+        Vm {
+            id: spec.id,
+            name: spec.name,
+            kind: spec.kind,
+            vmid: spec.id.0 + 1,
+            stage2_root: spec.stage2.root(),
+            vtcr: spec.stage2.vtcr,
+            stage2: Mutex::new(Some(spec.stage2)),
+            ram: spec.ram,
+            ram_live: crate::sync::RwLock::new(true),
+            regions: spec.regions,
+            forwarded: crate::sync::RwLock::new(Vec::new()),
+            hw_ppis: spec.hw_ppis,
+            vgic: Mutex::new(spec.vgic),
+            vcpus: spec.vcpus,
+            cntvoff: spec.cntvoff,
+            weight: spec.weight,
+            state: AtomicU32::new(spec.state as u32),
+            stop: Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
+            console_line: Mutex::new(Vec::new()),
+            warnings: AtomicU32::new(0),
+        }
+    }
 }
 
 /// Warnings a VM may cause before the rest are suppressed: a guest must not
@@ -242,6 +340,24 @@ impl Vm {
         self.state.store(state as u32, Ordering::Release);
     }
 
+    /// Marks the VM stopped for `info` (its vCPUs stop at their next trap) and
+    /// tells dom0 through the log. (The caller tells `runstate`.)
+    pub fn stop(&self, info: StopInfo) {
+        *self.stop.lock() = info;
+        self.halt();
+        log::info!("{} (VM {}) stopped: {:?}", self.name, self.id.0, info.reason);
+    }
+
+    /// Marks the VM stopped and makes every CPU running one of its vCPUs drop it.
+    pub fn halt(&self) {
+        self.set_state(VmState::Stopped);
+        for v in &self.vcpus {
+            if v.sched.load(Ordering::Acquire) == state::RUNNING && v.pcpu != cpu::index() {
+                gic::send_sgi(gic::SGI_KICK, v.pcpu);
+            }
+        }
+    }
+
     /// May its vCPUs run now?
     #[inline]
     pub fn runnable(&self) -> bool {
@@ -260,7 +376,7 @@ impl Vm {
     }
 
     pub fn ram_size(&self) -> u64 {
-        self.ram.iter().map(|&(_, _, size)| size).sum()
+        self.ram.iter().map(|c| c.size).sum()
     }
 
     /// The emulated device at `ipa`, and the offset into it.
@@ -280,9 +396,9 @@ impl Vm {
     /// RAM chunk into the host physical address of its start.
     pub fn ram_buffer(&self, ipa: u64, len: u64) -> Option<PhysAddr> {
         let end = ipa.checked_add(len)?;
-        self.ram.iter().find_map(|&(base, pa, size)| {
-            let offset = ipa.checked_sub(base.as_u64())?;
-            (end <= base.as_u64() + size).then(|| PhysAddr::new(pa.as_u64() + offset))
+        self.ram.iter().find_map(|c| {
+            let offset = c.offset_of(ipa)?;
+            (end <= c.ipa.as_u64() + c.size).then(|| PhysAddr::new(c.pa.as_u64() + offset))
         })
     }
 
@@ -293,10 +409,9 @@ impl Vm {
         let mut pieces = Vec::new();
         let mut at = ipa;
         while at < end {
-            let &(base, pa, size) = self.ram.iter().find(|&&(b, _, s)| at >= b.as_u64() && at - b.as_u64() < s)?;
-            let offset = at - base.as_u64();
-            let n = (size - offset).min(end - at);
-            pieces.push((PhysAddr::new(pa.as_u64() + offset), n));
+            let (chunk, offset) = self.ram.iter().find_map(|c| Some((c, c.offset_of(at)?)))?;
+            let n = (chunk.size - offset).min(end - at);
+            pieces.push((PhysAddr::new(chunk.pa.as_u64() + offset), n));
             at += n;
         }
         Some(pieces)
@@ -307,81 +422,14 @@ impl Vm {
         let Some(end) = ipa.checked_add(len) else { return false };
         let mut at = ipa;
         while at < end {
-            let Some(&(base, _, size)) = self.ram.iter().find(|&&(b, _, s)| at >= b.as_u64() && at < b.as_u64() + s) else {
+            let Some(chunk) = self.ram.iter().find(|c| c.offset_of(at).is_some()) else {
                 return false;
             };
-            at = base.as_u64() + size;
+            at = chunk.ipa.as_u64() + chunk.size;
         }
         true
     }
 
-    /// Applies what a vGIC operation asks of the physical GIC and the
-    /// other CPUs.
-    pub fn apply(&self, effects: &Effects) {
-        if effects.is_empty() {
-            return;
-        }
-        let here = crate::sched::current_vcpu_of(self.id);
-        for effect in effects.iter() {
-            match effect {
-                Effect::Kick(v) if Some(v) == here => {
-                    if let Some(vcpu) = self.vcpus.get(v) {
-                        vcpu.needs_flush.store(true, Ordering::Release);
-                    }
-                }
-                Effect::Kick(v) => self.kick(v),
-                Effect::PhysEnable { intid, enable } => gic::set_enabled(intid, enable),
-                Effect::PhysPriority { intid, prio } => gic::set_priority(intid, prio),
-                Effect::PhysConfig { intid, edge } => gic::set_edge(intid, edge),
-                Effect::PhysTarget { intid, vcpu } => {
-                    if let Some(v) = self.vcpus.get(vcpu) {
-                        gic::route_spi(intid, v.pcpu)
-                    }
-                }
-                Effect::PhysPending { .. } | Effect::PhysActive { .. } => {
-                    // The VM asked to set or clear the pending/active state
-                    // of a hardware interrupt; the device owns its line, so
-                    // the hypervisor leaves the physical state alone.
-                }
-            }
-        }
-    }
-
-    /// Makes vCPU `index` look at its pending interrupts: wakes it if it is
-    /// blocked, and interrupts its physical CPU if that is another one.
-    pub fn kick(&self, index: usize) {
-        let Some(v) = self.vcpus.get(index) else { return };
-        v.needs_flush.store(true, Ordering::Release);
-        crate::sched::wake(self, index);
-    }
-}
-
-/// Each physical CPU's effects buffer, reused: an `Effects` is a kilobyte,
-/// too much to build on every trap.
-static EFFECTS: [Mutex<Effects>; cpu::MAX_CPUS] = [const { Mutex::new(Effects::new()) }; cpu::MAX_CPUS];
-
-/// Runs `f` with this CPU's (cleared) effects buffer, then applies what it
-/// collected to `vm`.
-pub fn with_effects<R>(vm: &Vm, f: impl FnOnce(&mut Effects) -> R) -> R {
-    let mut effects = EFFECTS[cpu::index()].lock();
-    effects.clear();
-    let result = f(&mut effects);
-    vm.apply(&effects);
-    result
-}
-
-/// Folds list-register state back into the vGIC and refills the list
-/// registers from it (the vCPU must be loaded on this CPU).
-pub fn flush_interrupts(vm: &Vm, vcpu: &Vcpu) {
-    vcpu.needs_flush.store(false, Ordering::Relaxed);
-    let mut lrs = HwListRegisters;
-    let result = with_effects(vm, |effects| {
-        let mut vgic = vm.vgic.lock();
-        vgic.sync(vcpu.index, &mut lrs, effects).and_then(|()| vgic.flush(vcpu.index, &mut lrs, effects))
-    });
-    if let Err(e) = result {
-        log::error!("{}: vcpu{}: vGIC list register update failed: {e:?}", vm.name, vcpu.index);
-    }
 }
 
 /// The VM table, indexed by id. Only hypercalls and the scheduler's
@@ -418,4 +466,12 @@ pub fn free_id() -> Option<VmId> {
 pub fn guest_ids() -> Vec<VmId> {
     let table = VMS.lock();
     table.iter().flatten().filter(|vm| vm.kind == VmKind::Guest).map(|vm| vm.id).collect()
+}
+
+/// Test support: empties the VM table.
+#[cfg(test)]
+pub fn clear_for_test() {
+    for slot in VMS.lock().iter_mut() {
+        *slot = None;
+    }
 }

@@ -23,6 +23,11 @@
 //!   line `bye`, so a harness decides when the guest finishes.
 //!
 //! Bootargs: `console.timeout=<seconds>` (default 60) for each input.
+//! `console.flood=N` replaces all of the above with one check, `flood`: N
+//! numbered lines of 72 bytes as fast as the PL011 takes them, each byte
+//! written only once FR.TXFF is clear (dom0 sets TXFF while its buffer for
+//! the guest is full); the check fails if TXFF stays set for 5 s. Then
+//! `RESULT console: flood lines=N bytes=B txff-waits=W`.
 //! Bare QEMU works too (its PL011 behaves the same), with someone typing
 //! the three lines on the serial console.
 #![cfg_attr(target_os = "none", no_std)]
@@ -321,7 +326,39 @@ mod guest {
         }
     }
 
+    /// `console.flood=N`: see the module comment.
+    fn flood(lines: u64) {
+        let (mut bytes, mut waits, mut stuck) = (0u64, 0u64, None);
+        'lines: for n in 0..lines {
+            let pattern: String = (0..57).map(|i| char::from(b'a' + ((n + i) % 26) as u8)).collect();
+            let line = format!("FLOOD {n:06} {pattern}\r\n");
+            for &b in line.as_bytes() {
+                if rd(FR) & fr::TXFF != 0 {
+                    waits += 1;
+                    let start = cpu::counter();
+                    while rd(FR) & fr::TXFF != 0 {
+                        if cpu::elapsed_us(start) > 5_000_000 {
+                            stuck = Some(n);
+                            break 'lines;
+                        }
+                    }
+                }
+                wr(DR, u32::from(b));
+                bytes += 1;
+            }
+        }
+        match stuck {
+            None => check!("flood", true, "{lines} lines ({bytes} bytes) written, TXFF seen {waits} time(s)"),
+            Some(n) => check!("flood", false, "TXFF stayed set for 5 s at line {n} ({bytes} bytes written)"),
+        }
+        println!("RESULT console: flood lines={lines} bytes={bytes} txff-waits={waits}");
+    }
+
     fn main(env: &'static Env) {
+        if let Some(Ok(lines)) = env.cmdline().get_u64("console.flood") {
+            flood(lines);
+            return;
+        }
         let seconds = env
             .cmdline()
             .get_u64("console.timeout")

@@ -40,7 +40,7 @@ mod guest {
         }
         const BAD_VM: u64 = 0xffff;
         // VM 0 is dom0: a guest must not reach its memory or interrupts.
-        let dom0_only: [(&str, Function, [u64; 3]); 16] = [
+        let dom0_only: [(&str, Function, [u64; 3]); 18] = [
             ("vm-create", Function::VmCreate, [0, 0, 0]),
             ("mem-info", Function::MemInfo, [0, 0, 0]),
             ("io-setup", Function::IoSetup, [0x4000_0000, 0, 0]),
@@ -48,6 +48,10 @@ mod guest {
             ("io-complete", Function::IoComplete, [0, 0, 0]),
             ("vm-copy", Function::VmCopy, [0, 0x4000_0000, 0x4000_0000]),
             ("irq-line", Function::IrqLine, [0, 33, 1]),
+            // Dom0's RAM would be "mapped" onto itself: refused as a guest
+            // call before any argument is looked at.
+            ("guest-map", Function::GuestMap, [0, 0x60_0000_0000, 0x5000_0000]),
+            ("guest-unmap", Function::GuestUnmap, [0, 0x60_0000_0000, 0]),
             ("log-read", Function::LogRead, [0, 0, 0]),
             ("vm-write", Function::VmWrite, [BAD_VM, 0, 0]),
             ("vm-set-entry", Function::VmSetEntry, [BAD_VM, 0, 0]),

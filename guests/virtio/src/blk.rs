@@ -437,6 +437,7 @@ pub fn mode_stress(b: &mut Blk, ms: u64, salt: u64) {
     let buf = dma_alloc(16 * SECTOR, 4096);
     let back = dma_alloc(16 * SECTOR, 4096);
     let start = cpu::counter();
+    let mut note = start;
     let (mut rounds, mut sectors) = (0u64, 0u64);
     let mut failure = None;
     while cpu::elapsed_us(start) < ms * 1000 {
@@ -460,7 +461,8 @@ pub fn mode_stress(b: &mut Blk, ms: u64, salt: u64) {
         }
         rounds += 1;
         sectors += count;
-        if rounds % 200 == 0 {
+        if cpu::elapsed_us(note) >= 1_000_000 {
+            note = cpu::counter();
             println!("NOTE virtio: blk-stress: {rounds} rounds");
         }
     }

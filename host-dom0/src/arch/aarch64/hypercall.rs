@@ -120,6 +120,17 @@ pub fn vm_copy_to(id: u32, gpa: u64, data: &[u8]) -> Result<(), Error> {
     decode_result(call(Function::VmCopy, &args)[0]).map(drop)
 }
 
+/// `GuestMap`: `len` bytes of VM `id`'s RAM from `gpa` appear at dom0 IPA
+/// `window` (page-aligned, outside everything dom0 has).
+pub fn guest_map(id: u32, window: u64, gpa: u64, len: u64) -> Result<(), Error> {
+    decode_result(call(Function::GuestMap, &[u64::from(id), window, gpa, len])[0]).map(drop)
+}
+
+/// `GuestUnmap`: VM `id`'s window at dom0 IPA `window` goes.
+pub fn guest_unmap(id: u32, window: u64) -> Result<(), Error> {
+    decode_result(call(Function::GuestUnmap, &[u64::from(id), window])[0]).map(drop)
+}
+
 /// `IrqLine`: raise, lower or pulse SPI `intid` of VM `id`.
 pub fn irq_line(id: u32, intid: u32, action: IrqAction) -> Result<(), Error> {
     decode_result(call(Function::IrqLine, &[u64::from(id), u64::from(intid), action as u64])[0]).map(drop)

@@ -28,7 +28,8 @@ struct Tables {
 struct TableStore(UnsafeCell<Tables>);
 
 // SAFETY: written only by the boot CPU in `init`, before any other CPU runs
-// and before the MMU walks it; read-only (by the MMU) afterwards.
+// and before the MMU walks it, and in `map_normal_gibs` (boot CPU, before
+// the secondaries start, break-before-make); read-only (by the MMU) otherwise.
 unsafe impl Sync for TableStore {}
 
 static TABLES: TableStore = TableStore(UnsafeCell::new(Tables {
@@ -141,6 +142,34 @@ pub fn init(dtb: usize) -> (&'static [u8], MapReport) {
             l2_tables,
         },
     )
+}
+
+/// Maps the GiBs of `[base, base + size)` (GiB-aligned, inside the 39-bit
+/// map, with no memory in them, so Device blocks until now, never touched)
+/// as Normal memory: the area where the hypervisor maps guests' RAM for
+/// dom0's backends (`crate::guestwin`). Boot CPU only, before the secondary
+/// CPUs start.
+pub fn map_normal_gibs(base: u64, size: u64) {
+    use pagetable::{block, Attr, L1_BLOCK};
+    let first = (base / L1_BLOCK) as usize;
+    let last = (base.saturating_add(size) / L1_BLOCK).min(ENTRIES as u64) as usize;
+    for i in first..last {
+        let va = i as u64 * L1_BLOCK;
+        // SAFETY: `TABLES` is the live map (see `TableStore`): this CPU is
+        // the only one running and the only writer, and the entry is one
+        // aligned u64 of the static level-1 table. Break before make: the
+        // old block is made invalid and its TLB entries invalidated (on
+        // every CPU, inner shareable) before the new one is written; no
+        // code, stack or data of ours is in these GiBs.
+        unsafe {
+            let entry = core::ptr::addr_of_mut!((*TABLES.0.get()).l1[i]);
+            entry.write_volatile(0);
+            core::arch::asm!("dsb ishst", "tlbi vae1is, {}", "dsb ish", in(reg) va >> 12, options(nostack));
+            entry.write_volatile(block(va, Attr::Normal));
+        }
+    }
+    barrier::dsb(barrier::ISHST);
+    barrier::isb(barrier::SY);
 }
 
 /// What a secondary CPU loads to share this map.

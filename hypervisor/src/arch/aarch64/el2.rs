@@ -3,6 +3,9 @@
 
 use aarch64_cpu::asm::barrier;
 
+use aarch64_cpu::registers::{Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64MMFR0_EL1, MIDR_EL1, VTCR_EL2, VTTBR_EL2};
+
+// aarch64-cpu does not define MDCR_EL2, PMCR_EL0, VPIDR_EL2 and VMPIDR_EL2.
 use super::sysreg::{read_sysreg, write_sysreg};
 use crate::addr::PhysAddr;
 
@@ -64,20 +67,20 @@ const CNTHCTL_VM: u64 = {
 
 /// Programs the trap controls for running VMs on this CPU.
 pub fn configure_vm_traps() {
-    write_sysreg!("hcr_el2", HCR_VM);
+    HCR_EL2.set(HCR_VM);
     write_sysreg!("mdcr_el2", mdcr_value());
-    write_sysreg!("cptr_el2", CPTR_VM);
-    write_sysreg!("cnthctl_el2", CNTHCTL_VM);
+    CPTR_EL2.set(CPTR_VM);
+    CNTHCTL_EL2.set(CNTHCTL_VM);
     // VPIDR_EL2: the VM sees the real MIDR (errata workarounds need it).
-    write_sysreg!("vpidr_el2", read_sysreg!("midr_el1"));
+    write_sysreg!("vpidr_el2", MIDR_EL1.get());
     barrier::isb(barrier::SY);
 }
 
 /// Points stage-2 translation at a VM's tables (VTTBR_EL2: VMID in bits
 /// [55:48], table base below), with its VTCR_EL2.
 pub fn set_stage2(vmid: u16, root: PhysAddr, vtcr: u64) {
-    write_sysreg!("vtcr_el2", vtcr);
-    write_sysreg!("vttbr_el2", ((vmid as u64 & 0xff) << 48) | root.as_u64());
+    VTCR_EL2.set(vtcr);
+    VTTBR_EL2.set(((vmid as u64 & 0xff) << 48) | root.as_u64());
     barrier::isb(barrier::SY);
 }
 
@@ -88,13 +91,13 @@ pub fn set_vcpu_mpidr(mpidr: u64) {
 
 /// CNTVOFF_EL2: the VM's virtual counter = physical counter - offset.
 pub fn set_virtual_counter_offset(offset: u64) {
-    write_sysreg!("cntvoff_el2", offset);
+    CNTVOFF_EL2.set(offset);
 }
 
 /// The faulting IPA of a stage-2 abort: HPFAR_EL2.FIPA (bits [43:4] hold
 /// IPA[51:12]) plus the page offset from FAR_EL2.
 pub fn fault_ipa(far: u64) -> u64 {
-    ((read_sysreg!("hpfar_el2") & 0x0fff_ffff_fff0) << 8) | (far & 0xfff)
+    ((HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8) | (far & 0xfff)
 }
 
 /// VTCR_EL2 for an IPA size of `ipa_bits` walked from `start_level`
@@ -118,7 +121,7 @@ pub fn vtcr_value(ipa_bits: u32, start_level: u8, pa_range: u64) -> u64 {
 /// IPA size and stage-2 start level from ID_AA64MMFR0_EL1.PARange: the IPA
 /// space as large as the physical one (dom0 is mapped 1:1), at most 48 bits.
 pub fn stage2_geometry() -> (u32, u8, u64) {
-    let pa_range = read_sysreg!("id_aa64mmfr0_el1") & 0xf;
+    let pa_range = ID_AA64MMFR0_EL1.get() & 0xf;
     let bits = match pa_range {
         0 => 32,
         1 => 36,
@@ -131,9 +134,22 @@ pub fn stage2_geometry() -> (u32, u8, u64) {
     (bits, start_level, pa_range.min(5))
 }
 
+/// Invalidates the stage-2 TLB and walk-cache entries for `ipa` of the VM
+/// whose VMID is loaded in VTTBR_EL2, on all CPUs, and waits until done.
+pub fn invalidate_ipa(ipa: u64) {
+    // SAFETY: TLB invalidation only drops cached translations.
+    unsafe { core::arch::asm!("dsb ishst", "tlbi ipas2e1is, {0}", "dsb ish", in(reg) ipa >> 12, options(nostack)) };
+}
+
 /// Invalidates every stage-1 and stage-2 TLB entry of the VM whose VMID is
 /// loaded in VTTBR_EL2, on all CPUs.
 pub fn flush_vm_tlbs() {
     // SAFETY: TLB invalidation only drops cached translations.
     unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+}
+
+/// Makes stage-2 entries just written visible to table walks on every CPU
+/// (DSB ISHST); only invalid entries were changed, so no TLB maintenance.
+pub fn publish_stage2_entries() {
+    barrier::dsb(barrier::ISHST);
 }

@@ -2,7 +2,7 @@
 //! hardware would take them (Arm ARM D1.3 "Exception entry").
 
 use super::exception::TrapFrame;
-use super::sysreg::{read_sysreg, write_sysreg};
+use aarch64_cpu::registers::{Readable, Writeable, ELR_EL1, ESR_EL1, FAR_EL1, SPSR_EL1, VBAR_EL1};
 
 /// PSTATE for EL1 exception entry: EL1h, D, A, I, F masked.
 const SPSR_EL1H_MASKED: u64 = 0x3c5;
@@ -20,13 +20,13 @@ fn inject(frame: &mut TrapFrame, esr: u64, far: Option<u64>) {
         0b0000 => 0x400, // EL0t: lower EL, AArch64
         _ => 0x200,      // EL1h: current EL with SP_EL1
     };
-    write_sysreg!("elr_el1", frame.elr);
-    write_sysreg!("spsr_el1", frame.spsr);
-    write_sysreg!("esr_el1", esr);
+    ELR_EL1.set(frame.elr);
+    SPSR_EL1.set(frame.spsr);
+    ESR_EL1.set(esr);
     if let Some(far) = far {
-        write_sysreg!("far_el1", far);
+        FAR_EL1.set(far);
     }
-    frame.elr = read_sysreg!("vbar_el1") + offset;
+    frame.elr = VBAR_EL1.get() + offset;
     frame.spsr = SPSR_EL1H_MASKED;
 }
 

@@ -1,4 +1,5 @@
-//! AArch64 EL2: boot, exceptions, MMU, PSCI, secondary CPUs.
+//! AArch64 EL2: boot, exceptions, MMU, PSCI, secondary CPUs, and the
+//! registers of the virtualisation extensions.
 
 pub mod cpu;
 pub mod el2;
@@ -8,8 +9,8 @@ pub mod inject;
 pub mod mmu;
 pub use hv_psci as psci;
 pub mod smp;
-pub mod stage2;
 pub mod sysreg;
+pub mod timer;
 pub mod vcpu;
 
 // The shared relocation macros must precede their use in boot.S.

@@ -9,7 +9,13 @@
 //! a switch costs 34 loads and stores, cheaper than a trap to switch lazily.
 
 use super::exception::TrapFrame;
-use super::gic::HwListRegisters;
+use super::gic::{self, HwListRegisters};
+use super::timer::VTIMER_PPI;
+use crate::vgic::ListRegisters;
+use aarch64_cpu::registers::{Readable, Writeable, CNTKCTL_EL1, CNTVOFF_EL2, CNTV_CTL_EL0, CNTV_CVAL_EL0, CPACR_EL1, CSSELR_EL1, ELR_EL1, ESR_EL1, FAR_EL1, MAIR_EL1, PAR_EL1, SCTLR_EL1, SPSR_EL1, SP_EL0, SP_EL1, TCR_EL1, TPIDRRO_EL0, TPIDR_EL0, TPIDR_EL1, TTBR0_EL1, TTBR1_EL1, VBAR_EL1};
+
+// aarch64-cpu does not define AMAIR_EL1, CONTEXTIDR_EL1, AFSR0/1_EL1 and
+// VMPIDR_EL2: those go through the by-name accessors.
 use super::sysreg::{read_sysreg, write_sysreg};
 
 /// SPSR for a vCPU's first entry: EL1h, all of DAIF masked.
@@ -89,7 +95,7 @@ const _: () = assert!(core::mem::offset_of!(FpState, fpcr) == 0x200);
 
 /// EL1 system registers, virtual timer and virtual CPU interface state.
 #[derive(Clone, Copy)]
-pub struct El1Context {
+struct El1Context {
     sctlr: u64,
     ttbr0: u64,
     ttbr1: u64,
@@ -159,35 +165,35 @@ impl El1Context {
 
     /// Saves the running vCPU's state from the CPU.
     pub fn save(&mut self) {
-        self.sctlr = read_sysreg!("sctlr_el1");
-        self.ttbr0 = read_sysreg!("ttbr0_el1");
-        self.ttbr1 = read_sysreg!("ttbr1_el1");
-        self.tcr = read_sysreg!("tcr_el1");
-        self.mair = read_sysreg!("mair_el1");
+        self.sctlr = SCTLR_EL1.get();
+        self.ttbr0 = TTBR0_EL1.get();
+        self.ttbr1 = TTBR1_EL1.get();
+        self.tcr = TCR_EL1.get();
+        self.mair = MAIR_EL1.get();
         self.amair = read_sysreg!("amair_el1");
-        self.vbar = read_sysreg!("vbar_el1");
+        self.vbar = VBAR_EL1.get();
         self.contextidr = read_sysreg!("contextidr_el1");
-        self.tpidr_el0 = read_sysreg!("tpidr_el0");
-        self.tpidrro_el0 = read_sysreg!("tpidrro_el0");
-        self.tpidr_el1 = read_sysreg!("tpidr_el1");
-        self.sp_el0 = read_sysreg!("sp_el0");
-        self.sp_el1 = read_sysreg!("sp_el1");
-        self.elr_el1 = read_sysreg!("elr_el1");
-        self.spsr_el1 = read_sysreg!("spsr_el1");
-        self.esr_el1 = read_sysreg!("esr_el1");
-        self.far_el1 = read_sysreg!("far_el1");
+        self.tpidr_el0 = TPIDR_EL0.get();
+        self.tpidrro_el0 = TPIDRRO_EL0.get();
+        self.tpidr_el1 = TPIDR_EL1.get();
+        self.sp_el0 = SP_EL0.get();
+        self.sp_el1 = SP_EL1.get();
+        self.elr_el1 = ELR_EL1.get();
+        self.spsr_el1 = SPSR_EL1.get();
+        self.esr_el1 = ESR_EL1.get();
+        self.far_el1 = FAR_EL1.get();
         self.afsr0 = read_sysreg!("afsr0_el1");
         self.afsr1 = read_sysreg!("afsr1_el1");
-        self.par = read_sysreg!("par_el1");
-        self.cpacr = read_sysreg!("cpacr_el1");
-        self.csselr = read_sysreg!("csselr_el1");
-        self.cntkctl = read_sysreg!("cntkctl_el1");
+        self.par = PAR_EL1.get();
+        self.cpacr = CPACR_EL1.get();
+        self.csselr = CSSELR_EL1.get();
+        self.cntkctl = CNTKCTL_EL1.get();
         // Stop the timer before reading CVAL so it cannot fire for the
         // wrong vCPU once the next one runs.
-        self.cntv_ctl = read_sysreg!("cntv_ctl_el0");
-        write_sysreg!("cntv_ctl_el0", 0);
-        self.cntv_cval = read_sysreg!("cntv_cval_el0");
-        self.cntvoff = read_sysreg!("cntvoff_el2");
+        self.cntv_ctl = CNTV_CTL_EL0.get();
+        CNTV_CTL_EL0.set(0);
+        self.cntv_cval = CNTV_CVAL_EL0.get();
+        self.cntvoff = CNTVOFF_EL2.get();
         self.vmpidr = read_sysreg!("vmpidr_el2");
         self.vgic_vmcr = HwListRegisters.vmcr();
         // SAFETY: `fp` is a properly aligned FpState owned by this context.
@@ -196,36 +202,89 @@ impl El1Context {
 
     /// Loads this vCPU's state into the CPU.
     pub fn restore(&self) {
-        write_sysreg!("sctlr_el1", self.sctlr);
-        write_sysreg!("ttbr0_el1", self.ttbr0);
-        write_sysreg!("ttbr1_el1", self.ttbr1);
-        write_sysreg!("tcr_el1", self.tcr);
-        write_sysreg!("mair_el1", self.mair);
+        SCTLR_EL1.set(self.sctlr);
+        TTBR0_EL1.set(self.ttbr0);
+        TTBR1_EL1.set(self.ttbr1);
+        TCR_EL1.set(self.tcr);
+        MAIR_EL1.set(self.mair);
         write_sysreg!("amair_el1", self.amair);
-        write_sysreg!("vbar_el1", self.vbar);
+        VBAR_EL1.set(self.vbar);
         write_sysreg!("contextidr_el1", self.contextidr);
-        write_sysreg!("tpidr_el0", self.tpidr_el0);
-        write_sysreg!("tpidrro_el0", self.tpidrro_el0);
-        write_sysreg!("tpidr_el1", self.tpidr_el1);
-        write_sysreg!("sp_el0", self.sp_el0);
-        write_sysreg!("sp_el1", self.sp_el1);
-        write_sysreg!("elr_el1", self.elr_el1);
-        write_sysreg!("spsr_el1", self.spsr_el1);
-        write_sysreg!("esr_el1", self.esr_el1);
-        write_sysreg!("far_el1", self.far_el1);
+        TPIDR_EL0.set(self.tpidr_el0);
+        TPIDRRO_EL0.set(self.tpidrro_el0);
+        TPIDR_EL1.set(self.tpidr_el1);
+        SP_EL0.set(self.sp_el0);
+        SP_EL1.set(self.sp_el1);
+        ELR_EL1.set(self.elr_el1);
+        SPSR_EL1.set(self.spsr_el1);
+        ESR_EL1.set(self.esr_el1);
+        FAR_EL1.set(self.far_el1);
         write_sysreg!("afsr0_el1", self.afsr0);
         write_sysreg!("afsr1_el1", self.afsr1);
-        write_sysreg!("par_el1", self.par);
-        write_sysreg!("cpacr_el1", self.cpacr);
-        write_sysreg!("csselr_el1", self.csselr);
-        write_sysreg!("cntkctl_el1", self.cntkctl);
-        write_sysreg!("cntvoff_el2", self.cntvoff);
-        write_sysreg!("cntv_cval_el0", self.cntv_cval);
-        write_sysreg!("cntv_ctl_el0", self.cntv_ctl);
+        PAR_EL1.set(self.par);
+        CPACR_EL1.set(self.cpacr);
+        CSSELR_EL1.set(self.csselr);
+        CNTKCTL_EL1.set(self.cntkctl);
+        CNTVOFF_EL2.set(self.cntvoff);
+        CNTV_CVAL_EL0.set(self.cntv_cval);
+        CNTV_CTL_EL0.set(self.cntv_ctl);
         write_sysreg!("vmpidr_el2", self.vmpidr);
         HwListRegisters.set_vmcr(self.vgic_vmcr);
         // SAFETY: `fp` is a properly aligned FpState owned by this context.
         unsafe { fp_restore(&self.fp) };
+    }
+}
+
+/// Everything of a vCPU's state that is architecture-specific: its EL1
+/// system registers, FP/SIMD, virtual timer, and its share of the virtual
+/// GIC CPU interface (list registers, active priorities, the physical
+/// timer interrupt's active state). Generic code keeps it as
+/// `VcpuContext::arch` and only ever asks it to save or load itself.
+#[derive(Clone, Copy)]
+pub struct VcpuArch {
+    el1: El1Context,
+    /// List registers and active priorities while the vCPU is not loaded.
+    lrs: [u64; 16],
+    apr: u64,
+    /// The physical virtual-timer PPI was active (the vCPU had not yet
+    /// EOIed its timer interrupt) when it was switched out.
+    vtimer_active: bool,
+}
+
+impl VcpuArch {
+    /// As after reset: MPIDR `vmpidr`, virtual counter offset `cntvoff`.
+    pub fn reset(vmpidr: u64, cntvoff: u64) -> Self {
+        VcpuArch { el1: El1Context::reset(vmpidr, cntvoff), lrs: [0; 16], apr: 0, vtimer_active: false }
+    }
+
+    /// Saves the state of the vCPU this CPU was running and leaves the
+    /// virtual CPU interface empty for the next one.
+    pub fn save(&mut self) {
+        self.el1.save();
+        let mut lrs = HwListRegisters;
+        for i in 0..lrs.count().min(16) {
+            self.lrs[i] = lrs.read(i);
+            lrs.write(i, 0);
+        }
+        self.apr = gic::active_priorities();
+        gic::set_active_priorities(0);
+        self.vtimer_active = gic::is_active(VTIMER_PPI);
+        if self.vtimer_active {
+            gic::set_active(VTIMER_PPI, false);
+        }
+    }
+
+    /// Loads this vCPU's state into the CPU (the inverse of `save`).
+    pub fn load(&self) {
+        if self.vtimer_active {
+            gic::set_active(VTIMER_PPI, true);
+        }
+        gic::set_active_priorities(self.apr);
+        let mut lrs = HwListRegisters;
+        for i in 0..lrs.count().min(16) {
+            lrs.write(i, self.lrs[i]);
+        }
+        self.el1.restore();
     }
 }
 

@@ -1,12 +1,14 @@
 /*
  * EL2 exception vectors (VBAR_EL2). Every entry saves the full register
  * state as a TrapFrame (hv_arm::TrapFrame, whose offsets are checked at
- * compile time) and calls the Rust handler with the frame and the entry kind.
+ * compile time) and calls the Rust handler with the frame and the entry kind
+ * (synchronous exceptions from a VM, the hot path, have a handler of their
+ * own: handle_guest_sync, which takes only the frame).
  */
 
 .equ FRAME_SIZE, 36 * 8
 
-.macro save_and_handle kind
+.macro save_and_handle kind, handler=handle_exception
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #0 * 8]
     store_x2_to_x29
@@ -20,13 +22,13 @@
     stp     x0, x1, [sp, #34 * 8]
     mov     x0, sp
     mov     x1, #\kind
-    bl      handle_exception
+    bl      \handler
     b       exception_return
 .endm
 
-.macro vector kind
+.macro vector kind, handler=handle_exception
 .balign 0x80
-    save_and_handle \kind
+    save_and_handle \kind, \handler
 .endm
 
 .section .text.vectors, "ax"
@@ -41,7 +43,7 @@ el2_vectors:
     vector 5    //                     IRQ
     vector 6    //                     FIQ
     vector 7    //                     SError
-    vector 8    // lower EL, AArch64:  synchronous
+    vector 8, handle_guest_sync // lower EL, AArch64: synchronous (the hot path has its own entry)
     vector 9    //                     IRQ
     vector 10   //                     FIQ
     vector 11   //                     SError

@@ -12,7 +12,7 @@
 //! hypervisor can emulate.
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use hv_arm::gic::{gicc, gicd, gicr, redistributor_affinity, Sgi1r};
 use hv_arm::gic::{GICC_CTLR, GICD_CTLR, GICD_SGIR, GICR_TYPER, GICR_WAKER};
@@ -42,6 +42,11 @@ static MPIDR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_C
 /// Handlers exist for INTIDs `0..MAX_INTID`: SGIs (0..15), PPIs (16..31) and
 /// SPIs 32..127. A bounded table keeps the lookup in the IRQ path trivial.
 pub const MAX_INTID: u32 = 128;
+/// [`time_eoi`]: while set, `handle_irq` times each EOI write on the
+/// virtual counter (for the bench guest); per vCPU: ticks summed, EOIs.
+static TIME_EOI: AtomicBool = AtomicBool::new(false);
+static EOI_TICKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static EOI_COUNT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static HANDLERS: spin::RwLock<[Option<Handler>; MAX_INTID as usize]> = spin::RwLock::new([None; MAX_INTID as usize]);
 
 /// A register's address: a frame's base plus an `hv_arm::gic` offset.
@@ -333,10 +338,35 @@ pub fn handle_irq() {
         if let Some(h) = handler {
             h(intid);
         }
+        let timed = TIME_EOI.load(Ordering::Relaxed);
+        let start = if timed { cpu::counter() } else { 0 };
         match s.version {
             // SAFETY: ends the interrupt acknowledged above.
             GicVersion::V3 => unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) iar as u64, options(nostack)) },
             GicVersion::V2 => write32(at(s.gicc, gicc::EOIR), iar),
         }
+        if timed {
+            let me = cpu::index();
+            EOI_TICKS[me].fetch_add(cpu::counter() - start, Ordering::Relaxed);
+            EOI_COUNT[me].fetch_add(1, Ordering::Relaxed);
+        }
     }
+}
+
+/// Starts (and zeroes) or stops timing EOI writes: each one is bracketed by
+/// two [`cpu::counter`] reads, so a caller subtracts the cost of two
+/// back-to-back reads.
+pub fn time_eoi(on: bool) {
+    if on {
+        for (t, n) in EOI_TICKS.iter().zip(&EOI_COUNT) {
+            t.store(0, Ordering::SeqCst);
+            n.store(0, Ordering::SeqCst);
+        }
+    }
+    TIME_EOI.store(on, Ordering::SeqCst);
+}
+
+/// Counter ticks spent in timed EOI writes on `vcpu`, and how many.
+pub fn eoi_ticks(vcpu: usize) -> (u64, u64) {
+    (EOI_TICKS[vcpu % MAX_CPUS].load(Ordering::SeqCst), EOI_COUNT[vcpu % MAX_CPUS].load(Ordering::SeqCst))
 }

@@ -1,4 +1,5 @@
-//! Guest MMIO forwarded to dom0: the hypervisor writes an IO request into
+//! IO requests: guest MMIO forwarded to dom0. The hypervisor writes an IO
+//! request into
 //! the page dom0 gave it (`hv_abi::ioreq`), blocks the vCPU and raises
 //! `IO_EVENT_INTID` on dom0's vCPU 0; dom0 answers in the completion ring and
 //! calls `IoComplete`; the vCPU resumes with the value (or an abort).
@@ -15,35 +16,44 @@ use hv_abi::ioreq::{
 use crate::sync::Mutex;
 
 use crate::addr::PhysAddr;
-use crate::arch::aarch64::exception::TrapFrame;
+use crate::arch::{cpu, inject, TrapFrame};
 use crate::esr::DataAbort;
-use crate::vm::{self, Vcpu, Vm, VmId};
+use crate::interrupts;
+use crate::sched::{self, Next};
+use crate::vm::{self, IoAnswer, IoWait, PendingIo, Vcpu, Vm, VmId};
 
 /// The request/completion page and the requests waiting for an answer.
-struct IoPort {
+struct IoRings {
     page: PhysAddr,
     req: RingIndices,
     cpl: RingIndices,
     next_seq: u64,
-    /// (seq, VM, vCPU) of every request not yet completed.
-    waiting: Vec<(u64, VmId, usize)>,
+    /// Every request not yet completed.
+    waiting: Vec<Waiter>,
 }
 
-static PORT: Mutex<Option<IoPort>> = Mutex::new(None);
-
-/// A vCPU's forwarded access: what to do with the answer, and the answer
-/// (status, data) once dom0 gave it.
-pub type IoSlot = (Option<PendingIo>, Option<(IoStatus, u64)>);
-
-/// What a vCPU blocked on a forwarded access needs to resume.
+/// A vCPU waiting for the answer to request `seq`.
 #[derive(Clone, Copy, Debug)]
-pub struct PendingIo {
-    pub abort: DataAbort,
-    pub register: u8,
-    pub write: bool,
+struct Waiter {
+    seq: u64,
+    vm: VmId,
+    vcpu: usize,
 }
 
-impl IoPort {
+static RINGS: Mutex<Option<IoRings>> = Mutex::new(None);
+
+/// Why an access cannot go to dom0 (the caller injects an abort).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unforwardable {
+    /// No syndrome (ISV = 0): the access cannot be described to dom0.
+    NoSyndrome,
+    /// Dom0 has not set up IO forwarding.
+    NoIoPage,
+    /// Dom0's request ring indices are corrupt.
+    CorruptRing,
+}
+
+impl IoRings {
     fn u32_at(&self, offset: usize) -> &AtomicU32 {
         // SAFETY: `page` is a page of dom0's RAM (checked in `setup`),
         // mapped at EL2; offsets are the ABI's 4-byte-aligned header fields.
@@ -71,13 +81,13 @@ pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
         return Err(Error::InvalidParameter);
     }
     let page = dom0.ram_buffer(ipa, IO_PAGE_SIZE as u64).ok_or(Error::BadAddress)?;
-    let mut port = PORT.lock();
+    let mut port = RINGS.lock();
     if port.is_some() {
         return Err(Error::Busy);
     }
     // SAFETY: a page of dom0's RAM, mapped at EL2; dom0 is in this hypercall.
     unsafe { core::ptr::write_bytes(page.as_u64() as *mut u8, 0, IO_PAGE_SIZE) };
-    let new = IoPort {
+    let new = IoRings {
         page,
         req: RingIndices::new(IO_RING_SLOTS).map_err(|_| Error::InvalidParameter)?,
         cpl: RingIndices::new(IO_RING_SLOTS).map_err(|_| Error::InvalidParameter)?,
@@ -93,30 +103,30 @@ pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
 
 /// Forwards the access described by `frame` (a data abort at `ipa` in a
 /// window dom0 emulates). A write to a window with posted writes goes into
-/// the ring and the vCPU steps over it at once; anything else blocks the
-/// vCPU until dom0 answers. Returns only if the access cannot be forwarded
-/// (the caller injects an abort) or was posted.
-pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: DataAbort, post_writes: bool) -> Result<(), ()> {
-    let DataAbort::Emulatable { size, register, write, .. } = abort else { return Err(()) };
+/// the ring and the vCPU steps over it at once (`Resume`); anything else
+/// waits until dom0 answers: briefly here, if dom0 runs elsewhere, else
+/// the vCPU gives its CPU away (`Leave`). A full ring lets dom0 run first
+/// and the guest repeats the access (`Yield`).
+pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: DataAbort, post_writes: bool) -> Result<Next, Unforwardable> {
+    let DataAbort::Emulatable { size, register, write, .. } = abort else { return Err(Unforwardable::NoSyndrome) };
     let data = if write && register != 31 { frame.x[register as usize] & size.mask() } else { 0 };
     let dir = if write { Direction::Write } else { Direction::Read };
     let posted = write && post_writes;
     // Signal a dom0 vCPU on another physical CPU if there is one: it can
     // answer while this CPU waits.
-    let me = crate::arch::aarch64::cpu::index();
+    let me = cpu::index();
     let dom0 = vm::get(VmId(0));
     let target = dom0.as_ref().and_then(|d| d.vcpus.iter().position(|v| v.pcpu != me)).unwrap_or(0);
     let answerer_elsewhere = dom0.as_ref().and_then(|d| d.vcpus.get(target)).is_some_and(|v| v.pcpu != me);
-    let mut guard = PORT.lock();
-    let port = guard.as_mut().ok_or(())?;
+    let mut guard = RINGS.lock();
+    let port = guard.as_mut().ok_or(Unforwardable::NoIoPage)?;
     if port.req.observe_cons(port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {
         log::warn!("dom0's IO request ring is corrupt; guest access aborted");
-        return Err(());
+        return Err(Unforwardable::CorruptRing);
     }
     let Some(slot) = port.req.producer_slot() else {
         // Ring full: let dom0 run; the guest repeats the access.
-        drop(guard);
-        crate::sched::schedule(frame, true)
+        return Ok(Next::Yield);
     };
     let seq = port.next_seq;
     port.next_seq += 1;
@@ -133,10 +143,10 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     // the release store of `prod` below.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), port.bytes_at(request_slot_offset(slot), bytes.len()), bytes.len()) };
     if !posted {
-        port.waiting.push((seq, vm.id, vcpu.index));
+        port.waiting.push(Waiter { seq, vm: vm.id, vcpu: vcpu.index });
         // Ready for the answer before dom0 can see the request; the vCPU
         // stays RUNNING while it waits here (see below).
-        *vcpu.io.lock() = (Some(PendingIo { abort, register, write }), None);
+        *vcpu.io.lock() = IoWait { pending: Some(PendingIo { abort, register, write }), answer: None };
     }
     let prod = port.req.produced();
     port.u32_at(REQ_PROD_OFFSET).store(prod, Ordering::Release);
@@ -148,31 +158,28 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     core::sync::atomic::fence(Ordering::SeqCst);
     let polled = polling.load(Ordering::Relaxed) != 0;
     if let Some(dom0) = dom0.filter(|_| !polled) {
-        vm::with_effects(&dom0, |fx| {
+        interrupts::with_effects(&dom0, |fx| {
             let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, target, fx);
         });
     }
     if posted {
         frame.elr += 4;
-        return Ok(());
+        return Ok(Next::Resume);
     }
     if answerer_elsewhere && wait_for_answer(vcpu, frame) {
-        return Ok(());
+        return Ok(Next::Resume);
     }
     // Give the CPU away until dom0 answers. An answer that came after the
     // last look found the vCPU RUNNING and did not queue it: look again
     // once it is marked waiting.
-    vcpu.sched.store(crate::sched::state::IO_WAIT, Ordering::Release);
-    if vcpu.io.lock().1.is_some()
-        && vcpu
-            .sched
-            .compare_exchange(crate::sched::state::IO_WAIT, crate::sched::state::RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+    vcpu.sched.store(sched::state::IO_WAIT, Ordering::Release);
+    if vcpu.io.lock().answer.is_some()
+        && vcpu.sched.compare_exchange(sched::state::IO_WAIT, sched::state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
     {
         finish(vcpu, frame);
-        return Ok(());
+        return Ok(Next::Resume);
     }
-    crate::sched::schedule(frame, false)
+    Ok(Next::Leave)
 }
 
 /// How long a vCPU waits at EL2 for dom0 (on another CPU) to answer before
@@ -183,14 +190,13 @@ const SPIN_MICROS: u64 = 20;
 /// access, taking dom0's completions as they come; applies it and returns
 /// `true` if it came.
 fn wait_for_answer(vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
-    use crate::arch::aarch64::cpu;
-    let Some(page) = PORT.lock().as_ref().map(|p| p.page) else { return false };
+    let Some(page) = RINGS.lock().as_ref().map(|p| p.page) else { return false };
     let polling = page_word(page, CPL_POLLING_OFFSET);
     // Dom0 may skip IoComplete while we take completions ourselves.
     polling.fetch_add(1, Ordering::SeqCst);
     let deadline = cpu::counter() + cpu::counter_frequency() * SPIN_MICROS / 1_000_000;
     let answered = loop {
-        if vcpu.io.lock().1.is_some() {
+        if vcpu.io.lock().answer.is_some() {
             break true;
         }
         if completions_waiting() {
@@ -208,7 +214,7 @@ fn wait_for_answer(vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
     if completions_waiting() {
         let _ = complete();
     }
-    if answered || vcpu.io.lock().1.is_some() {
+    if answered || vcpu.io.lock().answer.is_some() {
         finish(vcpu, frame);
         return true;
     }
@@ -217,13 +223,13 @@ fn wait_for_answer(vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
 
 /// Whether dom0 has put completions in the ring that nobody took yet.
 fn completions_waiting() -> bool {
-    let guard = PORT.lock();
+    let guard = RINGS.lock();
     guard.as_ref().is_some_and(|port| port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire) != port.cpl.cons())
 }
 
 /// Whether dom0 has requests it has not taken yet.
 pub fn requests_pending() -> bool {
-    let guard = PORT.lock();
+    let guard = RINGS.lock();
     guard.as_ref().is_some_and(|port| port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire) != port.req.prod())
 }
 
@@ -234,7 +240,7 @@ pub fn complete() -> Result<u64, Error> {
     // is on the path of every forwarded read).
     loop {
         let answer = {
-            let mut guard = PORT.lock();
+            let mut guard = RINGS.lock();
             let port = guard.as_mut().ok_or(Error::NotSupported)?;
             port.cpl.observe_prod(port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire)).map_err(|_| Error::InvalidParameter)?;
             let Some(slot) = port.cpl.consumer_slot() else { break };
@@ -245,17 +251,17 @@ pub fn complete() -> Result<u64, Error> {
             let c = IoCompletion::from_bytes(&bytes);
             let cons = port.cpl.consumed();
             port.u32_at(CPL_CONS_OFFSET).store(cons, Ordering::Release);
-            port.waiting.iter().position(|w| w.0 == c.seq).map(|i| {
-                let (_, vm, vcpu) = port.waiting.swap_remove(i);
-                (vm, vcpu, IoStatus::from_u32(c.status), c.data)
+            port.waiting.iter().position(|w| w.seq == c.seq).map(|i| {
+                let waiter = port.waiting.swap_remove(i);
+                (waiter, IoAnswer { status: IoStatus::from_u32(c.status), data: c.data })
             })
         };
-        let Some((id, index, status, data)) = answer else { continue };
+        let Some((waiter, answer)) = answer else { continue };
         taken += 1;
-        let Some(vm) = vm::get(id) else { continue };
-        let Some(vcpu) = vm.vcpus.get(index) else { continue };
-        vcpu.io.lock().1 = Some((status, data));
-        crate::sched::wake_io(&vm, index);
+        let Some(vm) = vm::get(waiter.vm) else { continue };
+        let Some(vcpu) = vm.vcpus.get(waiter.vcpu) else { continue };
+        vcpu.io.lock().answer = Some(answer);
+        sched::wake_io(&vm, waiter.vcpu);
     }
     Ok(taken)
 }
@@ -263,22 +269,28 @@ pub fn complete() -> Result<u64, Error> {
 /// On the vCPU's own CPU before it runs again: finish its forwarded access
 /// (set the loaded register and step over the instruction, or abort).
 pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
-    let (pending, result) = {
+    let (pending, answer) = {
         let mut io = vcpu.io.lock();
-        if io.1.is_none() {
+        if io.answer.is_none() {
             return;
         }
-        (io.0.take(), io.1.take())
+        (io.pending.take(), io.answer.take())
     };
-    let (Some(p), Some((status, data))) = (pending, result) else { return };
-    match status {
+    let (Some(p), Some(answer)) = (pending, answer) else { return };
+    match answer.status {
         IoStatus::Ok => {
             if !p.write && p.register != 31 {
-                frame.x[p.register as usize] = p.abort.load_value(data);
+                frame.x[p.register as usize] = p.abort.load_value(answer.data);
             }
             frame.elr += 4;
         }
-        _ => crate::arch::aarch64::inject::abort(frame, false, frame.far),
+        _ => inject::abort(frame, false, frame.far),
     }
 }
 
+
+/// Test support: no IO page.
+#[cfg(test)]
+pub fn reset_for_test() {
+    *RINGS.lock() = None;
+}

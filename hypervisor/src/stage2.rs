@@ -1,13 +1,14 @@
-//! Stage-2 translation tables for VMs, with table pages from the page
-//! allocator (reached through the hypervisor's identity map).
+//! A VM's stage-2 translation tables: the generic page-table code
+//! (`mm::pagetable`) over table pages from the machine's page allocator,
+//! with the geometry and VTCR_EL2 value the CPU needs (from `arch::el2`).
 
 use crate::addr::{Ipa, PhysAddr, PAGE_SIZE};
+use crate::arch::{cpu, el2};
+use crate::mm::machine_frames;
 use crate::mm::pagetable::{Attributes, MapError, PageTable, Stage2, TableMemory};
 
-use super::el2;
-
-/// Table pages from the global page allocator, remembered so a VM's tables
-/// can all be returned when it is destroyed.
+/// Table pages from the machine's page allocator, remembered so a VM's
+/// tables can all be returned when it is destroyed.
 #[derive(Default)]
 pub struct FrameTables {
     pages: alloc::vec::Vec<PhysAddr>,
@@ -15,20 +16,18 @@ pub struct FrameTables {
 
 // SAFETY: pages come from the page allocator (4 KiB aligned, exclusively
 // ours until freed) and are zeroed before use; the accessors touch exactly
-// one aligned u64 through the EL2 identity map, volatile.
+// one aligned u64 through the identity map, volatile.
 unsafe impl TableMemory for FrameTables {
     fn alloc_zeroed_table(&mut self) -> Option<PhysAddr> {
-        let page = crate::boot::FRAMES.lock().as_mut()?.alloc(1)?;
-        super::cpu::zero(page, PAGE_SIZE);
+        let page = machine_frames::alloc(1)?;
+        cpu::zero(page, PAGE_SIZE);
         self.pages.push(page);
         Some(page)
     }
 
     fn free_table(&mut self, table: PhysAddr) {
         self.pages.retain(|&p| p != table);
-        if let Some(frames) = crate::boot::FRAMES.lock().as_mut() {
-            let _ = frames.free(table, 1);
-        }
+        let _ = machine_frames::free(table, 1);
     }
 
     fn read_descriptor(&self, table: PhysAddr, index: usize) -> u64 {
@@ -60,25 +59,30 @@ impl Stage2Tables {
     }
 
     /// Maps `[ipa, ipa+size)` to `[pa, pa+size)` with `attrs`. Only invalid
-    /// entries change, so no TLB maintenance is needed; the barrier makes
-    /// the new entries visible to table walks.
+    /// entries change, so no TLB maintenance is needed.
     pub fn map(&mut self, ipa: Ipa, pa: PhysAddr, size: u64, attrs: Attributes) -> Result<(), MapError> {
         self.table.map(ipa, pa, size, attrs)?;
-        aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
+        el2::publish_stage2_entries();
         Ok(())
+    }
+
+    /// Removes `[ipa, ipa+size)` (guest-memory windows, `guestmap`). The
+    /// VM's VMID must be in VTTBR_EL2: each removed entry is invalidated by
+    /// IPA, on all CPUs, before anything replaces it. The caller then
+    /// invalidates the VM's combined stage-1+2 entries (`el2::flush_vm_tlbs`).
+    pub fn unmap(&mut self, ipa: Ipa, size: u64) -> Result<(), MapError> {
+        self.table.unmap(ipa, size, &mut |ipa, _level| el2::invalidate_ipa(ipa.as_u64()))
     }
 
     /// Returns every table page to the page allocator (the VM is gone and
     /// its TLB entries invalidated).
     pub fn release(self) {
-        let mem = self.table.into_memory();
-        if let Some(frames) = crate::boot::FRAMES.lock().as_mut() {
-            for page in mem.pages {
-                let _ = frames.free(page, 1);
-            }
+        for page in self.table.into_memory().pages {
+            let _ = machine_frames::free(page, 1);
         }
     }
 
+    #[cfg(test)]
     pub fn translate(&self, ipa: Ipa) -> Option<(PhysAddr, Attributes)> {
         self.table.translate(ipa).map(|(pa, attrs, _)| (pa, attrs))
     }

@@ -1,0 +1,156 @@
+//! Emulated MMIO: a VM's data aborts at stage 2. Accesses to the devices
+//! the hypervisor emulates itself (the GIC distributor and redistributors,
+//! and a VM's console UART until dom0 takes it over) are answered here;
+//! accesses to windows dom0 emulates are forwarded to it (`ioreq`);
+//! anything else outside the VM's memory gets a synchronous external
+//! abort. Nothing a VM does here can panic the hypervisor.
+
+use log::trace;
+
+use crate::arch::{el2, inject, TrapFrame};
+use crate::esr::{AccessSize, DataAbort};
+use crate::sched::Next;
+use crate::vm::{vm_warn, EmulatedDevice, Exit, Vcpu, Vm};
+
+/// A data abort at stage 2: an emulated device, or an access outside the
+/// VM's memory (answered with a synchronous external abort). Kept out of
+/// line so the other exits do not pay for its stack frame; the hot case, a
+/// guest reading a GIC register, is answered here with few registers live,
+/// everything else in `data_abort_slow`.
+#[inline(never)]
+pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
+    let ipa = el2::fault_ipa(frame.far);
+    if let Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) = vm.emulated_region(ipa) {
+        let abort = DataAbort::decode(frame.esr);
+        if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
+            let value = match device {
+                EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size),
+                _ => vm.vgic.lock().redist_read(vcpu.index, offset, size),
+            };
+            if let Ok(value) = value {
+                vcpu.count_exit(Exit::Mmio);
+                if register != 31 {
+                    frame.x[register as usize] = abort.load_value(value);
+                }
+                frame.elr += 4;
+                return Next::Resume;
+            }
+        }
+    }
+    data_abort_slow(vm, vcpu, frame, ipa)
+}
+
+/// Every other data abort (see `data_abort`).
+#[inline(never)]
+fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Next {
+    // The GIC (the hot path) needs no look at dom0's windows; the console
+    // UART is the hypervisor's only until dom0 takes it over.
+    let emulated = vm.emulated_region(ipa);
+    let window = match emulated {
+        Some((d, _)) if d != EmulatedDevice::ConsoleUart => None,
+        _ => vm.forwarded_at(ipa),
+    };
+    let Some((device, offset)) = emulated.filter(|_| window.is_none()) else {
+        if let Some(window) = window {
+            vcpu.count_exit(Exit::Mmio);
+            return match crate::ioreq::forward(vm, vcpu, frame, ipa, DataAbort::decode(frame.esr), window.post_writes) {
+                Ok(next) => next,
+                Err(why) => {
+                    vm_warn!(vm, "{}: vcpu{}: access to {:#x} dom0 cannot take ({why:?}); abort", vm.name, vcpu.index, ipa);
+                    inject::abort(frame, false, frame.far);
+                    Next::Resume
+                }
+            };
+        }
+        vcpu.count_exit(Exit::Abort);
+        vm_warn!(vm, "{}: vcpu{}: access to IPA {:#x} (VA {:#x}, PC {:#x}) outside its memory; abort", vm.name, vcpu.index, ipa, frame.far, frame.elr);
+        inject::abort(frame, false, frame.far);
+        return Next::Resume;
+    };
+    vcpu.count_exit(Exit::Mmio);
+    let abort = DataAbort::decode(frame.esr);
+    let DataAbort::Emulatable { size, register, write, .. } = abort else {
+        vm_warn!(vm, "{}: vcpu{}: {:?} access to {:#x} the hypervisor cannot decode (no ISV: load/store pair or writeback?); abort", vm.name, vcpu.index, device, ipa);
+        inject::abort(frame, false, frame.far);
+        return Next::Resume;
+    };
+    let result = if write {
+        let value = if register == 31 { 0 } else { frame.x[register as usize] };
+        mmio_write(vm, vcpu, device, offset, size, value & size.mask()).map(|()| None)
+    } else {
+        match device {
+            EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size).map(Some),
+            EmulatedDevice::GicRedistributors => vm.vgic.lock().redist_read(vcpu.index, offset, size).map(Some),
+            EmulatedDevice::ConsoleUart => Ok(Some(console_read(offset))),
+        }
+    };
+    match result {
+        Ok(Some(value)) => {
+            let value = abort.load_value(value);
+            trace!("{}: vcpu{}: {:?}+{:#x} -> {:#x}", vm.name, vcpu.index, device, offset, value);
+            if register != 31 {
+                frame.x[register as usize] = value;
+            }
+            frame.elr += 4;
+        }
+        Ok(None) => frame.elr += 4,
+        Err(e) => {
+            vm_warn!(vm, "{}: vcpu{}: bad {:?} access at offset {:#x} ({:?}, write {}): {:?}; abort", vm.name, vcpu.index, device, offset, size, write, e);
+            inject::abort(frame, false, frame.far);
+        }
+    }
+    Next::Resume
+}
+
+/// An emulated device register write (out of line: it needs the effects
+/// machinery, which reads do not).
+#[inline(never)]
+fn mmio_write(vm: &Vm, vcpu: &Vcpu, device: EmulatedDevice, offset: u64, size: AccessSize, value: u64) -> Result<(), crate::vgic::VgicError> {
+    trace!("{}: vcpu{}: {:?}+{:#x} <- {:#x} ({:?})", vm.name, vcpu.index, device, offset, value, size);
+    match device {
+        EmulatedDevice::ConsoleUart => {
+            console_write(vm, offset, value);
+            Ok(())
+        }
+        EmulatedDevice::GicDistributor => crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().dist_write(vcpu.index, offset, size, value, effects)),
+        EmulatedDevice::GicRedistributors => crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().redist_write(vcpu.index, offset, size, value, effects)),
+    }
+}
+
+
+/// The guest console until dom0 emulates it: a PL011 that only transmits.
+/// Bytes written to UARTDR collect into lines for dom0's console ring.
+fn console_write(vm: &Vm, offset: u64, value: u64) {
+    const MAX_LINE: usize = 512;
+    if offset != 0 {
+        return; // control registers: accepted and ignored
+    }
+    let byte = value as u8;
+    let mut line = vm.console_line.lock();
+    match byte {
+        b'\n' => {
+            crate::console::guest_line(&vm.name, &line);
+            line.clear();
+        }
+        b'\r' => {}
+        _ if line.len() >= MAX_LINE => {
+            // An over-long line is cut into pieces, never dropped.
+            crate::console::guest_line(&vm.name, &line);
+            line.clear();
+            line.push(byte);
+        }
+        _ => line.push(byte),
+    }
+}
+
+/// PL011 registers as this transmit-only model shows them (PL011 TRM 3.2).
+fn console_read(offset: u64) -> u64 {
+    const ID: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
+    match offset {
+        0x18 => 0x90,            // UARTFR: TX FIFO empty, RX FIFO empty
+        0x30 => 0x301,           // UARTCR: enabled, TX and RX on
+        0xfe0..=0xffc => ID[((offset - 0xfe0) / 4) as usize] as u64,
+        _ => 0,
+    }
+}
+

@@ -1,0 +1,107 @@
+//! Physical interrupts: which VM owns each SPI (dom0's passed-through
+//! devices), and where each interrupt this CPU takes goes: the scheduler's
+//! kick SGI and slice timer, the GIC maintenance interrupt, or a VM's
+//! hardware-linked interrupt (its PPIs to the running vCPU, its SPIs to the
+//! VM they were given to).
+
+use core::sync::atomic::{AtomicU16, Ordering};
+
+use log::{trace, warn};
+
+use crate::arch::gic;
+use crate::sched;
+use crate::vm::{self, Vcpu, Vm, VmId};
+
+/// The INTID field of an interrupt acknowledge (GICC_IAR / ICC_IAR1_EL1).
+const IAR_INTID: u32 = 0x3ff;
+/// INTIDs from here on are special (1023: nothing pending).
+const FIRST_SPECIAL_INTID: u32 = 1020;
+
+/// Which VM each physical SPI was given to (`NO_OWNER`: none).
+static SPI_OWNER: [AtomicU16; 1024] = [const { AtomicU16::new(NO_OWNER) }; 1024];
+const NO_OWNER: u16 = u16::MAX;
+
+/// Gives physical SPI `intid` to `vm`.
+pub fn set_spi_owner(intid: u32, vm: VmId) {
+    if let Some(slot) = SPI_OWNER.get(intid as usize) {
+        slot.store(vm.0, Ordering::Relaxed);
+    }
+}
+
+/// The VM a physical SPI belongs to.
+pub fn spi_owner(intid: u32) -> Option<VmId> {
+    let owner = SPI_OWNER.get(intid as usize)?.load(Ordering::Relaxed);
+    (owner != NO_OWNER).then_some(VmId(owner))
+}
+
+/// Takes every pending physical interrupt. `current`: the VM and vCPU this
+/// CPU was running (None when idle).
+#[inline(never)]
+pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
+    loop {
+        let iar = gic::acknowledge();
+        let intid = iar & IAR_INTID;
+        if intid >= FIRST_SPECIAL_INTID {
+            return;
+        }
+        gic::priority_drop(iar);
+        trace!("physical interrupt {intid}");
+        if intid == gic::SGI_KICK || Some(intid) == crate::machine::maintenance_intid() {
+            gic::deactivate(iar);
+            if let Some((vm, vcpu)) = current {
+                if intid == gic::SGI_KICK {
+                    vcpu.needs_flush.store(true, Ordering::Release);
+                } else {
+                    // The maintenance interrupt is a level: it stays asserted
+                    // (and would be taken again at once) until the list
+                    // registers are read back, e.g. the guest EOI'd a
+                    // software level interrupt whose LR asks for EOI
+                    // maintenance. Fold them back and refill now.
+                    crate::interrupts::flush_interrupts(vm, vcpu);
+                }
+            }
+            if intid == gic::SGI_KICK {
+                sched::on_kick();
+            }
+            continue;
+        }
+        if sched::is_timer(intid) {
+            gic::deactivate(iar);
+            sched::on_timer();
+            continue;
+        }
+        // Hardware-linked: stays active until the owner's EOI deactivates
+        // it. PPIs belong to the running vCPU, SPIs to the VM they were
+        // given to.
+        let owner = if intid < 32 {
+            current.map(|(vm, vcpu)| (vm.id, vcpu.index))
+        } else {
+            spi_owner(intid).map(|id| (id, 0))
+        };
+        let delivered = match owner {
+            Some((id, index)) => match current.filter(|(vm, _)| vm.id == id) {
+                Some((vm, _)) => crate::interrupts::with_effects(vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
+                None => match vm::get(id) {
+                    Some(vm) => crate::interrupts::with_effects(&vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
+                    None => false,
+                },
+            },
+            None => false,
+        };
+        if !delivered {
+            warn!("physical interrupt {intid} has no owner; disabling it");
+            gic::set_enabled(intid, false);
+            gic::deactivate(iar);
+        } else if let Some((vm, vcpu)) = current {
+            if owner.map(|o| o.0) == Some(vm.id) {
+                vcpu.needs_flush.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Interrupts taken while this CPU idles.
+pub fn handle_irqs_idle() {
+    handle_irqs(None);
+}
+

@@ -1,0 +1,178 @@
+//! Run-state of the whole machine: whether it is stopping, how it stops
+//! (power off, reset, parked), and `hv.until_idle`, which ends the run once
+//! every guest has stopped and dom0 has gone quiet.
+
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use hv_abi::hypercall::{StopReason, VmState};
+use log::info;
+
+use crate::arch::{cpu, gic, psci};
+use crate::sched;
+use crate::vm::{self, VmId};
+
+/// `hv.until_idle`: power off once every guest has stopped.
+static UNTIL_IDLE: AtomicBool = AtomicBool::new(false);
+
+/// Sets `hv.until_idle` (boot).
+pub fn set_until_idle(on: bool) {
+    UNTIL_IDLE.store(on, Ordering::Relaxed);
+}
+
+/// A guest stopped: under `hv.until_idle`, once none is left the run ends
+/// (see [`idle_stop_check`]), saying whether every guest ended with SYSTEM_OFF.
+pub fn guest_stopped() {
+    if !UNTIL_IDLE.load(Ordering::Relaxed) {
+        return;
+    }
+    let guests: Vec<_> = vm::guest_ids().into_iter().filter_map(vm::get).collect();
+    // A guest that reset itself is not done: dom0 restarts it.
+    let done = |g: &vm::Vm| {
+        g.state() == VmState::Stopped && g.stop.lock().reason != StopReason::SystemReset
+    };
+    if guests.is_empty() || !guests.iter().all(|g| done(g)) {
+        return;
+    }
+    IDLE_STOP_DEADLINE.store(cpu::counter() + 2 * cpu::counter_frequency(), Ordering::Relaxed);
+    IDLE_STOP.store(true, Ordering::Release);
+}
+
+/// Every guest has stopped under `hv.until_idle`: the run ends once dom0 is
+/// quiet, so that it has printed what the guests said through the consoles
+/// it emulates.
+static IDLE_STOP: AtomicBool = AtomicBool::new(false);
+/// When dom0 was first seen quiet (0: not quiet).
+static QUIET_SINCE: AtomicU64 = AtomicU64::new(0);
+/// ... or at this counter value, if dom0 never goes quiet.
+static IDLE_STOP_DEADLINE: AtomicU64 = AtomicU64::new(0);
+
+/// From each CPU's idle loop: ends the run if [`guest_stopped`] asked for
+/// it and dom0 has been quiet (every vCPU waiting for an interrupt, no IO
+/// request unread) for 50 ms, or after 2 s. Returns whether an end is still
+/// pending (the caller then wakes up again soon to check).
+pub fn idle_stop_check() -> bool {
+    if !IDLE_STOP.load(Ordering::Acquire) {
+        return false;
+    }
+    let quiet = vm::get(VmId(0)).is_none_or(|d| {
+        d.vcpus.iter().all(|v| {
+            let s = v.sched.load(Ordering::Acquire);
+            s == sched::state::BLOCKED || s == sched::state::OFF
+        })
+    }) && !crate::ioreq::requests_pending();
+    // Quiet for a while: dom0's IO handler may have run on another vCPU
+    // than its shell, which prints the guests' output when its next poll
+    // (every 20 ms) comes round.
+    let now = cpu::counter();
+    let since = if quiet {
+        match QUIET_SINCE.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => now,
+            Err(t) => t,
+        }
+    } else {
+        QUIET_SINCE.store(0, Ordering::Release);
+        now
+    };
+    let settled = quiet && now - since >= cpu::counter_frequency() / 20;
+    if !settled && now < IDLE_STOP_DEADLINE.load(Ordering::Relaxed) {
+        return true;
+    }
+    if IDLE_STOP.swap(false, Ordering::AcqRel) {
+        finish_idle_stop();
+    }
+    false
+}
+
+fn finish_idle_stop() -> ! {
+    let guests: Vec<_> = vm::guest_ids().into_iter().filter_map(vm::get).collect();
+    let clean = guests.iter().all(|g| g.stop.lock().reason == StopReason::SystemOff);
+    crate::console::wait_for_dom0_console(cpu::counter_frequency() / 2);
+    stop_other_cpus();
+    crate::console::flush_unread_guest_output();
+    crate::console::force_uart();
+    info!(
+        "all {} guest(s) stopped ({}): nothing left to run (hv.until_idle): stopping",
+        guests.len(),
+        if clean { "all with SYSTEM_OFF" } else { "not all with SYSTEM_OFF" }
+    );
+    for g in &guests {
+        let stop = *g.stop.lock();
+        let ticks: u64 = g.vcpus.iter().map(|v| v.run_ticks.load(Ordering::Relaxed)).sum();
+        let ms = ticks * 1000 / cpu::counter_frequency().max(1);
+        crate::console::print_line(
+            "INFO",
+            format_args!(
+                "*** guest {} (VM {}): {:?} (syndrome {:#x}, PC {:#x}), CPU time {} ms",
+                g.name, g.id.0, stop.reason, stop.syndrome, stop.address, ms
+            ),
+        );
+    }
+    log::logger().flush();
+    if clean {
+        crate::console::print_line("INFO", format_args!("*** all guests ended with SYSTEM_OFF"));
+    } else {
+        crate::console::print_line("WARN", format_args!("*** some guests did not end with SYSTEM_OFF"));
+    }
+    stop_system()
+}
+
+/// Resets the machine through PSCI, or stops it if there is no PSCI.
+pub fn reset() -> ! {
+    log::logger().flush();
+    if psci::available() {
+        let _ = psci::system_reset();
+    }
+    stop_system()
+}
+
+/// Where every CPU waits once it has nothing to do.
+pub fn idle() -> ! {
+    loop {
+        cpu::wait_for_event();
+        if crate::machine::stopping() {
+            cpu::park()
+        }
+    }
+}
+
+pub fn power_off() -> ! {
+    log::logger().flush();
+    stop_system()
+}
+
+
+/// Makes every other CPU stop running vCPUs and park (they are kicked out
+/// of whatever VM they run), so the calling CPU has the console to itself.
+pub fn stop_other_cpus() {
+    crate::machine::set_stopping();
+    cpu::send_event();
+    let me = cpu::index();
+    for other in (0..crate::machine::online_cpus()).filter(|&c| c != me) {
+        gic::send_sgi(gic::SGI_KICK, other);
+    }
+    let until = cpu::counter() + cpu::counter_frequency() / 50;
+    while cpu::counter() < until {
+        core::hint::spin_loop();
+    }
+}
+
+/// Stops all CPUs and ends the machine: PSCI `SYSTEM_OFF` if available,
+/// otherwise this CPU parks too.
+pub fn stop_system() -> ! {
+    crate::machine::set_stopping();
+    cpu::send_event();
+    // Give other CPUs a moment to notice before the power goes.
+    let until = cpu::counter() + cpu::counter_frequency() / 100;
+    while cpu::counter() < until {
+        core::hint::spin_loop();
+    }
+    if psci::available() {
+        let _ = writeln!(crate::console::panic_console(), "*** system stopped: powering off");
+        let _ = psci::system_off();
+    }
+    let _ = writeln!(crate::console::panic_console(), "*** system stopped: no PSCI, parking all CPUs");
+    cpu::park()
+}
+

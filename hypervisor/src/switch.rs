@@ -1,0 +1,102 @@
+//! Switching vCPUs on a physical CPU: what the CPU does at the end of a
+//! trap (back to the vCPU, or save it and enter another), and its loop
+//! when nothing is runnable (wait for an interrupt, handle it, look again).
+//! The decisions are the scheduler's (`sched`); this module carries them
+//! out.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::arch::timer;
+use crate::arch::{cpu, el2, gic, vcpu as arch_vcpu, TrapFrame};
+use crate::interrupts;
+use crate::sched::{self, Next};
+use crate::vm::{Vcpu, Vm};
+
+/// Top of each CPU's EL2 stack (where trap frames go).
+static STACK_TOP: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
+
+/// Records where CPU `pcpu`'s EL2 stack ends (boot).
+pub fn set_stack_top(pcpu: usize, top: usize) {
+    STACK_TOP[pcpu].store(top, Ordering::Relaxed);
+}
+
+/// At the end of every trap, what its handler decided: back to the vCPU
+/// (with its list registers refilled if the vGIC has news for it), or to
+/// another one.
+#[inline(always)]
+pub fn finish_trap(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, next: Next) {
+    match next {
+        Next::Resume => {
+            if vcpu.needs_flush.load(Ordering::Acquire) {
+                interrupts::flush_interrupts(vm, vcpu);
+            }
+            maybe_switch(vm, frame)
+        }
+        Next::Yield => schedule(frame, true),
+        Next::Leave => schedule(frame, false),
+    }
+}
+
+/// Switches away if asked to, or if the VM may not run any more (paused,
+/// stopped, destroyed). Cheap when nothing is due.
+#[inline]
+pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
+    if sched::resched_requested() || !vm.runnable() {
+        schedule(frame, true)
+    }
+}
+
+
+/// Saves the running vCPU (whose registers are `frame`) and runs the next
+/// one, or idles. `requeue`: the current vCPU is still runnable.
+pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
+    sched::switch_out(requeue, |vcpu| save(vcpu, frame));
+    run_next()
+}
+
+/// Picks the next runnable vCPU of this CPU and enters it; idles (WFI at
+/// EL2, handling interrupts) while there is none.
+pub fn run_next() -> ! {
+    loop {
+        if crate::machine::stopping() {
+            cpu::park()
+        }
+        if let Some((vm, vcpu)) = sched::switch_in_next() {
+            enter(vm, vcpu)
+        }
+        if crate::runstate::idle_stop_check() {
+            // The run ends once dom0 is quiet: look again in a millisecond.
+            timer::set_hyp_deadline(Some(cpu::counter() + cpu::counter_frequency() / 1000));
+        }
+        cpu::wait_for_interrupt();
+        crate::irq::handle_irqs_idle();
+    }
+}
+
+/// Saves the running vCPU's state: its registers and the architectural
+/// rest (EL1 state, its share of the GIC CPU interface).
+fn save(vcpu: &Vcpu, frame: &TrapFrame) {
+    // SAFETY: the vCPU was running on this CPU until now.
+    let ctx = unsafe { vcpu.context_mut() };
+    ctx.regs = *frame;
+    ctx.arch.save();
+}
+
+/// Loads `vcpu`'s state and enters it.
+fn enter(vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
+    el2::configure_vm_traps();
+    el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
+    for &ppi in &vm.hw_ppis {
+        gic::set_enabled(ppi, true);
+    }
+    // SAFETY: this is the vCPU's CPU and it is not running yet.
+    let ctx = unsafe { vcpu.context_mut() };
+    ctx.arch.load();
+    crate::ioreq::finish(vcpu, &mut ctx.regs);
+    // The list registers are as the vCPU left them; the vGIC only needs a
+    // look if something was injected meanwhile.
+    if vcpu.needs_flush.load(Ordering::Acquire) {
+        interrupts::flush_interrupts(vm, vcpu);
+    }
+    arch_vcpu::enter(&ctx.regs, STACK_TOP[cpu::index()].load(Ordering::Relaxed))
+}
