@@ -3,7 +3,8 @@
 //! Layers, bottom up (docs/architecture.md draws them):
 //! - leaves, arch-neutral and pure: `mm` (page tables, address ranges, the
 //!   page allocator), `vgic` (the virtual GIC as a state machine returning
-//!   effects), `esr` (syndrome decoding), `schedpolicy`, `bootargs`,
+//!   effects), `esr` (syndrome decoding, from the shared `hv-arm`),
+//!   `schedpolicy`, `sysreg_policy`, `bootargs`,
 //!   `logring`, `sync`, and `addr`/`platform` from the shared `hv-devtree`;
 //! - `arch`: the only code that touches registers and assembly, behind one
 //!   interface (`arch::aarch64` on the target, `arch::fake` in host tests);

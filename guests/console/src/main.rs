@@ -333,10 +333,10 @@ mod guest {
             let pattern: String = (0..57).map(|i| char::from(b'a' + ((n + i) % 26) as u8)).collect();
             let line = format!("FLOOD {n:06} {pattern}\r\n");
             for &b in line.as_bytes() {
-                if rd(FR) & FR_TXFF != 0 {
+                if rd(FR) & fr::TXFF != 0 {
                     waits += 1;
                     let start = cpu::counter();
-                    while rd(FR) & FR_TXFF != 0 {
+                    while rd(FR) & fr::TXFF != 0 {
                         if cpu::elapsed_us(start) > 5_000_000 {
                             stuck = Some(n);
                             break 'lines;
