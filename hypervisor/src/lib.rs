@@ -4,7 +4,8 @@
 //! - leaves, arch-neutral and pure: `mm` (page tables, address ranges, the
 //!   page allocator), `vgic` (the virtual GIC as a state machine returning
 //!   effects), `esr` (syndrome decoding), `schedpolicy`, `bootargs`,
-//!   `logring`, `sync`, and `addr`/`platform` from the shared `hv-devtree`;
+//!   `logring`, `sync`, `s1walk` (the guest's stage-1 walk, for fault
+//!   levels), `ratelimit`, and `addr`/`platform` from the shared `hv-devtree`;
 //! - `arch`: the only code that touches registers and assembly, behind one
 //!   interface (`arch::aarch64` on the target, `arch::fake` in host tests);
 //! - the mechanism, arch-neutral and host-tested against the fake arch:
@@ -30,6 +31,8 @@ pub mod bootargs;
 pub mod esr;
 pub mod logring;
 pub mod mm;
+pub mod ratelimit;
+pub mod s1walk;
 pub mod schedpolicy;
 pub mod sync;
 pub mod vgic;
@@ -40,6 +43,7 @@ pub mod drivers;
 mod dom0;
 mod domctl;
 mod emulate;
+mod fault;
 mod hypercall;
 mod interrupts;
 mod ioreq;

@@ -33,8 +33,10 @@ pub enum Event {
     Deactivate { intid: u32 },
     /// An UNDEF was injected into the running vCPU.
     InjectUndefined { elr: u64 },
-    /// A synchronous external abort was injected.
-    InjectAbort { instruction: bool, far: u64 },
+    /// A synchronous abort with syndrome `esr` (ESR_EL1) was injected.
+    InjectAbort { esr: u64, far: u64 },
+    /// A virtual SError with ESR ISS `syndrome` was made pending.
+    InjectSError { syndrome: u64 },
     /// Stage 2 was pointed at VMID `vmid`.
     Stage2 { vmid: u16 },
     /// All TLB entries of the loaded VMID were invalidated.
@@ -61,6 +63,7 @@ pub fn reset() {
     cpu::set_index(0);
     el2::set_fault_ipa(0);
     timer::set_vtimer_deadline(None);
+    vcpu::set_loaded_stage1(crate::s1walk::Stage1Regs::default());
 }
 
 /// Unwind payload: the core entered a guest with these registers.
@@ -286,13 +289,31 @@ pub mod inject {
         record(Event::InjectUndefined { elr: frame.elr });
     }
 
-    pub fn abort(_frame: &mut TrapFrame, instruction: bool, far: u64) {
-        record(Event::InjectAbort { instruction, far });
+    pub fn abort(_frame: &mut TrapFrame, esr: u64, far: u64) {
+        record(Event::InjectAbort { esr, far });
+    }
+
+    pub fn serror(syndrome: u64) {
+        record(Event::InjectSError { syndrome });
     }
 }
 
 pub mod vcpu {
+    use std::sync::Mutex;
+
     use super::TrapFrame;
+    use crate::s1walk::Stage1Regs;
+
+    static STAGE1: Mutex<Stage1Regs> = Mutex::new(Stage1Regs { ttbr0: 0, ttbr1: 0, tcr: 0 });
+
+    /// What the loaded vCPU's TTBR0/1_EL1 and TCR_EL1 hold.
+    pub fn set_loaded_stage1(regs: Stage1Regs) {
+        *STAGE1.lock().unwrap_or_else(|e| e.into_inner()) = regs;
+    }
+
+    pub fn loaded_stage1() -> Stage1Regs {
+        *STAGE1.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 
