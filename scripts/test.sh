@@ -185,7 +185,7 @@ guest_tests() {
     local common=("!: FAIL" "!*** hypervisor panic" "!*** unexpected exception")
     # The functional guests side by side, on 4 physical CPUs (virt GICv3).
     boot_test guests-virt-gicv3-smp4 0 "${common[@]}" \
-        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
+        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 3 passed, 0 failed" "TEST timer: pending-state: PASS" "TEST timer: disabled-raises-nothing: PASS" \
         "GUEST ipi: DONE" "GUEST hvcall: DONE" "GUEST isolation: DONE" "GUEST pattern: DONE 2 passed, 0 failed" \
         "TEST isolation: fetch-hole: PASS" "TEST isolation: walk-hole-load: PASS" "TEST isolation: walk-hole-fetch: PASS" \
         "GUEST idle: DONE 1 passed, 0 failed" "GUEST mmio: DONE 7 passed, 0 failed" "TEST mmio: load-pair: PASS" "all with SYSTEM_OFF" \
@@ -201,7 +201,7 @@ guest_tests() {
         --vm "kernel=$G/idle.img,cmdline=idle.seconds=2,memory=16M"
     # Everything on one physical CPU with dom0 (virt GICv2).
     boot_test guests-virt-gicv2-smp1 0 "${common[@]}" \
-        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
+        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 3 passed, 0 failed" "TEST timer: pending-state: PASS" "TEST timer: disabled-raises-nothing: PASS" \
         "GUEST ipi: DONE" "GUEST hvcall: DONE" "GUEST isolation: DONE" "GUEST mmio: DONE 7 passed, 0 failed" "TEST mmio: load-pair: PASS" "all with SYSTEM_OFF" \
         "TEST isolation: fetch-hole: PASS" "TEST isolation: walk-hole-load: PASS" "TEST isolation: walk-hole-fetch: PASS" \
         -- --machine virt --gic 2 --smp 1 --until-idle --timeout 150 \
@@ -227,7 +227,7 @@ guest_tests() {
         --vm "kernel=$raw,name=rawplatform,cmdline=expect.memory=16M expect.vcpus=1,memory=16M"
     # The Raspberry Pi 4 (GIC-400, spin-table CPUs underneath).
     boot_test guests-raspi4b 0 "${common[@]}" \
-        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 1 passed, 0 failed" \
+        "GUEST platform: DONE 10 passed, 0 failed" "GUEST psci: DONE" "GUEST timer: DONE 3 passed, 0 failed" "TEST timer: pending-state: PASS" "TEST timer: disabled-raises-nothing: PASS" \
         "GUEST ipi: DONE" "GUEST isolation: DONE" "GUEST mmio: DONE 7 passed, 0 failed" "TEST mmio: load-pair: PASS" "all with SYSTEM_OFF" \
         "TEST isolation: fetch-hole: PASS" "TEST isolation: walk-hole-load: PASS" "TEST isolation: walk-hole-fetch: PASS" \
         -- --machine raspi4b --until-idle --timeout 150 \

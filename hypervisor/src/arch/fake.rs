@@ -63,6 +63,7 @@ pub fn reset() {
     cpu::set_index(0);
     el2::set_fault_ipa(0);
     timer::set_vtimer_deadline(None);
+    timer::set_vtimer_line(false);
     vcpu::set_loaded_stage1(crate::s1walk::Stage1Regs::default());
 }
 
@@ -279,6 +280,17 @@ pub mod timer {
 
     pub fn vtimer_deadline() -> Option<u64> {
         *VTIMER.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    static LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// What the loaded vCPU's virtual-timer output line is.
+    pub fn set_vtimer_line(level: bool) {
+        LINE.store(level, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn vtimer_line() -> bool {
+        LINE.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

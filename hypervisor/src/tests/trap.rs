@@ -206,3 +206,19 @@ fn system_register_trap_to_an_unknown_register_gets_undef() {
     assert_eq!(trap(&g, 0, &mut frame, GuestException::Sync), Next::Resume);
     assert_eq!(fake::take_events(), [Event::InjectUndefined { elr: 0x4000_0400 }]);
 }
+
+#[test]
+fn a_guest_reading_its_private_pending_bits_sees_its_timer_line_as_it_is_now() {
+    let (_m, g) = guest_machine();
+    let ispendr0 = guest::GICR_BASE + 0x1_0200; // vCPU 0's SGI frame
+    let read = |g: &alloc::sync::Arc<crate::vm::Vm>| {
+        fake::el2::set_fault_ipa(ispendr0);
+        let mut frame = TrapFrame { esr: data_abort_esr(4, 2, false), far: 0x200, elr: 0x4000_0100, spsr: SPSR_EL1H, ..TrapFrame::default() };
+        assert_eq!(trap(g, 0, &mut frame, GuestException::Sync), Next::Resume);
+        frame.x[2]
+    };
+    fake::timer::set_vtimer_line(true);
+    assert_eq!(read(&g) & (1 << 27), 1 << 27, "enabled, condition met, not masked: pending");
+    fake::timer::set_vtimer_line(false);
+    assert_eq!(read(&g) & (1 << 27), 0, "disabled or masked: not pending");
+}

@@ -217,6 +217,16 @@ pub fn set_handler(intid: u32, handler: Handler) {
     }
 }
 
+/// This vCPU's SGI and PPI pending bits: GICR_ISPENDR0 of its own
+/// redistributor (v3) or the banked GICD_ISPENDR0 (v2).
+pub fn private_pending() -> u32 {
+    let s = state();
+    match s.version {
+        GicVersion::V3 => read32(REDIST[cpu::index()].load(Ordering::SeqCst) + GICR_SGI + 0x200),
+        GicVersion::V2 => read32(s.gicd + 0x200),
+    }
+}
+
 /// Enables SGI/PPI `intid` on this vCPU.
 pub fn enable(intid: u32) {
     let s = state();
