@@ -353,6 +353,14 @@ impl SysRegAccess {
     pub const fn policy(self) -> SysRegPolicy {
         let Self { op0, op1, crn, crm, op2, .. } = self;
         match (op0, op1, crn, crm, op2) {
+            // The ID group 3 space (HCR_EL2.TID3): sanitised (`idregs`).
+            (3, 0, 0, 1..=7, _) => match crate::idregs::IdReg::decode(crm, op2) {
+                Some(reg) => SysRegPolicy::IdRegister(reg),
+                None => SysRegPolicy::Undefined,
+            },
+            // RAS error records (HCR_EL2.TERR): ERRIDR_EL1 reads 0, so
+            // there are none; ERRSELR_EL1, ERX*_EL1 RAZ/WI.
+            (3, 0, 5, 3..=5, _) => SysRegPolicy::ReadsAsZeroWritesIgnored,
             // ICC_SGI1R_EL1: virtual SGIs through the vGIC.
             (3, 0, 12, 11, 5) => SysRegPolicy::GicSgi1r,
             // ICC_ASGI1R_EL1, ICC_SGI0R_EL1: group 0 / other-security SGIs
@@ -376,6 +384,8 @@ impl SysRegAccess {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SysRegPolicy {
     GicSgi1r,
+    /// An ID register: reads give the guest's view; writes are UNDEFINED.
+    IdRegister(crate::idregs::IdReg),
     ReadsAsZeroWritesIgnored,
     /// Inject UNDEF: implementation-defined or unknown registers.
     Undefined,
@@ -454,6 +464,11 @@ mod tests {
         // PMCR_EL0 and CNTP_CTL_EL0.
         assert_eq!(SysRegAccess::decode(sysreg(3, 3, 9, 12, 0, 0, true)).policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
         assert_eq!(SysRegAccess::decode(sysreg(3, 3, 14, 2, 1, 0, false)).policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
+        // ID_AA64PFR0_EL1 and an AArch32 ID register: sanitised.
+        assert_eq!(SysRegAccess::decode(sysreg(3, 0, 0, 4, 0, 1, true)).policy(), SysRegPolicy::IdRegister(crate::idregs::IdReg::Pfr0));
+        assert_eq!(SysRegAccess::decode(sysreg(3, 0, 0, 2, 3, 1, true)).policy(), SysRegPolicy::IdRegister(crate::idregs::IdReg::Zero));
+        // ERRIDR_EL1: no error records.
+        assert_eq!(SysRegAccess::decode(sysreg(3, 0, 5, 3, 0, 1, true)).policy(), SysRegPolicy::ReadsAsZeroWritesIgnored);
         // An implementation-defined register (CRn 15) is UNDEF.
         assert_eq!(SysRegAccess::decode(sysreg(3, 1, 15, 2, 0, 0, true)).policy(), SysRegPolicy::Undefined);
     }

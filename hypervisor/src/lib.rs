@@ -5,7 +5,7 @@
 //!   page allocator), `vgic` (the virtual GIC as a state machine returning
 //!   effects), `esr` (syndrome decoding), `schedpolicy`, `bootargs`,
 //!   `logring`, `sync`, `s1walk` (the guest's stage-1 walk, for fault
-//!   levels), `ratelimit`, and `addr`/`platform` from the shared `hv-devtree`;
+//!   levels), `ratelimit`, `idregs` (the CPU features guests see), and `addr`/`platform` from the shared `hv-devtree`;
 //! - `arch`: the only code that touches registers and assembly, behind one
 //!   interface (`arch::aarch64` on the target, `arch::fake` in host tests);
 //! - the mechanism, arch-neutral and host-tested against the fake arch:
@@ -29,6 +29,7 @@ extern crate alloc;
 pub use hv_devtree::{addr, platform};
 pub mod bootargs;
 pub mod esr;
+pub mod idregs;
 pub mod logring;
 pub mod mm;
 pub mod ratelimit;

@@ -131,6 +131,17 @@ pub mod cpu {
         }
     }
 
+    static ID_REGS: std::sync::Mutex<std::collections::BTreeMap<(u8, u8), u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+    /// What the CPU's ID register at (CRm, op2) holds (0 unless set).
+    pub fn set_id_register(crm: u8, op2: u8, value: u64) {
+        ID_REGS.lock().unwrap_or_else(|e| e.into_inner()).insert((crm, op2), value);
+    }
+
+    pub fn read_id_register(crm: u8, op2: u8) -> u64 {
+        ID_REGS.lock().unwrap_or_else(|e| e.into_inner()).get(&(crm, op2)).copied().unwrap_or(0)
+    }
+
     pub fn wait_for_event() {}
 
     pub fn send_event() {}

@@ -222,3 +222,34 @@ fn a_guest_reading_its_private_pending_bits_sees_its_timer_line_as_it_is_now() {
     fake::timer::set_vtimer_line(false);
     assert_eq!(read(&g) & (1 << 27), 0, "disabled or masked: not pending");
 }
+
+#[test]
+fn id_registers_show_only_what_the_hypervisor_supports() {
+    let (_m, g) = guest_machine();
+    // The CPU: EL0-EL2 with AArch32, SVE, AMU; ISAR1 with PAuth (APA 5, GPA 1) and LS64.
+    fake::cpu::set_id_register(4, 0, 0x0000_1001_0011_2222);
+    fake::cpu::set_id_register(6, 1, (5 << 4) | (1 << 24) | (1 << 60));
+    // MRS x3, ID_AA64PFR0_EL1: Op0 3, Op1 0, CRn 0, CRm 4, Op2 0.
+    let mrs = |crm: u64, op2: u64| (3 << 20) | (op2 << 17) | (crm << 1) | (3 << 5) | 1;
+    let mut frame = TrapFrame { esr: esr(ec::SYSREG, mrs(4, 0)), elr: 0x4000_0400, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut frame, GuestException::Sync), Next::Resume);
+    assert_eq!(frame.elr, 0x4000_0404);
+    // EL0/EL1 AArch64 only, no EL2, EL3 AArch64, FP/AdvSIMD kept, GICv3
+    // system registers, no SVE, no AMU.
+    assert_eq!(frame.x[3], 0x0000_0000_0111_1011);
+    let mut isar1 = TrapFrame { esr: esr(ec::SYSREG, mrs(6, 1)), elr: 0x4000_0500, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut isar1, GuestException::Sync), Next::Resume);
+    assert_eq!(isar1.x[3], (5 << 4) | (1 << 24), "PAuth shown (keys switched), LS64 hidden");
+    // ID_AA64ZFR0_EL1 (CRm 4, Op2 4) reads as zero; an MSR to an ID register is UNDEF.
+    fake::cpu::set_id_register(4, 4, u64::MAX);
+    let mut zfr0 = TrapFrame { esr: esr(ec::SYSREG, mrs(4, 4)), elr: 0x4000_0600, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    zfr0.x[3] = 0x55;
+    assert_eq!(trap(&g, 0, &mut zfr0, GuestException::Sync), Next::Resume);
+    assert_eq!(zfr0.x[3], 0);
+    let mut msr = TrapFrame { esr: esr(ec::SYSREG, mrs(4, 0) & !1), elr: 0x4000_0700, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut msr, GuestException::Sync), Next::Resume);
+    assert_eq!(fake::take_events(), [Event::InjectUndefined { elr: 0x4000_0700 }]);
+    fake::cpu::set_id_register(4, 0, 0);
+    fake::cpu::set_id_register(6, 1, 0);
+    fake::cpu::set_id_register(4, 4, 0);
+}
