@@ -237,6 +237,18 @@ guest_tests() {
         --vm "kernel=$G/timer.img,cmdline=timer.hz=1000 timer.ms=500,memory=16M" \
         --vm "kernel=$G/ipi.img,cmdline=ipi.count=100,vcpus=3,memory=16M" \
         --vm "kernel=$G/isolation.img,memory=16M"
+    # Pointer-authentication keys are per vCPU: two VMs pinned to one CPU
+    # of a -cpu max machine set different keys and check for 2 s that they
+    # keep theirs (and were descheduled meanwhile); GICv3 and GICv2.
+    local pgic
+    for pgic in 3 2; do
+        boot_test guests-pauth-gicv$pgic 0 "${common[@]}" "all with SYSTEM_OFF" \
+            "pauthA: TEST pauth: keys-kept: PASS" "pauthB: TEST pauth: keys-kept: PASS" \
+            "pauthA: GUEST pauth: DONE 2 passed, 0 failed" "pauthB: GUEST pauth: DONE 2 passed, 0 failed" \
+            -- --machine virt --gic "$pgic" --smp 2 --cpu max --until-idle --timeout 120 \
+            --vm "kernel=$G/pauth.img,name=pauthA,cmdline=pauth.seed=1,memory=16M,pin=1" \
+            --vm "kernel=$G/pauth.img,name=pauthB,cmdline=pauth.seed=2,memory=16M,pin=1"
+    done
     # Dom0's shell: crash reporting, pause/unpause/destroy, 100 cycles.
     if [ -z "$filter" ] || [[ vm-control == *"$filter"* ]]; then
         local out
