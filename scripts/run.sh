@@ -18,6 +18,7 @@ With no arguments at all: the demo (--demo) on QEMU virt, GICv3, 4 CPUs.
   --machine virt|raspi4b  QEMU machine (default virt)
   --gic 2|3               GIC version on virt (default 3)
   --smp N                 CPUs (default 4; raspi4b always has 4)
+  --cpu MODEL             QEMU CPU model on virt (default cortex-a72), e.g. max, neoverse-n1
   --memory SIZE           RAM, e.g. 1G or 512M (default 1G; raspi4b always has 2G)
   --append ARGS           hypervisor command line, e.g. "loglevel=debug"
   --until-idle            stop the machine once nothing is left to run
@@ -41,7 +42,7 @@ its usual Ctrl-a, which dom0's console multiplexer uses).
 USAGE
 }
 
-machine=virt gic=3 smp=4 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1 disk="" sdcard=""
+machine=virt gic=3 smp=4 cpu=cortex-a72 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1 disk="" sdcard=""
 vms=() demo=0
 [ $# -eq 0 ] && demo=1
 while [ $# -gt 0 ]; do
@@ -50,6 +51,7 @@ while [ $# -gt 0 ]; do
         --machine) machine=${2:?}; shift 2 ;;
         --gic) gic=${2:?}; shift 2 ;;
         --smp) smp=${2:?}; shift 2 ;;
+        --cpu) cpu=${2:?}; shift 2 ;;
         --memory) memory=${2:?}; shift 2 ;;
         --append) append=${2?}; shift 2 ;;
         --until-idle) until_idle=1; shift ;;
@@ -139,11 +141,12 @@ qemu=(qemu-system-aarch64 -display none -monitor none
 [ "$dom0" = 1 ] && qemu+=(-initrd "$bundle")
 case "$machine" in
     virt)
-        qemu+=(-machine "virt,virtualization=on,gic-version=$gic" -cpu cortex-a72
+        qemu+=(-machine "virt,virtualization=on,gic-version=$gic" -cpu "$cpu"
                -smp "$smp" -m "$memory" -serial chardev:con)
         ;;
     raspi4b)
         [ "$smp" = 4 ] || note "raspi4b always has 4 CPUs; ignoring --smp $smp"
+        [ "$cpu" = cortex-a72 ] || note "raspi4b always has Cortex-A72s; ignoring --cpu $cpu"
         [ "$memory" = 1G ] || note "raspi4b always has 2G of RAM; ignoring --memory $memory"
         dtb=$(pi4_dtb); [ -n "$sdcard" ] && dtb=$cardfiles/bcm2711-rpi-4-b.dtb
         qemu+=(-machine raspi4b -dtb "$dtb" -serial chardev:con -serial chardev:con)

@@ -20,7 +20,8 @@ pub const HVC_IMMEDIATE: u16 = 0;
 pub const VERSION_MAJOR: u16 = 1;
 /// 1.1: `VmCopy`, `IrqLine`, `IoMap` flags (x4), posted writes and the
 /// `WAITING_ELSEWHERE` request flag, the rings' `polling` words.
-/// 1.2: `GuestMap`, `GuestUnmap`.
+/// 1.2: `GuestMap`, `GuestUnmap`, `VmConfigure` (the per-VM fault policy),
+/// `VmInfo::log_dropped`.
 pub const VERSION_MINOR: u16 = 2;
 
 pub const fn version() -> u64 {
@@ -44,7 +45,10 @@ pub enum Function {
     /// buffer must lie in the caller's RAM.
     LogRead = BASE + 1,
     /// Write to the hypervisor's log (any VM; tagged with the VM).
-    /// `(x1 = buffer IPA, x2 = length ≤ 256)` → `x0 = 0`.
+    /// `(x1 = buffer IPA, x2 = length ≤ 256)` → `x0 = 0`. Rate-limited per
+    /// VM ([`LOG_WRITE_BURST`] lines, then [`LOG_WRITE_PER_SECOND`] a
+    /// second); a line over the limit is dropped, counted in
+    /// [`VmInfo::log_dropped`], and the call returns `Busy`.
     LogWrite = BASE + 2,
     /// Create a VM (dom0 only): `(x1 = vCPUs 1..=8, x2 = memory bytes
     /// (multiple of 2 MiB, at least 2 MiB), x3 = name IPA, x4 = name length
@@ -119,6 +123,57 @@ pub enum Function {
     /// Remove a window `GuestMap` made (dom0 only): `(x1 = VM id, x2 = dom0
     /// IPA the window starts at)`; `InvalidParameter` if there is none.
     GuestUnmap = BASE + 19,
+    /// Set one of a guest's options (dom0 only; VM `Created`): `(x1 = VM
+    /// id, x2 =` [`VmOption`]`, x3 = value)`.
+    VmConfigure = BASE + 20,
+}
+
+/// Lines a VM may write with `LogWrite` at once before the rate limit.
+pub const LOG_WRITE_BURST: u32 = 32;
+/// Lines a VM may write with `LogWrite` per second, sustained.
+pub const LOG_WRITE_PER_SECOND: u32 = 16;
+
+/// `VmConfigure`'s options (x2), each with its values (x3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum VmOption {
+    /// What happens when the guest touches an IPA with nothing behind it
+    /// (a load, a store, an instruction fetch, or its own MMU's table
+    /// walk): a [`FaultPolicy`].
+    OnFault = 0,
+}
+
+impl VmOption {
+    pub const fn from_u64(v: u64) -> Option<Self> {
+        match v {
+            0 => Some(Self::OnFault),
+            _ => None,
+        }
+    }
+}
+
+/// `VmOption::OnFault`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum FaultPolicy {
+    /// The architecture's answer (the default): the guest takes a
+    /// synchronous external abort (a data or prefetch abort; on its table
+    /// walk, the walk's fault status with the lookup level) and runs on.
+    Abort = 0,
+    /// The VM is stopped instead (`StopReason::Crashed`, with the syndrome
+    /// and PC): for guests whose owner would rather have them dead than
+    /// running on after such a fault.
+    Stop = 1,
+}
+
+impl FaultPolicy {
+    pub const fn from_u64(v: u64) -> Option<Self> {
+        match v {
+            0 => Some(Self::Abort),
+            1 => Some(Self::Stop),
+            _ => None,
+        }
+    }
 }
 
 /// Most bytes one `VmCopy` moves.
@@ -171,7 +226,7 @@ pub const IO_EVENT_INTID: u32 = 31;
 
 impl Function {
     /// Every function, in ID order.
-    pub const ALL: [Function; 20] = [
+    pub const ALL: [Function; 21] = [
         Function::Version,
         Function::LogRead,
         Function::LogWrite,
@@ -192,6 +247,7 @@ impl Function {
         Function::IrqLine,
         Function::GuestMap,
         Function::GuestUnmap,
+        Function::VmConfigure,
     ];
     pub const fn from_id(id: u32) -> Option<Self> {
         Some(match id {
@@ -215,6 +271,7 @@ impl Function {
             x if x == Self::IrqLine as u32 => Self::IrqLine,
             x if x == Self::GuestMap as u32 => Self::GuestMap,
             x if x == Self::GuestUnmap as u32 => Self::GuestUnmap,
+            x if x == Self::VmConfigure as u32 => Self::VmConfigure,
             _ => return None,
         })
     }
@@ -323,8 +380,10 @@ pub enum StopReason {
     SystemOff = 1,
     /// PSCI `SYSTEM_RESET`.
     SystemReset = 2,
-    /// An exception the VM could not take (e.g. no vectors): `stop_syndrome`
-    /// holds the ESR, `stop_address` the PC.
+    /// A fault its `FaultPolicy::Stop` stops it for (an access, fetch or
+    /// table walk into an IPA with nothing behind it; for dom0, which has no
+    /// such policy, nothing stops it): `stop_syndrome` holds the ESR,
+    /// `stop_address` the PC.
     Crashed = 3,
 }
 
@@ -363,9 +422,11 @@ pub struct VmInfo {
     pub name_len: u32,
     pub weight: u32,
     pub name: [u8; 32],
+    /// `LogWrite` lines dropped by the rate limit.
+    pub log_dropped: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<VmInfo>() == 6 * 8 + 8 * 8 + 8 + 32);
+const _: () = assert!(core::mem::size_of::<VmInfo>() == 6 * 8 + 8 * 8 + 8 + 32 + 8);
 
 impl VmInfo {
     pub const fn zeroed() -> Self {
@@ -382,6 +443,7 @@ impl VmInfo {
             name_len: 0,
             weight: 0,
             name: [0; 32],
+            log_dropped: 0,
         }
     }
 
@@ -412,6 +474,7 @@ impl VmInfo {
         put(&self.name_len.to_le_bytes());
         put(&self.weight.to_le_bytes());
         put(&self.name);
+        put(&self.log_dropped.to_le_bytes());
         out
     }
 
@@ -443,7 +506,8 @@ impl VmInfo {
         let weight = u32_(take(4))?;
         let mut name = [0u8; 32];
         name.copy_from_slice(take(32)?);
-        Some(VmInfo { id, state, vcpus, stop_reason, memory, stop_syndrome, stop_address, cpu_time_ns, exits, name_len, weight, name })
+        let log_dropped = u64_(take(8))?;
+        Some(VmInfo { id, state, vcpus, stop_reason, memory, stop_syndrome, stop_address, cpu_time_ns, exits, name_len, weight, name, log_dropped })
     }
 }
 
@@ -516,6 +580,7 @@ mod tests {
         info.exits = [1, 2, 3, 4, 5, 6, 7, 8];
         info.name[..4].copy_from_slice(b"test");
         info.name_len = 4;
+        info.log_dropped = 9;
         let bytes = info.to_bytes();
         assert_eq!(VmInfo::from_bytes(&bytes), Some(info));
         assert_eq!(VmInfo::from_bytes(&bytes[..bytes.len() - 1]), None);

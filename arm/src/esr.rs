@@ -300,6 +300,53 @@ pub const fn is_translation_fault(esr: u64) -> bool {
     matches!(esr & 0x3f, 0x04..=0x07)
 }
 
+/// ISS.S1PTW (bit 7) of a stage-2 abort: the fault was on the guest's own
+/// stage-1 translation table walk, not on the access itself.
+pub const ISS_S1PTW: u64 = 1 << 7;
+/// ISS.CM (bit 8) of a data abort: a cache maintenance instruction faulted.
+const ISS_CM: u64 = 1 << 8;
+/// ISS.WnR (bit 6) of a data abort.
+const ISS_WNR: u64 = 1 << 6;
+/// ESR.IL: a 32-bit instruction.
+const IL: u64 = 1 << 25;
+/// Fault status "synchronous external abort, not on a translation table
+/// walk" (DFSC/IFSC 0b010000).
+pub const FSC_EXTERNAL: u64 = 0x10;
+/// Fault status "synchronous external abort on translation table walk,
+/// level LL" (0b0101LL).
+pub const FSC_EXTERNAL_WALK: u64 = 0x14;
+
+/// Was the stage-2 abort `esr` taken on the guest's stage-1 table walk?
+pub const fn is_s1ptw(esr: u64) -> bool {
+    esr & ISS_S1PTW != 0
+}
+
+/// The ESR_EL1 a guest sees for the synchronous external abort that answers
+/// the stage-2 abort `esr_el2` (an instruction or data abort from a lower
+/// EL) taken with guest PSTATE `spsr`: an instruction abort for a fetch, a
+/// data abort otherwise, from EL0 or from EL1 as the guest was, with
+/// the direction (WnR) and cache-maintenance (CM) bits of the access, and
+/// the fault status of an abort on the access itself, or, if the stage-2
+/// fault was on the guest's table walk (`walk_level`: the stage-1 lookup
+/// level, see `s1walk`), of an abort on the walk at that level (Arm ARM
+/// D24.2 "ESR_EL1", ISS encodings for instruction and data aborts).
+pub const fn injected_external_abort(esr_el2: u64, spsr: u64, walk_level: Option<u8>) -> u64 {
+    let instruction = (esr_el2 >> 26) & 0x3f == 0x20;
+    let from_el0 = spsr & 0xf == 0;
+    let ec: u64 = match (instruction, from_el0) {
+        (true, true) => 0x20,
+        (true, false) => 0x21,
+        (false, true) => 0x24,
+        (false, false) => 0x25,
+    };
+    let access = if instruction { 0 } else { esr_el2 & (ISS_WNR | ISS_CM) };
+    let fsc = match walk_level {
+        Some(level) => FSC_EXTERNAL_WALK | (level as u64 & 3),
+        None => FSC_EXTERNAL,
+    };
+    (ec << 26) | IL | access | fsc
+}
+
 /// A trapped MSR/MRS (EC 0x18), decoded (Arm ARM D23.2 "ISS encoding for
 /// an exception from MSR, MRS, or System instruction execution").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -412,6 +459,30 @@ mod tests {
         assert_eq!(fault_level(0x10), None);
         // External abort on a level-3 table walk.
         assert_eq!(fault_level(0x17), Some(3));
+    }
+
+    #[test]
+    fn external_aborts_are_injected_as_the_guest_would_take_them() {
+        let el1h = 0x3c5;
+        let el0 = 0x0;
+        // A fetch from an IPA with nothing behind it at EL1: EC 0x21, IFSC 0x10.
+        let fetch = (0x20 << 26) | (1 << 25) | 0x06;
+        assert_eq!(injected_external_abort(fetch, el1h, None), 0x8600_0010);
+        assert_eq!(injected_external_abort(fetch, el0, None), 0x8200_0010);
+        // A store from EL1: EC 0x25, WnR kept, DFSC 0x10 (ISV and SRT dropped).
+        let store = (0x24 << 26) | (1 << 25) | (1 << 24) | (3 << 16) | (1 << 6) | 0x07;
+        assert_eq!(injected_external_abort(store, el1h, None), 0x9600_0050);
+        // A DC CIVAC (CM, WnR) from EL0: EC 0x24.
+        let cmo = (0x24 << 26) | (1 << 25) | (1 << 8) | (1 << 6) | 0x05;
+        assert_eq!(injected_external_abort(cmo, el0, None), 0x9200_0150);
+        // A stage-1 walk for a load hit a hole: DFSC 0b0101LL at the stage-1 level.
+        let walk = (0x24 << 26) | (1 << 25) | ISS_S1PTW | 0x06;
+        assert!(is_s1ptw(walk) && !is_s1ptw(store));
+        assert_eq!(injected_external_abort(walk, el1h, Some(2)), 0x9600_0016);
+        assert_eq!(injected_external_abort(walk, el1h, Some(0)) & 0x3f, 0x14);
+        // ... and for a fetch: IFSC 0b0101LL.
+        let fetch_walk = (0x20 << 26) | (1 << 25) | ISS_S1PTW | 0x06;
+        assert_eq!(injected_external_abort(fetch_walk, el1h, Some(3)), 0x8600_0017);
     }
 
     #[test]

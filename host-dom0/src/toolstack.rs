@@ -17,10 +17,10 @@ use alloc::vec::Vec;
 
 use hv_abi::bundle::{self, Entry};
 use hv_abi::ioreq::IO_MAP_POST_WRITES;
-use hv_abi::hypercall::{guest, Error, Function, StopReason, VmInfo, VmState, MAX_VMS};
+use hv_abi::hypercall::{guest, Error, FaultPolicy, Function, StopReason, VmInfo, VmOption, VmState, MAX_VMS};
 use hv_devtree::guest::{build_tree, GuestGic, GuestTreeConfig};
 use hv_devtree::platform::{GicVersion, Platform};
-use hv_vmconfig::{Loaded, VmConfig};
+use hv_vmconfig::{Loaded, OnFault, VmConfig};
 
 use crate::arch::aarch64::hypercall;
 use crate::command::VmRef;
@@ -289,6 +289,12 @@ impl Toolstack {
 
         let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask())
             .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
+        if cfg.on_fault == OnFault::Stop {
+            if let Err(e) = hypercall::vm_configure(id, VmOption::OnFault, FaultPolicy::Stop as u64) {
+                let _ = hypercall::vm_op(Function::VmDestroy, id);
+                return Err(format!("VmConfigure (on_fault = \"stop\") failed: {}", e.description()));
+            }
+        }
         if ioreq::enabled() {
             // Its RAM mapped for the backends; without it they use VmCopy.
             if let Err(e) = ioreq::attach_memory(id, cfg.memory) {

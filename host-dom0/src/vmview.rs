@@ -70,6 +70,9 @@ pub fn info_lines(info: &VmInfo, config: Option<&Loaded>) -> Vec<String> {
     let exits: Vec<String> = EXIT_REASONS.iter().zip(info.exits).map(|(name, n)| format!("{name} {n}")).collect();
     let total: u64 = info.exits.iter().fold(0u64, |a, &n| a.saturating_add(n));
     out.push(format!("  exits: {total} ({})", exits.join(", ")));
+    if info.log_dropped > 0 {
+        out.push(format!("  log lines dropped by the rate limit: {}", info.log_dropped));
+    }
     match config {
         Some(l) => {
             let c = &l.config;
@@ -83,7 +86,7 @@ pub fn info_lines(info: &VmInfo, config: Option<&Loaded>) -> Vec<String> {
             } else {
                 c.pin.iter().map(|p| format!("{p}")).collect::<Vec<_>>().join(",")
             };
-            out.push(format!("    pin: {pin}, autostart: {}", if c.autostart { "yes" } else { "no" }));
+            out.push(format!("    pin: {pin}, autostart: {}, on_fault: {}", if c.autostart { "yes" } else { "no" }, c.on_fault.as_str()));
         }
         None => out.push(String::from("  config: none in the bundle")),
     }
@@ -161,7 +164,7 @@ mod tests {
                 "    initrd: -",
                 "    cmdline: \"\"",
                 "    vcpus: 1, memory: 128M, weight: 256",
-                "    pin: 0,2, autostart: no",
+                "    pin: 0,2, autostart: no, on_fault: abort",
             ]
         );
         assert_eq!(info_lines(&vm(1, "x"), None).last().unwrap(), "  config: none in the bundle");

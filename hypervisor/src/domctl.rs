@@ -8,7 +8,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use hv_abi::hypercall::{guest, CopyDirection, Error, Function, IrqAction, VmInfo, VmState, MAX_COPY, MAX_NAME};
+use hv_abi::hypercall::{guest, CopyDirection, Error, FaultPolicy, Function, IrqAction, VmInfo, VmOption, VmState, MAX_COPY, MAX_NAME};
 use hv_abi::ioreq::IO_MAP_POST_WRITES;
 use log::{info, warn};
 
@@ -53,6 +53,7 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
         // Guest RAM windows in dom0 (guestmap.rs).
         Function::GuestMap => crate::guestmap::map(dom0, a[1], a[2], a[3], a[4]),
         Function::GuestUnmap => crate::guestmap::unmap(dom0, a[1], a[2]),
+        Function::VmConfigure => configure(a[1], a[2], a[3]),
         Function::MemInfo => {
             let (total, free) = machine_frames::stats().ok_or(Error::NoMemory)?;
             frame.x[1] = total as u64;
@@ -364,6 +365,22 @@ fn set_entry(id: u64, vcpu: u64, pc: u64, x0: u64) -> Result<u64, Error> {
     Ok(0)
 }
 
+/// `VmConfigure`: one of a guest's options, before it starts.
+fn configure(id: u64, option: u64, value: u64) -> Result<u64, Error> {
+    let vm = guest_vm(id)?;
+    if vm.state() != VmState::Created {
+        return Err(Error::Busy);
+    }
+    match VmOption::from_u64(option).ok_or(Error::InvalidParameter)? {
+        VmOption::OnFault => {
+            let policy = FaultPolicy::from_u64(value).ok_or(Error::InvalidParameter)?;
+            vm.on_fault.store(policy as u8, Ordering::Relaxed);
+            info!("VM {} '{}': on_fault = {policy:?}", vm.id.0, vm.name);
+        }
+    }
+    Ok(0)
+}
+
 fn start(id: u64) -> Result<u64, Error> {
     let vm = guest_vm(id)?;
     if vm.state() != VmState::Created {
@@ -482,6 +499,7 @@ fn info(dom0: &Vm, id: u64, buffer: u64, len: u64) -> Result<u64, Error> {
     out.name_len = name.len().min(32) as u32;
     out.name[..name.len().min(32)].copy_from_slice(&name[..name.len().min(32)]);
     out.weight = vm.weight;
+    out.log_dropped = vm.log_dropped.load(Ordering::Relaxed);
     let bytes = out.to_bytes();
     // SAFETY: `ram_buffer` checked the buffer is dom0's RAM; dom0 is trapped.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa.as_u64() as *mut u8, bytes.len()) };

@@ -2,13 +2,15 @@
 //! the hypervisor emulates itself (the GIC distributor and redistributors,
 //! and a VM's console UART until dom0 takes it over) are answered here;
 //! accesses to windows dom0 emulates are forwarded to it (`ioreq`);
-//! anything else outside the VM's memory gets a synchronous external
-//! abort. Nothing a VM does here can panic the hypervisor.
+//! anything else outside the VM's memory, and any table walk of the
+//! guest's MMU that faults at stage 2, goes to `fault::unbacked`. Nothing a
+//! VM does here can panic the hypervisor.
 
 use log::trace;
 
-use crate::arch::{el2, inject, TrapFrame};
-use crate::esr::{AccessSize, DataAbort};
+use crate::arch::{el2, TrapFrame};
+use crate::esr::{self, AccessSize, DataAbort};
+use crate::fault::abort_access;
 use crate::sched::Next;
 use crate::vm::{vm_warn, EmulatedDevice, Exit, Vcpu, Vm};
 
@@ -20,9 +22,17 @@ use crate::vm::{vm_warn, EmulatedDevice, Exit, Vcpu, Vm};
 #[inline(never)]
 pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
     let ipa = el2::fault_ipa(frame.far);
+    // A fault on the guest's own table walk is never an access to emulate.
+    if esr::is_s1ptw(frame.esr) {
+        return crate::fault::unbacked(vm, vcpu, frame, ipa);
+    }
     if let Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) = vm.emulated_region(ipa) {
         let abort = DataAbort::decode(frame.esr);
         if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
+            let version = vm.vgic.lock().version();
+            if crate::vgic::is_private_pending_read(version, device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {
+                crate::interrupts::sample_vtimer_line(vm, vcpu);
+            }
             let value = match device {
                 EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size),
                 _ => vm.vgic.lock().redist_read(vcpu.index, offset, size),
@@ -57,21 +67,18 @@ fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Nex
                 Ok(next) => next,
                 Err(why) => {
                     vm_warn!(vm, "{}: vcpu{}: access to {:#x} dom0 cannot take ({why:?}); abort", vm.name, vcpu.index, ipa);
-                    inject::abort(frame, false, frame.far);
+                    abort_access(frame);
                     Next::Resume
                 }
             };
         }
-        vcpu.count_exit(Exit::Abort);
-        vm_warn!(vm, "{}: vcpu{}: access to IPA {:#x} (VA {:#x}, PC {:#x}) outside its memory; abort", vm.name, vcpu.index, ipa, frame.far, frame.elr);
-        inject::abort(frame, false, frame.far);
-        return Next::Resume;
+        return crate::fault::unbacked(vm, vcpu, frame, ipa);
     };
     vcpu.count_exit(Exit::Mmio);
     let abort = DataAbort::decode(frame.esr);
     let DataAbort::Emulatable { size, register, write, .. } = abort else {
         vm_warn!(vm, "{}: vcpu{}: {:?} access to {:#x} the hypervisor cannot decode (no ISV: load/store pair or writeback?); abort", vm.name, vcpu.index, device, ipa);
-        inject::abort(frame, false, frame.far);
+        abort_access(frame);
         return Next::Resume;
     };
     let result = if write {
@@ -96,7 +103,7 @@ fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Nex
         Ok(None) => frame.elr += 4,
         Err(e) => {
             vm_warn!(vm, "{}: vcpu{}: bad {:?} access at offset {:#x} ({:?}, write {}): {:?}; abort", vm.name, vcpu.index, device, offset, size, write, e);
-            inject::abort(frame, false, frame.far);
+            abort_access(frame);
         }
     }
     Next::Resume

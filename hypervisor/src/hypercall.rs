@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use hv_abi::hypercall::{Error, Function, StopReason};
+use hv_abi::hypercall::{Error, Function, StopReason, LOG_WRITE_BURST, LOG_WRITE_PER_SECOND};
 use log::info;
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
 use smccc::psci::error::{ALREADY_ON, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
@@ -200,16 +200,43 @@ fn console_read(vm: &Vm, frame: &mut TrapFrame) -> Result<u64, Error> {
     Ok(r.copied as u64)
 }
 
+/// `LogWrite`: a line of the VM's into the hypervisor's log. Rate-limited
+/// per VM (a token bucket behind the VM's own lock: no VM waits on
+/// another); the line is copied out of guest memory first and only the
+/// copy is checked and logged, so another vCPU changing the buffer
+/// meanwhile changes nothing but which bytes were copied.
 #[inline(never)]
 fn log_write(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Result<u64, Error> {
+    const MAX: usize = 256;
     let (ipa, len) = (frame.x[1], frame.x[2]);
-    if len > 256 {
+    if len > MAX as u64 {
         return Err(Error::InvalidParameter);
     }
     let pa = vm.ram_buffer(ipa, len).ok_or(Error::BadAddress)?;
-    // SAFETY: as in `log_read`; only read.
-    let bytes = unsafe { core::slice::from_raw_parts(pa.as_u64() as *const u8, len as usize) };
-    let text = core::str::from_utf8(bytes).unwrap_or("<not UTF-8>");
+    let dropped_before = {
+        let mut limit = vm.log_limit.lock();
+        let interval = crate::arch::cpu::counter_frequency() / LOG_WRITE_PER_SECOND as u64;
+        if !limit.bucket.take(crate::arch::cpu::counter(), interval, LOG_WRITE_BURST) {
+            vm.log_dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Busy);
+        }
+        let total = vm.log_dropped.load(Ordering::Relaxed);
+        let unreported = total - limit.reported;
+        limit.reported = total;
+        unreported
+    };
+    if dropped_before > 0 {
+        info!("{}: {dropped_before} LogWrite line(s) dropped by the rate limit", vm.name);
+    }
+    let mut copy = [0u8; MAX];
+    let line = &mut copy[..len as usize];
+    for (i, byte) in line.iter_mut().enumerate() {
+        // SAFETY: `ram_buffer` checked that `[ipa, ipa + len)` is the VM's
+        // own RAM, which the hypervisor maps; each byte is read once, with
+        // a volatile load, as other vCPUs of the VM may write it meanwhile.
+        *byte = unsafe { core::ptr::read_volatile((pa.as_u64() as *const u8).add(i)) };
+    }
+    let text = core::str::from_utf8(line).unwrap_or("<not UTF-8>");
     info!("{}/vcpu{}: {}", vm.name, vcpu.index, text.trim_end());
     Ok(0)
 }

@@ -7,10 +7,17 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::gic::{self, HwListRegisters};
 use crate::arch::cpu;
+use crate::arch::timer::{self, VTIMER_PPI};
 use crate::sched::{self, Next};
 use crate::sync::Mutex;
 use crate::vgic::{Effect, Effects};
 use crate::vm::{Vcpu, Vm};
+
+/// Samples the running vCPU's virtual-timer line into its vGIC (before a
+/// guest reads its private pending bits).
+pub fn sample_vtimer_line(vm: &Vm, vcpu: &Vcpu) {
+    let _ = with_effects(vm, |effects| vm.vgic.lock().set_hw_line(VTIMER_PPI, vcpu.index, timer::vtimer_line(), effects));
+}
 
 /// Applies what a vGIC operation asks of the physical GIC and the
 /// other CPUs.
@@ -35,10 +42,18 @@ pub fn apply(vm: &Vm, effects: &Effects) {
                     gic::route_spi(intid, v.pcpu)
                 }
             }
+            Effect::PhysActive { intid, set: false } if intid >= 32 || here.is_some() => {
+                // An instance the hypervisor acknowledged that the guest
+                // will not deactivate (it cleared it, or the timer's line
+                // dropped first), or the guest deactivated it: deactivate
+                // the physical interrupt, or it never fires again. A PPI
+                // is this CPU's, which runs the vCPU.
+                gic::deactivate(intid);
+            }
             Effect::PhysPending { .. } | Effect::PhysActive { .. } => {
-                // The VM asked to set or clear the pending/active state
-                // of a hardware interrupt; the device owns its line, so
-                // the hypervisor leaves the physical state alone.
+                // The VM asked to set or clear the pending state, or to
+                // activate, a hardware interrupt: the device owns its
+                // line, so the hypervisor leaves the physical state alone.
             }
         }
     }
@@ -84,8 +99,10 @@ pub fn flush_interrupts(vm: &Vm, vcpu: &Vcpu) {
 /// until it has one.
 #[inline(never)]
 pub fn wait_for_interrupt(vm: &Vm, vcpu: &Vcpu) -> Next {
-    // Fold in what the vCPU did with its list registers (EOIs) before
-    // asking whether anything is left for it.
+    // Fold in what the vCPU did with its list registers (EOIs), and its
+    // timer's line as it is now (a timer it disabled or masked has nothing
+    // left to deliver), before asking whether anything is left for it.
+    sample_vtimer_line(vm, vcpu);
     flush_interrupts(vm, vcpu);
     if vm.vgic.lock().has_work(vcpu.index) {
         return Next::Resume;

@@ -16,7 +16,7 @@ use hv_abi::ioreq::{
 use crate::sync::Mutex;
 
 use crate::addr::PhysAddr;
-use crate::arch::{cpu, inject, TrapFrame};
+use crate::arch::{cpu, TrapFrame};
 use crate::esr::DataAbort;
 use crate::interrupts;
 use crate::sched::{self, Next};
@@ -284,7 +284,7 @@ pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
             }
             frame.elr += 4;
         }
-        _ => inject::abort(frame, false, frame.far),
+        _ => crate::fault::abort_access(frame),
     }
 }
 

@@ -4,8 +4,10 @@
 //! - leaves, arch-neutral and pure: `mm` (page tables, address ranges, the
 //!   page allocator), `vgic` (the virtual GIC as a state machine returning
 //!   effects), `esr` (syndrome decoding, from the shared `hv-arm`),
-//!   `schedpolicy`, `sysreg_policy`, `bootargs`,
-//!   `logring`, `sync`, and `addr`/`platform` from the shared `hv-devtree`;
+//!   `schedpolicy`, `sysreg_policy`, `bootargs`, `logring`, `sync`,
+//!   `s1walk` (the guest's stage-1 walk, for fault levels), `ratelimit`,
+//!   `idregs` (the CPU features guests see), and `addr`/`platform` from
+//!   the shared `hv-devtree`;
 //! - `arch`: the only code that touches registers and assembly, behind one
 //!   interface (`arch::aarch64` on the target, `arch::fake` in host tests);
 //! - the mechanism, arch-neutral and host-tested against the fake arch:
@@ -29,9 +31,12 @@ extern crate alloc;
 pub use hv_devtree::{addr, platform};
 pub mod bootargs;
 pub use hv_arm::esr;
+pub mod idregs;
 pub mod sysreg_policy;
 pub mod logring;
 pub mod mm;
+pub mod ratelimit;
+pub mod s1walk;
 pub mod schedpolicy;
 pub mod sync;
 pub mod vgic;
@@ -42,6 +47,7 @@ pub mod drivers;
 mod dom0;
 mod domctl;
 mod emulate;
+mod fault;
 mod guestmap;
 mod hypercall;
 mod interrupts;

@@ -8,6 +8,14 @@ use crate::esr::SysRegAccess;
 pub const fn policy(access: SysRegAccess) -> SysRegPolicy {
     let SysRegAccess { op0, op1, crn, crm, op2, .. } = access;
     match (op0, op1, crn, crm, op2) {
+        // The ID group 3 space (HCR_EL2.TID3): sanitised (`idregs`).
+        (3, 0, 0, 1..=7, _) => match crate::idregs::IdReg::decode(crm, op2) {
+            Some(reg) => SysRegPolicy::IdRegister(reg),
+            None => SysRegPolicy::Undefined,
+        },
+        // RAS error records (HCR_EL2.TERR): ERRIDR_EL1 reads 0, so there
+        // are none; ERRSELR_EL1, ERX*_EL1 RAZ/WI.
+        (3, 0, 5, 3..=5, _) => SysRegPolicy::ReadsAsZeroWritesIgnored,
         // ICC_SGI1R_EL1: virtual SGIs through the vGIC.
         (3, 0, 12, 11, 5) => SysRegPolicy::GicSgi1r,
         // ICC_ASGI1R_EL1, ICC_SGI0R_EL1: group 0 / other-security SGIs
@@ -30,6 +38,8 @@ pub const fn policy(access: SysRegAccess) -> SysRegPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SysRegPolicy {
     GicSgi1r,
+    /// An ID register: reads give the guest's view; writes are UNDEFINED.
+    IdRegister(crate::idregs::IdReg),
     ReadsAsZeroWritesIgnored,
     /// Inject UNDEF: implementation-defined or unknown registers.
     Undefined,
@@ -57,6 +67,11 @@ mod tests {
         assert_eq!(policy(access(3, 3, 14, 2, 1, false)), SysRegPolicy::ReadsAsZeroWritesIgnored);
         // ACTLR_EL1.
         assert_eq!(policy(access(3, 0, 1, 0, 1, true)), SysRegPolicy::ReadsAsZeroWritesIgnored);
+        // ID_AA64PFR0_EL1 and an AArch32 ID register: sanitised.
+        assert_eq!(policy(access(3, 0, 0, 4, 0, true)), SysRegPolicy::IdRegister(crate::idregs::IdReg::Pfr0));
+        assert_eq!(policy(access(3, 0, 0, 2, 3, true)), SysRegPolicy::IdRegister(crate::idregs::IdReg::Zero));
+        // ERRIDR_EL1: no error records.
+        assert_eq!(policy(access(3, 0, 5, 3, 0, true)), SysRegPolicy::ReadsAsZeroWritesIgnored);
         // An implementation-defined register (CRn 15) is UNDEF.
         assert_eq!(policy(access(3, 1, 15, 2, 0, true)), SysRegPolicy::Undefined);
     }

@@ -1,11 +1,14 @@
 //! Trapped system register accesses from VMs (EC 0x18), answered by the
-//! policy in `sysreg_policy::policy`.
+//! policy in `sysreg_policy::policy`; ID registers with the guest's
+//! view of the CPU (`idregs`).
 
 use log::trace;
 
 use crate::arch::{inject, TrapFrame};
 use crate::esr::SysRegAccess;
+use crate::idregs::{self, GuestPlatform};
 use crate::sysreg_policy::{self, SysRegPolicy};
+use crate::vgic::VgicVersion;
 use crate::vm::{vm_warn, Vcpu, Vm};
 
 #[inline(never)]
@@ -18,6 +21,23 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
             if let Err(e) = crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
                 vm_warn!(vm, "{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);
             }
+        }
+        SysRegPolicy::IdRegister(reg) if access.read => {
+            let real = reg.encoding().map_or(0, |(crm, op2)| crate::arch::cpu::read_id_register(crm, op2));
+            let platform = GuestPlatform {
+                gic_v3: vm.vgic.lock().version() == VgicVersion::V3,
+                pa_range: crate::arch::el2::stage2_geometry().2,
+            };
+            let value = idregs::guest_view(reg, real, platform);
+            trace!("{}: vcpu{}: {:?} reads {value:#x} (CPU: {real:#x})", vm.name, vcpu.index, reg);
+            if rt != 31 {
+                frame.x[rt] = value;
+            }
+        }
+        SysRegPolicy::IdRegister(_) => {
+            vm_warn!(vm, "{}: vcpu{}: write to the read-only ID register {:?} at {:#x}; UNDEF", vm.name, vcpu.index, access, frame.elr);
+            inject::undefined(frame);
+            return;
         }
         SysRegPolicy::ReadsAsZeroWritesIgnored => {
             trace!("{}: vcpu{}: {:?}: RAZ/WI", vm.name, vcpu.index, access);

@@ -2,16 +2,17 @@
 //! dispatch table by exception class. Each handler returns what the vCPU
 //! does next ([`Next`]); the scheduler carries that out. Nothing a VM does
 //! can panic the hypervisor: what cannot be emulated is answered with an
-//! exception injected into the VM (UNDEF or a synchronous external abort),
-//! and logged as the VM's misbehaviour (`warn!`); a VM that cannot go on
-//! (it executes outside its memory) is stopped and reported.
-
-use hv_abi::hypercall::StopReason;
+//! exception injected into the VM (UNDEF, a synchronous external abort, a
+//! virtual SError), and logged as the VM's misbehaviour (`warn!`); a VM is
+//! stopped only by its own request or by its owner's policy (`fault`).
 
 use crate::arch::{el2, inject, GuestException, TrapFrame};
 use crate::esr::{Esr, ExceptionClass};
 use crate::sched::{self, Next};
-use crate::vm::{vm_warn, Exit, StopInfo, Vcpu, Vm, VmKind};
+use crate::vm::{vm_warn, Exit, Vcpu, Vm};
+
+/// ESR.ISS of an SError (IDS and ISS, bits [24:0]).
+const SERROR_ISS: u64 = 0x01ff_ffff;
 
 /// The exception entry for exceptions taken from a VM (EL1/EL0): handle
 /// it, then resume the vCPU or switch to another. Kept out of line: the
@@ -49,9 +50,13 @@ pub fn dispatch(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, exception: GuestExc
             Next::Resume
         }
         GuestException::SError => {
-            vm_warn!(vm, "{}: vcpu{}: SError (ESR {:#x}), injecting an abort", vm.name, vcpu.index, frame.esr);
+            // A physical SError while the VM ran (HCR_EL2.AMO routes it
+            // here): the architecture's answer is an asynchronous one, a
+            // virtual SError the VM takes when it unmasks them, with the
+            // physical syndrome (ISS: IDS, AET, EA, DFSC) as its own.
+            vm_warn!(vm, "{}: vcpu{}: SError (ESR {:#x}); virtual SError injected", vm.name, vcpu.index, frame.esr);
             vcpu.count_exit(Exit::Other);
-            inject::abort(frame, false, frame.far);
+            inject::serror(frame.esr & SERROR_ISS);
             Next::Resume
         }
         GuestException::AArch32 => {
@@ -82,11 +87,10 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
             crate::hypercall::handle_smc(vm, vcpu, frame)
         }
         ExceptionClass::InstructionAbortLowerEl => {
-            // Executing outside its memory: nothing sensible can follow
-            // (its vectors may be exactly what is missing), so stop it.
-            vcpu.count_exit(Exit::Abort);
+            // Guest RAM is mapped executable at stage 2, so a fetch (or its
+            // table walk) faults only where there is nothing to execute.
             let ipa = el2::fault_ipa(frame.far);
-            crash(vm, vcpu, frame, &format_args!("instruction fetch from {:#x} (IPA {ipa:#x}) outside its memory", frame.far))
+            crate::fault::unbacked(vm, vcpu, frame, ipa)
         }
         ExceptionClass::WfiWfe => {
             vcpu.count_exit(Exit::Wfi);
@@ -106,17 +110,3 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
         }
     }
 }
-
-/// Stops `vm` because of what `vcpu` did; dom0 cannot be stopped without
-/// the machine, so a dom0 crash stops the system.
-#[inline(never)]
-pub fn crash(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, what: &dyn core::fmt::Display) -> Next {
-    vm_warn!(vm, "{}: vcpu{}: {what} at PC {:#x} (ESR {:#x}); the VM is stopped", vm.name, vcpu.index, frame.elr, frame.esr);
-    if vm.kind == VmKind::Dom0 {
-        crate::arch::fatal(frame, "dom0 crashed");
-    }
-    vm.stop(StopInfo { reason: StopReason::Crashed, syndrome: frame.esr, address: frame.elr });
-    crate::runstate::guest_stopped();
-    sched::stop(vcpu)
-}
-

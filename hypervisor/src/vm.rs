@@ -7,13 +7,14 @@ use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use hv_abi::hypercall::{StopReason, VmState, MAX_VMS};
+use hv_abi::hypercall::{FaultPolicy, StopReason, VmState, LOG_WRITE_BURST, MAX_VMS};
 use crate::sync::Mutex;
 
 use crate::addr::{Ipa, PhysAddr};
 use crate::arch::gic;
 use crate::arch::vcpu::{VcpuArch, SPSR_EL1H_MASKED};
 use crate::arch::{cpu, TrapFrame};
+use crate::ratelimit::TokenBucket;
 use crate::stage2::Stage2Tables;
 use crate::vgic::Vgic;
 
@@ -266,6 +267,21 @@ pub struct Vm {
     pub console_line: Mutex<Vec<u8>>,
     /// Warnings logged about this VM's misbehaviour so far.
     pub warnings: AtomicU32,
+    /// What a touch of an IPA with nothing behind it does
+    /// (`hv_abi::hypercall::FaultPolicy` as u8); dom0 sets it with
+    /// `VmConfigure` before the VM starts.
+    pub on_fault: AtomicU8,
+    /// `LogWrite`'s rate limit, and the lines it dropped (in all, and when
+    /// the log last said so).
+    pub log_limit: Mutex<LogLimit>,
+    pub log_dropped: AtomicU64,
+}
+
+/// A VM's `LogWrite` rate limit.
+pub struct LogLimit {
+    pub bucket: TokenBucket,
+    /// `log_dropped` when the log last reported drops.
+    pub reported: u64,
 }
 
 /// What a new VM is made of; everything else starts empty.
@@ -309,6 +325,9 @@ impl Vm {
             stop: Mutex::new(StopInfo { reason: StopReason::None, syndrome: 0, address: 0 }),
             console_line: Mutex::new(Vec::new()),
             warnings: AtomicU32::new(0),
+            on_fault: AtomicU8::new(FaultPolicy::Abort as u8),
+            log_limit: Mutex::new(LogLimit { bucket: TokenBucket::full(LOG_WRITE_BURST, 0), reported: 0 }),
+            log_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -358,6 +377,12 @@ impl Vm {
         }
     }
 
+    /// Does its owner want it stopped, rather than aborted, when it touches
+    /// an IPA with nothing behind it?
+    pub fn stops_on_fault(&self) -> bool {
+        self.on_fault.load(Ordering::Relaxed) == FaultPolicy::Stop as u8
+    }
+
     /// May its vCPUs run now?
     #[inline]
     pub fn runnable(&self) -> bool {
@@ -400,6 +425,20 @@ impl Vm {
             let offset = c.offset_of(ipa)?;
             (end <= c.ipa.as_u64() + c.size).then(|| PhysAddr::new(c.pa.as_u64() + offset))
         })
+    }
+
+    /// The 64-bit word at `ipa` (8-byte aligned) of this VM's RAM; `None`
+    /// outside it. A racy read of memory the guest may be changing, which
+    /// is all a caller redoing the guest's own table walk needs.
+    pub fn read_ram_u64(&self, ipa: u64) -> Option<u64> {
+        if !ipa.is_multiple_of(8) {
+            return None;
+        }
+        let pa = self.ram_buffer(ipa, 8)?;
+        // SAFETY: `ram_buffer` checked the 8 aligned bytes are this VM's
+        // RAM, which the hypervisor maps; a volatile read of plain memory
+        // the guest may write concurrently yields some value it held.
+        Some(unsafe { core::ptr::read_volatile(pa.as_u64() as *const u64) })
     }
 
     /// The host pieces of `[ipa, ipa+len)` of this VM's RAM, in order:

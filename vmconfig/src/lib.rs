@@ -20,6 +20,11 @@
 //! weight = 256            # default 256, 1..=1024 (the scheduler's share)
 //! autostart = true        # default false: dom0 creates and starts it at boot
 //! virtio_console = false  # default false: a virtio console (hvc0) besides the PL011
+//! on_fault = "abort"      # default "abort": when the guest touches an address with
+//!                         # nothing behind it (a load, store, instruction fetch or its
+//!                         # MMU's table walk) it takes a synchronous external abort, as
+//!                         # on hardware, and runs on; "stop": the hypervisor stops the
+//!                         # VM instead, reported as crashed (`info VM` shows the syndrome)
 //!
 //! [[vm.disk]]             # zero or more (at most 8): virtio-blk disks, slices of dom0's disk
 //! offset = "0"            # default 0; a size string or bytes; multiple of 512
@@ -94,6 +99,26 @@ pub struct NetConfig {
     pub mac: [u8; 6],
 }
 
+/// What happens when the VM touches an address with nothing behind it
+/// (`on_fault`; the hypervisor's `FaultPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFault {
+    /// It takes a synchronous external abort, as on hardware.
+    #[default]
+    Abort,
+    /// The hypervisor stops it (reported as crashed).
+    Stop,
+}
+
+impl OnFault {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OnFault::Abort => "abort",
+            OnFault::Stop => "stop",
+        }
+    }
+}
+
 /// One VM, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -110,6 +135,7 @@ pub struct VmConfig {
     pub weight: u32,
     pub autostart: bool,
     pub virtio_console: bool,
+    pub on_fault: OnFault,
     pub disks: Vec<DiskConfig>,
     pub nets: Vec<NetConfig>,
     /// Line of its `[[vm]]` header (0 for configurations not read from text).
@@ -130,6 +156,7 @@ impl VmConfig {
             weight: DEFAULT_WEIGHT,
             autostart: false,
             virtio_console: false,
+            on_fault: OnFault::Abort,
             disks: Vec::new(),
             nets: Vec::new(),
             line: 0,
@@ -168,6 +195,7 @@ impl VmConfig {
         writeln!(out, "weight = {}", self.weight)?;
         writeln!(out, "autostart = {}", self.autostart)?;
         writeln!(out, "virtio_console = {}", self.virtio_console)?;
+        writeln!(out, "on_fault = \"{}\"", self.on_fault.as_str())?;
         for d in &self.disks {
             writeln!(out, "[[vm.disk]]")?;
             writeln!(out, "offset = \"{}\"", Size(d.offset))?;
@@ -390,6 +418,11 @@ impl Checker<'_> {
                     }
                     other => Err(format!("expected true or false, got {}", type_name(other))),
                 },
+                "on_fault" => string(v).and_then(|s| match s {
+                    "abort" => Ok(OnFault::Abort),
+                    "stop" => Ok(OnFault::Stop),
+                    other => Err(format!("expected \"abort\" or \"stop\", got {}", Quoted(other))),
+                }).map(|f| cfg.on_fault = f),
                 "disk" => disks(v).map(|d| cfg.disks = d),
                 "net" => nets(v).map(|n| cfg.nets = n),
                 "autostart" => match v {

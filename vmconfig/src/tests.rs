@@ -287,3 +287,17 @@ fn a_made_up_mac_equal_to_a_given_one_is_an_error() {
     let text = format!("[[vm]]\nname = \"a\"\nkernel = \"k\"\nnet = [{{ mac = \"{taken}\" }}, {{}}]\n");
     assert_eq!(errors(&text), [format!("vms/hello.toml:1: net: port 2 has MAC {taken}, as an earlier port: give it one")]);
 }
+
+#[test]
+fn on_fault_is_abort_by_default_stop_on_request_and_nothing_else() {
+    assert_eq!(one("[[vm]]\nname = \"a\"\nkernel = \"k\"\n").on_fault, OnFault::Abort);
+    let stop = one("[[vm]]\nname = \"a\"\nkernel = \"k\"\non_fault = \"stop\"\n");
+    assert_eq!(stop.on_fault, OnFault::Stop);
+    assert_eq!(one(&stop.to_toml()), stop);
+    assert!(stop.to_toml().contains("on_fault = \"stop\"\n"));
+    assert_eq!(
+        errors("[[vm]]\nname = \"a\"\nkernel = \"k\"\non_fault = \"destroy\"\n"),
+        ["vms/hello.toml:4: on_fault: expected \"abort\" or \"stop\", got \"destroy\""]
+    );
+    assert_eq!(errors("[[vm]]\nname = \"a\"\nkernel = \"k\"\non_fault = true\n").len(), 1);
+}

@@ -3,13 +3,19 @@
 //! and for writes. Named probes first (around RAM, 0, 4 GiB, 128 TiB, the
 //! GIC's gaps, past the UART), then every 2 MiB-aligned IPA below 4 GiB.
 //! Named addresses inside an advertised window are skipped with a NOTE line.
+//! Then the architecture's answer for the other two ways to touch such an
+//! address: an instruction fetch from it (`fetch-hole`: a prefetch abort,
+//! IFSC 0x10), and the guest's own MMU walking a table there
+//! (`walk-hole-load`, `walk-hole-fetch`: an external abort on the walk,
+//! FSC 0b0101LL with the stage-1 level, 2 here).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
 mod guest {
     use testkit::arch::cpu;
-    use testkit::arch::exception::{probe_read, probe_write, Caught};
+    use testkit::arch::exception::{probe_fetch, probe_read, probe_write, Caught};
+    use testkit::arch::mmu::{executable_block, table_descriptor, with_l1_entry};
     use testkit::esr::{is_stage1_translation_fault, Fault};
     use testkit::hv_abi::hypercall::guest;
     use testkit::windows::Windows;
@@ -85,6 +91,43 @@ mod guest {
             detail.push_str(&alloc::format!("; {addr:#x} {what}"));
         }
         check!("walk-2mib", leaks.is_empty() && probes > 0, "{detail}");
+        fetch_and_walk(&windows);
+    }
+
+    /// The GiB at 3 GiB, remapped for these checks.
+    const HOLE_GIB: usize = 3;
+    const HOLE: u64 = HOLE_GIB as u64 * (1 << 30);
+
+    /// `caught` is an abort of class `ec` with fault status `fsc` at `far`.
+    fn expect(name: &str, caught: Result<(), Caught>, ec: u8, fsc: u64, far: u64) {
+        match caught {
+            Ok(()) => check!(name, false, "{far:#x}: no exception"),
+            Err(c) => check!(
+                name,
+                testkit::esr::Esr(c.esr).ec() == ec && c.esr & 0x3f == fsc && c.far == far,
+                "{far:#x}: {} FAR {:#x} (want EC {ec:#x}, FSC {fsc:#x}, FAR {far:#x})",
+                Fault(c.esr),
+                c.far
+            ),
+        }
+    }
+
+    fn fetch_and_walk(windows: &Windows) {
+        if let Some(w) = windows.find(HOLE).or_else(|| windows.find(HOLE + 0x1000)) {
+            println!("NOTE isolation: fetch and walk checks skipped: {HOLE:#x} inside advertised {}", w.node);
+            return;
+        }
+        const EC_IABT: u8 = 0x21;
+        const EC_DABT: u8 = 0x25;
+        // A fetch from the hole, mapped executable at stage 1.
+        let fetch = with_l1_entry(HOLE_GIB, executable_block(HOLE), || probe_fetch(HOLE));
+        expect("fetch-hole", fetch, EC_IABT, 0x10, HOLE);
+        // The GiB's level-2 table in the hole: a load's walk reads its
+        // descriptor there (level 2), and so does a fetch's.
+        let load = with_l1_entry(HOLE_GIB, table_descriptor(HOLE), || probe_read(HOLE + 0x1000).map(drop));
+        expect("walk-hole-load", load, EC_DABT, 0x16, HOLE + 0x1000);
+        let fetch = with_l1_entry(HOLE_GIB, table_descriptor(HOLE), || probe_fetch(HOLE + 0x2000));
+        expect("walk-hole-fetch", fetch, EC_IABT, 0x16, HOLE + 0x2000);
     }
 
     extern crate alloc;

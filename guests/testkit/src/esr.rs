@@ -2,7 +2,8 @@
 //! ESR_EL1) says about a caught or unexpected exception, in the words of
 //! `hv_arm::esr` (the decoder the hypervisor and dom0 use too).
 
-use hv_arm::esr::{fault_level, fault_status_description, Esr, ExceptionClass};
+pub use hv_arm::esr::Esr;
+use hv_arm::esr::{fault_level, fault_status_description, ExceptionClass};
 
 /// Was the fault found by this EL's own (stage 1) translation, as opposed to
 /// an abort reported from outside (an external abort, which is what a

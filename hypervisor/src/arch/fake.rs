@@ -33,8 +33,10 @@ pub enum Event {
     Deactivate { intid: u32 },
     /// An UNDEF was injected into the running vCPU.
     InjectUndefined { elr: u64 },
-    /// A synchronous external abort was injected.
-    InjectAbort { instruction: bool, far: u64 },
+    /// A synchronous abort with syndrome `esr` (ESR_EL1) was injected.
+    InjectAbort { esr: u64, far: u64 },
+    /// A virtual SError with ESR ISS `syndrome` was made pending.
+    InjectSError { syndrome: u64 },
     /// Stage 2 was pointed at VMID `vmid`.
     Stage2 { vmid: u16 },
     /// All TLB entries of the loaded VMID were invalidated.
@@ -63,6 +65,8 @@ pub fn reset() {
     cpu::set_index(0);
     el2::set_fault_ipa(0);
     timer::set_vtimer_deadline(None);
+    timer::set_vtimer_line(false);
+    vcpu::set_loaded_stage1(crate::s1walk::Stage1Regs::default());
 }
 
 /// Unwind payload: the core entered a guest with these registers.
@@ -127,6 +131,17 @@ pub mod cpu {
         if super::gic::PENDING.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
             std::panic::panic_any(super::Idle);
         }
+    }
+
+    static ID_REGS: std::sync::Mutex<std::collections::BTreeMap<(u8, u8), u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+    /// What the CPU's ID register at (CRm, op2) holds (0 unless set).
+    pub fn set_id_register(crm: u8, op2: u8, value: u64) {
+        ID_REGS.lock().unwrap_or_else(|e| e.into_inner()).insert((crm, op2), value);
+    }
+
+    pub fn read_id_register(crm: u8, op2: u8) -> u64 {
+        ID_REGS.lock().unwrap_or_else(|e| e.into_inner()).get(&(crm, op2)).copied().unwrap_or(0)
     }
 
     pub fn wait_for_event() {}
@@ -283,6 +298,17 @@ pub mod timer {
     pub fn vtimer_deadline() -> Option<u64> {
         *VTIMER.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    static LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// What the loaded vCPU's virtual-timer output line is.
+    pub fn set_vtimer_line(level: bool) {
+        LINE.store(level, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn vtimer_line() -> bool {
+        LINE.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 pub mod inject {
@@ -292,13 +318,31 @@ pub mod inject {
         record(Event::InjectUndefined { elr: frame.elr });
     }
 
-    pub fn abort(_frame: &mut TrapFrame, instruction: bool, far: u64) {
-        record(Event::InjectAbort { instruction, far });
+    pub fn abort(_frame: &mut TrapFrame, esr: u64, far: u64) {
+        record(Event::InjectAbort { esr, far });
+    }
+
+    pub fn serror(syndrome: u64) {
+        record(Event::InjectSError { syndrome });
     }
 }
 
 pub mod vcpu {
+    use std::sync::Mutex;
+
     use super::TrapFrame;
+    use crate::s1walk::Stage1Regs;
+
+    static STAGE1: Mutex<Stage1Regs> = Mutex::new(Stage1Regs { ttbr0: 0, ttbr1: 0, tcr: 0 });
+
+    /// What the loaded vCPU's TTBR0/1_EL1 and TCR_EL1 hold.
+    pub fn set_loaded_stage1(regs: Stage1Regs) {
+        *STAGE1.lock().unwrap_or_else(|e| e.into_inner()) = regs;
+    }
+
+    pub fn loaded_stage1() -> Stage1Regs {
+        *STAGE1.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 

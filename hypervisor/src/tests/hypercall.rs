@@ -1,5 +1,7 @@
 //! Hypercall argument checking and permissions, PSCI and SMCCC.
 
+extern crate std;
+
 use core::sync::atomic::Ordering;
 
 use hv_abi::hypercall::{Error, Function, VmState};
@@ -127,4 +129,74 @@ fn log_write_refuses_long_and_foreign_buffers() {
     assert_eq!(hypercall(&g, Function::LogWrite, &[ram + (2 << 20) - 4, 8]).0, Error::BadAddress.code(), "runs off its RAM");
     poke(&g, ram, b"hello");
     assert_eq!(hypercall(&g, Function::LogWrite, &[ram, 5]).0, 0);
+}
+
+/// `vm` writes `text` to the log from the start of its RAM: x0 after it.
+fn log_line(vm: &alloc::sync::Arc<crate::vm::Vm>, text: &str) -> i64 {
+    let ipa = vm.ram[0].ipa.as_u64() + 0x2000;
+    poke(vm, ipa, text.as_bytes());
+    hypercall(vm, Function::LogWrite, &[ipa, text.len() as u64]).0
+}
+
+/// Dom0 reads `id`'s `VmInfo`.
+fn vm_info(d0: &alloc::sync::Arc<crate::vm::Vm>, id: u16) -> hv_abi::hypercall::VmInfo {
+    let buf = d0.ram[0].ipa.as_u64() + 0x3000;
+    let len = core::mem::size_of::<hv_abi::hypercall::VmInfo>() as u64;
+    assert_eq!(hypercall(d0, Function::VmInfo, &[id as u64, buf, len]).0, len as i64, "the bytes written");
+    hv_abi::hypercall::VmInfo::from_bytes(&peek(d0, buf, len as usize)).expect("a whole VmInfo")
+}
+
+#[test]
+fn log_write_is_rate_limited_per_vm_and_dropped_lines_are_counted() {
+    use hv_abi::hypercall::{LOG_WRITE_BURST, LOG_WRITE_PER_SECOND};
+    let _m = Machine::take();
+    let d0 = dom0();
+    let noisy = create_guest(&d0, "noisy", 1, 2 << 20, 0).expect("created");
+    let quiet = create_guest(&d0, "quiet", 1, 2 << 20, 0).expect("created");
+    let results: std::vec::Vec<i64> = (0..LOG_WRITE_BURST + 8).map(|i| log_line(&noisy, &std::format!("line {i}"))).collect();
+    assert!(results[..LOG_WRITE_BURST as usize].iter().all(|&r| r == 0), "the burst passes: {results:?}");
+    assert!(results[LOG_WRITE_BURST as usize..].iter().all(|&r| r == Error::Busy.code()), "then Busy: {results:?}");
+    assert_eq!(vm_info(&d0, noisy.id.0).log_dropped, 8);
+    // Another VM's budget is its own.
+    assert_eq!(log_line(&quiet, "hello"), 0);
+    assert_eq!(vm_info(&d0, quiet.id.0).log_dropped, 0);
+    // A second later the noisy one has LOG_WRITE_PER_SECOND lines again.
+    crate::arch::fake::cpu::advance(1_000_000);
+    let again = (0..LOG_WRITE_PER_SECOND + 4).filter(|i| log_line(&noisy, &std::format!("later {i}")) == 0).count();
+    assert_eq!(again, LOG_WRITE_PER_SECOND as usize);
+    assert_eq!(vm_info(&d0, noisy.id.0).log_dropped, 12);
+}
+
+#[test]
+fn log_write_checks_length_and_address_before_anything_else() {
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = create_guest(&d0, "g", 1, 2 << 20, 0).expect("created");
+    let ram = g.ram[0].ipa.as_u64();
+    assert_eq!(hypercall(&g, Function::LogWrite, &[ram, 257]).0, Error::InvalidParameter.code());
+    assert_eq!(hypercall(&g, Function::LogWrite, &[ram + (2 << 20) - 4, 8]).0, Error::BadAddress.code(), "past the end of its RAM");
+    // Invalid UTF-8 is logged as such, not refused.
+    poke(&g, ram, &[0xff, 0xfe]);
+    assert_eq!(hypercall(&g, Function::LogWrite, &[ram, 2]).0, 0);
+    assert_eq!(vm_info(&d0, g.id.0).log_dropped, 0);
+}
+
+#[test]
+fn vm_configure_sets_the_fault_policy_of_a_created_guest_only() {
+    use hv_abi::hypercall::{FaultPolicy, VmOption};
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = create_guest(&d0, "g", 1, 2 << 20, 0).expect("created");
+    let id = g.id.0 as u64;
+    let on_fault = VmOption::OnFault as u64;
+    assert!(!g.stops_on_fault(), "abort is the default");
+    assert_eq!(hypercall(&d0, Function::VmConfigure, &[id, on_fault, 7]).0, Error::InvalidParameter.code(), "no such policy");
+    assert_eq!(hypercall(&d0, Function::VmConfigure, &[id, 99, 0]).0, Error::InvalidParameter.code(), "no such option");
+    assert_eq!(hypercall(&d0, Function::VmConfigure, &[0, on_fault, 1]).0, Error::InvalidParameter.code(), "not for dom0");
+    assert_eq!(hypercall(&d0, Function::VmConfigure, &[id, on_fault, FaultPolicy::Stop as u64]).0, 0);
+    assert!(g.stops_on_fault());
+    assert_eq!(hypercall(&d0, Function::VmSetEntry, &[id, 0, g.ram[0].ipa.as_u64(), 0]).0, 0);
+    assert_eq!(hypercall(&d0, Function::VmStart, &[id]).0, 0);
+    assert_eq!(hypercall(&d0, Function::VmConfigure, &[id, on_fault, FaultPolicy::Abort as u64]).0, Error::Busy.code(), "not once it runs");
+    assert!(g.stops_on_fault());
 }

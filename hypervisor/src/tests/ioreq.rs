@@ -98,7 +98,8 @@ fn dom0_error_answer_becomes_an_external_abort() {
     assert_eq!(hypercall(&s.d0, Function::IoComplete, &[]).0, 1);
     fake::take_events();
     crate::ioreq::finish(&s.g.vcpus[0], &mut frame);
-    assert_eq!(fake::take_events(), [Event::InjectAbort { instruction: false, far: 0 }]);
+    // A data abort from EL0 (SPSR 0), read, DFSC 0x10.
+    assert_eq!(fake::take_events(), [Event::InjectAbort { esr: 0x9200_0010, far: 0 }]);
     assert_eq!(frame.elr, 0x4000_0100, "the load is not stepped over");
 }
 
@@ -161,7 +162,7 @@ fn access_without_syndrome_or_io_page_is_aborted() {
     // ISV = 0 (a load pair): cannot be described to dom0.
     let mut pair = TrapFrame { esr: esr(ec::DABT_LOWER, 0b000100), far: 0x10, ..TrapFrame::default() };
     assert_eq!(trap(&g, 0, &mut pair, GuestException::Sync), Next::Resume);
-    assert_eq!(fake::take_events(), [Event::InjectAbort { instruction: false, far: 0x8 }, Event::InjectAbort { instruction: false, far: 0x10 }]);
+    assert_eq!(fake::take_events(), [Event::InjectAbort { esr: 0x9200_0010, far: 0x8 }, Event::InjectAbort { esr: 0x9200_0010, far: 0x10 }]);
 }
 
 /// The polling handshake of `RingHeader::polling`, as a model: a producer

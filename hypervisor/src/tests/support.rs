@@ -110,6 +110,9 @@ pub mod ec {
     pub const DABT_LOWER: u64 = 0x24;
 }
 
+/// PSTATE of a guest at EL1 using SP_EL1 with DAIF masked (SPSR.M = EL1h).
+pub const SPSR_EL1H: u64 = 0x3c5;
+
 /// An ESR_EL2 value of class `class` with ISS `iss` (IL set).
 pub fn esr(class: u64, iss: u64) -> u64 {
     let value = (class << 26) | (1 << 25) | iss;

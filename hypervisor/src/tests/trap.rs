@@ -37,22 +37,82 @@ fn guest_access_outside_its_memory_gets_a_synchronous_external_abort() {
     let (_m, g) = guest_machine();
     let ipa = 0x7000_0000; // nothing there
     fake::el2::set_fault_ipa(ipa);
-    let mut frame = TrapFrame { esr: data_abort_esr(8, 1, false), far: 0xffff_0000_0000_0000, elr: 0x4000_2000, ..TrapFrame::default() };
+    let mut frame = TrapFrame { esr: data_abort_esr(8, 1, true), far: 0xffff_0000_0000_0000, elr: 0x4000_2000, spsr: SPSR_EL1H, ..TrapFrame::default() };
     frame.x[1] = 0x1234;
     let next = trap(&g, 0, &mut frame, GuestException::Sync);
     assert_eq!(next, Next::Resume, "the guest takes the abort; it is not stopped");
-    assert_eq!(fake::take_events(), [Event::InjectAbort { instruction: false, far: 0xffff_0000_0000_0000 }]);
-    assert_eq!(frame.x[1], 0x1234, "the target register is untouched");
+    // EC 0x25 (data abort, same EL), IL, WnR, DFSC 0x10: as QEMU's bus answers.
+    assert_eq!(fake::take_events(), [Event::InjectAbort { esr: 0x9600_0050, far: 0xffff_0000_0000_0000 }]);
+    assert_eq!(frame.x[1], 0x1234, "the source register is untouched");
     assert_eq!(g.state(), VmState::Created, "the VM's state is unchanged");
     assert_eq!(g.vcpus[0].exits[crate::vm::Exit::Abort as usize].load(Ordering::Relaxed), 1);
 }
 
 #[test]
-fn instruction_fetch_outside_memory_stops_the_guest_and_reports_why() {
+fn instruction_fetch_outside_memory_gets_a_prefetch_abort_and_the_guest_runs_on() {
     let (_m, g) = guest_machine();
     g.set_state(VmState::Running);
     fake::el2::set_fault_ipa(0x7000_0000);
-    let mut frame = TrapFrame { esr: esr(ec::IABT_LOWER, 0b000100), far: 0x7000_0000, elr: 0x7000_0000, ..TrapFrame::default() };
+    // Stage-2 translation fault, level 1, on a fetch from EL1.
+    let mut frame = TrapFrame { esr: esr(ec::IABT_LOWER, 0b000101), far: 0x7000_0000, elr: 0x7000_0000, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    let next = trap(&g, 1, &mut frame, GuestException::Sync);
+    assert_eq!(next, Next::Resume, "the vCPU goes on, to its vector");
+    // EC 0x21 (instruction abort, same EL), IL, IFSC 0x10; FAR = the VA.
+    assert_eq!(fake::take_events(), [Event::InjectAbort { esr: 0x8600_0010, far: 0x7000_0000 }]);
+    assert_eq!(g.state(), VmState::Running);
+    assert_eq!(g.vcpus[1].exits[crate::vm::Exit::Abort as usize].load(Ordering::Relaxed), 1);
+    // From EL0: EC 0x20.
+    let mut el0 = TrapFrame { esr: esr(ec::IABT_LOWER, 0b000110), far: 0x7000_1000, elr: 0x7000_1000, spsr: 0, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 1, &mut el0, GuestException::Sync), Next::Resume);
+    assert_eq!(fake::take_events(), [Event::InjectAbort { esr: 0x8200_0010, far: 0x7000_1000 }]);
+}
+
+#[test]
+fn a_stage_1_table_walk_into_a_hole_gets_the_walk_fault_status_with_the_stage_1_level() {
+    let (_m, g) = guest_machine();
+    g.set_state(VmState::Running);
+    // The guest's L0 table at the base of its RAM: entry 0 points at an L1
+    // table in the guest's RAM, whose entry 1 points at an L2 table at
+    // 0x9000_0000, where the guest has nothing.
+    let ram = crate::addr::Ipa::as_u64(g.ram[0].ipa);
+    poke(&g, ram, &(ram + 0x1000 + 3).to_le_bytes());
+    poke(&g, ram + 0x1008, &(0x9000_0000u64 + 3).to_le_bytes());
+    fake::vcpu::set_loaded_stage1(crate::s1walk::Stage1Regs { ttbr0: ram, ttbr1: 0, tcr: 16 | (16 << 16) | (2 << 30) });
+    let va = (1u64 << 30) + (5 << 21) + 0x40;
+    fake::el2::set_fault_ipa(0x9000_0000);
+    // A load whose walk faults at stage 2 (S1PTW, translation fault level 1);
+    // HPFAR names the page of the L2 descriptor, FAR the VA.
+    let s1ptw = 1 << 7;
+    let mut frame = TrapFrame { esr: esr(ec::DABT_LOWER, s1ptw | 0b000101), far: va, elr: 0x4000_0100, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut frame, GuestException::Sync), Next::Resume);
+    // EC 0x25, DFSC 0b010110: external abort on translation table walk, level 2.
+    assert_eq!(fake::take_events(), [Event::InjectAbort { esr: 0x9600_0016, far: va }]);
+    // The same walk for a fetch: IFSC 0b010110.
+    let mut fetch = TrapFrame { esr: esr(ec::IABT_LOWER, s1ptw | 0b000101), far: va, elr: va, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut fetch, GuestException::Sync), Next::Resume);
+    assert_eq!(fake::take_events(), [Event::InjectAbort { esr: 0x8600_0016, far: va }]);
+}
+
+#[test]
+fn a_table_walk_into_the_emulated_gic_is_not_emulated_as_an_access() {
+    let (_m, g) = guest_machine();
+    fake::el2::set_fault_ipa(guest::GICD_BASE + 4);
+    // A walk's stage-2 fault with a syndrome that would otherwise read GICD_TYPER into x5.
+    let mut frame = TrapFrame { esr: data_abort_esr(4, 5, false) | (1 << 7), far: 0x1234, elr: 0x4000_1000, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut frame, GuestException::Sync), Next::Resume);
+    assert_eq!(frame.x[5], 0, "no register written");
+    assert_eq!(frame.elr, 0x4000_1000, "no instruction stepped over");
+    // The walk cannot be redone (no stage-1 registers): a plain external abort.
+    assert_eq!(fake::take_events(), [Event::InjectAbort { esr: 0x9600_0010, far: 0x1234 }]);
+}
+
+#[test]
+fn a_vm_whose_owner_chose_to_stop_it_on_such_faults_is_stopped_and_reported() {
+    let (_m, g) = guest_machine();
+    g.set_state(VmState::Running);
+    g.on_fault.store(hv_abi::hypercall::FaultPolicy::Stop as u8, Ordering::Relaxed);
+    fake::el2::set_fault_ipa(0x7000_0000);
+    let mut frame = TrapFrame { esr: esr(ec::IABT_LOWER, 0b000100), far: 0x7000_0000, elr: 0x7000_0000, spsr: SPSR_EL1H, ..TrapFrame::default() };
     let next = trap(&g, 1, &mut frame, GuestException::Sync);
     assert_eq!(next, Next::Leave, "the vCPU leaves its CPU");
     assert_eq!(g.state(), VmState::Stopped);
@@ -60,6 +120,7 @@ fn instruction_fetch_outside_memory_stops_the_guest_and_reports_why() {
     assert_eq!(stop.reason, StopReason::Crashed);
     assert_eq!(stop.address, 0x7000_0000);
     assert_eq!(g.vcpus[1].sched.load(Ordering::Acquire), sched::state::OFF);
+    assert!(fake::take_events().iter().all(|e| !matches!(e, Event::InjectAbort { .. })));
 }
 
 #[test]
@@ -73,11 +134,15 @@ fn unknown_exception_class_and_aarch32_get_undef() {
 }
 
 #[test]
-fn serror_is_answered_with_an_injected_abort() {
+fn a_physical_serror_becomes_a_virtual_serror_with_its_syndrome_not_a_synchronous_abort() {
     let (_m, g) = guest_machine();
-    let mut frame = TrapFrame { far: 0x55, ..TrapFrame::default() };
+    // ESR_EL2 of an SError: EC 0x2f, IL, AET = UEU (0b01 << 14), EA, DFSC 0x11.
+    let esr = (0x2f << 26) | (1 << 25) | (1 << 14) | (1 << 9) | 0x11;
+    let mut frame = TrapFrame { esr, far: 0x55, elr: 0x4000_0500, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    let before = frame;
     assert_eq!(trap(&g, 0, &mut frame, GuestException::SError), Next::Resume);
-    assert_eq!(fake::take_events(), [Event::InjectAbort { instruction: false, far: 0x55 }]);
+    assert_eq!(fake::take_events(), [Event::InjectSError { syndrome: (1 << 14) | (1 << 9) | 0x11 }]);
+    assert_eq!(frame, before, "asynchronous: the guest resumes where it was, and takes it when it unmasks SErrors");
 }
 
 #[test]
@@ -140,4 +205,51 @@ fn system_register_trap_to_an_unknown_register_gets_undef() {
     let mut frame = TrapFrame { esr: esr(ec::SYSREG, iss), elr: 0x4000_0400, ..TrapFrame::default() };
     assert_eq!(trap(&g, 0, &mut frame, GuestException::Sync), Next::Resume);
     assert_eq!(fake::take_events(), [Event::InjectUndefined { elr: 0x4000_0400 }]);
+}
+
+#[test]
+fn a_guest_reading_its_private_pending_bits_sees_its_timer_line_as_it_is_now() {
+    let (_m, g) = guest_machine();
+    let ispendr0 = guest::GICR_BASE + 0x1_0200; // vCPU 0's SGI frame
+    let read = |g: &alloc::sync::Arc<crate::vm::Vm>| {
+        fake::el2::set_fault_ipa(ispendr0);
+        let mut frame = TrapFrame { esr: data_abort_esr(4, 2, false), far: 0x200, elr: 0x4000_0100, spsr: SPSR_EL1H, ..TrapFrame::default() };
+        assert_eq!(trap(g, 0, &mut frame, GuestException::Sync), Next::Resume);
+        frame.x[2]
+    };
+    fake::timer::set_vtimer_line(true);
+    assert_eq!(read(&g) & (1 << 27), 1 << 27, "enabled, condition met, not masked: pending");
+    fake::timer::set_vtimer_line(false);
+    assert_eq!(read(&g) & (1 << 27), 0, "disabled or masked: not pending");
+}
+
+#[test]
+fn id_registers_show_only_what_the_hypervisor_supports() {
+    let (_m, g) = guest_machine();
+    // The CPU: EL0-EL2 with AArch32, SVE, AMU; ISAR1 with PAuth (APA 5, GPA 1) and LS64.
+    fake::cpu::set_id_register(4, 0, 0x0000_1001_0011_2222);
+    fake::cpu::set_id_register(6, 1, (5 << 4) | (1 << 24) | (1 << 60));
+    // MRS x3, ID_AA64PFR0_EL1: Op0 3, Op1 0, CRn 0, CRm 4, Op2 0.
+    let mrs = |crm: u64, op2: u64| (3 << 20) | (op2 << 17) | (crm << 1) | (3 << 5) | 1;
+    let mut frame = TrapFrame { esr: esr(ec::SYSREG, mrs(4, 0)), elr: 0x4000_0400, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut frame, GuestException::Sync), Next::Resume);
+    assert_eq!(frame.elr, 0x4000_0404);
+    // EL0/EL1 AArch64 only, no EL2, EL3 AArch64, FP/AdvSIMD kept, GICv3
+    // system registers, no SVE, no AMU.
+    assert_eq!(frame.x[3], 0x0000_0000_0111_1011);
+    let mut isar1 = TrapFrame { esr: esr(ec::SYSREG, mrs(6, 1)), elr: 0x4000_0500, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut isar1, GuestException::Sync), Next::Resume);
+    assert_eq!(isar1.x[3], (5 << 4) | (1 << 24), "PAuth shown (keys switched), LS64 hidden");
+    // ID_AA64ZFR0_EL1 (CRm 4, Op2 4) reads as zero; an MSR to an ID register is UNDEF.
+    fake::cpu::set_id_register(4, 4, u64::MAX);
+    let mut zfr0 = TrapFrame { esr: esr(ec::SYSREG, mrs(4, 4)), elr: 0x4000_0600, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    zfr0.x[3] = 0x55;
+    assert_eq!(trap(&g, 0, &mut zfr0, GuestException::Sync), Next::Resume);
+    assert_eq!(zfr0.x[3], 0);
+    let mut msr = TrapFrame { esr: esr(ec::SYSREG, mrs(4, 0) & !1), elr: 0x4000_0700, spsr: SPSR_EL1H, ..TrapFrame::default() };
+    assert_eq!(trap(&g, 0, &mut msr, GuestException::Sync), Next::Resume);
+    assert_eq!(fake::take_events(), [Event::InjectUndefined { elr: 0x4000_0700 }]);
+    fake::cpu::set_id_register(4, 0, 0);
+    fake::cpu::set_id_register(6, 1, 0);
+    fake::cpu::set_id_register(4, 4, 0);
 }

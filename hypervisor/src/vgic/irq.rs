@@ -30,6 +30,10 @@ pub(super) struct Irq {
     pub dest: Option<u8>,
     /// Physical INTID this interrupt is linked to.
     pub hw: Option<u32>,
+    /// A hardware-linked level interrupt whose line the hypervisor samples
+    /// and passes in (`set_hw_line`, the virtual timer): `level` is then the
+    /// device's output, and the interrupt's pending state follows it.
+    pub line_driven: bool,
     /// Which vCPU's queue bitmap currently holds this interrupt.
     pub queued_on: Option<u8>,
     /// (vCPU, LR index) while the interrupt is in a List Register.
@@ -59,6 +63,7 @@ impl Irq {
             route: 0,
             dest: None,
             hw: None,
+            line_driven: false,
             queued_on: None,
             lr: None,
             lr_state: LrState::INVALID,

@@ -369,6 +369,11 @@ impl Vgic {
         } else if !irq.edge && irq.hw.is_none() && !irq.level && !lr_latch && st.pending {
             // Level line dropped before the guest acknowledged it.
             st.pending = false;
+        } else if irq.line_driven && !irq.level && st.pending && !st.active {
+            // A hardware line (the timer) dropped before the guest took the
+            // instance: withdrawn, and the physical interrupt deactivated.
+            st.pending = false;
+            lr_latch = false;
         }
         let dropped_hw_instance =
             irq.hw.is_some() && irq.lr_state.pending && !irq.lr_state.active && st.is_invalid();

@@ -32,6 +32,7 @@ use alloc::vec::Vec;
 pub use crate::esr::AccessSize;
 pub use dist::{V2_DIST_SIZE, V3_DIST_SIZE};
 pub use effects::{Effect, Effects, MAX_PHYS_EFFECTS};
+pub use redist::is_private_pending_read;
 pub use lr::{ListRegister, ListRegisters, LrState};
 pub use redist::{REDIST_FRAME_SIZE, REDIST_STRIDE};
 pub use sgi::Sgi1r;
@@ -250,6 +251,48 @@ impl Vgic {
         Ok(())
     }
 
+    /// The output line of the device behind hardware-linked `intid` (a
+    /// level interrupt such as the virtual timer's), as the caller sampled
+    /// it: for the timer, enabled, condition met and not masked. From the
+    /// first call on, the interrupt's pending state as the guest reads it
+    /// (GICR_ISPENDR0 / GICD_ISPENDR0) is this level; once it is low, an
+    /// instance the hypervisor acknowledged but the guest has not taken is
+    /// withdrawn: from the queue at once (deactivating the physical
+    /// interrupt), from a pending List Register at the owner's next flush
+    /// (a `Kick`), so a timer the guest disabled or masked raises nothing.
+    pub fn set_hw_line(
+        &mut self,
+        intid: u32,
+        vcpu_for_private: usize,
+        level: bool,
+        out: &mut Effects,
+    ) -> Result<(), VgicError> {
+        let bank = self.check_injection(intid, vcpu_for_private)?;
+        out.ensure_room(1)?;
+        let irq = self.irq_mut(bank, intid);
+        let Some(phys) = irq.hw else {
+            return Err(VgicError::BadIntid);
+        };
+        irq.line_driven = true;
+        irq.level = level;
+        if level {
+            return Ok(());
+        }
+        let dropped = core::mem::take(&mut irq.latch);
+        match irq.lr {
+            Some((owner, _)) if irq.lr_state.pending => out.kick(owner as usize),
+            Some(_) => {}
+            None => {
+                if dropped {
+                    // Acknowledged by the hypervisor, never to be taken.
+                    out.push(Effect::PhysActive { intid: phys, set: false });
+                }
+                self.update(bank, intid, out);
+            }
+        }
+        Ok(())
+    }
+
     /// Undo `link_hw`. Refused while the interrupt is in an LR (its LR
     /// still names the physical interrupt).
     pub fn unlink_hw(
@@ -277,8 +320,12 @@ impl Vgic {
         out: &mut Effects,
     ) -> Result<(), VgicError> {
         let bank = self.check_injection(intid, vcpu_for_private)?;
-        if self.irq(bank, intid).hw.is_none() {
+        let irq = self.irq_mut(bank, intid);
+        if irq.hw.is_none() {
             return Err(VgicError::BadIntid);
+        }
+        if irq.line_driven {
+            irq.level = true; // it fired: its line is high
         }
         self.latch(bank, intid, out);
         Ok(())
@@ -378,6 +425,9 @@ impl Vgic {
 
     fn visible_pending(&self, bank: usize, intid: u32) -> bool {
         let irq = self.irq(bank, intid);
+        if irq.line_driven {
+            return irq.level;
+        }
         self.model_pending(bank, intid)
             || (irq.lr.is_some() && irq.lr_state.pending && !irq.clear_pending_req)
     }

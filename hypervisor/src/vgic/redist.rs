@@ -39,6 +39,21 @@ enum RdReg {
     RazWi,
 }
 
+/// Is a read at `offset` of the distributor (`redistributor` false) or the
+/// redistributors one of GICD_ISPENDR0/ICPENDR0 (GICv2's banked private
+/// pending bits) or GICR_ISPENDR0/ICPENDR0 of vCPU `vcpu`'s own frame (a
+/// GICv3 vCPU's private pending bits)? Before such a read the caller
+/// samples the lines it drives (`set_hw_line`).
+pub fn is_private_pending_read(version: VgicVersion, redistributor: bool, offset: u64, vcpu: usize) -> bool {
+    match (version, redistributor) {
+        (VgicVersion::V2, false) => matches!(offset, 0x200 | 0x280),
+        (VgicVersion::V3, true) => {
+            offset / REDIST_STRIDE == vcpu as u64 && matches!(offset % REDIST_STRIDE, 0x1_0200 | 0x1_0280)
+        }
+        _ => false,
+    }
+}
+
 impl Vgic {
     /// Split an offset in the whole redistributor region into (target
     /// vCPU, decoded register).

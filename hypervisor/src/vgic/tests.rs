@@ -1270,3 +1270,121 @@ fn random_guest_accesses_never_panic_and_keep_invariants() {
         );
     }
 }
+
+// ----- a hardware line the hypervisor samples (the virtual timer) -----
+
+/// A vGIC whose vCPU 0 has the timer PPI 27 linked to physical 27 and
+/// enabled, with the guest's view of its private pending bits.
+fn timer_vgic(version: VgicVersion) -> Vgic {
+    let mut g = Vgic::new(version, 1, 64, mpidr).unwrap();
+    g.link_hw(27, Some(0), 27).unwrap();
+    enable(&mut g, 0, 27, 0x80);
+    g
+}
+
+/// GICR_ISPENDR0 (v3) or GICD_ISPENDR0 (v2) of vCPU 0, and ICPENDR0.
+fn private_pending(g: &mut Vgic) -> (u64, u64) {
+    match g.version() {
+        VgicVersion::V3 => (rrd(g, 0, SGI_BASE + 0x200, Word), rrd(g, 0, SGI_BASE + 0x280, Word)),
+        VgicVersion::V2 => (rd(g, 0, 0x200, Word), rd(g, 0, 0x280, Word)),
+    }
+}
+
+fn line(g: &mut Vgic, level: bool) -> Effects {
+    let mut e = Effects::new();
+    g.set_hw_line(27, 0, level, &mut e).unwrap();
+    g.check_invariants();
+    e
+}
+
+#[test]
+fn the_timer_ppi_reads_pending_exactly_while_its_line_is_high() {
+    for version in [VgicVersion::V3, VgicVersion::V2] {
+        let mut g = timer_vgic(version);
+        line(&mut g, true);
+        assert_eq!(private_pending(&mut g), (1 << 27, 1 << 27), "{version:?}: enabled, condition met, unmasked");
+        line(&mut g, false);
+        assert_eq!(private_pending(&mut g), (0, 0), "{version:?}: disabled or masked");
+        // Fired, taken by the guest (active), line still high: pending and active.
+        let mut e = Effects::new();
+        g.inject_hw(27, 0, &mut e).unwrap();
+        let mut l = FakeLrs::new(version, 4);
+        flush(&mut g, 0, &mut l);
+        let i = l.find(27)[0].0;
+        l.set_state(i, LrState::ACTIVE);
+        sync(&mut g, 0, &mut l);
+        assert_eq!(private_pending(&mut g).0, 1 << 27, "{version:?}: the line is still high while it is handled");
+        line(&mut g, false);
+        assert_eq!(private_pending(&mut g).0, 0, "{version:?}: the handler cleared the condition");
+    }
+}
+
+#[test]
+fn a_timer_instance_in_a_list_register_is_withdrawn_when_the_line_drops() {
+    for version in [VgicVersion::V3, VgicVersion::V2] {
+        let mut g = timer_vgic(version);
+        let mut e = Effects::new();
+        g.inject_hw(27, 0, &mut e).unwrap();
+        let mut l = FakeLrs::new(version, 4);
+        flush(&mut g, 0, &mut l);
+        assert_eq!(l.one(27).hw, Some(27));
+        // The guest disables its timer before taking the interrupt.
+        let e = line(&mut g, false);
+        assert_eq!(kicks(&e), [0], "{version:?}: the owner must look at its LRs");
+        sync(&mut g, 0, &mut l);
+        let mut e = Effects::new();
+        g.flush(0, &mut l, &mut e).unwrap();
+        g.check_invariants();
+        assert!(l.valid().is_empty(), "{version:?}: no interrupt left for the guest to take");
+        assert_eq!(e.phys(), [Effect::PhysActive { intid: 27, set: false }], "{version:?}: the physical one deactivated");
+        assert!(!g.has_work(0));
+    }
+}
+
+#[test]
+fn a_timer_instance_the_guest_is_handling_is_not_withdrawn() {
+    let mut g = timer_vgic(VgicVersion::V3);
+    let mut e = Effects::new();
+    g.inject_hw(27, 0, &mut e).unwrap();
+    let mut l = FakeLrs::new(VgicVersion::V3, 4);
+    flush(&mut g, 0, &mut l);
+    let i = l.find(27)[0].0;
+    l.set_state(i, LrState::ACTIVE);
+    sync(&mut g, 0, &mut l);
+    line(&mut g, false);
+    let mut e = Effects::new();
+    g.flush(0, &mut l, &mut e).unwrap();
+    assert_eq!(l.one(27).state, LrState::ACTIVE, "its deactivation is the guest's");
+    assert!(e.phys().is_empty());
+}
+
+#[test]
+fn a_timer_instance_that_was_never_queued_is_dropped_and_deactivated_when_the_line_drops() {
+    let mut g = timer_vgic(VgicVersion::V3);
+    // The guest has the PPI disabled in its redistributor when the timer fires.
+    rwr(&mut g, 0, SGI_BASE + 0x180, Word, 1 << 27);
+    let mut e = Effects::new();
+    g.inject_hw(27, 0, &mut e).unwrap();
+    assert_eq!(private_pending(&mut g).0, 1 << 27);
+    let e = line(&mut g, false);
+    assert_eq!(e.phys(), [Effect::PhysActive { intid: 27, set: false }]);
+    // Enabled again with the timer off: nothing to deliver.
+    rwr(&mut g, 0, SGI_BASE + 0x100, Word, 1 << 27);
+    let mut l = FakeLrs::new(VgicVersion::V3, 4);
+    flush(&mut g, 0, &mut l);
+    assert!(l.valid().is_empty(), "a disabled timer raises no interrupt");
+    assert!(!g.has_work(0));
+}
+
+#[test]
+fn set_hw_line_needs_a_linked_interrupt_and_private_pending_reads_are_recognised() {
+    let mut g = v3(2);
+    let mut e = Effects::new();
+    assert_eq!(g.set_hw_line(27, 0, true, &mut e), Err(VgicError::BadIntid));
+    assert_eq!(g.set_hw_line(27, 5, true, &mut e), Err(VgicError::BadVcpu));
+    assert!(is_private_pending_read(VgicVersion::V3, true, REDIST_STRIDE + SGI_BASE + 0x200, 1));
+    assert!(!is_private_pending_read(VgicVersion::V3, true, REDIST_STRIDE + SGI_BASE + 0x200, 0), "another vCPU's frame");
+    assert!(!is_private_pending_read(VgicVersion::V3, false, 0x200, 0), "v3 GICD_ISPENDR0 is RAZ with ARE");
+    assert!(is_private_pending_read(VgicVersion::V2, false, 0x280, 3));
+    assert!(!is_private_pending_read(VgicVersion::V2, false, 0x204, 0));
+}

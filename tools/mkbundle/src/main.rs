@@ -8,7 +8,7 @@
 //!
 //! - `NAME=FILE`: FILE stored as NAME (scripts pass `dom0.img=...`).
 //! - `--vm kernel=PATH[,initrd=PATH][,cmdline=STR][,vcpus=N][,memory=SIZE]
-//!   [,name=NAME][,pin=A:B:...][,weight=N]`: one autostarted VM. `name`
+//!   [,name=NAME][,pin=A:B:...][,weight=N][,on_fault=abort|stop]`: one autostarted VM. `name`
 //!   defaults to the kernel's file stem; `pin` lists CPUs separated by
 //!   colons; `cmdline` may contain spaces but not commas (use `--config` for
 //!   those). Paths are relative to the current directory.
@@ -28,7 +28,7 @@ use std::process::ExitCode;
 
 use hv_vmconfig::VmConfig;
 
-const USAGE: &str = "usage: mkbundle OUT [NAME=FILE]... [--vm kernel=PATH[,initrd=PATH][,cmdline=STR][,vcpus=N][,memory=SIZE][,name=NAME][,pin=A:B][,weight=N]]... [--config FILE]...";
+const USAGE: &str = "usage: mkbundle OUT [NAME=FILE]... [--vm kernel=PATH[,initrd=PATH][,cmdline=STR][,vcpus=N][,memory=SIZE][,name=NAME][,pin=A:B][,weight=N][,on_fault=abort|stop]]... [--config FILE]...";
 
 /// Why mkbundle stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ fn parse_vm_spec(spec: &str) -> Result<VmSource, Failure> {
     for (k, v) in &fields {
         let line = match *k {
             "kernel" | "name" => continue,
-            "initrd" | "cmdline" | "memory" => format!("{k} = {}", quote(v)),
+            "initrd" | "cmdline" | "memory" | "on_fault" => format!("{k} = {}", quote(v)),
             "vcpus" | "weight" => match v.parse::<i64>() {
                 Ok(n) => format!("{k} = {n}"),
                 Err(_) => return Err(bad(format!("{k}: expected a number, got `{v}`"))),
@@ -92,7 +92,7 @@ fn parse_vm_spec(spec: &str) -> Result<VmSource, Failure> {
                 }
                 format!("pin = [{}]", cpus.join(", "))
             }
-            other => return Err(bad(format!("unknown key `{other}` (kernel, initrd, cmdline, vcpus, memory, name, pin, weight)"))),
+            other => return Err(bad(format!("unknown key `{other}` (kernel, initrd, cmdline, vcpus, memory, name, pin, weight, on_fault)"))),
         };
         text.push_str(&line);
         text.push('\n');
@@ -268,6 +268,9 @@ mod tests {
         assert!(msg("kernel=k,kernel=j").contains("`kernel` given twice"));
         assert!(msg("kernel=k,memory=3M").contains("memory: must be a multiple of 2M"));
         assert!(msg("kernel=k,pin=0:x").contains("pin: expected CPU numbers"));
+        assert!(msg("kernel=k,on_fault=explode").contains("on_fault: expected \"abort\" or \"stop\""));
+        let stop = parse_vm_spec("kernel=k.img,on_fault=stop").unwrap();
+        assert_eq!(stop.config.on_fault, hv_vmconfig::OnFault::Stop);
         assert!(msg("kernel=a b.img").contains("name: expected 1..=31 characters"));
     }
 

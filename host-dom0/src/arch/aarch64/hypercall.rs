@@ -2,7 +2,7 @@
 //! Only call these when the device tree has a `/hypervisor` node: on bare
 //! hardware an unknown HVC is UNDEFINED.
 
-use hv_abi::hypercall::{decode_result, CopyDirection, Error, Function, IrqAction, VmInfo};
+use hv_abi::hypercall::{decode_result, CopyDirection, Error, Function, IrqAction, VmInfo, VmOption};
 
 /// `Version`: the hypervisor's ABI version (major << 16 | minor).
 pub fn version() -> Result<u64, Error> {
@@ -100,6 +100,11 @@ pub fn io_setup(page: u64) -> Result<(), Error> {
 /// dom0; `flags`: `hv_abi::ioreq::IO_MAP_POST_WRITES` or 0.
 pub fn io_map(id: u32, base: u64, size: u64, flags: u64) -> Result<(), Error> {
     decode_result(call(Function::IoMap, &[u64::from(id), base, size, flags])[0]).map(drop)
+}
+
+/// `VmConfigure`: sets `option` of the `Created` VM `id` to `value`.
+pub fn vm_configure(id: u32, option: VmOption, value: u64) -> Result<(), Error> {
+    decode_result(call(Function::VmConfigure, &[u64::from(id), option as u64, value])[0]).map(drop)
 }
 
 /// `IoComplete`: the hypervisor takes the completion ring; returns how many it took.

@@ -105,3 +105,21 @@ pub fn zero(pa: crate::addr::PhysAddr, len: u64) {
         at += block;
     }
 }
+
+/// Reads the AArch64 ID register at op0 3, op1 0, CRn 0, `crm`, `op2`
+/// (`idregs::IdReg::encoding`); 0 for any other encoding.
+pub fn read_id_register(crm: u8, op2: u8) -> u64 {
+    use super::sysreg::read_sysreg;
+    match (crm, op2) {
+        (4, 0) => read_sysreg!("s3_0_c0_c4_0"), // ID_AA64PFR0_EL1
+        (4, 1) => read_sysreg!("s3_0_c0_c4_1"), // ID_AA64PFR1_EL1
+        (5, 0) => read_sysreg!("s3_0_c0_c5_0"), // ID_AA64DFR0_EL1
+        (6, 0) => read_sysreg!("s3_0_c0_c6_0"), // ID_AA64ISAR0_EL1
+        (6, 1) => read_sysreg!("s3_0_c0_c6_1"), // ID_AA64ISAR1_EL1
+        (6, 2) => read_sysreg!("s3_0_c0_c6_2"), // ID_AA64ISAR2_EL1 (RAZ before Armv8.7)
+        (7, 0) => read_sysreg!("s3_0_c0_c7_0"), // ID_AA64MMFR0_EL1
+        (7, 1) => read_sysreg!("s3_0_c0_c7_1"), // ID_AA64MMFR1_EL1
+        (7, 2) => read_sysreg!("s3_0_c0_c7_2"), // ID_AA64MMFR2_EL1
+        _ => 0,
+    }
+}

@@ -21,13 +21,16 @@ pub const HCR_VM: u64 = {
     let twi = 1 << 13; // TWI: WFI traps, so a vCPU waiting for an interrupt gives its CPU back.
     // TWE (bit 14) = 0: WFE runs natively; guests use it in spin loops that a trap would slow down.
     let tsc = 1 << 19; // TSC: SMC traps; PSCI through SMC is emulated, anything else is NOT_SUPPORTED.
+    let tid3 = 1 << 18; // TID3: ID group 3 registers trap; the VM sees the features the hypervisor supports (idregs.rs).
     let tidcp = 1 << 20; // TIDCP: implementation-defined system registers trap (UNDEF for the VM).
     let tacr = 1 << 21; // TACR: ACTLR_EL1 accesses trap (implementation-defined controls stay the hypervisor's).
     // TSW (bit 22) = 0: set/way maintenance runs natively; SWIO above makes it safe.
     let rw = 1 << 31; // RW: EL1 is AArch64.
     let apk = 1 << 40; // APK: pointer-authentication key registers do not trap.
-    let api = 1 << 41; // API: pointer-authentication instructions do not trap.
-    vm | swio | fmo | imo | amo | fb | bsu_inner | twi | tsc | tidcp | tacr | rw | apk | api
+    let terr = 1 << 36; // TERR: RAS error record registers trap (no records: they read as zero).
+    let api = 1 << 41; // API: pointer-authentication instructions do not trap (the keys are switched per vCPU).
+    // ATA (bit 56) = 0: no allocation-tag access (MTE is hidden).
+    vm | swio | fmo | imo | amo | fb | bsu_inner | twi | tid3 | tsc | tidcp | tacr | rw | terr | apk | api
 };
 
 /// MDCR_EL2 while a VM runs: debug and PMU registers trap, and the
@@ -50,9 +53,11 @@ const CPTR_VM: u64 = {
     let res1 = 0x32ff; // RES1 bits [13:12], [9], [7:0].
     let tz = 1 << 8; // TZ: SVE traps (its larger register state is not switched); the VM gets UNDEF.
     // TFP (bit 10) = 0: FP/SIMD does not trap; the hypervisor itself never uses FP/SIMD registers (softfloat build), and a vCPU switch saves and restores them.
+    // Bit 12 (RES1 above) is TSM with FEAT_SME: SME traps; the VM gets UNDEF.
     let tta = 1 << 20; // TTA: trace register accesses trap.
+    let tam = 1 << 30; // TAM: activity monitor accesses trap (AMU is hidden); the VM gets UNDEF.
     // TCPAC (bit 31) = 0: the VM manages its own CPACR_EL1 (it enables FP for itself).
-    res1 | tz | tta
+    res1 | tz | tta | tam
 };
 
 /// CNTHCTL_EL2 (E2H = 0 layout): the VM reads the physical counter but its

@@ -7,12 +7,6 @@ use aarch64_cpu::registers::{Readable, Writeable, ELR_EL1, ESR_EL1, FAR_EL1, SPS
 /// PSTATE for EL1 exception entry: EL1h, D, A, I, F masked.
 const SPSR_EL1H_MASKED: u64 = 0x3c5;
 const IL: u64 = 1 << 25;
-/// Fault status code "synchronous external abort, not on a table walk".
-const FSC_SYNC_EXTERNAL: u64 = 0x10;
-
-fn from_el0(spsr: u64) -> bool {
-    spsr & 0xf == 0
-}
 
 fn inject(frame: &mut TrapFrame, esr: u64, far: Option<u64>) {
     let offset = match frame.spsr & 0xf {
@@ -35,15 +29,17 @@ pub fn undefined(frame: &mut TrapFrame) {
     inject(frame, IL, None);
 }
 
-/// Synchronous external abort on a data access or instruction fetch at
-/// virtual address `far`.
-pub fn abort(frame: &mut TrapFrame, instruction: bool, far: u64) {
-    let ec: u64 = match (instruction, from_el0(frame.spsr)) {
-        (false, true) => 0x24,
-        (false, false) => 0x25,
-        (true, true) => 0x20,
-        (true, false) => 0x21,
-    };
-    let wnr = if instruction { 0 } else { frame.esr & (1 << 6) };
-    inject(frame, (ec << 26) | IL | wnr | FSC_SYNC_EXTERNAL, Some(far));
+/// A synchronous abort with syndrome `esr` (ESR_EL1, built by the core:
+/// `esr::injected_external_abort`) at virtual address `far`.
+pub fn abort(frame: &mut TrapFrame, esr: u64, far: u64) {
+    inject(frame, esr, Some(far));
+}
+
+/// Makes a virtual SError pending for the running vCPU (HCR_EL2.VSE), with
+/// `syndrome` as its ESR_EL1.ISS where the CPU has FEAT_RAS (VSESR_EL2;
+/// without RAS the ISS is IMPLEMENTATION DEFINED). It stays pending until
+/// the guest takes it (PSTATE.A clear), across vCPU switches (`VcpuArch`
+/// saves it), and the hardware clears VSE when it is taken.
+pub fn serror(syndrome: u64) {
+    super::vcpu::set_pending_serror(Some(syndrome));
 }

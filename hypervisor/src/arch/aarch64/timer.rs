@@ -30,3 +30,10 @@ pub fn vtimer_deadline() -> Option<u64> {
     let enabled = ctl.is_set(CNTV_CTL_EL0::ENABLE) && !ctl.is_set(CNTV_CTL_EL0::IMASK);
     enabled.then(|| CNTV_CVAL_EL0.get().wrapping_add(CNTVOFF_EL2.get()))
 }
+
+/// The loaded vCPU's virtual-timer output line: enabled, condition met
+/// (ISTATUS) and not masked (CNTV_CTL_EL0).
+pub fn vtimer_line() -> bool {
+    let ctl = CNTV_CTL_EL0.extract();
+    ctl.is_set(CNTV_CTL_EL0::ENABLE) && ctl.is_set(CNTV_CTL_EL0::ISTATUS) && !ctl.is_set(CNTV_CTL_EL0::IMASK)
+}

@@ -4,6 +4,10 @@
 //! restored only when a physical CPU switches vCPUs; a trap that returns to
 //! the same vCPU touches none of it.
 //!
+//! Pointer-authentication keys are switched on CPUs with FEAT_PAuth (guests
+//! use PAuth natively: HCR_EL2.API/APK), and a virtual SError stays with
+//! its vCPU until taken (HCR_EL2.VSE, VSESR_EL2, VDISR_EL2 with FEAT_RAS).
+//!
 //! FP/SIMD is switched eagerly: the hypervisor is built without FP/SIMD
 //! (softfloat), so the registers are the running vCPU's the whole time, and
 //! a switch costs 34 loads and stores, cheaper than a trap to switch lazily.
@@ -12,7 +16,7 @@ use super::exception::TrapFrame;
 use super::gic::{self, HwListRegisters};
 use super::timer::VTIMER_PPI;
 use crate::vgic::ListRegisters;
-use aarch64_cpu::registers::{Readable, Writeable, CNTKCTL_EL1, CNTVOFF_EL2, CNTV_CTL_EL0, CNTV_CVAL_EL0, CPACR_EL1, CSSELR_EL1, ELR_EL1, ESR_EL1, FAR_EL1, MAIR_EL1, PAR_EL1, SCTLR_EL1, SPSR_EL1, SP_EL0, SP_EL1, TCR_EL1, TPIDRRO_EL0, TPIDR_EL0, TPIDR_EL1, TTBR0_EL1, TTBR1_EL1, VBAR_EL1};
+use aarch64_cpu::registers::{Readable, Writeable, HCR_EL2, CNTKCTL_EL1, CNTVOFF_EL2, CNTV_CTL_EL0, CNTV_CVAL_EL0, CPACR_EL1, CSSELR_EL1, ELR_EL1, ESR_EL1, FAR_EL1, MAIR_EL1, PAR_EL1, SCTLR_EL1, SPSR_EL1, SP_EL0, SP_EL1, TCR_EL1, TPIDRRO_EL0, TPIDR_EL0, TPIDR_EL1, TTBR0_EL1, TTBR1_EL1, VBAR_EL1};
 
 // aarch64-cpu does not define AMAIR_EL1, CONTEXTIDR_EL1, AFSR0/1_EL1 and
 // VMPIDR_EL2: those go through the by-name accessors.
@@ -93,6 +97,98 @@ core::arch::global_asm!(
 
 const _: () = assert!(core::mem::offset_of!(FpState, fpcr) == 0x200);
 
+/// What this CPU implements that decides which vCPU state exists to be
+/// switched (read once from the ID registers; every CPU of the machine is
+/// taken to be the same).
+#[derive(Clone, Copy)]
+struct CpuFeatures {
+    /// FEAT_PAuth: the five key registers exist (reading them elsewhere is
+    /// UNDEFINED).
+    pauth: bool,
+    /// FEAT_RAS: VSESR_EL2 and VDISR_EL2 exist.
+    ras: bool,
+}
+
+static FEATURES: spin::Once<CpuFeatures> = spin::Once::new();
+
+fn features() -> CpuFeatures {
+    *FEATURES.call_once(|| {
+        let isar1 = read_sysreg!("id_aa64isar1_el1");
+        let isar2 = read_sysreg!("s3_0_c0_c6_2"); // ID_AA64ISAR2_EL1
+        let pfr0 = read_sysreg!("id_aa64pfr0_el1");
+        // APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2 APA3 [15:12], GPA3 [11:8].
+        let pauth = isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0;
+        let ras = (pfr0 >> 28) & 0xf != 0;
+        CpuFeatures { pauth, ras }
+    })
+}
+
+/// Does this CPU have FEAT_PAuth (and so per-vCPU keys)?
+pub fn has_pauth() -> bool {
+    features().pauth
+}
+
+/// HCR_EL2.VSE: a virtual SError is pending.
+const HCR_VSE: u64 = 1 << 8;
+
+/// Makes a virtual SError with ISS `syndrome` pending for the loaded vCPU,
+/// or (None) none.
+pub fn set_pending_serror(syndrome: Option<u64>) {
+    let hcr = HCR_EL2.get();
+    match syndrome {
+        Some(iss) => {
+            if features().ras {
+                write_sysreg!("s3_4_c5_c2_3", iss); // VSESR_EL2
+            }
+            HCR_EL2.set(hcr | HCR_VSE);
+        }
+        None => HCR_EL2.set(hcr & !HCR_VSE),
+    }
+}
+
+/// The loaded vCPU's pending virtual SError (its syndrome; 0 without RAS).
+fn pending_serror() -> Option<u64> {
+    if HCR_EL2.get() & HCR_VSE == 0 {
+        return None;
+    }
+    Some(if features().ras { read_sysreg!("s3_4_c5_c2_3") } else { 0 })
+}
+
+/// Pointer-authentication keys: APIA, APIB, APDA, APDB, APGA, each Lo/Hi
+/// (only switched on CPUs with FEAT_PAuth).
+#[derive(Clone, Copy, Default)]
+struct PauthKeys([u64; 10]);
+
+impl PauthKeys {
+    fn save(&mut self) {
+        let k = &mut self.0;
+        k[0] = read_sysreg!("s3_0_c2_c1_0"); // APIAKeyLo_EL1
+        k[1] = read_sysreg!("s3_0_c2_c1_1"); // APIAKeyHi_EL1
+        k[2] = read_sysreg!("s3_0_c2_c1_2"); // APIBKeyLo_EL1
+        k[3] = read_sysreg!("s3_0_c2_c1_3"); // APIBKeyHi_EL1
+        k[4] = read_sysreg!("s3_0_c2_c2_0"); // APDAKeyLo_EL1
+        k[5] = read_sysreg!("s3_0_c2_c2_1"); // APDAKeyHi_EL1
+        k[6] = read_sysreg!("s3_0_c2_c2_2"); // APDBKeyLo_EL1
+        k[7] = read_sysreg!("s3_0_c2_c2_3"); // APDBKeyHi_EL1
+        k[8] = read_sysreg!("s3_0_c2_c3_0"); // APGAKeyLo_EL1
+        k[9] = read_sysreg!("s3_0_c2_c3_1"); // APGAKeyHi_EL1
+    }
+
+    fn restore(&self) {
+        let k = &self.0;
+        write_sysreg!("s3_0_c2_c1_0", k[0]);
+        write_sysreg!("s3_0_c2_c1_1", k[1]);
+        write_sysreg!("s3_0_c2_c1_2", k[2]);
+        write_sysreg!("s3_0_c2_c1_3", k[3]);
+        write_sysreg!("s3_0_c2_c2_0", k[4]);
+        write_sysreg!("s3_0_c2_c2_1", k[5]);
+        write_sysreg!("s3_0_c2_c2_2", k[6]);
+        write_sysreg!("s3_0_c2_c2_3", k[7]);
+        write_sysreg!("s3_0_c2_c3_0", k[8]);
+        write_sysreg!("s3_0_c2_c3_1", k[9]);
+    }
+}
+
 /// EL1 system registers, virtual timer and virtual CPU interface state.
 #[derive(Clone, Copy)]
 struct El1Context {
@@ -124,6 +220,12 @@ struct El1Context {
     cntvoff: u64,
     vmpidr: u64,
     vgic_vmcr: u64,
+    /// Pointer-authentication keys (FEAT_PAuth only).
+    pauth: PauthKeys,
+    /// VDISR_EL2: a virtual SError deferred by the guest's ESB (FEAT_RAS only).
+    vdisr: u64,
+    /// A virtual SError injected and not yet taken (its ISS).
+    serror: Option<u64>,
     fp: FpState,
 }
 
@@ -159,6 +261,9 @@ impl El1Context {
             cntvoff,
             vmpidr: vmpidr | (1 << 31),
             vgic_vmcr: 0,
+            pauth: PauthKeys::default(),
+            vdisr: 0,
+            serror: None,
             fp: FpState::default(),
         }
     }
@@ -196,6 +301,15 @@ impl El1Context {
         self.cntvoff = CNTVOFF_EL2.get();
         self.vmpidr = read_sysreg!("vmpidr_el2");
         self.vgic_vmcr = HwListRegisters.vmcr();
+        let f = features();
+        if f.pauth {
+            self.pauth.save();
+        }
+        if f.ras {
+            self.vdisr = read_sysreg!("s3_4_c12_c1_1"); // VDISR_EL2
+        }
+        self.serror = pending_serror();
+        set_pending_serror(None);
         // SAFETY: `fp` is a properly aligned FpState owned by this context.
         unsafe { fp_save(&mut self.fp) };
     }
@@ -230,6 +344,15 @@ impl El1Context {
         CNTV_CTL_EL0.set(self.cntv_ctl);
         write_sysreg!("vmpidr_el2", self.vmpidr);
         HwListRegisters.set_vmcr(self.vgic_vmcr);
+        let f = features();
+        if f.pauth {
+            self.pauth.restore();
+        }
+        if f.ras {
+            write_sysreg!("s3_4_c12_c1_1", self.vdisr);
+        }
+        // After `el2::configure_vm_traps` wrote HCR_EL2 for this vCPU.
+        set_pending_serror(self.serror);
         // SAFETY: `fp` is a properly aligned FpState owned by this context.
         unsafe { fp_restore(&self.fp) };
     }
@@ -286,6 +409,12 @@ impl VcpuArch {
         }
         self.el1.restore();
     }
+}
+
+/// The loaded vCPU's stage-1 translation registers (TTBR0/1_EL1, TCR_EL1),
+/// read while it is trapped at EL2.
+pub fn loaded_stage1() -> crate::s1walk::Stage1Regs {
+    crate::s1walk::Stage1Regs { ttbr0: TTBR0_EL1.get(), ttbr1: TTBR1_EL1.get(), tcr: TCR_EL1.get() }
 }
 
 /// Enters the guest with `frame` as its registers, on the EL2 stack whose

@@ -113,6 +113,8 @@ park:
  *   u64 testkit_probe_write(u64 addr, u64 value)
  *   u64 testkit_probe_read_pair(u64 addr, u64 out[2])   (LDP: no syndrome for a hypervisor)
  *   u64 testkit_guarded_hvc(u64 regs[4])   regs in: x0..x3, out: x0..x3
+ *   u64 testkit_probe_fetch(u64 addr)   branches to addr; a prefetch abort
+ *       there resumes after the branch with x0 = 0 (exception.rs)
  */
 .global testkit_probe_read
 .global testkit_probe_read_insn
@@ -124,6 +126,15 @@ park:
 .global testkit_guarded_hvc_insn
 .global testkit_fixup
 .global testkit_hvc_fixup
+.global testkit_probe_fetch
+testkit_probe_fetch:
+    stp     x29, x30, [sp, #-16]!
+    mov     x1, x0
+    mov     x0, #1
+    blr     x1
+    ldp     x29, x30, [sp], #16
+    ret
+
 testkit_probe_read:
 testkit_probe_read_insn:
     ldr     x2, [x0]

@@ -18,6 +18,7 @@ extern "C" {
     fn testkit_probe_write(addr: u64, value: u64) -> u64;
     fn testkit_probe_read_pair(addr: u64, out: *mut [u64; 2]) -> u64;
     fn testkit_guarded_hvc(regs: *mut [u64; 4]) -> u64;
+    fn testkit_probe_fetch(addr: u64) -> u64;
     static testkit_probe_read_insn: u8;
     static testkit_probe_write_insn: u8;
     static testkit_probe_read_pair_insn: u8;
@@ -32,6 +33,9 @@ pub struct Caught {
     pub esr: u64,
     pub far: u64,
 }
+
+/// Per vCPU: the address `probe_fetch` branched to (0: none).
+static FETCH_TARGET: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 static CAUGHT: [[AtomicU64; 2]; MAX_CPUS] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_CPUS];
 
@@ -69,6 +73,19 @@ pub fn probe_write(addr: u64, value: u64) -> Result<(), Caught> {
     if ok == 1 { Ok(()) } else { Err(last_caught()) }
 }
 
+/// Branches to `addr` (which must be mapped executable and hold nothing,
+/// so the fetch aborts), and returns the prefetch abort. `Ok` only if the
+/// code there returned on its own (with x0 = 1).
+pub fn probe_fetch(addr: u64) -> Result<(), Caught> {
+    FETCH_TARGET[cpu::index()].store(addr, Ordering::SeqCst);
+    // SAFETY: the caller maps `addr` where nothing is, so the first fetch
+    // aborts and `fix_up` resumes after the branch with x0 = 0; the asm
+    // keeps the frame pointer and link register on the stack.
+    let ok = unsafe { testkit_probe_fetch(addr) };
+    FETCH_TARGET[cpu::index()].store(0, Ordering::SeqCst);
+    if ok == 1 { Ok(()) } else { Err(last_caught()) }
+}
+
 /// `hvc #0` with x0..x3 = `regs`, returning x0..x3; `Err` if the
 /// instruction was UNDEFINED (no EL2, or EL2 refused it).
 pub fn guarded_hvc(regs: [u64; 4]) -> Result<[u64; 4], Caught> {
@@ -91,6 +108,14 @@ fn fix_up(frame: &mut TrapFrame) -> bool {
         &raw const testkit_fixup
     } else if class == ExceptionClass::Unknown && is(&raw const testkit_guarded_hvc_insn) {
         &raw const testkit_hvc_fixup
+    } else if class == ExceptionClass::InstructionAbortSameEl && frame.elr != 0 && frame.elr == FETCH_TARGET[cpu::index()].load(Ordering::SeqCst) {
+        // Back after the `blr` (its link register), reporting failure.
+        let slot = &CAUGHT[cpu::index()];
+        slot[0].store(frame.esr, Ordering::SeqCst);
+        slot[1].store(frame.far, Ordering::SeqCst);
+        frame.elr = frame.x[30];
+        frame.x[0] = 0;
+        return true;
     } else {
         return false;
     };

@@ -205,6 +205,16 @@ pub fn set_handler(intid: u32, handler: Handler) {
     }
 }
 
+/// This vCPU's SGI and PPI pending bits: GICR_ISPENDR0 of its own
+/// redistributor (v3) or the banked GICD_ISPENDR0 (v2).
+pub fn private_pending() -> u32 {
+    let s = state();
+    match s.version {
+        GicVersion::V3 => read32(at(REDIST[cpu::index()].load(Ordering::SeqCst), gicr::SGI_BASE + gicr::sgi::ISPENDR0)),
+        GicVersion::V2 => read32(at(s.gicd, gicd::ISPENDR)),
+    }
+}
+
 /// Enables SGI/PPI `intid` on this vCPU.
 pub fn enable(intid: u32) {
     let s = state();

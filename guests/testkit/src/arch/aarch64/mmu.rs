@@ -27,8 +27,9 @@ const UXN: u64 = 1 << 54;
 #[repr(C, align(4096))]
 struct Table(UnsafeCell<[u64; ENTRIES]>);
 
-// SAFETY: written only by `testkit_build_page_tables`, on the boot vCPU
-// before any other vCPU runs or the MMU is on; read-only afterwards.
+// SAFETY: written by `testkit_build_page_tables`, on the boot vCPU before
+// any other vCPU runs or the MMU is on, and afterwards only by
+// `with_l1_entry`, one entry at a time (see there).
 unsafe impl Sync for Table {}
 
 #[no_mangle]
@@ -65,4 +66,36 @@ extern "C" fn testkit_build_page_tables() {
         }
         l0[256] = high.as_ptr() as u64 | VALID_TABLE;
     }
+}
+
+/// A 1 GiB block at `addr` that may be executed (Normal memory): for
+/// fetching from an address with nothing behind it.
+pub fn executable_block(addr: u64) -> u64 {
+    (addr & !(GIB - 1)) | VALID_BLOCK | ATTR_NORMAL | INNER_SHAREABLE | ACCESS_FLAG
+}
+
+/// A level-1 table descriptor whose level-2 table is at `addr`: for a table
+/// walk that reads from an address with nothing behind it.
+pub fn table_descriptor(addr: u64) -> u64 {
+    (addr & !0xfff) | VALID_TABLE
+}
+
+/// Runs `f` with the level-1 entry for VA `[index GiB, index+1 GiB)` set to
+/// `desc`, then puts the identity block back. Only for GiBs 2 and 3, which
+/// no test guest's RAM or devices use, and from one vCPU at a time.
+pub fn with_l1_entry<R>(index: usize, desc: u64, f: impl FnOnce() -> R) -> R {
+    assert!((2..4).contains(&index), "with_l1_entry: GiB {index} may be in use");
+    let set = |value: u64| {
+        // SAFETY: one aligned 64-bit store into this GiB's entry, which no
+        // other code reads or writes meanwhile (see above); the TLB
+        // maintenance after it makes the walker see it.
+        unsafe {
+            core::ptr::write_volatile((LOW.0.get() as *mut u64).add(index), value);
+            core::arch::asm!("dsb ishst", "tlbi vmalle1", "dsb ish", "isb", options(nostack));
+        }
+    };
+    set(desc);
+    let result = f();
+    set(block(index as u64 * GIB));
+    result
 }

@@ -22,6 +22,31 @@ pub fn intid() -> u32 {
     INTID.load(Ordering::SeqCst)
 }
 
+/// Sets CNTV_CVAL_EL0 and CNTV_CTL_EL0 (ENABLE bit 0, IMASK bit 1) as
+/// given, with no handler bookkeeping: for checks of the timer's
+/// interrupt state itself.
+pub fn program(cval: u64, ctl: u64) {
+    set_cval(cval);
+    set_ctl(ctl);
+}
+
+/// CNTV_CTL_EL0 (ISTATUS is bit 2).
+pub fn ctl() -> u64 {
+    let v: u64;
+    // SAFETY: reading this vCPU's timer control has no side effects.
+    unsafe { asm!("mrs {}, cntv_ctl_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// Counts this vCPU's timer interrupts without reprogramming the timer.
+pub fn count_only() {
+    TICKS[cpu::index()].store(0, Ordering::SeqCst);
+    gic::set_handler(intid(), |_| {
+        TICKS[cpu::index()].fetch_add(1, Ordering::SeqCst);
+        set_ctl(0b10); // taken: masked, so a level line does not fire again
+    });
+}
+
 fn set_cval(value: u64) {
     // SAFETY: programs this vCPU's virtual timer compare value only.
     unsafe { asm!("msr cntv_cval_el0, {}", "isb", in(reg) value, options(nomem, nostack)) };
