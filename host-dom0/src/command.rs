@@ -132,7 +132,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "cost of a null hypercall and a trapped GIC distributor read",
     ),
     ("poweroff", "", "power the machine off (PSCI SYSTEM_OFF)"),
-    ("reboot", "", "reset the machine (PSCI SYSTEM_RESET)"),
+    ("reboot", "", "reset the machine (PSCI SYSTEM_RESET, or the Pi's power-management watchdog)"),
     (
         "disk",
         "[read|selftest SECTOR]",
