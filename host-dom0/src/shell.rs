@@ -201,17 +201,18 @@ impl Shell {
                 crate::drivers::disk::shell_command(op);
                 cpu::unmask_irqs();
             }
-            Command::Reboot if !psci::available() => match crate::drivers::pm_reset::find(self.sys.blob) {
-                // No PSCI (the Raspberry Pi 4's stock firmware): the
-                // power-management watchdog resets the board.
-                Some(base) => {
+            // The board's own reset, where it has one (the Raspberry Pi's
+            // power-management watchdog): the PSCI dom0 sees is the
+            // hypervisor's, which can only reset through firmware PSCI,
+            // and the Pi 4's stock firmware has none.
+            Command::Reboot if crate::drivers::pm_reset::find(self.sys.blob).is_some() => {
+                if let Some(base) = crate::drivers::pm_reset::find(self.sys.blob) {
                     println!("rebooting (power-management watchdog)");
                     console::flush();
                     crate::drivers::pm_reset::reset(base);
                     println!("reboot: the watchdog did not reset the machine");
                 }
-                None => println!("no PSCI and no reset watchdog in the device tree: cannot reset this machine"),
-            },
+            }
             Command::Poweroff | Command::Reboot if !psci::available() => {
                 println!("no PSCI in the device tree: cannot power off or reset this machine");
             }
