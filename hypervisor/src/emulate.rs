@@ -29,8 +29,7 @@ pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
     if let Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) = vm.emulated_region(ipa) {
         let abort = DataAbort::decode(frame.esr);
         if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
-            let version = vm.vgic.lock().version();
-            if crate::vgic::is_private_pending_read(version, device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {
+            if crate::vgic::is_private_pending_read(device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {
                 crate::interrupts::sample_vtimer_line(vm, vcpu);
             }
             let value = match device {

@@ -253,7 +253,8 @@ impl Vgic {
 
     /// The output line of the device behind hardware-linked `intid` (a
     /// level interrupt such as the virtual timer's), as the caller sampled
-    /// it: for the timer, enabled, condition met and not masked. From the
+    /// it: for the timer, enabled, condition met and not masked. (The core
+    /// samples it when the guest reads its private pending bits.) From the
     /// first call on, the interrupt's pending state as the guest reads it
     /// (GICR_ISPENDR0 / GICD_ISPENDR0) is this level; once it is low, an
     /// instance the hypervisor acknowledged but the guest has not taken is

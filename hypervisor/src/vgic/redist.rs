@@ -40,17 +40,17 @@ enum RdReg {
 }
 
 /// Is a read at `offset` of the distributor (`redistributor` false) or the
-/// redistributors one of GICD_ISPENDR0/ICPENDR0 (GICv2's banked private
-/// pending bits) or GICR_ISPENDR0/ICPENDR0 of vCPU `vcpu`'s own frame (a
-/// GICv3 vCPU's private pending bits)? Before such a read the caller
-/// samples the lines it drives (`set_hw_line`).
-pub fn is_private_pending_read(version: VgicVersion, redistributor: bool, offset: u64, vcpu: usize) -> bool {
-    match (version, redistributor) {
-        (VgicVersion::V2, false) => matches!(offset, 0x200 | 0x280),
-        (VgicVersion::V3, true) => {
-            offset / REDIST_STRIDE == vcpu as u64 && matches!(offset % REDIST_STRIDE, 0x1_0200 | 0x1_0280)
-        }
-        _ => false,
+/// redistributors one of a vCPU's private pending bits: GICD_ISPENDR0 or
+/// ICPENDR0 (banked per vCPU on GICv2; on GICv3 with affinity routing they
+/// read as zero, so a needless sample costs nothing but time), or
+/// GICR_ISPENDR0 or ICPENDR0 of vCPU `vcpu`'s own frame? Before such a read
+/// the caller samples the lines it drives (`set_hw_line`). Decided without
+/// the vGIC's lock, from the device and offset alone.
+pub fn is_private_pending_read(redistributor: bool, offset: u64, vcpu: usize) -> bool {
+    if redistributor {
+        offset / REDIST_STRIDE == vcpu as u64 && matches!(offset % REDIST_STRIDE, 0x1_0200 | 0x1_0280)
+    } else {
+        matches!(offset, 0x200 | 0x280)
     }
 }
 

@@ -1382,9 +1382,9 @@ fn set_hw_line_needs_a_linked_interrupt_and_private_pending_reads_are_recognised
     let mut e = Effects::new();
     assert_eq!(g.set_hw_line(27, 0, true, &mut e), Err(VgicError::BadIntid));
     assert_eq!(g.set_hw_line(27, 5, true, &mut e), Err(VgicError::BadVcpu));
-    assert!(is_private_pending_read(VgicVersion::V3, true, REDIST_STRIDE + SGI_BASE + 0x200, 1));
-    assert!(!is_private_pending_read(VgicVersion::V3, true, REDIST_STRIDE + SGI_BASE + 0x200, 0), "another vCPU's frame");
-    assert!(!is_private_pending_read(VgicVersion::V3, false, 0x200, 0), "v3 GICD_ISPENDR0 is RAZ with ARE");
-    assert!(is_private_pending_read(VgicVersion::V2, false, 0x280, 3));
-    assert!(!is_private_pending_read(VgicVersion::V2, false, 0x204, 0));
+    assert!(is_private_pending_read(true, REDIST_STRIDE + SGI_BASE + 0x200, 1));
+    assert!(!is_private_pending_read(true, REDIST_STRIDE + SGI_BASE + 0x200, 0), "another vCPU's frame");
+    assert!(!is_private_pending_read(true, SGI_BASE + 0x100, 0), "ISENABLER0");
+    assert!(is_private_pending_read(false, 0x280, 3));
+    assert!(!is_private_pending_read(false, 0x204, 0), "SPIs' pending bits");
 }
