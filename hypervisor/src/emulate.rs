@@ -10,7 +10,7 @@ use log::trace;
 
 use crate::arch::{el2, TrapFrame};
 use crate::esr::{self, AccessSize, DataAbort};
-use crate::fault::abort_access;
+use crate::arch::abort_access;
 use crate::sched::Next;
 use crate::vm::{vm_warn, EmulatedDevice, Exit, Vcpu, Vm};
 

@@ -36,14 +36,6 @@ pub fn unbacked(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Next {
     Next::Resume
 }
 
-/// Answers an access the hypervisor or dom0 cannot complete (a device
-/// refused it, or it has no syndrome to emulate) with a synchronous
-/// external abort on the access.
-pub fn abort_access(frame: &mut TrapFrame) {
-    let syndrome = esr::injected_external_abort(frame.esr, frame.spsr, None);
-    inject::abort(frame, syndrome, frame.far);
-}
-
 /// Stops `vm` because of what `vcpu` did; dom0 cannot be stopped without
 /// the machine, so a dom0 crash stops the system.
 #[inline(never)]

@@ -284,7 +284,7 @@ pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
             }
             frame.elr += 4;
         }
-        _ => crate::fault::abort_access(frame),
+        _ => crate::arch::abort_access(frame),
     }
 }
 

@@ -42,3 +42,11 @@ pub use imp::{cpu, el2, gic, inject, psci, timer, vcpu};
 /// Boot-time services: only `boot` uses them (MMU, secondary CPUs).
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use imp::{mmu, smp};
+
+/// Answers an access the hypervisor or dom0 cannot complete (a device
+/// refused it, or it has no syndrome to emulate) with a synchronous
+/// external abort on the access, as the running vCPU's hardware would.
+pub fn abort_access(frame: &mut TrapFrame) {
+    let syndrome = crate::esr::injected_external_abort(frame.esr, frame.spsr, None);
+    inject::abort(frame, syndrome, frame.far);
+}
