@@ -63,7 +63,8 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
     }
 }
 
-fn guest_vm(id: u64) -> Result<Arc<Vm>, Error> {
+/// The guest VM `id` names (dom0 and absent ids are `InvalidParameter`).
+pub(crate) fn guest_vm(id: u64) -> Result<Arc<Vm>, Error> {
     let id = u16::try_from(id).map_err(|_| Error::InvalidParameter)?;
     match vm::get(VmId(id)) {
         Some(vm) if vm.kind == VmKind::Guest => Ok(vm),

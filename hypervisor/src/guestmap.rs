@@ -159,23 +159,16 @@ mod mechanism {
     use crate::stage2::Stage2Tables;
     use crate::mm::pagetable::{Attributes, MapError};
     use crate::sync::Mutex;
-    use crate::vm::{self, Vm, VmId, VmKind};
+    use crate::vm::{self, Vm, VmId};
 
     /// Lock order: a guest's `ram_live` (read), then `WINDOWS`, then dom0's
     /// `stage2`.
     static WINDOWS: Mutex<Windows> = Mutex::new(Windows::new());
 
-    fn guest(id: u64) -> Result<alloc::sync::Arc<Vm>, Error> {
-        let id = u16::try_from(id).map_err(|_| Error::InvalidParameter)?;
-        match vm::get(VmId(id)) {
-            Some(vm) if vm.kind == VmKind::Guest => Ok(vm),
-            _ => Err(Error::InvalidParameter),
-        }
-    }
 
     /// `GuestMap` (dom0 is the caller).
     pub fn map(dom0: &Vm, id: u64, dom0_ipa: u64, guest_ipa: u64, len: u64) -> Result<u64, Error> {
-        let vm = guest(id)?;
+        let vm = crate::domctl::guest_vm(id)?;
         let live = vm.ram_live.read();
         if !*live {
             return Err(Error::InvalidParameter); // being destroyed
