@@ -44,6 +44,13 @@ const CAP_IN_HEADER: usize = 4;
 /// How long the IO event handler keeps looking for more requests after the
 /// ring ran empty.
 const POLL_MICROS: u64 = 20;
+/// The longest the IO event handler keeps the CPU: a guest that makes
+/// requests back to back (a console flood, a disk stress) would otherwise
+/// keep it polling for as long as it goes on, and the code it interrupted
+/// (the shell, which also gives busy devices their turns) would not run.
+/// After this it stops polling; requests that come later are signalled
+/// again, so none waits, but the interrupted code runs in between.
+pub const HANDLER_MAX_MICROS: u64 = 1000;
 
 /// The shared page: dom0 RAM the hypervisor writes requests into.
 #[repr(C, align(4096))]
@@ -234,6 +241,9 @@ static PORT: Mutex<Option<Port>> = Mutex::new(None);
 /// The hypervisor wrote impossible ring indices: forwarding stopped.
 static CORRUPT: AtomicBool = AtomicBool::new(false);
 static EVENTS: AtomicU64 = AtomicU64::new(0);
+/// IO events whose handler stopped at `HANDLER_MAX_MICROS` with the guests
+/// still making requests.
+static LONG_EVENTS: AtomicU64 = AtomicU64::new(0);
 /// `IrqLine` calls the hypervisor refused.
 static IRQ_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Hypercalls the backends made, by kind (`iostat`: the data path's cost).
@@ -460,6 +470,8 @@ pub fn detach(vm: u32) {
 pub struct Status {
     pub stats: IoStats,
     pub events: u64,
+    /// Events whose handler gave the CPU back with requests still coming.
+    pub long_events: u64,
     /// Completions that had to wait for room in the completion ring.
     pub delayed: u64,
     pub irq_failed: u64,
@@ -473,6 +485,7 @@ pub fn status() -> Option<Status> {
     Some(Status {
         stats,
         events: EVENTS.load(Ordering::Relaxed),
+        long_events: LONG_EVENTS.load(Ordering::Relaxed),
         delayed: with_port(|p| p.backlog.delayed()).unwrap_or(0),
         irq_failed: IRQ_FAILED.load(Ordering::Relaxed),
         corrupt: CORRUPT.load(Ordering::Relaxed),
@@ -496,6 +509,7 @@ fn on_io_event() {
     // request says so): otherwise it may be waiting for this very CPU.
     let mut idle_since = cpu::counter();
     let window = cpu::counter_frequency() * POLL_MICROS / 1_000_000;
+    let deadline = idle_since.saturating_add(cpu::counter_frequency() * HANDLER_MAX_MICROS / 1_000_000);
     let mut poll = false;
     loop {
         // Cheap look first: has the hypervisor produced anything new?
@@ -518,7 +532,22 @@ fn on_io_event() {
                 break;
             }
         }
-        if cpu::counter().wrapping_sub(idle_since) >= window {
+        let now = cpu::counter();
+        if now >= deadline {
+            // Long enough: stop polling. A request published before the
+            // hypervisor saw the flag cleared is in the ring without a
+            // signal: take it now; any later one is signalled.
+            if poll {
+                word32(REQ_POLLING_OFFSET).store(0, Ordering::Relaxed);
+                core::sync::atomic::fence(Ordering::SeqCst);
+                if word32(REQ_PROD_OFFSET).load(Ordering::Acquire) != port.req.cons() && drain(port).is_err() {
+                    CORRUPT.store(true, Ordering::Relaxed);
+                }
+            }
+            LONG_EVENTS.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        if now.wrapping_sub(idle_since) >= window {
             if !poll {
                 break;
             }

@@ -372,6 +372,9 @@ fn iostat() {
             if s.stats.frames_switched > 0 || s.stats.frames_dropped > 0 {
                 println!("  virtual switch: {} frames switched, {} dropped", s.stats.frames_switched, s.stats.frames_dropped);
             }
+            if s.long_events > 0 {
+                println!("  {} events handed the CPU back after {} us with requests still coming", s.long_events, ioreq::HANDLER_MAX_MICROS);
+            }
             if s.irq_failed > 0 {
                 println!("  {} IrqLine calls refused by the hypervisor", s.irq_failed);
             }

@@ -7,6 +7,9 @@
 //! same registers (hw/misc/bcm2835_powermgt.c), so the reset is tested
 //! there. Hand-written: a few register writes, no crate covers the block.
 
+// Off the target only `find` and the tests use this module.
+#![cfg_attr(not(all(target_arch = "aarch64", target_os = "none")), allow(dead_code))]
+
 use crate::fdt_scan::Tree;
 
 const COMPATIBLE: &str = "brcm,bcm2835-pm-wdt";
