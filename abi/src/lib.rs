@@ -5,5 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod copy;
 pub mod hypercall;
 pub mod ioreq;

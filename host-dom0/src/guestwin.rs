@@ -12,7 +12,9 @@
 //! can reach the RAM of a later VM with the same id.
 //!
 //! Reads and writes through a window are the target's business
-//! (`ioreq`); everything here is plain arithmetic, tested on the host.
+//! (`ioreq`), in the accesses `hv_abi::copy::access_plan` chooses;
+//! everything here is
+//! plain arithmetic, tested on the host.
 #![forbid(unsafe_code)]
 
 use alloc::collections::BTreeMap;

@@ -174,61 +174,50 @@ impl Hyp for Hypercalls<'_> {
     }
 }
 
-/// Copies guest RAM at `src` into `dst` with volatile loads, 8 bytes at a
-/// time where aligned: the guest may change the bytes meanwhile (it owns
-/// them), so they are read once each, never assumed stable, and the
+/// Copies guest RAM at `src` into `dst` with volatile loads, one per
+/// piece of [`hv_abi::copy::access_plan`]: the guest may change the bytes meanwhile (it
+/// owns them), so they are read once each, never assumed stable, and the
 /// compiler may neither repeat nor merge the loads. What the backend then
 /// does with the copy is validated as the virtio code always did.
 ///
 /// # Safety
 /// `src..src + dst.len()` must be mapped readable memory for the whole call.
 unsafe fn copy_from_window(src: *const u8, dst: &mut [u8]) {
-    let n = dst.len();
-    let mut i = 0;
-    // SAFETY (all three loops): every address read is inside the caller's
-    // range; the u64 loads are 8-byte aligned.
-    unsafe {
-        while i < n && (src as usize + i) % 8 != 0 {
-            dst[i] = src.add(i).read_volatile();
-            i += 1;
-        }
-        while i + 8 <= n {
-            let v = (src.add(i) as *const u64).read_volatile();
-            dst[i..i + 8].copy_from_slice(&v.to_ne_bytes());
-            i += 8;
-        }
-        while i < n {
-            dst[i] = src.add(i).read_volatile();
-            i += 1;
+    for (i, size) in hv_abi::copy::access_plan(src as usize, dst.len()) {
+        let out = &mut dst[i..i + size];
+        // SAFETY: `src + i .. src + i + size` is inside the caller's range
+        // and aligned to `size` (`access_plan`).
+        unsafe {
+            let p = src.add(i);
+            match size {
+                8 => out.copy_from_slice(&(p as *const u64).read_volatile().to_ne_bytes()),
+                4 => out.copy_from_slice(&(p as *const u32).read_volatile().to_ne_bytes()),
+                2 => out.copy_from_slice(&(p as *const u16).read_volatile().to_ne_bytes()),
+                _ => out[0] = p.read_volatile(),
+            }
         }
     }
 }
 
-/// Copies `src` into guest RAM at `dst` with volatile stores (as
-/// `copy_from_window`).
+/// Copies `src` into guest RAM at `dst` with volatile stores, one per
+/// piece of [`hv_abi::copy::access_plan`] (as `copy_from_window`).
 ///
 /// # Safety
 /// `dst..dst + src.len()` must be mapped writable memory for the whole call
 /// that no Rust reference points into.
 unsafe fn copy_to_window(src: &[u8], dst: *mut u8) {
-    let n = src.len();
-    let mut i = 0;
-    // SAFETY (all three loops): every address written is inside the
-    // caller's range; the u64 stores are 8-byte aligned.
-    unsafe {
-        while i < n && (dst as usize + i) % 8 != 0 {
-            dst.add(i).write_volatile(src[i]);
-            i += 1;
-        }
-        while i + 8 <= n {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&src[i..i + 8]);
-            (dst.add(i) as *mut u64).write_volatile(u64::from_ne_bytes(w));
-            i += 8;
-        }
-        while i < n {
-            dst.add(i).write_volatile(src[i]);
-            i += 1;
+    for (i, size) in hv_abi::copy::access_plan(dst as usize, src.len()) {
+        let b = &src[i..i + size];
+        // SAFETY: `dst + i .. dst + i + size` is inside the caller's range
+        // and aligned to `size` (`access_plan`).
+        unsafe {
+            let p = dst.add(i);
+            match size {
+                8 => (p as *mut u64).write_volatile(u64::from_ne_bytes(b.try_into().unwrap_or_default())),
+                4 => (p as *mut u32).write_volatile(u32::from_ne_bytes(b.try_into().unwrap_or_default())),
+                2 => (p as *mut u16).write_volatile(u16::from_ne_bytes(b.try_into().unwrap_or_default())),
+                _ => p.write_volatile(b[0]),
+            }
         }
     }
 }

@@ -317,22 +317,57 @@ fn copy(dom0: &Vm, vm: &Vm, guest_ipa: u64, dom0_ipa: u64, len: u64, direction: 
     let buffer = dom0.ram_buffer(dom0_ipa, len).ok_or(Error::BadAddress)?.as_u64();
     let mut done = 0u64;
     for (pa, n) in pieces {
-        let (from, to) = match direction {
-            CopyDirection::ToGuest => (buffer + done, pa.as_u64()),
-            CopyDirection::FromGuest => (pa.as_u64(), buffer + done),
-        };
-        // SAFETY: `from` and `to` are `n` bytes of the guest's RAM (a piece
-        // of its chunks, held live by `live`) and of dom0's RAM (checked by
-        // `ram_buffer`), both mapped at EL2; they never overlap (a page
-        // belongs to one VM). Either side may be accessed concurrently by
-        // its owner, as a device's DMA would be; bytes are plain data.
-        unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, n as usize) };
+        // SAFETY: `pa` is `n` bytes of the guest's RAM (a piece of its
+        // chunks, held live by `live`) and `buffer + done` `n` bytes of
+        // dom0's RAM (checked by `ram_buffer`), both mapped at EL2; they
+        // never overlap (a page belongs to one VM).
+        unsafe { copy_guest_piece(pa.as_u64() as *mut u8, (buffer + done) as *mut u8, n as usize, direction) };
         done += n;
     }
     // Copies are ordered as their owners see them (a backend writes a used
     // ring entry, then its index, in two calls): DMB ISH.
     core::sync::atomic::fence(Ordering::SeqCst);
     Ok(0)
+}
+
+/// Copies `n` bytes between guest RAM at `guest` and dom0's at `dom0`, in
+/// the accesses `hv_abi::copy::access_plan` promises on the guest's side
+/// (every aligned field read or written whole: the guest may be changing
+/// it). Either side may be accessed concurrently by its owner, as a
+/// device's DMA would be.
+///
+/// # Safety
+/// Both ranges must be mapped at EL2, readable and writable, and must not
+/// overlap.
+unsafe fn copy_guest_piece(guest: *mut u8, dom0: *mut u8, n: usize, direction: CopyDirection) {
+    /// One access: aligned and volatile on the guest's side, unaligned on
+    /// dom0's (its buffer may have any alignment).
+    ///
+    /// # Safety
+    /// As `copy_guest_piece`, for `size_of::<T>()` bytes, `guest` aligned.
+    unsafe fn one<T: Copy>(guest: *mut u8, dom0: *mut u8, direction: CopyDirection) {
+        let (g, d) = (guest as *mut T, dom0 as *mut T);
+        // SAFETY: the caller's contract.
+        unsafe {
+            match direction {
+                CopyDirection::FromGuest => d.write_unaligned(g.read_volatile()),
+                CopyDirection::ToGuest => g.write_volatile(d.read_unaligned()),
+            }
+        }
+    }
+    for (at, size) in hv_abi::copy::access_plan(guest as usize, n) {
+        // SAFETY: `at .. at + size` is inside both ranges and `guest + at`
+        // is aligned to `size` (`access_plan`).
+        unsafe {
+            let (g, d) = (guest.add(at), dom0.add(at));
+            match size {
+                8 => one::<u64>(g, d, direction),
+                4 => one::<u32>(g, d, direction),
+                2 => one::<u16>(g, d, direction),
+                _ => one::<u8>(g, d, direction),
+            }
+        }
+    }
 }
 
 /// `IrqLine`: dom0 drives one of a guest's SPIs.
@@ -443,6 +478,10 @@ fn destroy(id: u64) -> Result<u64, Error> {
     }
     sched::forget_vm(vm.id, machine::online_cpus());
     vm::remove(vm.id);
+    let unanswered = crate::ioreq::forget_vm(&vm);
+    if unanswered > 0 {
+        info!("VM {} '{}': {unanswered} forwarded access(es) dom0 had not answered: dropped", vm.id.0, vm.name);
+    }
     release(&vm);
     info!("VM {} '{}' destroyed", vm.id.0, vm.name);
     Ok(0)

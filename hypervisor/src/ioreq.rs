@@ -5,7 +5,7 @@
 //! calls `IoComplete`; the vCPU resumes with the value (or an abort).
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hv_abi::hypercall::{Error, IO_EVENT_INTID};
 use hv_abi::ioreq::{
@@ -32,12 +32,44 @@ struct IoRings {
     waiting: Vec<Waiter>,
 }
 
-/// A vCPU waiting for the answer to request `seq`.
+/// A vCPU waiting for the answer to request `seq`: vCPU `vcpu` of VM `vm`,
+/// the instance `instance` of it (`Vm::instance`), not a later VM that got
+/// the same id.
 #[derive(Clone, Copy, Debug)]
 struct Waiter {
     seq: u64,
     vm: VmId,
+    instance: u64,
     vcpu: usize,
+}
+
+/// Completions that reached no waiting vCPU: their request's VM was
+/// destroyed (its waiters purged) or dom0 answered a request twice or one
+/// it never had. Dropped, counted here (`stale_completions`).
+static STALE: AtomicU64 = AtomicU64::new(0);
+
+/// How many completions were dropped because nobody waited for them.
+pub fn stale_completions() -> u64 {
+    STALE.load(Ordering::Relaxed)
+}
+
+/// Counts a dropped completion; says so at the 1st, 2nd, 4th, 8th...
+fn drop_stale(seq: u64) {
+    let n = STALE.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        log::info!("IO completion {seq} answers no waiting request (its VM was destroyed?): dropped ({n} so far)");
+    }
+}
+
+/// VM `vm` is being destroyed (none of its vCPUs runs): its requests that
+/// dom0 has not answered wait no more; their answers, if they come, are
+/// dropped and counted. Returns how many there were.
+pub fn forget_vm(vm: &Vm) -> usize {
+    let mut guard = RINGS.lock();
+    let Some(port) = guard.as_mut() else { return 0 };
+    let before = port.waiting.len();
+    port.waiting.retain(|w| w.instance != vm.instance);
+    before - port.waiting.len()
 }
 
 static RINGS: Mutex<Option<IoRings>> = Mutex::new(None);
@@ -143,7 +175,7 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     // the release store of `prod` below.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), port.bytes_at(request_slot_offset(slot), bytes.len()), bytes.len()) };
     if !posted {
-        port.waiting.push(Waiter { seq, vm: vm.id, vcpu: vcpu.index });
+        port.waiting.push(Waiter { seq, vm: vm.id, instance: vm.instance, vcpu: vcpu.index });
         // Ready for the answer before dom0 can see the request; the vCPU
         // stays RUNNING while it waits here (see below).
         *vcpu.io.lock() = IoWait { pending: Some(PendingIo { abort, register, write }), answer: None };
@@ -251,14 +283,25 @@ pub fn complete() -> Result<u64, Error> {
             let c = IoCompletion::from_bytes(&bytes);
             let cons = port.cpl.consumed();
             port.u32_at(CPL_CONS_OFFSET).store(cons, Ordering::Release);
-            port.waiting.iter().position(|w| w.seq == c.seq).map(|i| {
-                let waiter = port.waiting.swap_remove(i);
-                (waiter, IoAnswer { status: IoStatus::from_u32(c.status), data: c.data })
-            })
+            match port.waiting.iter().position(|w| w.seq == c.seq) {
+                Some(i) => Ok((port.waiting.swap_remove(i), IoAnswer { status: IoStatus::from_u32(c.status), data: c.data })),
+                None => Err(c.seq),
+            }
         };
-        let Some((waiter, answer)) = answer else { continue };
+        let (waiter, answer) = match answer {
+            Ok(found) => found,
+            Err(seq) => {
+                drop_stale(seq);
+                continue;
+            }
+        };
         taken += 1;
-        let Some(vm) = vm::get(waiter.vm) else { continue };
+        // The instance check closes the window between taking the waiter
+        // and this look-up, in which the VM could go and another come.
+        let Some(vm) = vm::get(waiter.vm).filter(|vm| vm.instance == waiter.instance) else {
+            drop_stale(waiter.seq);
+            continue;
+        };
         let Some(vcpu) = vm.vcpus.get(waiter.vcpu) else { continue };
         vcpu.io.lock().answer = Some(answer);
         sched::wake_io(&vm, waiter.vcpu);

@@ -237,6 +237,11 @@ pub struct Forwarded {
 
 pub struct Vm {
     pub id: VmId,
+    /// Which VM with this id it is: a number no other VM in the
+    /// hypervisor's life has had (ids are reused, instances are not), so
+    /// that work done for a VM that is gone never reaches a later one with
+    /// the same id.
+    pub instance: u64,
     pub name: String,
     pub kind: VmKind,
     /// Stage-2 VMID (8 bits).
@@ -304,8 +309,11 @@ impl Vm {
     /// A VM from `spec`, not yet in the VM table. Its stage-2 VMID is its
     /// id + 1 (VMID 0 is never used).
     pub fn new(spec: VmSpec) -> Vm {
+        /// The next `Vm::instance`.
+        static INSTANCES: AtomicU64 = AtomicU64::new(1);
         Vm {
             id: spec.id,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             name: spec.name,
             kind: spec.kind,
             vmid: spec.id.0 + 1,
