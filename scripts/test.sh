@@ -418,6 +418,34 @@ PY
             fail "boot $vname"; echo "$vout"
         fi
     fi
+    # dom0's disk stops answering (disk-stall): QEMU's blkdebug suspends its
+    # writes ("break", through the human monitor) and lets them go again
+    # ("resume"); disk-stall.script checks what dom0 and the guests do.
+    vname=disk-stall
+    if [ -z "$filter" ] || [[ "$vname" == *"$filter"* ]]; then
+        vimg=$LOGS/$vname.img
+        rm -f "$vimg" && truncate -s 16M "$vimg"
+        sed -e "s|\.\./\.\./target/guests/|$G/|" "$ROOT/scripts/tests/disk-stall.toml" >"$LOGS/$vname.toml"
+        export HV_TEST_MONITOR=$LOGS/$vname.monitor
+        rm -f "$HV_TEST_MONITOR"
+        if vout=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-$vname.log" "$ROOT/scripts/tests/disk-stall.script" -- \
+                "$ROOT/scripts/run.sh" --smp 2 --timeout 150 --disk "blkdebug::$vimg" --config "$LOGS/$vname.toml" \
+                -- -monitor "unix:$HV_TEST_MONITOR,server=on,wait=off"); then
+            if grep -aq " ERROR \|: FAIL" "$LOGS/boot-$vname.log"; then
+                fail "boot $vname"; grep -a " ERROR \|: FAIL" "$LOGS/boot-$vname.log"
+            elif [ "$(grep -ac 'got no answer in' "$LOGS/boot-$vname.log")" != 1 ]; then
+                fail "boot $vname"; echo "      dom0 should say once that the disk stalled:"; grep -a 'got no answer in' "$LOGS/boot-$vname.log"
+            elif ! awk '/got no answer in/ { s = 1 } /the disk answers again/ { s = 0 } s && /flood: FLOOD / { n++ } END { exit !(n >= 10) }' \
+                    "$LOGS/boot-$vname.log"; then
+                fail "boot $vname"; echo "      flood's console should keep flowing while the disk is stalled"
+            else
+                pass "boot $vname ($(grep -ao 'blk-survive: PASS .*' "$LOGS/boot-$vname.log" | head -n1 | tr -d '\r'); $(awk '/got no answer in/ { s = 1 } /the disk answers again/ { s = 0 } s && /flood: FLOOD / { n++ } END { print n + 0 }' "$LOGS/boot-$vname.log") flood lines during the stall)"
+            fi
+        else
+            fail "boot $vname"; echo "$vout"
+        fi
+        unset HV_TEST_MONITOR
+    fi
     # The crash guest fetches from IPA 0x200 (its vector with VBAR_EL1 = 0
     # and the MMU off), where it has nothing. Its configuration asks for
     # on_fault=stop: the hypervisor stops only that VM, as crashed, with the

@@ -135,8 +135,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("reboot", "", "reset the machine (PSCI SYSTEM_RESET, or the Pi's power-management watchdog)"),
     (
         "disk",
-        "[read|selftest SECTOR]",
-        "the virtio-blk disk; hex-dump a sector; write, flush, check and restore one",
+        "[read|selftest SECTOR|timeout [MS]]",
+        "the data disk; hex-dump a sector; write, flush, check and restore one; request timeout",
     ),
 ];
 
@@ -149,6 +149,8 @@ pub enum DiskOp {
     Read(u64),
     /// Write a pattern to this sector, flush, read back, restore.
     Selftest(u64),
+    /// Show (`None`) or set the milliseconds a request may wait for the disk.
+    Timeout(Option<u64>),
 }
 
 /// Why a line is not a valid command.
@@ -178,6 +180,8 @@ pub enum NumberError {
     TooLarge,
     TooManyDecimals,
     Unaligned,
+    /// Outside the values the command takes.
+    OutOfRange,
 }
 
 impl fmt::Display for NumberError {
@@ -188,6 +192,7 @@ impl fmt::Display for NumberError {
             Self::TooLarge => "too large",
             Self::TooManyDecimals => "at most 6 decimals",
             Self::Unaligned => "not 8-byte aligned",
+            Self::OutOfRange => "out of range",
         })
     }
 }
@@ -291,6 +296,15 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
             }
             (Some("read" | "selftest"), None) => {
                 return Err(ParseError::MissingArgument { command, usage })
+            }
+            (Some("timeout"), None) => Command::Disk { op: DiskOp::Timeout(None) },
+            (Some("timeout"), Some(a)) => {
+                let ms = a
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&ms| (1..=3_600_000).contains(&ms))
+                    .ok_or(ParseError::BadNumber { command, arg: a, why: NumberError::OutOfRange })?;
+                Command::Disk { op: DiskOp::Timeout(Some(ms)) }
             }
             (Some(other), _) => return Err(ParseError::ExtraArgument { command, arg: other }),
         },
@@ -572,7 +586,11 @@ mod tests {
         assert_eq!(parse("disk"), Ok(Command::Disk { op: DiskOp::Status }));
         assert_eq!(parse("disk read 10"), Ok(Command::Disk { op: DiskOp::Read(10) }));
         assert_eq!(parse("disk selftest 0x14"), Ok(Command::Disk { op: DiskOp::Selftest(20) }));
-        assert_eq!(parse("disk read").unwrap_err().to_string(), "usage: disk [read|selftest SECTOR]");
+        assert_eq!(parse("disk timeout"), Ok(Command::Disk { op: DiskOp::Timeout(None) }));
+        assert_eq!(parse("disk timeout 250"), Ok(Command::Disk { op: DiskOp::Timeout(Some(250)) }));
+        assert!(parse("disk timeout 0").is_err(), "a timeout of nothing");
+        assert!(parse("disk timeout soon").is_err());
+        assert_eq!(parse("disk read").unwrap_err().to_string(), "usage: disk [read|selftest SECTOR|timeout [MS]]");
         assert_eq!(parse("disk read -1").unwrap_err().to_string(), "disk: '-1': not a number");
         assert_eq!(parse("disk erase 1").unwrap_err().to_string(), "disk: unexpected argument 'erase'");
         assert!(matches!(parse("disk read 1 2"), Err(ParseError::ExtraArgument { arg: "2", .. })));

@@ -395,6 +395,9 @@ fn iostat() {
 /// themselves are restarted. Guest IO requests themselves are served by
 /// the IO event interrupt, on any of dom0's CPUs, without the shell.
 pub fn service(vms: &mut crate::toolstack::Toolstack, prompt: &str, line: &str) {
+    for note in crate::drivers::virtio_blk::take_notices() {
+        log::warn!("{note}");
+    }
     ioreq::poll_pending();
     vms.poll_console(prompt, line);
     vms.watch();

@@ -9,6 +9,10 @@ SCRIPT lines (blank lines and # comments ignored):
   send TEXT            type TEXT followed by Enter (carriage return)
   type TEXT            type TEXT without Enter, one character at a time
   timeout SECONDS      step timeout for the following expects (default 30)
+  monitor TEXT         send TEXT to QEMU's human monitor, at the Unix socket
+                       named by $HV_TEST_MONITOR (the command's QEMU must
+                       have -monitor unix:PATH,server=on,wait=off)
+  pause SECONDS        let the run go on (reading its output) for SECONDS
   exit                 wait for the command to end; its status must be 0
 In send and type TEXT, \xHH is the byte HH and \\ a backslash, e.g.
 `type \x01\x01\x01` for Ctrl-a three times (run.sh moves QEMU's own
@@ -20,6 +24,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +107,36 @@ def main():
                 proc.stdin.write(bytes([byte]))
                 proc.stdin.flush()
                 time.sleep(0.02)
+        elif verb == "monitor":
+            path = os.environ.get("HV_TEST_MONITOR", "")
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mon:
+                    mon.connect(path)
+                    mon.settimeout(5)
+                    mon.sendall(arg.encode() + b"\n")
+                    answer = b""
+                    end = time.monotonic() + 2
+                    # The monitor echoes the command and prompts "(qemu) "
+                    # again when it is done.
+                    while answer.count(b"(qemu)") < 2 and time.monotonic() < end:
+                        try:
+                            chunk = mon.recv(4096)
+                        except socket.timeout:
+                            break
+                        if not chunk:
+                            break
+                        answer += chunk
+            except OSError as e:
+                return fail(f"monitor {arg}: {e} (socket {path!r})")
+            # Keep the answer only: not the banner, prompts or echo.
+            text = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"", answer).decode("utf-8", "replace")
+            lines = [l.strip() for l in text.replace("\r", "\n").split("\n")]
+            lines = [l for l in lines if l and "(qemu)" not in l and not l.startswith("QEMU ")]
+            transcript.extend(f"\n[monitor] {arg}: {' / '.join(lines) or 'done'}\n".encode())
+        elif verb == "pause":
+            deadline = time.monotonic() + float(arg)
+            while time.monotonic() < deadline and pump(deadline):
+                pass
         elif verb == "exit":
             deadline = time.monotonic() + step_timeout
             while proc.poll() is None and time.monotonic() < deadline:

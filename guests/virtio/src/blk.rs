@@ -430,6 +430,20 @@ pub fn mode_ro(b: Option<&mut Blk>) {
     }
 }
 
+/// One round of `stress` or `survive` from its random number `key`: up to
+/// `most` sectors below `max`; the pattern to write goes into `buf`, `back`
+/// (for the read) is cleared. Returns the random bits, the count, the
+/// sector and the pattern's seed.
+fn prepare_round(key: u64, most: u64, max: u64, buf: u64, back: u64) -> (u64, u64, u64, u64) {
+    let r = mix(key);
+    let count = 1 + r % most;
+    let sector = (r >> 8) % (max - count);
+    let seed = r >> 1;
+    fill_pattern(buf, seed, sector, count);
+    fill(back, 0, (count * SECTOR) as usize);
+    (r, count, sector, seed)
+}
+
 /// `stress:MS`: for MS milliseconds, writes a pattern to a random run of
 /// sectors, reads it back and compares; a FLUSH every 8 rounds.
 pub fn mode_stress(b: &mut Blk, ms: u64, salt: u64) {
@@ -441,12 +455,7 @@ pub fn mode_stress(b: &mut Blk, ms: u64, salt: u64) {
     let (mut rounds, mut sectors) = (0u64, 0u64);
     let mut failure = None;
     while cpu::elapsed_us(start) < ms * 1000 {
-        let r = mix(salt ^ rounds);
-        let count = 1 + r % 16;
-        let sector = (r >> 8) % (max - count);
-        let seed = r >> 1;
-        fill_pattern(buf, seed, sector, count);
-        fill(back, 0, (count * SECTOR) as usize);
+        let (r, count, sector, seed) = prepare_round(salt ^ rounds, 16, max, buf, back);
         let step = b
             .write(sector, count, buf, 1 + (r >> 4) % 3)
             .and_then(|()| if rounds % 8 == 7 { b.flush() } else { Ok(()) })
@@ -477,4 +486,91 @@ pub fn mode_stress(b: &mut Blk, ms: u64, salt: u64) {
         Some(e) => check!("blk-stress", false, "{e}"),
     }
     println!("RESULT virtio: blk-stress rounds={rounds} sectors={sectors} us={us}");
+}
+
+/// `survive:MS`: as `stress`, for MS milliseconds, but a request answered
+/// IOERR is expected while dom0's disk does not answer: the round is
+/// counted and the next one tried. Fails on anything else (no answer at
+/// all, wrong data read back after both the write and the read were OK),
+/// if no IO error was seen, or if fewer than 10 rounds passed after the
+/// last one. Prints, per run of errors, how long its first request waited
+/// (dom0's disk timeout, or less when dom0 already knows the disk is
+/// stalled) and the run's length.
+pub fn mode_survive(b: &mut Blk, ms: u64, salt: u64) {
+    let max = b.capacity.min(4096);
+    let buf = dma_alloc(16 * SECTOR, 4096);
+    let back = dma_alloc(16 * SECTOR, 4096);
+    let start = cpu::counter();
+    let (mut rounds, mut errors, mut ok_since_error) = (0u64, 0u64, 0u64);
+    let mut first_wait_ms = None;
+    let mut error_run: Option<(u64, u64)> = None; // (start counter, errors)
+    let mut failure = None;
+    // Answered with a status: OK, or IOERR (Err(true)); anything else is a failure.
+    let step = |b: &mut Blk, write: bool, sector: u64, count: u64| -> Result<bool, String> {
+        let a = if write {
+            b.request(T_OUT, sector, &[(buf, (count * SECTOR) as u32)])?
+        } else {
+            b.request(T_IN, sector, &[(back, (count * SECTOR) as u32)])?
+        };
+        match a.status {
+            S_OK => Ok(true),
+            S_IOERR => Ok(false),
+            s => Err(format!("status {s}")),
+        }
+    };
+    while cpu::elapsed_us(start) < ms * 1000 {
+        let (_, count, sector, seed) = prepare_round(salt ^ rounds, 8, max, buf, back);
+        let asked = cpu::counter();
+        let outcome = step(b, true, sector, count).and_then(|ok| if ok { step(b, false, sector, count) } else { Ok(false) });
+        match outcome {
+            Err(e) => {
+                failure = Some(format!("round {rounds}: {e}"));
+                break;
+            }
+            Ok(true) => {
+                if let Some(d) = compare_pattern(back, seed, sector, count) {
+                    failure = Some(format!("round {rounds}: {d}"));
+                    break;
+                }
+                if let Some((since, n)) = error_run.take() {
+                    println!(
+                        "NOTE virtio: blk-survive: {n} request(s) failed with IOERR for {} ms; OK again at round {rounds}",
+                        cpu::elapsed_us(since) / 1000
+                    );
+                }
+                ok_since_error += 1;
+            }
+            Ok(false) => {
+                errors += 1;
+                ok_since_error = 0;
+                match &mut error_run {
+                    Some((_, n)) => *n += 1,
+                    None => {
+                        let waited = cpu::elapsed_us(asked) / 1000;
+                        first_wait_ms.get_or_insert(waited);
+                        println!("NOTE virtio: blk-survive: IOERR at round {rounds}, after waiting {waited} ms");
+                        error_run = Some((asked, 1));
+                    }
+                }
+                // Do not flood dom0 with requests it fails at once.
+                let pause = cpu::counter();
+                while cpu::elapsed_us(pause) < 2000 {
+                    core::hint::spin_loop();
+                }
+            }
+        }
+        rounds += 1;
+    }
+    let detail = format!(
+        "{rounds} rounds, {errors} IOERR, first IOERR after {} ms, {ok_since_error} verified rounds after the last",
+        first_wait_ms.map_or(-1, |m| m as i64)
+    );
+    match failure {
+        Some(e) => check!("blk-survive", false, "{e} ({detail})"),
+        None => check!("blk-survive", errors > 0 && ok_since_error >= 10, "{detail}"),
+    }
+    println!(
+        "RESULT virtio: blk-survive rounds={rounds} errors={errors} first_error_ms={} ok_after={ok_since_error}",
+        first_wait_ms.map_or(-1, |m| m as i64)
+    );
 }

@@ -13,7 +13,12 @@
 //!   - `ro`: the first disk offering VIRTIO_BLK_F_RO refuses a write with
 //!     IOERR and keeps its data (`blk-ro`);
 //!   - `stress:MS`: writes, reads back and compares random runs of sectors
-//!     for MS milliseconds (`blk-stress`).
+//!     for MS milliseconds (`blk-stress`);
+//!   - `survive:MS`: the same for MS milliseconds, but an IOERR status is
+//!     expected (dom0's disk stops answering meanwhile): each run of IO
+//!     errors is reported with how long the first failing request took,
+//!     and the work must go on, verified, once the disk answers again
+//!     (`blk-survive`).
 //!
 //!   `write` and `check` also check that requests at and across the disk's
 //!   end get IOERR (`blk-past-end`), that InterruptStatus and InterruptACK
@@ -69,6 +74,7 @@ mod guest {
         Check(u64),
         Ro,
         Stress(u64),
+        Survive(u64),
     }
 
     fn parse_blk(v: &str) -> Result<Vec<BlkOp>, String> {
@@ -81,6 +87,7 @@ mod guest {
                     "check" => BlkOp::Check(num()?),
                     "ro" => BlkOp::Ro,
                     "stress" => BlkOp::Stress(num()?),
+                    "survive" => BlkOp::Survive(num()?),
                     _ => return Err(format!("virtio.blk: unknown operation `{op}`")),
                 })
             })
@@ -190,6 +197,7 @@ mod guest {
                 BlkOp::Write(seed) => blk::mode_write(b, seed),
                 BlkOp::Check(seed) => blk::mode_check(b, seed),
                 BlkOp::Stress(ms) => blk::mode_stress(b, ms, b.dev.base ^ ms),
+                BlkOp::Survive(ms) => blk::mode_survive(b, ms, b.dev.base ^ ms),
                 BlkOp::Ro => {}
             }
             if matches!(op, BlkOp::Write(_) | BlkOp::Check(_)) && !past_end_done {

@@ -6,8 +6,9 @@
 //! first sector of the data disk (on the SD card, of partition 2; the boot
 //! partition is out of reach).
 //!
-//! The SD card is polled like the virtio disk: a request spins (bounded by
-//! the driver's timeouts) with the disk's lock held.
+//! Both are polled: a request spins with the disk's lock held, bounded by
+//! the driver's timeouts (the virtio disk's is set with `disk timeout MS`;
+//! the SD card's come from the SD protocol).
 
 use alloc::string::String;
 use core::fmt;
@@ -282,6 +283,8 @@ pub fn shell_command(op: DiskOp) {
         }
         DiskOp::Read(sector) => read_command(&mut *disk, sector),
         DiskOp::Selftest(sector) => selftest_command(&mut *disk, sector),
+        // The card's timeouts are the SD protocol's own (`sdhci::Options`).
+        DiskOp::Timeout(_) => println!("disk: the SD card's timeouts are fixed by the SD protocol (see `disk`)"),
     }
 }
 

@@ -17,11 +17,25 @@
 //!   allocations; data buffers are the callers' own (`share` is the
 //!   identity, checked to lie in dom0's RAM, `unshare` does nothing: virtio
 //!   devices are cache coherent).
-//! - **Completion**: polled. The device's SPI is routed to dom0 but never
-//!   enabled, so it is never delivered; each request spins until the device
-//!   puts it in the used ring, and the interrupt status is acknowledged after
-//!   it. A device that never completes a request hangs its caller (with the
-//!   disk's lock held).
+//! - **Requests**: dom0's own small request engine on `virtio-drivers`'
+//!   split virtqueue (`VirtQueue`) and MMIO transport, rather than the
+//!   crate's `VirtIOBlk`: that one waits for ever for a device that never
+//!   answers and has no way to give up on a flush. Each request is boxed
+//!   (header, a data buffer of its own, status byte) so its memory stays
+//!   put while the device owns it.
+//! - **Completion and timeouts**: polled. The device's SPI is routed to
+//!   dom0 but never enabled; a request spins until the device puts it in
+//!   the used ring, for at most the disk's timeout ([`DEFAULT_TIMEOUT_MS`],
+//!   the shell's `disk timeout MS` changes it). A request that gets no
+//!   answer in time fails ([`DiskError::Timeout`]); the device keeps its
+//!   buffers (the request is *stranded*), and until it has answered every
+//!   stranded request, the disk counts as stalled and new requests fail at
+//!   once ([`DiskError::Stalled`]) rather than each waiting out a timeout.
+//!   Each request, and [`poll`] from the shell between commands, first
+//!   takes whatever the device has answered; once nothing is stranded the
+//!   disk works again. Both changes are told once, as [`take_notices`]
+//!   (the shell prints them; requests also run in the IO event handler,
+//!   which must not print).
 //! - **Flush**: the driver accepts `VIRTIO_BLK_F_FLUSH` when the device
 //!   offers it (QEMU does, for its default write-back cache), and
 //!   [`Disk::flush`] then sends `VIRTIO_BLK_T_FLUSH` and waits for it. A device
@@ -34,15 +48,21 @@
 //! falls back to the SD card); [`shell_command`] is the shell's `disk`
 //! command for this device.
 
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
 
 use spin::{Mutex, Once};
-use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::{MmioTransport, MmioVersion, VirtIOHeader};
 use virtio_drivers::transport::Transport;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
+
+use crate::arch::aarch64::cpu;
 
 use crate::command::DiskOp;
 use crate::fdt_scan::{self, Tree};
@@ -59,8 +79,32 @@ const VERSION: usize = 0x004;
 const DEVICE_ID: usize = 0x008;
 const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 const DEVICE_ID_BLOCK: u32 = 2;
-/// `VIRTIO_BLK_F_FLUSH` (feature bit 9).
-const F_FLUSH: u64 = 1 << 9;
+/// How long a request may wait for the device unless the shell says
+/// otherwise (`disk timeout MS`).
+pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+/// The request queue and its size (each request takes two or three
+/// descriptors; stranded requests keep theirs).
+const QUEUE: u16 = 0;
+const QUEUE_SIZE: usize = 32;
+/// Request types and statuses (virtio 1.2, 5.2.6).
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+const T_FLUSH: u32 = 4;
+const S_OK: u8 = 0;
+const S_UNSUPP: u8 = 2;
+
+bitflags::bitflags! {
+    /// The features the driver accepts (virtio 1.2, 5.2.3 and 6).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    struct Features: u64 {
+        /// `VIRTIO_BLK_F_RO`.
+        const RO = 1 << 5;
+        /// `VIRTIO_BLK_F_FLUSH`.
+        const FLUSH = 1 << 9;
+        /// `VIRTIO_F_VERSION_1`: must be accepted when offered.
+        const VERSION_1 = 1 << 32;
+    }
+}
 /// The header and config space the transport may touch.
 const MIN_WINDOW: u64 = 0x200;
 /// RAM regions remembered for the `share` check.
@@ -86,6 +130,12 @@ pub enum DiskError {
     Unsupported,
     /// No memory for the request.
     NoMemory,
+    /// The device did not answer within the disk's timeout (milliseconds);
+    /// it still holds the request.
+    Timeout { ms: u64 },
+    /// The device has not yet answered a request that timed out: nothing
+    /// was sent.
+    Stalled,
     /// Any other failure the driver reported.
     Driver(virtio_drivers::Error),
 }
@@ -120,25 +170,108 @@ impl fmt::Display for DiskError {
             Self::Io => f.write_str("I/O error (reported by the device)"),
             Self::Unsupported => f.write_str("request not supported by the device"),
             Self::NoMemory => f.write_str("out of DMA memory"),
+            Self::Timeout { ms } => write!(f, "no answer from the disk in {ms} ms"),
+            Self::Stalled => f.write_str("the disk has not answered an earlier request yet"),
             Self::Driver(e) => write!(f, "virtio: {e}"),
         }
     }
 }
 
+/// One request as the device sees it: the header it reads, the data it
+/// reads (a write) or fills (a read), and the status byte it writes. Boxed,
+/// so that its buffers stay where the device was told they are.
+struct Request {
+    header: [u8; 16],
+    data: Vec<u8>,
+    status: [u8; 1],
+    kind: u32,
+}
+
+impl Request {
+    fn new(kind: u32, sector: u64, data: Vec<u8>) -> Box<Request> {
+        let mut header = [0u8; 16];
+        header[..4].copy_from_slice(&kind.to_le_bytes());
+        header[8..].copy_from_slice(&sector.to_le_bytes());
+        Box::new(Request { header, data, status: [0xff], kind })
+    }
+
+    /// What the request is, for messages.
+    fn describe(&self) -> String {
+        let sector = u64::from_le_bytes(self.header[8..].try_into().unwrap_or_default());
+        let sectors = self.data.len() / SECTOR_SIZE;
+        match self.kind {
+            T_IN => alloc::format!("read of {sectors} sector(s) at {sector}"),
+            T_OUT => alloc::format!("write of {sectors} sector(s) at {sector}"),
+            _ => String::from("flush"),
+        }
+    }
+}
+
+/// Adds `r` to `queue` (readable: header, write data; writable: read data,
+/// status); returns its token.
+///
+/// # Safety
+/// `r` must not be touched or freed until `pop` has taken it back.
+unsafe fn push(queue: &mut VirtQueue<DmaHal, QUEUE_SIZE>, r: &mut Request) -> virtio_drivers::Result<u16> {
+    let Request { header, data, status, kind } = r;
+    // SAFETY: the caller keeps `r` alive and untouched until `pop`.
+    unsafe {
+        match *kind {
+            T_IN => queue.add(&[header.as_slice()], &mut [data.as_mut_slice(), status.as_mut_slice()]),
+            T_OUT => queue.add(&[header.as_slice(), data.as_slice()], &mut [status.as_mut_slice()]),
+            _ => queue.add(&[header.as_slice()], &mut [status.as_mut_slice()]),
+        }
+    }
+}
+
+/// Takes `r`, which `push` added as `token`, back from the used ring
+/// (it must be next there).
+///
+/// # Safety
+/// `r` must be what `push` added when it returned `token`.
+unsafe fn pop(queue: &mut VirtQueue<DmaHal, QUEUE_SIZE>, token: u16, r: &mut Request) -> virtio_drivers::Result<u32> {
+    let Request { header, data, status, kind } = r;
+    // SAFETY: the same buffers, in the same order, as `push` gave.
+    unsafe {
+        match *kind {
+            T_IN => queue.pop_used(token, &[header.as_slice()], &mut [data.as_mut_slice(), status.as_mut_slice()]),
+            T_OUT => queue.pop_used(token, &[header.as_slice(), data.as_slice()], &mut [status.as_mut_slice()]),
+            _ => queue.pop_used(token, &[header.as_slice()], &mut [status.as_mut_slice()]),
+        }
+    }
+}
+
+/// Since when the disk has been stalled, and what first went unanswered.
+struct Stall {
+    since: u64,
+    what: String,
+}
+
 /// The disk: one virtio-blk device.
 pub struct Disk {
-    blk: VirtIOBlk<DmaHal, MmioTransport<'static>>,
+    transport: MmioTransport<'static>,
+    queue: VirtQueue<DmaHal, QUEUE_SIZE>,
     base: u64,
     capacity: u64,
     read_only: bool,
     flush: bool,
     version: MmioVersion,
+    timeout_ms: u64,
+    /// Requests that timed out, still the device's, with their tokens.
+    stranded: Vec<(u16, Box<Request>)>,
+    stall: Option<Stall>,
+    /// Requests that timed out, and answers that came after that.
+    timeouts: u64,
+    late_answers: u64,
+    /// What the shell should say (`take_notices`).
+    notices: Vec<String>,
 }
 
 // SAFETY: `Disk` owns its transport's MMIO window outright (nothing else in
-// dom0 touches it) and its queue memory; both are identity mapped the same
-// way on every CPU, so the disk may move between CPUs. Access is through
-// `&mut Disk`, i.e. one CPU at a time (the `Mutex` in `DISK`).
+// dom0 touches it), its queue memory and its requests' buffers; all are
+// identity mapped the same way on every CPU, so the disk may move between
+// CPUs. Access is through `&mut Disk`, i.e. one CPU at a time (the `Mutex`
+// in `DISK`).
 unsafe impl Send for Disk {}
 
 impl Disk {
@@ -167,6 +300,26 @@ impl Disk {
         self.version == MmioVersion::Legacy
     }
 
+    /// How long a request waits for the device, in milliseconds.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
+    pub fn set_timeout_ms(&mut self, ms: u64) {
+        self.timeout_ms = ms.max(1);
+    }
+
+    /// Requests that timed out and answers that came late, so far.
+    pub fn fault_counts(&self) -> (u64, u64) {
+        (self.timeouts, self.late_answers)
+    }
+
+    /// Whether the disk is stalled: since how many milliseconds, and what
+    /// went unanswered first.
+    pub fn stalled(&self) -> Option<(u64, &str)> {
+        self.stall.as_ref().map(|s| (elapsed_ms(s.since), s.what.as_str()))
+    }
+
     /// Reads `buf.len() / 512` sectors from `sector` into `buf`. Range and
     /// length are checked before anything is sent.
     pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
@@ -174,9 +327,8 @@ impl Disk {
         let step = MAX_REQUEST_SECTORS as usize * SECTOR_SIZE;
         for (i, chunk) in buf.chunks_mut(step).enumerate() {
             let at = sector + (i as u64) * MAX_REQUEST_SECTORS;
-            let r = self.blk.read_blocks(at as usize, chunk);
-            self.blk.ack_interrupt();
-            r?;
+            let r = self.run(Request::new(T_IN, at, vec![0; chunk.len()]))?;
+            chunk.copy_from_slice(&r.data);
         }
         Ok(())
     }
@@ -193,9 +345,7 @@ impl Disk {
         let step = MAX_REQUEST_SECTORS as usize * SECTOR_SIZE;
         for (i, chunk) in buf.chunks(step).enumerate() {
             let at = sector + (i as u64) * MAX_REQUEST_SECTORS;
-            let r = self.blk.write_blocks(at as usize, chunk);
-            self.blk.ack_interrupt();
-            r?;
+            self.run(Request::new(T_OUT, at, chunk.to_vec()))?;
         }
         Ok(())
     }
@@ -207,9 +357,82 @@ impl Disk {
         if !self.flush {
             return Ok(());
         }
-        let r = self.blk.flush();
-        self.blk.ack_interrupt();
-        Ok(r?)
+        self.run(Request::new(T_FLUSH, 0, Vec::new())).map(drop)
+    }
+
+    /// Sends `r` and waits for its answer, at most the timeout; gives it
+    /// back answered.
+    fn run(&mut self, mut r: Box<Request>) -> Result<Box<Request>, DiskError> {
+        self.take_answers();
+        if self.stall.is_some() {
+            return Err(DiskError::Stalled);
+        }
+        // SAFETY: `r` is boxed and kept (here, or in `stranded`) untouched
+        // until `pop` takes it back.
+        let token = unsafe { push(&mut self.queue, &mut r) }?;
+        if self.queue.should_notify() {
+            self.transport.notify(QUEUE);
+        }
+        let ticks = cpu::counter_frequency().saturating_mul(self.timeout_ms) / 1000;
+        let deadline = cpu::counter().saturating_add(ticks);
+        loop {
+            match self.queue.peek_used() {
+                Some(t) if t == token => break,
+                // Cannot be a stranded one (there are none): the device
+                // answered something it was never given.
+                Some(_) if !self.take_answers() => return Err(DiskError::Driver(virtio_drivers::Error::WrongToken)),
+                Some(_) => {}
+                None if cpu::counter() >= deadline => {
+                    self.timeouts += 1;
+                    let what = r.describe();
+                    self.notices.push(alloc::format!(
+                        "virtio-blk: a {what} got no answer in {} ms: requests fail with IO errors until the disk answers",
+                        self.timeout_ms
+                    ));
+                    self.stall = Some(Stall { since: cpu::counter(), what });
+                    self.stranded.push((token, r));
+                    return Err(DiskError::Timeout { ms: self.timeout_ms });
+                }
+                None => core::hint::spin_loop(),
+            }
+        }
+        // SAFETY: `token` is next in the used ring and `r` is what `push`
+        // added for it.
+        let popped = unsafe { pop(&mut self.queue, token, &mut r) };
+        self.transport.ack_interrupt();
+        popped?;
+        match r.status[0] {
+            S_OK => Ok(r),
+            S_UNSUPP => Err(DiskError::Unsupported),
+            _ => Err(DiskError::Io),
+        }
+    }
+
+    /// Takes back every stranded request the device has answered since;
+    /// once none is left, the disk works again. Returns whether it took
+    /// one (false: the used ring is empty or its next entry is not ours).
+    fn take_answers(&mut self) -> bool {
+        let mut took = false;
+        while let Some(t) = self.queue.peek_used() {
+            let Some(i) = self.stranded.iter().position(|(token, _)| *token == t) else { break };
+            let (token, mut r) = self.stranded.swap_remove(i);
+            // SAFETY: `token` is next in the used ring and `r` is what
+            // `push` added for it (kept untouched since).
+            let _ = unsafe { pop(&mut self.queue, token, &mut r) };
+            self.transport.ack_interrupt();
+            self.late_answers += 1;
+            took = true;
+        }
+        if self.stranded.is_empty() {
+            if let Some(stall) = self.stall.take() {
+                self.notices.push(alloc::format!(
+                    "virtio-blk: the disk answers again, {} ms after a {} went unanswered",
+                    elapsed_ms(stall.since),
+                    stall.what
+                ));
+            }
+        }
+        took
     }
 
     /// A request of `len` bytes from `sector` is whole sectors, non-empty and
@@ -233,10 +456,30 @@ impl Disk {
 static DISK: Once<Option<Mutex<Disk>>> = Once::new();
 static RAM: Once<([(u64, u64); MAX_RAM_REGIONS], usize)> = Once::new();
 
-/// The disk, if [`init`] found one. Requests block (spinning) until the
-/// device answers, so do not take the lock in an interrupt handler.
+/// The disk, if [`init`] found one. Requests spin until the device
+/// answers or the disk's timeout passes.
 pub fn disk() -> Option<&'static Mutex<Disk>> {
     DISK.get().and_then(Option::as_ref)
+}
+
+/// What the disk has to say since the last call (a stall, its end), for
+/// the shell to print. Takes the disk's lock only if it is free.
+pub fn take_notices() -> Vec<String> {
+    let Some(d) = disk() else { return Vec::new() };
+    let daif = cpu::save_and_mask_irqs();
+    let notes = d.try_lock().map(|mut d| {
+        if d.stall.is_some() {
+            d.take_answers();
+        }
+        core::mem::take(&mut d.notices)
+    });
+    cpu::restore_irqs(daif);
+    notes.unwrap_or_default()
+}
+
+fn elapsed_ms(since: u64) -> u64 {
+    let f = cpu::counter_frequency().max(1);
+    (u128::from(cpu::counter().saturating_sub(since)) * 1000 / u128::from(f)) as u64
 }
 
 /// Finds the first virtio-blk device among the tree's `virtio,mmio` nodes
@@ -331,18 +574,30 @@ fn probe(blob: &[u8]) -> Option<Disk> {
 
 fn start(mut transport: MmioTransport<'static>, base: u64) -> Result<Disk, DiskError> {
     let version = transport.version();
-    // The driver accepts FLUSH whenever it is offered (its SUPPORTED_FEATURES
-    // has it), so offered = negotiated.
-    let flush = transport.read_device_features() & F_FLUSH != 0;
-    let mut blk = VirtIOBlk::<DmaHal, _>::new(transport)?;
-    blk.disable_interrupts();
+    let features = transport.begin_init(Features::all());
+    let capacity = transport.read_consistent(|| {
+        let low: u32 = transport.read_config_space(0)?;
+        let high: u32 = transport.read_config_space(4)?;
+        Ok(u64::from(low) | u64::from(high) << 32)
+    })?;
+    let mut queue = VirtQueue::<DmaHal, QUEUE_SIZE>::new(&mut transport, QUEUE, false, false)?;
+    // Polled: the device need not interrupt.
+    queue.set_dev_notify(false);
+    transport.finish_init();
     Ok(Disk {
-        capacity: blk.capacity(),
-        read_only: blk.readonly(),
-        flush,
+        capacity,
+        read_only: features.contains(Features::RO),
+        flush: features.contains(Features::FLUSH),
         base,
         version,
-        blk,
+        transport,
+        queue,
+        timeout_ms: DEFAULT_TIMEOUT_MS,
+        stranded: Vec::new(),
+        stall: None,
+        timeouts: 0,
+        late_answers: 0,
+        notices: Vec::new(),
     })
 }
 
@@ -431,10 +686,18 @@ pub fn shell_command(op: DiskOp) {
         DiskOp::Status => {
             let c = disk.capacity_sectors();
             println!(
-                "disk: virtio-blk at {:#x} ({}), polled",
+                "disk: virtio-blk at {:#x} ({}), polled, requests time out after {} ms",
                 disk.base(),
-                transport_name(&disk)
+                transport_name(&disk),
+                disk.timeout_ms()
             );
+            let (timeouts, late) = disk.fault_counts();
+            if timeouts > 0 {
+                println!("disk: {timeouts} request(s) timed out, {late} answered late");
+            }
+            if let Some((ms, what)) = disk.stalled() {
+                println!("disk: STALLED for {ms} ms (a {what} is unanswered): requests fail at once");
+            }
             println!(
                 "disk: capacity {c} sectors of {SECTOR_SIZE} bytes ({} MiB)",
                 c / 2048
@@ -454,5 +717,10 @@ pub fn shell_command(op: DiskOp) {
         }
         DiskOp::Read(sector) => super::disk::read_command(&mut *disk, sector),
         DiskOp::Selftest(sector) => super::disk::selftest_command(&mut *disk, sector),
+        DiskOp::Timeout(None) => println!("disk: requests time out after {} ms", disk.timeout_ms()),
+        DiskOp::Timeout(Some(ms)) => {
+            disk.set_timeout_ms(ms);
+            println!("disk: requests time out after {ms} ms");
+        }
     }
 }
