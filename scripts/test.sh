@@ -386,7 +386,10 @@ import re, sys
 text = open(sys.argv[1], "rb").read().decode("utf-8", "replace").replace("\r", "")
 lines = text.split("\n")
 start = next(i for i, l in enumerate(lines) if l.endswith("dom0> sleep 10"))
-end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("dom0> "))
+# Output that arrives while the command is typed redraws the prompt and the
+# typed line ("dom0> sleep 10" again): the sleep ends at the next prompt
+# that is not such a redraw.
+end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("dom0> ") and lines[i].rstrip() != "dom0> sleep 10")
 def clean(l):
     # Output printed above the prompt: "\x1b[K" after the prompt is cleared.
     l = l[len("dom0> "):] if l.startswith("dom0> ") else l

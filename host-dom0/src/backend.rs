@@ -10,10 +10,21 @@
 //! [`Backends::poll_pending`], which gives every such device one more turn,
 //! in VM order, so a guest hammering its devices cannot starve the others.
 //!
+//! Disks: a guest's notification of its virtio disk does no disk IO here.
+//! It queues a *disk turn* ([`Backends::lend_disk`]): dom0's IO worker
+//! takes the device out of the backends, serves up to [`DISK_TURN`] of its
+//! requests with the backends' lock released (so other guests' IO goes on
+//! meanwhile), and gives it back ([`Backends::return_disk`]); a disk with
+//! more work queues another turn behind the other disks, so VMs take turns.
+//! Requests for a device that is out with the worker wait, in order, and
+//! are answered when it comes back. A turn that comes back for a VM that
+//! was destroyed meanwhile (or replaced by a new VM with its id: devices
+//! carry the generation of their attach) is dropped and counted.
+//!
 //! `ioreq` owns one [`Backends`] under its lock and calls
-//! [`Backends::handle`] for every request in the ring; the shell takes the
-//! consoles' output with [`Backends::take_output`] and feeds typed input
-//! with [`Backends::console_input`].
+//! [`Backends::handle_or_defer`] for every request in the ring; the shell
+//! takes the consoles' output with [`Backends::take_output`] and feeds
+//! typed input with [`Backends::console_input`].
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -39,6 +50,8 @@ pub const INPUT_LIMIT: usize = 4096;
 
 /// Most MAC addresses the switch remembers.
 pub const SWITCH_TABLE: usize = 256;
+/// Requests a virtio disk serves per turn with the IO worker.
+pub const DISK_TURN: usize = 8;
 
 /// What backends need the hypervisor to do (hypercalls on the target, a
 /// recorder in tests).
@@ -162,6 +175,34 @@ pub enum VirtioDevice {
     Block(MmioDevice<Block<DiskSlice>>),
     /// With its port on the switch.
     Net(MmioDevice<Net>, usize),
+    /// A disk out with the IO worker for a turn ([`DiskTurn`]).
+    Lent,
+}
+
+/// A virtio disk lent to the IO worker for one turn: its device, which
+/// [`DiskTurn::serve`] serves outside the backends' lock, and where it goes
+/// back.
+#[derive(Debug)]
+pub struct DiskTurn {
+    pub vm: u16,
+    slot: usize,
+    /// The generation of the VM's devices it belongs to.
+    generation: u64,
+    dev: MmioDevice<Block<DiskSlice>>,
+    /// Requests it took from its queue this turn.
+    requests: u64,
+    outcome: Outcome,
+}
+
+impl DiskTurn {
+    /// Serves the disk's queue, up to [`DISK_TURN`] requests: the disk IO
+    /// happens here. `hyp` reaches the VM's RAM.
+    pub fn serve(&mut self, hyp: &mut dyn Hyp) {
+        let before = self.dev.device().stats().requests;
+        let mut mem = VmMemory { hyp, vm: self.vm };
+        self.outcome = self.dev.poll(&mut mem);
+        self.requests += self.dev.device().stats().requests.saturating_sub(before);
+    }
 }
 
 /// What a VM's virtio devices are made from (toolstack → backends).
@@ -178,34 +219,50 @@ struct VirtioSlot {
     line: bool,
     /// The budget ran out: serve again in `poll_pending`.
     more: bool,
+    /// A disk with a turn queued for the IO worker.
+    queued: bool,
+    /// Requests that came while the device was lent, in order.
+    waiting: VecDeque<IoRequest>,
 }
 
-/// `$body` with `$d` bound to the slot's transport, whatever the device type.
+/// `$body` with `$d` bound to the slot's transport, whatever the device
+/// type; `$lent` for a disk that is out with the IO worker.
 macro_rules! with_transport {
-    ($dev:expr, $d:ident => $body:expr) => {
+    ($dev:expr, $d:ident => $body:expr, lent => $lent:expr) => {
         match $dev {
             VirtioDevice::Console($d) => $body,
             VirtioDevice::Block($d) => $body,
             VirtioDevice::Net($d, _) => $body,
+            VirtioDevice::Lent => $lent,
         }
     };
 }
 
 impl VirtioSlot {
+    fn new(dev: VirtioDevice) -> Self {
+        VirtioSlot { dev, line: false, more: false, queued: false, waiting: VecDeque::new() }
+    }
+
+    // Requests for a lent disk wait (`handle_or_defer`) and never get
+    // here; a lent disk's line stays as it was until it is back.
     fn read(&self, offset: u64, size: u8) -> Result<u64, ()> {
-        with_transport!(&self.dev, d => d.read(offset, size)).map_err(drop)
+        with_transport!(&self.dev, d => d.read(offset, size).map_err(drop), lent => Err(()))
     }
 
     fn write(&mut self, mem: &mut dyn GuestMemory, offset: u64, size: u8, value: u64) -> Result<Outcome, ()> {
-        with_transport!(&mut self.dev, d => d.write(mem, offset, size, value)).map_err(drop)
+        with_transport!(&mut self.dev, d => d.write(mem, offset, size, value).map_err(drop), lent => Err(()))
     }
 
     fn poll(&mut self, mem: &mut dyn GuestMemory) -> Outcome {
-        with_transport!(&mut self.dev, d => d.poll(mem))
+        with_transport!(&mut self.dev, d => d.poll(mem), lent => Outcome::default())
     }
 
     fn interrupt_pending(&self) -> bool {
-        with_transport!(&self.dev, d => d.interrupt_pending())
+        with_transport!(&self.dev, d => d.interrupt_pending(), lent => self.line)
+    }
+
+    fn is_lent(&self) -> bool {
+        matches!(self.dev, VirtioDevice::Lent)
     }
 }
 
@@ -235,6 +292,12 @@ pub struct IoStats {
     pub frames_dropped: u64,
     /// virtio-blk requests the guests' disks took from their queues.
     pub blk_requests: u64,
+    /// Disk turns the IO worker took, and those that came back for a VM
+    /// that was gone (dropped).
+    pub disk_turns: u64,
+    pub disk_turns_dropped: u64,
+    /// Requests that waited for their device to come back from the worker.
+    pub deferred: u64,
 }
 
 /// A guest's emulated PL011 and the bytes going through it.
@@ -256,6 +319,8 @@ struct VmDevices {
     uart: Option<GuestUart>,
     /// Virtio slot i is at `VIRTIO_BASE + i * VIRTIO_STRIDE`.
     virtio: Vec<VirtioSlot>,
+    /// Which attach of virtio devices these are (unique in dom0's life).
+    generation: u64,
 }
 
 /// Every VM's devices.
@@ -267,6 +332,10 @@ pub struct Backends {
     switch: Switch,
     /// Switch port → (VM, virtio slot); `None` for a free port.
     ports: Vec<Option<(u16, usize)>>,
+    /// Disks waiting for a turn with the IO worker, in order.
+    disk_work: VecDeque<(u16, usize)>,
+    /// The last generation given to a VM's devices.
+    generation: u64,
 }
 
 impl Default for Backends {
@@ -283,6 +352,8 @@ impl Backends {
             output_pending: false,
             switch: Switch::new(SWITCH_TABLE),
             ports: Vec::new(),
+            disk_work: VecDeque::new(),
+            generation: 0,
         }
     }
 
@@ -293,7 +364,11 @@ impl Backends {
         for (i, spec) in specs.into_iter().take(VIRTIO_SLOTS as usize).enumerate() {
             let dev = match spec {
                 VirtioSpec::Console => VirtioDevice::Console(MmioDevice::new(Console::new())),
-                VirtioSpec::Block { slice, read_only } => VirtioDevice::Block(MmioDevice::new(Block::new(slice, read_only))),
+                VirtioSpec::Block { slice, read_only } => {
+                    let mut d = MmioDevice::new(Block::new(slice, read_only));
+                    d.set_budget(DISK_TURN);
+                    VirtioDevice::Block(d)
+                }
                 VirtioSpec::Net { mac } => {
                     let port = match self.ports.iter().position(Option::is_none) {
                         Some(p) => p,
@@ -307,10 +382,14 @@ impl Backends {
                     VirtioDevice::Net(MmioDevice::new(Net::new(mac)), port)
                 }
             };
-            slots.push(VirtioSlot { dev, line: false, more: false });
+            slots.push(VirtioSlot::new(dev));
         }
         let n = slots.len();
-        self.vms.entry(vm).or_default().virtio = slots;
+        self.generation += 1;
+        self.disk_work.retain(|&(v, _)| v != vm);
+        let devs = self.vms.entry(vm).or_default();
+        devs.virtio = slots;
+        devs.generation = self.generation;
         n
     }
 
@@ -329,10 +408,87 @@ impl Backends {
     /// its switch ports are freed.
     pub fn detach(&mut self, vm: u16) {
         self.vms.remove(&vm);
+        // Its queued disk turns go; a turn out with the worker comes back
+        // to no VM and is dropped (`return_disk`).
+        self.disk_work.retain(|&(v, _)| v != vm);
         for (port, owner) in self.ports.iter_mut().enumerate() {
             if owner.is_some_and(|(v, _)| v == vm) {
                 *owner = None;
                 self.switch.forget_port(port);
+            }
+        }
+    }
+
+    /// Whether some disk waits for a turn with the IO worker.
+    pub fn disk_work_pending(&self) -> bool {
+        !self.disk_work.is_empty()
+    }
+
+    /// Whether one of VM `vm`'s disks is out with the IO worker (its RAM
+    /// must stay reachable until it is back).
+    pub fn lent(&self, vm: u16) -> bool {
+        self.vms.get(&vm).is_some_and(|d| d.virtio.iter().any(VirtioSlot::is_lent))
+    }
+
+    /// The next disk turn for the IO worker: the device leaves the
+    /// backends until [`return_disk`](Self::return_disk).
+    pub fn lend_disk(&mut self) -> Option<DiskTurn> {
+        while let Some((vm, slot)) = self.disk_work.pop_front() {
+            let Some(devs) = self.vms.get_mut(&vm) else { continue };
+            let generation = devs.generation;
+            let Some(s) = devs.virtio.get_mut(slot) else { continue };
+            s.queued = false;
+            if !matches!(s.dev, VirtioDevice::Block(_)) {
+                continue;
+            }
+            let VirtioDevice::Block(dev) = core::mem::replace(&mut s.dev, VirtioDevice::Lent) else { continue };
+            self.stats.disk_turns += 1;
+            return Some(DiskTurn { vm, slot, generation, dev, requests: 0, outcome: Outcome::default() });
+        }
+        None
+    }
+
+    /// A disk comes back from its turn: into its slot (if its VM is still
+    /// the one it was lent from, else it is dropped and counted), another
+    /// turn queued if it has more work, its interrupt line updated, then
+    /// the requests that waited for it answered in order. Returns their
+    /// completions (posted writes have none).
+    pub fn return_disk(&mut self, turn: DiskTurn, hyp: &mut dyn Hyp) -> Vec<IoCompletion> {
+        let DiskTurn { vm, slot, generation, dev, requests, outcome } = turn;
+        let home = self.vms.get_mut(&vm).filter(|d| d.generation == generation).and_then(|d| d.virtio.get_mut(slot));
+        let Some(s) = home.filter(|s| s.is_lent()) else {
+            self.stats.disk_turns_dropped += 1;
+            return Vec::new();
+        };
+        s.dev = VirtioDevice::Block(dev);
+        self.stats.blk_requests += requests;
+        if outcome.more_work {
+            self.queue_disk(vm, slot);
+        }
+        if let Some(s) = self.vms.get_mut(&vm).and_then(|d| d.virtio.get_mut(slot)) {
+            signal(vm, slot, s, hyp);
+        }
+        let mut answers = Vec::new();
+        while let Some(req) = self.vms.get_mut(&vm).and_then(|d| d.virtio.get_mut(slot)).and_then(|s| s.waiting.pop_front()) {
+            let c = self.handle(&req, hyp);
+            if !req.is_posted() {
+                answers.push(c);
+            }
+            // A waiting notification queued another turn: the rest waits
+            // for that one.
+            if self.vms.get(&vm).and_then(|d| d.virtio.get(slot)).is_some_and(VirtioSlot::is_lent) {
+                break;
+            }
+        }
+        answers
+    }
+
+    /// Queues a turn for disk `slot` of `vm` unless one is queued.
+    fn queue_disk(&mut self, vm: u16, slot: usize) {
+        if let Some(s) = self.vms.get_mut(&vm).and_then(|d| d.virtio.get_mut(slot)) {
+            if !s.queued {
+                s.queued = true;
+                self.disk_work.push_back((vm, slot));
             }
         }
     }
@@ -362,7 +518,7 @@ impl Backends {
     #[cfg(test)]
     fn set_budget(&mut self, vm: u16, budget: usize) {
         for slot in self.vms.get_mut(&vm).map(|d| d.virtio.as_mut_slice()).unwrap_or_default() {
-            with_transport!(&mut slot.dev, d => d.set_budget(budget));
+            with_transport!(&mut slot.dev, d => d.set_budget(budget), lent => {});
         }
     }
 
@@ -426,6 +582,26 @@ impl Backends {
         }
         refill_and_signal(vm, uart, hyp);
         true
+    }
+
+    /// Takes one request copied out of the ring: answers it now, or, if
+    /// it is for a device that is out with the IO worker (or has requests
+    /// waiting for it), keeps it until the device is back (`None`; the
+    /// answer then comes from [`return_disk`](Self::return_disk)).
+    pub fn handle_or_defer(&mut self, req: &IoRequest, hyp: &mut dyn Hyp) -> Option<IoCompletion> {
+        if req.validate().is_ok() {
+            if let Some(offset) = window_offset(req.addr, VIRTIO_BASE, u64::from(VIRTIO_SLOTS) * VIRTIO_STRIDE) {
+                let slot = (offset / VIRTIO_STRIDE) as usize;
+                if let Some(s) = self.vms.get_mut(&req.vm).and_then(|d| d.virtio.get_mut(slot)) {
+                    if s.is_lent() || !s.waiting.is_empty() {
+                        s.waiting.push_back(*req);
+                        self.stats.deferred += 1;
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(self.handle(req, hyp))
     }
 
     /// Answers one request copied out of the ring.
@@ -497,6 +673,12 @@ impl Backends {
     fn serve_virtio(&mut self, vm: u16, slot: usize, write: Option<(u64, u8, u64)>, hyp: &mut dyn Hyp) -> Result<(), ()> {
         let devs = self.vms.get_mut(&vm).ok_or(())?;
         let dev = devs.virtio.get_mut(slot).ok_or(())?;
+        // A disk's queue is served in a turn with the IO worker, never
+        // here: a notification (or a further turn) queues one.
+        if matches!(dev.dev, VirtioDevice::Block(_)) && write.is_none_or(|(offset, size, _)| offset == hv_virtio::mmio::reg::QUEUE_NOTIFY && size == 4) {
+            self.queue_disk(vm, slot);
+            return Ok(());
+        }
         let blk_before = match &dev.dev {
             VirtioDevice::Block(d) => d.device().stats().requests,
             _ => 0,
@@ -521,6 +703,7 @@ impl Backends {
             VirtioDevice::Block(d) => {
                 self.stats.blk_requests += d.device().stats().requests.saturating_sub(blk_before);
             }
+            VirtioDevice::Lent => {}
         }
         signal(vm, slot, dev, hyp);
         for (port, frame) in frames {
@@ -819,7 +1002,7 @@ mod tests {
         queues: Vec<(u64, u64, u64, u16, u16)>,
     }
 
-    const QSIZE: u16 = 8;
+    const QSIZE: u16 = 32;
 
     impl Driver {
         fn reg(&self, off: u64) -> u64 {
@@ -868,10 +1051,12 @@ mod tests {
             d
         }
 
-        /// Puts a chain of (addr, len, device-writable) on queue `q` and notifies.
+        /// Puts a chain of (addr, len, device-writable) on queue `q` and
+        /// notifies; the IO worker then takes whatever disk turns are queued.
         fn submit(&mut self, b: &mut Backends, h: &mut Lines, q: usize, bufs: &[(u64, u32, bool)]) {
             self.post(h, q, bufs);
             self.wr(b, h, 0x050, q as u32);
+            disk_turns(b, h);
         }
 
         /// Puts a chain on queue `q` without notifying.
@@ -906,6 +1091,17 @@ mod tests {
             h.1[&self.vm].read(self.queues[q].2 + 2, &mut v).unwrap();
             u16::from_le_bytes(v)
         }
+    }
+
+    /// What dom0's IO worker does: every queued disk turn, one after the
+    /// other. Returns the completions of requests that waited.
+    fn disk_turns(b: &mut Backends, h: &mut Lines) -> Vec<IoCompletion> {
+        let mut answers = Vec::new();
+        while let Some(mut turn) = b.lend_disk() {
+            turn.serve(h);
+            answers.extend(b.return_disk(turn, h));
+        }
+        answers
     }
 
     fn peek(h: &Lines, vm: u16, gpa: u64, len: usize) -> Vec<u8> {
@@ -1144,5 +1340,115 @@ mod tests {
         b.take_output(|_, bytes| out.extend_from_slice(bytes), &mut h);
         assert_eq!(out.len() as u64, 3 * PIECE, "nothing lost");
         assert!(out.chunks(PIECE as usize).enumerate().all(|(i, c)| c.iter().all(|&x| x == b'a' + i as u8)));
+    }
+
+    /// VM `vm` with a disk on `disk` at `offset`, its driver up.
+    fn disk_vm(b: &mut Backends, h: &mut Lines, disk: &'static spin::Mutex<Shared>, vm: u16, offset: u64) -> Driver {
+        h.1.insert(vm, VecMemory::new(RAM, 1 << 20));
+        let slice = DiskSlice::new(disk, offset, Some(64 << 10)).unwrap();
+        b.attach_virtio(vm, vec![VirtioSpec::Block { slice, read_only: false }]);
+        Driver::up(b, h, vm, 0, 1, 0)
+    }
+
+    /// Posts `n` one-sector writes of `byte` to sectors 0..n of `d`'s disk
+    /// (headers, data and status bytes at distinct addresses) and notifies.
+    fn post_writes(d: &mut Driver, b: &mut Backends, h: &mut Lines, n: u64, byte: u8) {
+        for i in 0..n {
+            let buf = RAM + 0x4_0000 + i * 0x400;
+            let mut hdr = [0u8; 16];
+            hdr[0..4].copy_from_slice(&1u32.to_le_bytes());
+            hdr[8..16].copy_from_slice(&i.to_le_bytes());
+            poke(h, d.vm, buf, &hdr);
+            poke(h, d.vm, buf + 16, &[byte; 512]);
+            poke(h, d.vm, buf + 528, &[0xff]);
+            // Header and data in one readable buffer: the device reads them as one stream.
+            d.post(h, 0, &[(buf, 528, false), (buf + 528, 1, true)]);
+        }
+        d.wr(b, h, 0x050, 0);
+    }
+
+    #[test]
+    fn a_disk_notification_does_no_disk_io_and_requests_for_a_lent_disk_wait_in_order() {
+        let disk = shared_disk(4096);
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        let mut d = disk_vm(&mut b, &mut h, disk, 1, 0);
+        h.1.insert(2, VecMemory::new(RAM, 1 << 20));
+        b.attach_test_device(2);
+        post_writes(&mut d, &mut b, &mut h, 3, 0xa1);
+        assert!(disk.lock().0.bytes().iter().all(|&x| x == 0), "the notification wrote nothing yet");
+        assert!(b.disk_work_pending());
+        // The worker takes the disk out: its requests wait, other VMs' do not.
+        let mut turn = b.lend_disk().expect("a turn");
+        assert!(b.lent(1) && !b.lent(2));
+        let isr = r(50, 1, VIRTIO_BASE + 0x060, 4);
+        let ack = w(51, 1, VIRTIO_BASE + 0x064, 4, 1);
+        assert_eq!(b.handle_or_defer(&isr, &mut h), None, "waits for the disk");
+        assert_eq!(b.handle_or_defer(&ack, &mut h), None, "after the read, in order");
+        let other = b.handle_or_defer(&r(52, 2, BASE + ID_OFFSET, 8), &mut h);
+        assert_eq!(other, Some(IoCompletion::new(52, IoStatus::Ok, ID_VALUE)), "another VM's device answers at once");
+        turn.serve(&mut h);
+        assert!(disk.lock().0.bytes()[..3 * 512].iter().all(|&x| x == 0xa1), "the turn did the IO");
+        let answers = b.return_disk(turn, &mut h);
+        // The status read saw the used-buffer interrupt; the ACK was applied after it.
+        assert_eq!(answers.len(), 2);
+        assert_eq!((answers[0].seq, answers[0].data), (50, 1));
+        assert_eq!((answers[1].seq, answers[1].status), (51, IoStatus::Ok as u32));
+        assert_eq!(d.used_idx(&h, 0), 3);
+        assert_eq!(b.stats().deferred, 2);
+        assert_eq!(b.stats().blk_requests, 3);
+    }
+
+    #[test]
+    fn busy_disks_of_two_vms_take_turns() {
+        let disk = shared_disk(4096);
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        let mut d1 = disk_vm(&mut b, &mut h, disk, 1, 0);
+        let mut d2 = disk_vm(&mut b, &mut h, disk, 2, 1 << 20);
+        post_writes(&mut d1, &mut b, &mut h, 12, 1);
+        post_writes(&mut d2, &mut b, &mut h, 2, 2);
+        assert!(DISK_TURN < 12, "VM 1 needs two turns");
+        // Order of turns: VM 1 (up to DISK_TURN), VM 2, VM 1 again if it had more.
+        let mut order = Vec::new();
+        while let Some(mut t) = b.lend_disk() {
+            t.serve(&mut h);
+            order.push((t.vm, t.requests));
+            b.return_disk(t, &mut h);
+        }
+        assert_eq!(order[0].0, 1);
+        assert_eq!(order[1], (2, 2), "VM 2 is served right after VM 1's first turn");
+        assert_eq!(order.iter().map(|&(_, n)| n).sum::<u64>(), 14);
+        assert_eq!(order.len(), 3, "VM 1, VM 2, VM 1");
+        assert!(order.iter().all(|&(_, n)| n as usize <= DISK_TURN));
+        assert_eq!((d1.used_idx(&h, 0), d2.used_idx(&h, 0)), (12, 2));
+    }
+
+    #[test]
+    fn a_turn_that_comes_back_after_its_vm_was_destroyed_is_dropped_and_the_new_vm_is_untouched() {
+        let disk = shared_disk(4096);
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        let mut old = disk_vm(&mut b, &mut h, disk, 1, 0);
+        post_writes(&mut old, &mut b, &mut h, 2, 0x55);
+        let mut turn = b.lend_disk().expect("a turn");
+        // Destroyed while its disk is out; at once a new VM with the same id.
+        let deferred = r(60, 1, VIRTIO_BASE + 0x060, 4);
+        assert_eq!(b.handle_or_defer(&deferred, &mut h), None);
+        b.detach(1);
+        h.1.remove(&1);
+        let mut new = disk_vm(&mut b, &mut h, disk, 1, 1 << 20);
+        let before = peek(&h, 1, RAM, 1 << 20);
+        turn.serve(&mut h);
+        assert!(b.return_disk(turn, &mut h).is_empty(), "nothing answered for the old VM");
+        assert_eq!(b.stats().disk_turns_dropped, 1);
+        // The new VM's RAM is as it was except for what its own driver wrote.
+        assert_eq!(peek(&h, 1, RAM, 1 << 20), before);
+        assert!(!b.lent(1));
+        // Its own disk works, and its slice has nothing of the old VM's.
+        post_writes(&mut new, &mut b, &mut h, 1, 0x66);
+        disk_turns(&mut b, &mut h);
+        assert_eq!(new.used_idx(&h, 0), 1);
+        assert!(disk.lock().0.bytes()[(1 << 20)..(1 << 20) + 512].iter().all(|&x| x == 0x66));
     }
 }

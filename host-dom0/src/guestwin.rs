@@ -86,6 +86,16 @@ impl Windows {
         self.by_vm.get(&vm).copied()
     }
 
+    /// A copy holding VM `vm`'s window alone (for the IO worker, which
+    /// works without the lock `Windows` lives under).
+    pub fn only(&self, vm: u16) -> Windows {
+        let mut w = Windows::new();
+        if let Some(window) = self.get(vm) {
+            w.insert(vm, window);
+        }
+        w
+    }
+
     /// The dom0 address of `[gpa, gpa + len)` of VM `vm`'s RAM, if the
     /// whole range lies in its window (so never a byte outside it, whatever
     /// a guest puts in its descriptors). `len` 0 is refused too: there is

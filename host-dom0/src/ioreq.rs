@@ -22,7 +22,7 @@
 
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use hv_abi::hypercall::{Error, IrqAction, IO_EVENT_INTID, MAX_COPY};
 use hv_abi::ioreq::{
@@ -371,6 +371,9 @@ pub fn attach_virtio(vm: u32, specs: Vec<VirtioSpec>) {
 /// Gives virtio devices with work left over their next turn (the shell
 /// calls it between inputs).
 pub fn poll_pending() {
+    if WORKER_CPU.load(Ordering::Relaxed) == usize::MAX && DISK_WORK.load(Ordering::Acquire) {
+        disk_turns();
+    }
     if PENDING.load(Ordering::Acquire) {
         // Answers that waited for room in the completion ring go first,
         // then the requests left in the ring meanwhile (their events came
@@ -440,11 +443,30 @@ pub fn attach_memory(vm: u32, ram: u64) -> Result<(), &'static str> {
 /// which the hypervisor refuses once the VM is gone.
 pub fn detach_memory(vm: u32) {
     let Ok(id) = u16::try_from(vm) else { return };
-    with_port(|p| {
-        if let Some(w) = p.windows.remove(id) {
-            let _ = hypercall::guest_unmap(vm, w.base);
+    // A disk of the VM out with the IO worker reads and writes its RAM
+    // through the window: wait until it is back (a turn is bounded by the
+    // disk's timeout; a stalled disk fails requests at once).
+    let start = cpu::counter();
+    let mut said = false;
+    loop {
+        let done = with_port(|p| {
+            if p.backend.lent(id) {
+                return false;
+            }
+            if let Some(w) = p.windows.remove(id) {
+                let _ = hypercall::guest_unmap(vm, w.base);
+            }
+            true
+        });
+        if done != Some(false) {
+            return;
         }
-    });
+        if !said && cpu::counter().wrapping_sub(start) > cpu::counter_frequency() * 2 {
+            said = true;
+            log::warn!("VM {vm}: waiting for the IO worker to finish its disk turn before its RAM is unmapped");
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// VM `vm` is destroyed.
@@ -580,10 +602,12 @@ fn drain(port: &mut Port) -> Result<(usize, bool), ()> {
         port.req.consumed();
         taken += 1;
         elsewhere |= req.waiting_elsewhere();
-        let completion = port.backend.handle(&req, &mut Hypercalls(&port.windows));
+        // `None`: the request waits for its disk to come back from the IO
+        // worker, which answers it then.
+        let completion = port.backend.handle_or_defer(&req, &mut Hypercalls(&port.windows));
         // A posted write has nobody waiting: no completion. Answers go out
         // one by one, at once: a vCPU may be waiting for this one.
-        if !req.is_posted() {
+        if let Some(completion) = completion.filter(|_| !req.is_posted()) {
             answered = true;
             send_completion(port, completion)?;
             if !port.backlog.is_empty() {
@@ -602,17 +626,114 @@ fn drain(port: &mut Port) -> Result<(usize, bool), ()> {
     if port.backend.has_pending() {
         PENDING.store(true, Ordering::Release);
     }
+    if port.backend.disk_work_pending() {
+        wake_worker();
+    }
     word32(REQ_CONS_OFFSET).store(port.req.cons(), Ordering::Release);
     if answered {
-        // CPUs waiting at EL2 take completions themselves (and look once
-        // more when they stop): IoComplete only when none is.
-        core::sync::atomic::fence(Ordering::SeqCst);
-        if word32(CPL_POLLING_OFFSET).load(Ordering::Relaxed) == 0 {
-            io_complete();
-        }
+        announce_completions();
     }
     Ok((taken, elsewhere))
 }
+
+/// Completions are in the ring: CPUs waiting at EL2 take them themselves
+/// (and look once more when they stop), so `IoComplete` only when none is.
+fn announce_completions() {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if word32(CPL_POLLING_OFFSET).load(Ordering::Relaxed) == 0 {
+        io_complete();
+    }
+}
+
+// ---- the IO worker: guests' disk turns, outside the IO event handler -------
+
+/// The SGI that wakes the IO worker.
+const SGI_WORK: u32 = 1;
+/// The CPU the IO worker runs on (`usize::MAX`: none, dom0 has one CPU;
+/// the shell's waits take the turns then).
+static WORKER_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Some disk waits for a turn (set with the turn queued, under the lock).
+static DISK_WORK: AtomicBool = AtomicBool::new(false);
+
+/// Tells the IO worker there is a disk turn to take.
+fn wake_worker() {
+    DISK_WORK.store(true, Ordering::Release);
+    let worker = WORKER_CPU.load(Ordering::Acquire);
+    if worker == usize::MAX {
+        // No worker: the shell's next wait takes it (it wakes for this).
+        PENDING.store(true, Ordering::Release);
+    } else if worker != cpu::index() {
+        let _ = gic::send_sgi(SGI_WORK, worker);
+    }
+}
+
+/// Whether the shell should stop waiting and run `service` now: guest
+/// console output, or (with no worker CPU) a disk turn.
+pub fn attention() -> bool {
+    output_pending() || (WORKER_CPU.load(Ordering::Relaxed) == usize::MAX && DISK_WORK.load(Ordering::Acquire))
+}
+
+/// The IO worker's CPU (dom0's last): takes guests' disk turns as they
+/// are queued, with IRQs unmasked, so the IO event handler, on any CPU,
+/// goes on serving every other request meanwhile. Never returns.
+pub fn run_worker() -> ! {
+    if !enabled() {
+        cpu::idle();
+    }
+    if let Err(e) = gic::enable_sgi_here(SGI_WORK, || {}) {
+        log::warn!("IO worker: SGI {SGI_WORK}: {e}; disk turns run in the shell's waits");
+        cpu::idle();
+    }
+    WORKER_CPU.store(cpu::index(), Ordering::Release);
+    log::info!("IO worker: guests' disk IO on cpu{}", cpu::index());
+    loop {
+        cpu::wait_until(|| DISK_WORK.load(Ordering::Acquire));
+        disk_turns();
+    }
+}
+
+/// Takes every queued disk turn: lends the disk out of the backends,
+/// serves it with the lock released (its VM's RAM through a copy of its
+/// window, which `detach_memory` does not revoke while the disk is out),
+/// gives it back and sends the answers to requests that waited for it.
+fn disk_turns() {
+    loop {
+        DISK_WORK.store(false, Ordering::Release);
+        let Some((mut turn, windows)) = with_port(|p| {
+            let turn = p.backend.lend_disk()?;
+            let windows = p.windows.only(turn.vm);
+            Some((turn, windows))
+        })
+        .flatten() else {
+            return;
+        };
+        turn.serve(&mut Hypercalls(&windows));
+        let broken = with_port(|p| {
+            let answers = p.backend.return_disk(turn, &mut Hypercalls(&p.windows));
+            let answered = !answers.is_empty();
+            for c in answers {
+                if send_completion(p, c).is_err() {
+                    return true;
+                }
+            }
+            if p.backend.output_pending() {
+                OUTPUT.store(true, Ordering::Release);
+            }
+            if !p.backlog.is_empty() {
+                PENDING.store(true, Ordering::Release);
+            }
+            if answered {
+                announce_completions();
+            }
+            false
+        });
+        if broken == Some(true) {
+            CORRUPT.store(true, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
 
 fn io_complete() {
     CALLS_COMPLETE.fetch_add(1, Ordering::Relaxed);

@@ -54,7 +54,7 @@ impl Shell {
         let period = command::micros_to_ticks(CONSOLE_POLL_MICROS, cpu::counter_frequency());
         let mut last_poll = cpu::counter();
         loop {
-            let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS, ioreq::output_pending);
+            let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS, ioreq::attention);
             if byte.is_none() || cpu::counter().wrapping_sub(last_poll) >= period {
                 service(&mut self.sys.vms, PROMPT, self.editor.line());
                 last_poll = cpu::counter();
@@ -122,7 +122,7 @@ impl Shell {
                 break;
             }
             let left = ((end - now) as u128 * 1_000_000 / freq as u128) as u64;
-            timer::wait_micros(left.clamp(1, CONSOLE_POLL_MICROS), ioreq::output_pending);
+            timer::wait_micros(left.clamp(1, CONSOLE_POLL_MICROS), ioreq::attention);
             service(&mut self.sys.vms, "", "");
         }
     }

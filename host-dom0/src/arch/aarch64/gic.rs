@@ -7,7 +7,7 @@
 //! Register offsets and fields are `hv_arm::gic`'s; every access is one
 //! `hv-mmio` load or store, which the hypervisor can emulate.
 
-use hv_arm::gic::{gicc, gicd, gicr, irouter_affinity, redistributor_affinity, FIRST_SPECIAL_INTID};
+use hv_arm::gic::{gicc, gicd, gicr, irouter_affinity, redistributor_affinity, Sgi1r, FIRST_SPECIAL_INTID, GICD_SGIR};
 use hv_arm::gic::{GICC_CTLR, GICD_CTLR, GICR_CTLR, GICR_TYPER, GICR_WAKER};
 use hv_mmio as mmio;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -92,6 +92,11 @@ static HANDLERS: [Slot; 16] = [const {
         handler: AtomicUsize::new(0),
     }
 }; 16];
+/// Each CPU's way of being named as an SGI target, written by the CPU
+/// itself in `init_cpu`: its MPIDR (GICv3) or its CPU-interface bit
+/// (GICv2); `u64::MAX` until then.
+static SGI_TARGET: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(u64::MAX) }; MAX_CPUS];
+
 /// IRQs taken that had no handler (they are disabled when seen).
 static UNHANDLED: AtomicUsize = AtomicUsize::new(0);
 
@@ -124,12 +129,17 @@ pub fn init(desc: &GicDesc) -> Result<(), &'static str> {
     };
     let gic = GIC.call_once(|| Gic { gicd, lines, cpu });
     gic.init_distributor();
-    gic.init_cpu()
+    gic.init_cpu()?;
+    gic.record_sgi_target();
+    Ok(())
 }
 
 /// Initialises the running CPU's interface (secondary CPUs).
 pub fn init_cpu() -> Result<(), &'static str> {
-    GIC.get().ok_or("no GIC")?.init_cpu()
+    let gic = GIC.get().ok_or("no GIC")?;
+    gic.init_cpu()?;
+    gic.record_sgi_target();
+    Ok(())
 }
 
 /// Registers `handler` for `intid` and enables it (SPIs go to this CPU; PPIs
@@ -139,16 +149,18 @@ pub fn enable(intid: u32, level_triggered: bool, handler: fn()) -> Result<(), &'
     if intid >= gic.lines.max(32) {
         return Err("interrupt number beyond what the GIC implements");
     }
+    register(intid, handler)?;
+    gic.enable(intid, level_triggered);
+    Ok(())
+}
+
+/// Puts `handler` for `intid` in a free slot of the handler table.
+fn register(intid: u32, handler: fn()) -> Result<(), &'static str> {
     let slot = HANDLERS
         .iter()
-        .find(|s| {
-            s.intid
-                .compare_exchange(FREE, intid, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        })
+        .find(|s| s.intid.compare_exchange(FREE, intid, Ordering::AcqRel, Ordering::Acquire).is_ok())
         .ok_or("interrupt handler table full")?;
     slot.handler.store(handler as usize, Ordering::Release);
-    gic.enable(intid, level_triggered);
     Ok(())
 }
 
@@ -163,6 +175,44 @@ pub fn enable_ppi_here(intid: u32, level_triggered: bool) -> Result<(), &'static
         return Err("no handler registered");
     }
     gic.enable(intid, level_triggered);
+    Ok(())
+}
+
+/// Registers `handler` for SGI `intid` (0..15) and enables it on this CPU
+/// (each CPU that should take it calls this; the handler table keeps one
+/// entry per INTID).
+pub fn enable_sgi_here(intid: u32, handler: fn()) -> Result<(), &'static str> {
+    let gic = GIC.get().ok_or("no GIC")?;
+    if intid >= 16 {
+        return Err("not an SGI");
+    }
+    if !HANDLERS.iter().any(|s| s.intid.load(Ordering::Acquire) == intid) {
+        register(intid, handler)?;
+    }
+    gic.enable(intid, false);
+    Ok(())
+}
+
+/// Sends SGI `intid` (0..15) to dom0's CPU `target` (its index). `Err` if
+/// that CPU has not set up its GIC interface.
+pub fn send_sgi(intid: u32, target: usize) -> Result<(), &'static str> {
+    let gic = GIC.get().ok_or("no GIC")?;
+    let t = SGI_TARGET.get(target).map(|t| t.load(Ordering::Acquire)).filter(|&t| t != u64::MAX);
+    let t = t.ok_or("target CPU has no GIC interface yet")?;
+    match gic.cpu {
+        Cpu::V3 { .. } => {
+            let value = Sgi1r::to_pe(intid & 0xf, t).encode();
+            // SAFETY: generating an SGI only makes it pending at the target;
+            // the barrier orders the caller's stores before it.
+            unsafe { core::arch::asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
+        }
+        Cpu::V2 { .. } => {
+            // SAFETY: a barrier has no memory-safety effect.
+            unsafe { core::arch::asm!("dsb ishst", options(nostack)) };
+            let sgir = GICD_SGIR::CPUTargetList.val(t as u32) + GICD_SGIR::SGIINTID.val(intid & 0xf);
+            gic.gicd.write32(gicd::SGIR, sgir.value);
+        }
+    }
     Ok(())
 }
 
@@ -351,6 +401,16 @@ impl Gic {
             }
         }
         regs.write32(gicd::ISENABLER + n / 32 * 4, 1 << (n % 32));
+    }
+
+    /// Notes how other CPUs name this one as an SGI target.
+    fn record_sgi_target(&self) {
+        let t = match self.cpu {
+            Cpu::V3 { .. } => cpu::mpidr(),
+            // This CPU's bit: any of its banked SGI/PPI target bytes (IHI 0048B 4.3.12).
+            Cpu::V2 { .. } => u64::from((0..32).map(|i| self.gicd.read8(gicd::ITARGETSR + i)).find(|&b| b != 0).unwrap_or(1)),
+        };
+        SGI_TARGET[cpu::index()].store(t, Ordering::Release);
     }
 
     fn disable(&self, intid: u32) {

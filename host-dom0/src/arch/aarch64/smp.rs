@@ -140,5 +140,10 @@ extern "C" fn secondary_main(index: u64) -> ! {
     crate::ioreq::init_secondary();
     ONLINE.fetch_add(1, Ordering::AcqRel);
     log::debug!("cpu{index} online (MPIDR {:#x})", cpu::mpidr());
+    // The first secondary is the IO worker (guests' disk turns); the
+    // others only take interrupts.
+    if index == 1 {
+        crate::ioreq::run_worker()
+    }
     cpu::idle()
 }
