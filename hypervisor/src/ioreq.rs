@@ -333,7 +333,7 @@ pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
 
 
 /// Test support: no IO page.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub fn reset_for_test() {
     *RINGS.lock() = None;
 }

@@ -65,6 +65,10 @@ mod vm;
 #[cfg(test)]
 mod tests;
 
+/// The fuzz targets' way in (`fuzz/`): the fake machine of the host tests.
+#[cfg(fuzzing)]
+pub mod fuzzing;
+
 /// Declares the modules that exist only on the target: they set up the
 /// machine or replace what `std` provides in host builds.
 macro_rules! target_only {

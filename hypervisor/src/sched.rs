@@ -355,7 +355,7 @@ pub fn forget_vm(vm: VmId, online: usize) {
 
 /// Test support: forget every CPU's queues, timers, placements and
 /// running vCPU.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub fn reset_for_test() {
     for i in 0..cpu::MAX_CPUS {
         *SCHED[i].lock() = CpuSched::new();
@@ -368,7 +368,7 @@ pub fn reset_for_test() {
 
 /// Test support: vCPU `index` of `vm` runs on this CPU now (as if
 /// `switch_in` had entered it).
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub fn make_current(vm: Arc<Vm>, index: usize) {
     let me = cpu::index();
     let mut s = SCHED[me].lock();

@@ -516,7 +516,7 @@ pub fn guest_ids() -> Vec<VmId> {
 }
 
 /// Test support: empties the VM table.
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub fn clear_for_test() {
     for slot in VMS.lock().iter_mut() {
         *slot = None;
