@@ -33,7 +33,7 @@ use alloc::vec::Vec;
 use hv_abi::hypercall::guest::{UART_BASE, UART_SIZE, UART_SPI, VIRTIO_BASE, VIRTIO_SLOTS, VIRTIO_SPI_BASE, VIRTIO_STRIDE};
 use hv_abi::ioreq::{Direction, IoCompletion, IoRequest, IoStatus};
 use hv_virtio::block::BackendError;
-use hv_virtio::{Block, BlockBackend, Console, GuestMemory, MemError, MmioDevice, Net, Outcome, Route, Switch};
+use hv_virtio::{Block, BlockBackend, BlockOp, Console, GuestMemory, MemError, MmioDevice, Net, OpKind, Outcome, Route, Switch};
 
 use crate::iodev::{self, TestDevice};
 use crate::pl011::Pl011;
@@ -88,14 +88,11 @@ impl GuestMemory for VmMemory<'_> {
     }
 }
 
-/// The disk dom0 shares out to guests (its real disk on the target).
-pub trait SharedDisk: Send {
-    fn capacity_sectors(&self) -> u64;
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError>;
-    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError>;
-    /// Data written so far reaches stable storage.
-    fn flush(&mut self) -> Result<(), BackendError>;
-}
+/// The disk dom0 shares out to guests (its real disk on the target): a
+/// block backend that can move between CPUs.
+pub trait SharedDisk: BlockBackend + Send {}
+
+impl<T: BlockBackend + Send> SharedDisk for T {}
 
 /// A guest's disk: `sectors` sectors of the shared disk from `start`.
 pub struct DiskSlice {
@@ -165,6 +162,26 @@ impl BlockBackend for DiskSlice {
 
     fn flush(&mut self) -> Result<(), BackendError> {
         self.disk.lock().flush()
+    }
+
+    /// The batch goes to the shared disk whole (so its driver may have it
+    /// all in flight), its sectors moved to the slice's place first.
+    fn execute(&mut self, ops: &mut [BlockOp]) {
+        let mut inside = true;
+        for op in ops.iter_mut() {
+            let mapped = match &mut op.kind {
+                OpKind::Read { sector, buf } => self.map(*sector, buf.len()).map(|at| *sector = at),
+                OpKind::Write { sector, data } => self.map(*sector, data.len()).map(|at| *sector = at),
+                OpKind::Flush => Ok(()),
+            };
+            inside &= mapped.is_ok();
+        }
+        if inside {
+            self.disk.lock().execute(ops);
+        } else {
+            // The device checks ranges before it asks; never reached.
+            ops.iter_mut().for_each(|op| op.result = Err(BackendError));
+        }
     }
 }
 
@@ -973,7 +990,7 @@ mod tests {
     /// A shared disk in memory (dom0's real disk on the target).
     struct Shared(MemDisk);
 
-    impl SharedDisk for Shared {
+    impl BlockBackend for Shared {
         fn capacity_sectors(&self) -> u64 {
             hv_virtio::BlockBackend::capacity_sectors(&self.0)
         }

@@ -338,7 +338,7 @@ pub fn attach_uart(vm: u32) {
     }
 }
 
-impl SharedDisk for Disk {
+impl hv_virtio::BlockBackend for Disk {
     fn capacity_sectors(&self) -> u64 {
         Disk::capacity_sectors(self)
     }
@@ -353,6 +353,10 @@ impl SharedDisk for Disk {
 
     fn flush(&mut self) -> Result<(), BackendError> {
         Disk::flush(self).map_err(|_| BackendError)
+    }
+
+    fn execute(&mut self, ops: &mut [hv_virtio::BlockOp]) {
+        Disk::execute(self, ops)
     }
 }
 
@@ -685,6 +689,7 @@ pub fn run_worker() -> ! {
         cpu::idle();
     }
     WORKER_CPU.store(cpu::index(), Ordering::Release);
+    crate::drivers::virtio_blk::enable_interrupt();
     log::info!("IO worker: guests' disk IO on cpu{}", cpu::index());
     loop {
         cpu::wait_until(|| DISK_WORK.load(Ordering::Acquire));

@@ -62,9 +62,13 @@ pub const SIZE_MAX: u32 = 64 * 1024;
 pub const MAX_DATA: u64 = SEG_MAX as u64 * SIZE_MAX as u64;
 
 const HEADER_LEN: u64 = 16;
-/// Bytes moved between guest and backend per backend call.
-const BOUNCE_LEN: usize = 32 * 1024;
-const _: () = assert!((BOUNCE_LEN as u64).is_multiple_of(SECTOR_SIZE));
+/// Bytes moved between guest and backend per operation: a request's data
+/// is cut into operations of at most this.
+const OP_LEN: usize = 32 * 1024;
+const _: () = assert!((OP_LEN as u64).is_multiple_of(SECTOR_SIZE));
+/// Data bytes of the operations handed to the backend at once (the
+/// buffers of one batch are in memory together).
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// A backend could not do what was asked (the guest gets `IOERR`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +86,46 @@ pub trait BlockBackend {
     fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError>;
     /// Makes completed writes durable.
     fn flush(&mut self) -> Result<(), BackendError>;
+    /// Does every operation of `ops` and sets its `result`. They are
+    /// independent: the backend may have them all in flight at once and
+    /// finish them in any order (a virtio driver that needs an order waits
+    /// for one request's completion before it sends the next; a flush is
+    /// only ever in a batch of its own). The default does them one by one
+    /// with `read`, `write` and `flush`.
+    fn execute(&mut self, ops: &mut [BlockOp]) {
+        for op in ops.iter_mut() {
+            op.result = match &mut op.kind {
+                OpKind::Read { sector, buf } => self.read(*sector, buf),
+                OpKind::Write { sector, data } => self.write(*sector, data),
+                OpKind::Flush => self.flush(),
+            };
+        }
+    }
+}
+
+/// One operation of a batch ([`BlockBackend::execute`]): what to do, and
+/// once done, how it went.
+#[derive(Debug)]
+pub struct BlockOp {
+    pub kind: OpKind,
+    pub result: Result<(), BackendError>,
+}
+
+/// What a [`BlockOp`] does; sectors are the backend's.
+#[derive(Debug)]
+pub enum OpKind {
+    /// Fill `buf` (whole sectors) from `sector` on.
+    Read { sector: u64, buf: Vec<u8> },
+    /// Write `data` (whole sectors) from `sector` on.
+    Write { sector: u64, data: Vec<u8> },
+    /// Make completed writes durable.
+    Flush,
+}
+
+impl BlockOp {
+    pub fn new(kind: OpKind) -> Self {
+        BlockOp { kind, result: Err(BackendError) }
+    }
 }
 
 /// A disk in a `Vec`, for tests.
@@ -166,8 +210,30 @@ pub struct Block<B> {
     backend: B,
     read_only: bool,
     serial: [u8; ID_BYTES],
-    bounce: Vec<u8>,
     stats: BlockStats,
+}
+
+/// A request taken from the queue, parsed; done in a batch with the other
+/// requests of its turn, then answered.
+struct Job {
+    chain: Chain,
+    /// Offset of the status byte in the chain's writable part.
+    status_at: u64,
+    work: Work,
+    /// An operation of it failed.
+    failed: bool,
+}
+
+/// What a [`Job`] asks of the backend.
+enum Work {
+    /// Answered without it: the status and the data bytes written (GET_ID,
+    /// or a request refused).
+    Done(u8, u64),
+    In { sector: u64, len: u64 },
+    Out { sector: u64, len: u64 },
+    Flush,
+    /// No writable byte for a status: returned with used length 0.
+    Unanswerable,
 }
 
 /// Why a request failed (answered `IOERR`).
@@ -177,7 +243,7 @@ impl<B: BlockBackend> Block<B> {
     /// A block device over `backend`; `read_only` offers
     /// `VIRTIO_BLK_F_RO` and fails writes.
     pub fn new(backend: B, read_only: bool) -> Self {
-        Block { backend, read_only, serial: [0; ID_BYTES], bounce: vec![0; BOUNCE_LEN], stats: BlockStats::default() }
+        Block { backend, read_only, serial: [0; ID_BYTES], stats: BlockStats::default() }
     }
 
     /// Sets the ID string `GET_ID` returns (NUL-padded, cut at 20 bytes).
@@ -206,35 +272,18 @@ impl<B: BlockBackend> Block<B> {
         &self.stats
     }
 
-    /// Executes one request and returns the used length (bytes written to
-    /// the guest, status included).
-    fn serve(&mut self, mem: &mut dyn GuestMemory, chain: &Chain) -> u32 {
-        self.stats.requests = self.stats.requests.saturating_add(1);
+    /// Parses one request; what needs no backend is done at once.
+    fn parse(&mut self, mem: &mut dyn GuestMemory, chain: Chain) -> Job {
         let Some(status_at) = chain.writable_len().checked_sub(1) else {
-            self.stats.unanswerable = self.stats.unanswerable.saturating_add(1);
-            return 0;
+            return Job { chain, status_at: 0, work: Work::Unanswerable, failed: false };
         };
-        let (status, data_written) = match self.execute(mem, chain, status_at) {
-            Ok(written) => (VIRTIO_BLK_S_OK, written),
-            Err(status) => (status, 0),
-        };
-        match status {
-            VIRTIO_BLK_S_IOERR => self.stats.io_errors = self.stats.io_errors.saturating_add(1),
-            VIRTIO_BLK_S_UNSUPP => self.stats.unsupported = self.stats.unsupported.saturating_add(1),
-            _ => {}
-        }
-        if chain.write_at(mem, status_at, &[status]).is_err() {
-            self.stats.unanswerable = self.stats.unanswerable.saturating_add(1);
-            return 0;
-        }
-        // data_written <= MAX_DATA, far below u32::MAX.
-        u32::try_from(data_written.saturating_add(1)).unwrap_or(u32::MAX)
+        let work = self.classify(mem, &chain, status_at).unwrap_or_else(|status| Work::Done(status, 0));
+        Job { chain, status_at, work, failed: false }
     }
 
-    /// Executes a request whose writable part has `data_in` bytes before
-    /// the status byte. Returns the data bytes written to the guest, or the
-    /// failure status.
-    fn execute(&mut self, mem: &mut dyn GuestMemory, chain: &Chain, data_in: u64) -> Result<u64, u8> {
+    /// What a request whose writable part has `data_in` bytes before the
+    /// status byte asks for, or the status that refuses it.
+    fn classify(&mut self, mem: &mut dyn GuestMemory, chain: &Chain, data_in: u64) -> Result<Work, u8> {
         const IOERR: u8 = VIRTIO_BLK_S_IOERR;
         chain.check(HEADER_LEN + MAX_DATA + 1).map_err(|_| IOERR)?;
         let mut header = [0u8; HEADER_LEN as usize];
@@ -244,8 +293,7 @@ impl<B: BlockBackend> Block<B> {
         match u32::from_le_bytes([t0, t1, t2, t3]) {
             VIRTIO_BLK_T_IN => {
                 self.check_range(sector, data_in).map_err(|_| IOERR)?;
-                self.read_sectors(mem, chain, sector, data_in).map_err(|_| IOERR)?;
-                Ok(data_in)
+                Ok(Work::In { sector, len: data_in })
             }
             VIRTIO_BLK_T_OUT => {
                 // §5.2.6.2: a read-only device fails writes and writes nothing.
@@ -254,18 +302,14 @@ impl<B: BlockBackend> Block<B> {
                 }
                 let data_out = chain.readable_len().saturating_sub(HEADER_LEN);
                 self.check_range(sector, data_out).map_err(|_| IOERR)?;
-                self.write_sectors(mem, chain, sector, data_out).map_err(|_| IOERR)?;
-                Ok(0)
+                Ok(Work::Out { sector, len: data_out })
             }
-            VIRTIO_BLK_T_FLUSH => {
-                self.backend.flush().map_err(|_| IOERR)?;
-                Ok(0)
-            }
+            VIRTIO_BLK_T_FLUSH => Ok(Work::Flush),
             VIRTIO_BLK_T_GET_ID => {
                 let n = usize::try_from(data_in).unwrap_or(usize::MAX).min(ID_BYTES);
                 let id = self.serial.get(..n).ok_or(IOERR)?;
                 chain.write_at(mem, 0, id).map_err(|_| IOERR)?;
-                Ok(n as u64)
+                Ok(Work::Done(VIRTIO_BLK_S_OK, n as u64))
             }
             _ => Err(VIRTIO_BLK_S_UNSUPP),
         }
@@ -283,46 +327,101 @@ impl<B: BlockBackend> Block<B> {
         }
     }
 
-    /// Disk → guest, through the bounce buffer.
-    fn read_sectors(&mut self, mem: &mut dyn GuestMemory, chain: &Chain, sector: u64, len: u64) -> Result<(), IoError> {
-        let Block { backend, bounce, .. } = self;
-        let mut done = 0u64;
-        while done < len {
-            let (buf, at) = chunk(bounce, sector, done, len)?;
-            backend.read(at, buf).map_err(|_| IoError)?;
-            chain.write_at(mem, done, buf).map_err(|_| IoError)?;
-            done = done.saturating_add(buf.len() as u64);
+    /// Does the jobs' disk work: their data cut into operations of at most
+    /// `OP_LEN`, handed to the backend in batches of at most `BATCH_BYTES`
+    /// (a flush alone, after everything before it), read data put into the
+    /// guest's buffers as each batch ends.
+    fn run(&mut self, mem: &mut dyn GuestMemory, jobs: &mut [Job]) {
+        // (job, offset of the piece in the request's data, operation)
+        let mut batch: Vec<(usize, u64, BlockOp)> = Vec::new();
+        let mut bytes = 0usize;
+        for j in 0..jobs.len() {
+            let (sector, len, write) = match jobs[j].work {
+                Work::In { sector, len } => (sector, len, false),
+                Work::Out { sector, len } => (sector, len, true),
+                Work::Flush => {
+                    self.execute(mem, jobs, &mut batch);
+                    batch.push((j, 0, BlockOp::new(OpKind::Flush)));
+                    self.execute(mem, jobs, &mut batch);
+                    bytes = 0;
+                    continue;
+                }
+                Work::Done(..) | Work::Unanswerable => continue,
+            };
+            let mut off = 0u64;
+            while off < len {
+                let n = (len - off).min(OP_LEN as u64) as usize;
+                if bytes + n > BATCH_BYTES && !batch.is_empty() {
+                    self.execute(mem, jobs, &mut batch);
+                    bytes = 0;
+                }
+                let at = sector.saturating_add(off / SECTOR_SIZE);
+                let kind = if write {
+                    let mut data = vec![0; n];
+                    if jobs[j].chain.read_at(mem, HEADER_LEN.saturating_add(off), &mut data).is_err() {
+                        jobs[j].failed = true;
+                        break;
+                    }
+                    OpKind::Write { sector: at, data }
+                } else {
+                    OpKind::Read { sector: at, buf: vec![0; n] }
+                };
+                batch.push((j, off, BlockOp::new(kind)));
+                bytes += n;
+                off += n as u64;
+            }
         }
-        Ok(())
+        self.execute(mem, jobs, &mut batch);
     }
 
-    /// Guest → disk, through the bounce buffer.
-    fn write_sectors(
-        &mut self,
-        mem: &mut dyn GuestMemory,
-        chain: &Chain,
-        sector: u64,
-        len: u64,
-    ) -> Result<(), IoError> {
-        let Block { backend, bounce, .. } = self;
-        let mut done = 0u64;
-        while done < len {
-            let (buf, at) = chunk(bounce, sector, done, len)?;
-            chain.read_at(mem, HEADER_LEN.saturating_add(done), buf).map_err(|_| IoError)?;
-            backend.write(at, buf).map_err(|_| IoError)?;
-            done = done.saturating_add(buf.len() as u64);
+    /// Hands `batch` to the backend, then records failures and copies read
+    /// data to the guest; empties `batch`.
+    fn execute(&mut self, mem: &mut dyn GuestMemory, jobs: &mut [Job], batch: &mut Vec<(usize, u64, BlockOp)>) {
+        if batch.is_empty() {
+            return;
         }
-        Ok(())
+        let (places, mut ops): (Vec<(usize, u64)>, Vec<BlockOp>) = batch.drain(..).map(|(j, off, op)| ((j, off), op)).unzip();
+        self.backend.execute(&mut ops);
+        for ((j, off), op) in places.into_iter().zip(ops) {
+            let Some(job) = jobs.get_mut(j) else { continue };
+            match (&op.result, &op.kind) {
+                (Err(_), _) => job.failed = true,
+                (Ok(()), OpKind::Read { buf, .. }) => {
+                    if job.chain.write_at(mem, off, buf).is_err() {
+                        job.failed = true;
+                    }
+                }
+                (Ok(()), _) => {}
+            }
+        }
     }
-}
 
-/// The bounce-buffer slice for the next piece of a transfer of `len` bytes
-/// from `sector` of which `done` are done, and the piece's disk sector.
-fn chunk(bounce: &mut [u8], sector: u64, done: u64, len: u64) -> Result<(&mut [u8], u64), IoError> {
-    let n = len.saturating_sub(done).min(BOUNCE_LEN as u64) as usize;
-    let at = sector.checked_add(done / SECTOR_SIZE).ok_or(IoError)?;
-    let buf = bounce.get_mut(..n).ok_or(IoError)?;
-    Ok((buf, at))
+    /// Writes the job's status and returns the used length (bytes written
+    /// to the guest, status included).
+    fn finish(&mut self, mem: &mut dyn GuestMemory, job: &Job) -> u32 {
+        self.stats.requests = self.stats.requests.saturating_add(1);
+        let (status, data_written) = match job.work {
+            Work::Unanswerable => {
+                self.stats.unanswerable = self.stats.unanswerable.saturating_add(1);
+                return 0;
+            }
+            Work::Done(status, written) => (status, written),
+            _ if job.failed => (VIRTIO_BLK_S_IOERR, 0),
+            Work::In { len, .. } => (VIRTIO_BLK_S_OK, len),
+            Work::Out { .. } | Work::Flush => (VIRTIO_BLK_S_OK, 0),
+        };
+        match status {
+            VIRTIO_BLK_S_IOERR => self.stats.io_errors = self.stats.io_errors.saturating_add(1),
+            VIRTIO_BLK_S_UNSUPP => self.stats.unsupported = self.stats.unsupported.saturating_add(1),
+            _ => {}
+        }
+        if job.chain.write_at(mem, job.status_at, &[status]).is_err() {
+            self.stats.unanswerable = self.stats.unanswerable.saturating_add(1);
+            return 0;
+        }
+        // data_written <= MAX_DATA, far below u32::MAX.
+        u32::try_from(data_written.saturating_add(1)).unwrap_or(u32::MAX)
+    }
 }
 
 impl<B: BlockBackend> Device for Block<B> {
@@ -369,14 +468,21 @@ impl<B: BlockBackend> Device for Block<B> {
         if index != 0 {
             return Ok(served);
         }
+        // Take up to `budget` requests, do their disk work together (the
+        // backend may have it all in flight at once), then answer them.
+        let mut jobs = Vec::new();
         loop {
-            if served.completed >= budget {
+            if jobs.len() >= budget {
                 served.more = queue.available(mem)? > 0;
                 break;
             }
             let Some(chain) = queue.pop(mem)? else { break };
-            let used = self.serve(mem, &chain);
-            queue.push_used(mem, chain.head(), used)?;
+            jobs.push(self.parse(mem, chain));
+        }
+        self.run(mem, &mut jobs);
+        for job in &jobs {
+            let used = self.finish(mem, job);
+            queue.push_used(mem, job.chain.head(), used)?;
             served.completed = served.completed.saturating_add(1);
         }
         Ok(served)

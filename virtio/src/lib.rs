@@ -74,7 +74,7 @@ mod testutil;
 #[cfg(test)]
 mod tests;
 
-pub use block::{Block, BlockBackend, MemDisk};
+pub use block::{Block, BlockBackend, BlockOp, MemDisk, OpKind};
 pub use console::Console;
 pub use device::{Device, RxError};
 pub use memory::{GuestMemory, MemError, VecMemory};

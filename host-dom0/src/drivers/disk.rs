@@ -129,7 +129,7 @@ fn report(e: &SdError) {
     }
 }
 
-impl SharedDisk for SdDisk {
+impl hv_virtio::BlockBackend for SdDisk {
     fn capacity_sectors(&self) -> u64 {
         SdDisk::capacity_sectors(self)
     }

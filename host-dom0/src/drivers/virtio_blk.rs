@@ -23,19 +23,23 @@
 //!   answers and has no way to give up on a flush. Each request is boxed
 //!   (header, a data buffer of its own, status byte) so its memory stays
 //!   put while the device owns it.
-//! - **Completion and timeouts**: polled. The device's SPI is routed to
-//!   dom0 but never enabled; a request spins until the device puts it in
-//!   the used ring, for at most the disk's timeout ([`DEFAULT_TIMEOUT_MS`],
-//!   the shell's `disk timeout MS` changes it). A request that gets no
-//!   answer in time fails ([`DiskError::Timeout`]); the device keeps its
-//!   buffers (the request is *stranded*), and until it has answered every
-//!   stranded request, the disk counts as stalled and new requests fail at
-//!   once ([`DiskError::Stalled`]) rather than each waiting out a timeout.
-//!   Each request, and [`poll`] from the shell between commands, first
-//!   takes whatever the device has answered; once nothing is stranded the
-//!   disk works again. Both changes are told once, as [`take_notices`]
-//!   (the shell prints them; requests also run in the IO event handler,
-//!   which must not print).
+//! - **Completion and timeouts**: a guest disk's batch of operations
+//!   ([`Disk::execute`], from dom0's IO worker) is in flight on the device
+//!   together, as far as the queue takes it; on the worker's CPU, where
+//!   [`enable_interrupt`] routes the device's SPI, the wait for answers is
+//!   a WFI the interrupt ends, elsewhere (the shell's own `disk` requests,
+//!   a dom0 on one CPU) it spins. Every request waits at most the disk's
+//!   timeout ([`DEFAULT_TIMEOUT_MS`], the shell's `disk timeout MS`
+//!   changes it). A request that gets no answer in time fails
+//!   ([`DiskError::Timeout`]); the device keeps its buffers (the request
+//!   is *stranded*), and until it has answered every stranded request, the
+//!   disk counts as stalled and new requests fail at once
+//!   ([`DiskError::Stalled`]) rather than each waiting out a timeout.
+//!   Each request, and [`take_notices`] from the shell between commands,
+//!   first takes whatever the device has answered; once nothing is
+//!   stranded the disk works again. Both changes are told once, as
+//!   [`take_notices`] (the shell prints them; requests also run on the IO
+//!   worker, which does not print).
 //! - **Flush**: the driver accepts `VIRTIO_BLK_F_FLUSH` when the device
 //!   offers it (QEMU does, for its default write-back cache), and
 //!   [`Disk::flush`] then sends `VIRTIO_BLK_T_FLUSH` and waits for it. A device
@@ -62,7 +66,11 @@ use virtio_drivers::transport::mmio::{MmioTransport, MmioVersion, VirtIOHeader};
 use virtio_drivers::transport::Transport;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
-use crate::arch::aarch64::cpu;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use hv_virtio::block::{BackendError, BlockOp, OpKind};
+
+use crate::arch::aarch64::{cpu, gic, timer};
 
 use crate::command::DiskOp;
 use crate::fdt_scan::{self, Tree};
@@ -77,6 +85,8 @@ const MAX_REQUEST_SECTORS: u64 = 128;
 const MAGIC: usize = 0x000;
 const VERSION: usize = 0x004;
 const DEVICE_ID: usize = 0x008;
+const INTERRUPT_STATUS: usize = 0x060;
+const INTERRUPT_ACK: usize = 0x064;
 const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 const DEVICE_ID_BLOCK: u32 = 2;
 /// How long a request may wait for the device unless the shell says
@@ -241,6 +251,15 @@ unsafe fn pop(queue: &mut VirtQueue<DmaHal, QUEUE_SIZE>, token: u16, r: &mut Req
     }
 }
 
+/// Puts `r`'s buffer back into `op` (a read's data, or a write's).
+fn give_back(op: &mut BlockOp, r: Box<Request>) {
+    match &mut op.kind {
+        OpKind::Read { buf, .. } => *buf = r.data,
+        OpKind::Write { data, .. } => *data = r.data,
+        OpKind::Flush => {}
+    }
+}
+
 /// Since when the disk has been stalled, and what first went unanswered.
 struct Stall {
     since: u64,
@@ -265,6 +284,13 @@ pub struct Disk {
     late_answers: u64,
     /// What the shell should say (`take_notices`).
     notices: Vec<String>,
+    /// The device's SPI (INTID, level-triggered) from the device tree, and
+    /// the CPU it is enabled on (`enable_interrupt`): batches there wait
+    /// for it instead of spinning.
+    irq: Option<(u32, bool)>,
+    irq_cpu: Option<usize>,
+    /// Most requests a batch had in flight at once.
+    in_flight_max: usize,
 }
 
 // SAFETY: `Disk` owns its transport's MMIO window outright (nothing else in
@@ -408,6 +434,133 @@ impl Disk {
         }
     }
 
+    /// Does a batch of independent operations (`hv_virtio::BlockOp`) with
+    /// as many in flight on the device as its queue takes, each failing
+    /// after the timeout like a single request. On the CPU the device's
+    /// interrupt goes to (`enable_interrupt`), the wait for answers is a
+    /// WFI that the interrupt (or the timeout's timer) ends; elsewhere it
+    /// spins.
+    pub fn execute(&mut self, ops: &mut [BlockOp]) {
+        self.take_answers();
+        let ticks = cpu::counter_frequency().saturating_mul(self.timeout_ms) / 1000;
+        // (token, operation, when sent, request)
+        let mut flight: Vec<(u16, usize, u64, Box<Request>)> = Vec::new();
+        let mut next = 0;
+        loop {
+            let mut sent = false;
+            while next < ops.len() && self.stall.is_none() {
+                let Some(mut r) = self.request_for(&mut ops[next]) else {
+                    next += 1;
+                    continue;
+                };
+                // SAFETY: `r` is boxed and kept (in `flight`, or in
+                // `stranded`) untouched until `pop` takes it back.
+                match unsafe { push(&mut self.queue, &mut r) } {
+                    Ok(token) => {
+                        flight.push((token, next, cpu::counter(), r));
+                        next += 1;
+                        sent = true;
+                    }
+                    Err(virtio_drivers::Error::QueueFull) if !flight.is_empty() => {
+                        give_back(&mut ops[next], r);
+                        break;
+                    }
+                    Err(_) => {
+                        give_back(&mut ops[next], r);
+                        ops[next].result = Err(BackendError);
+                        next += 1;
+                    }
+                }
+            }
+            self.in_flight_max = self.in_flight_max.max(flight.len());
+            if sent && self.queue.should_notify() {
+                self.transport.notify(QUEUE);
+            }
+            // Take every answer there is.
+            let mut answered = false;
+            while let Some(t) = self.queue.peek_used() {
+                if let Some(i) = flight.iter().position(|f| f.0 == t) {
+                    let (token, op, _, mut r) = flight.swap_remove(i);
+                    // SAFETY: `token` is next in the used ring, `r` is
+                    // what `push` added for it.
+                    let popped = unsafe { pop(&mut self.queue, token, &mut r) };
+                    let ok = popped.is_ok() && r.status[0] == S_OK;
+                    give_back(&mut ops[op], r);
+                    ops[op].result = if ok { Ok(()) } else { Err(BackendError) };
+                    answered = true;
+                } else if !self.take_answers() {
+                    break;
+                }
+            }
+            if flight.is_empty() && (next >= ops.len() || self.stall.is_some()) {
+                break;
+            }
+            if answered || sent {
+                continue;
+            }
+            let oldest = flight.iter().map(|f| f.2).min().unwrap_or_else(cpu::counter);
+            let deadline = oldest.saturating_add(ticks);
+            if cpu::counter() >= deadline {
+                // The device keeps what it has: all of it is stranded, and
+                // the disk is stalled until it answers.
+                self.timeouts += 1;
+                let what = flight.iter().map(|f| f.3.describe()).next().unwrap_or_default();
+                self.notices.push(alloc::format!(
+                    "virtio-blk: a {what} got no answer in {} ms: requests fail with IO errors until the disk answers",
+                    self.timeout_ms
+                ));
+                self.stall = Some(Stall { since: cpu::counter(), what });
+                for (token, op, _, r) in flight.drain(..) {
+                    ops[op].result = Err(BackendError);
+                    self.stranded.push((token, r));
+                }
+                break;
+            }
+            self.wait_for_answer(deadline);
+        }
+        // Not sent: the disk stalled first.
+        for op in ops.iter_mut().skip(next) {
+            op.result = Err(BackendError);
+        }
+        self.transport.ack_interrupt();
+    }
+
+    /// Waits until the used ring has something or `deadline` (a counter
+    /// value) passes: with WFI where the device interrupts this CPU.
+    fn wait_for_answer(&self, deadline: u64) {
+        if self.irq_cpu == Some(cpu::index()) {
+            let f = cpu::counter_frequency().max(1);
+            let left = deadline.saturating_sub(cpu::counter());
+            let micros = (u128::from(left) * 1_000_000 / u128::from(f)) as u64;
+            timer::wait_micros(micros.max(1), || self.queue.can_pop());
+        } else {
+            core::hint::spin_loop();
+        }
+    }
+
+    /// The request for `op`, its buffer moved into it; `None` (and the
+    /// op's result set) if it needs no request or cannot be sent.
+    fn request_for(&mut self, op: &mut BlockOp) -> Option<Box<Request>> {
+        let (kind, sector, data) = match &mut op.kind {
+            OpKind::Read { sector, buf } => (T_IN, *sector, buf),
+            OpKind::Write { sector, data } => (T_OUT, *sector, data),
+            OpKind::Flush if !self.flush => {
+                op.result = Ok(());
+                return None;
+            }
+            OpKind::Flush => return Some(Request::new(T_FLUSH, 0, Vec::new())),
+        };
+        let refused = self.check(sector, data.len()).is_err()
+            || data.len() > MAX_REQUEST_SECTORS as usize * SECTOR_SIZE
+            || (kind == T_OUT && self.read_only)
+            || self.stall.is_some();
+        if refused {
+            op.result = Err(BackendError);
+            return None;
+        }
+        Some(Request::new(kind, sector, core::mem::take(data)))
+    }
+
     /// Takes back every stranded request the device has answered since;
     /// once none is left, the disk works again. Returns whether it took
     /// one (false: the used ring is empty or its next entry is not ours).
@@ -460,6 +613,48 @@ static RAM: Once<([(u64, u64); MAX_RAM_REGIONS], usize)> = Once::new();
 /// answers or the disk's timeout passes.
 pub fn disk() -> Option<&'static Mutex<Disk>> {
     DISK.get().and_then(Option::as_ref)
+}
+
+/// The disk's virtio-mmio window, for the interrupt handler.
+static IRQ_BASE: AtomicUsize = AtomicUsize::new(0);
+/// Device interrupts taken.
+static IRQS: AtomicU64 = AtomicU64::new(0);
+
+/// Routes the disk's interrupt to this CPU (the IO worker's) and lets the
+/// device interrupt on used buffers: batches run here then wait with WFI
+/// instead of spinning. Without an interrupt in the device tree, or a GIC
+/// that takes it, the disk stays polled.
+pub fn enable_interrupt() {
+    let Some(d) = disk() else { return };
+    let mut d = d.lock();
+    let Some((intid, level)) = d.irq else {
+        log::info!("virtio-blk: no interrupt in the device tree: polled");
+        return;
+    };
+    IRQ_BASE.store(d.base as usize, Ordering::Release);
+    if let Err(e) = gic::enable(intid, level, on_interrupt) {
+        log::warn!("virtio-blk: interrupt {intid}: {e}: polled");
+        return;
+    }
+    d.queue.set_dev_notify(true);
+    d.irq_cpu = Some(cpu::index());
+}
+
+/// The disk's interrupt: acknowledged at the device (so its line drops and
+/// the next used buffer raises it again); the waiting batch looks at the
+/// used ring itself.
+fn on_interrupt() {
+    IRQS.fetch_add(1, Ordering::Relaxed);
+    let base = IRQ_BASE.load(Ordering::Acquire);
+    if base != 0 {
+        // SAFETY: the disk's virtio-mmio window (mapped Device by the
+        // identity map); reading InterruptStatus and writing it back to
+        // InterruptACK only acknowledges the interrupt.
+        unsafe {
+            let status = hv_mmio::read32(base + INTERRUPT_STATUS);
+            hv_mmio::write32(base + INTERRUPT_ACK, status);
+        }
+    }
 }
 
 /// What the disk has to say since the last call (a stall, its end), for
@@ -539,7 +734,7 @@ fn probe(blob: &[u8]) -> Option<Disk> {
                 continue;
             }
         };
-        return match start(transport, base) {
+        return match start(transport, base, spi(&tree, &dev.path)) {
             Ok(disk) => {
                 log::info!(
                     "virtio-blk: {} ({}), {} sectors ({} MiB), {}, flush {}; polled",
@@ -572,7 +767,17 @@ fn probe(blob: &[u8]) -> Option<Disk> {
     None
 }
 
-fn start(mut transport: MmioTransport<'static>, base: u64) -> Result<Disk, DiskError> {
+/// The device's interrupt from the device tree (`interrupts`, three GIC
+/// cells: SPI, number, flags): its INTID and whether it is level-triggered.
+fn spi(tree: &Tree, path: &str) -> Option<(u32, bool)> {
+    let cells = tree.property(path, "interrupts")?;
+    let cell = |i: usize| Some(u32::from_be_bytes(cells.get(i * 4..i * 4 + 4)?.try_into().ok()?));
+    // Type 0 is an SPI (the GIC binding); flags 4 and 8 are level.
+    (cell(0)? == 0).then_some(())?;
+    Some((32 + cell(1)?, cell(2)? & 0xc != 0))
+}
+
+fn start(mut transport: MmioTransport<'static>, base: u64, irq: Option<(u32, bool)>) -> Result<Disk, DiskError> {
     let version = transport.version();
     let features = transport.begin_init(Features::all());
     let capacity = transport.read_consistent(|| {
@@ -598,6 +803,9 @@ fn start(mut transport: MmioTransport<'static>, base: u64) -> Result<Disk, DiskE
         timeouts: 0,
         late_answers: 0,
         notices: Vec::new(),
+        irq,
+        irq_cpu: None,
+        in_flight_max: 0,
     })
 }
 
@@ -685,8 +893,12 @@ pub fn shell_command(op: DiskOp) {
     match op {
         DiskOp::Status => {
             let c = disk.capacity_sectors();
+            let completion = match disk.irq_cpu {
+                Some(c) => alloc::format!("interrupt-driven on cpu{c} ({} interrupts taken), up to {} requests in flight so far", IRQS.load(Ordering::Relaxed), disk.in_flight_max),
+                None => String::from("polled"),
+            };
             println!(
-                "disk: virtio-blk at {:#x} ({}), polled, requests time out after {} ms",
+                "disk: virtio-blk at {:#x} ({}), {completion}, requests time out after {} ms",
                 disk.base(),
                 transport_name(&disk),
                 disk.timeout_ms()

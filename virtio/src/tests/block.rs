@@ -404,3 +404,86 @@ fn backend_is_never_asked_for_sectors_beyond_capacity() {
     assert_eq!(dev.device().backend().calls, 0);
     assert!(dev.device().backend().data.iter().all(|&b| b == 0));
 }
+
+/// A disk that records the batches it is given (kind letters, sectors).
+struct BatchDisk {
+    disk: MemDisk,
+    batches: Vec<Vec<(char, u64)>>,
+}
+
+impl BlockBackend for BatchDisk {
+    fn capacity_sectors(&self) -> u64 {
+        self.disk.capacity_sectors()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.disk.read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.disk.write(sector, data)
+    }
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.disk.flush()
+    }
+    fn execute(&mut self, ops: &mut [BlockOp]) {
+        self.batches.push(
+            ops.iter()
+                .map(|op| match &op.kind {
+                    OpKind::Read { sector, .. } => ('r', *sector),
+                    OpKind::Write { sector, .. } => ('w', *sector),
+                    OpKind::Flush => ('f', 0),
+                })
+                .collect(),
+        );
+        // Finish them last to first: the device may complete in any order.
+        for op in ops.iter_mut().rev() {
+            op.result = match &mut op.kind {
+                OpKind::Read { sector, buf } => self.disk.read(*sector, buf),
+                OpKind::Write { sector, data } => self.disk.write(*sector, data),
+                OpKind::Flush => self.disk.flush(),
+            };
+        }
+    }
+}
+
+#[test]
+fn requests_of_one_notification_go_to_the_backend_together_and_a_flush_alone() {
+    let mut mem = memory();
+    let mut dev = MmioDevice::new(Block::new(BatchDisk { disk: MemDisk::new(SECTORS), batches: Vec::new() }, false));
+    let mut drv = Driver::probe(&mut dev, &mut mem, VIRTIO_BLK_F_FLUSH, 128);
+    // Two writes, a flush, a 64 KiB write (two operations), a read of the first.
+    let mut statuses = Vec::new();
+    let mut post = |drv: &mut Driver, mem: &mut VecMemory, kind: u32, sector: u64, data: &[u8], in_len: u32| {
+        let h = drv.buffer(mem, &header(kind, sector));
+        let mut bufs = vec![r(h, 16)];
+        if !data.is_empty() {
+            let d = drv.buffer(mem, data);
+            bufs.push(r(d, data.len() as u32));
+        }
+        let rd = drv.alloc(in_len as usize);
+        if in_len > 0 {
+            bufs.push(w(rd, in_len));
+        }
+        let s = drv.buffer(mem, &[0xFF]);
+        bufs.push(w(s, 1));
+        drv.submit(mem, 0, &bufs);
+        statuses.push((s, rd));
+    };
+    post(&mut drv, &mut mem, VIRTIO_BLK_T_OUT, 1, &[0x11; 512], 0);
+    post(&mut drv, &mut mem, VIRTIO_BLK_T_OUT, 2, &[0x22; 512], 0);
+    post(&mut drv, &mut mem, VIRTIO_BLK_T_FLUSH, 0, &[], 0);
+    post(&mut drv, &mut mem, VIRTIO_BLK_T_OUT, 100, &vec![0x33; 64 * 1024], 0);
+    post(&mut drv, &mut mem, VIRTIO_BLK_T_IN, 1, &[], 1024);
+    let out = drv.notify(&mut dev, &mut mem, 0);
+    assert!(out.interrupt);
+    assert_eq!(drv.used(&mem, 0).len(), 5, "all five answered");
+    for &(s, _) in &statuses {
+        assert_eq!(peek(&mem, s, 1)[0], VIRTIO_BLK_S_OK);
+    }
+    assert_eq!(
+        dev.device().backend().batches,
+        vec![vec![('w', 1), ('w', 2)], vec![('f', 0)], vec![('w', 100), ('w', 164), ('r', 1)]],
+        "the writes before the flush together, the flush alone, then the rest together"
+    );
+    let read = peek(&mem, statuses[4].1, 1024);
+    assert!(read[..512].iter().all(|&b| b == 0x11) && read[512..].iter().all(|&b| b == 0x22));
+}
