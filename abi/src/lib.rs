@@ -7,3 +7,4 @@
 pub mod bundle;
 pub mod hypercall;
 pub mod ioreq;
+pub mod pvtime;
