@@ -548,7 +548,10 @@ linux_tests() {
     # Overcommit: Linux (2 vCPUs) shares CPU 1 with a spinning VM. It finds
     # the hypervisor's stolen time (DEN0057, "arm-pv: using stolen time PV")
     # and, busy itself, sees steal in /proc/stat. The spinner runs for
-    # SPIN_WINDOWS x 100 ms, long enough to outlast Linux's boot and check.
+    # SPIN_WINDOWS x 100 ms, long enough to outlast Linux's boot and check
+    # (about 30 s in all). Only its RESULT is asked for: its own check that
+    # every 100 ms window counted can miss while Linux's woken vCPUs, which
+    # go first, keep it off the CPU (sched-fairness judges fairness).
     local name=linux-steal
     if [ -z "$filter" ] || [[ "$name" == *"$filter"* ]] || [[ linux == *"$filter"* ]]; then
         if ! "$ROOT/scripts/build-guests.sh" spin >"$LOGS/guests-build-spin.log" 2>&1; then
@@ -558,7 +561,7 @@ linux_tests() {
             linux_config "$cfg" linux "quiet hvtest=steal" 2 'pin = [1]'
             printf '[[vm]]\nname = "spinner"\nkernel = "%s"\ncmdline = "spin.windows=%s"\nmemory = "16M"\npin = [1]\nautostart = true\n' \
                 "$ROOT/target/guests/spin.img" "${SPIN_WINDOWS:-150}" >>"$cfg"
-            boot_test "$name" 0 "linux: LINUX-GUEST: pv: " "arm-pv: using stolen time PV" "spinner: GUEST spin: DONE 1 passed, 0 failed" \
+            boot_test "$name" 0 "linux: LINUX-GUEST: pv: " "arm-pv: using stolen time PV" "spinner: RESULT spin: iterations=" \
                 "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
                 -- --smp 2 --until-idle --timeout 240 --config "$cfg"
             log=$LOGS/boot-$name.log
