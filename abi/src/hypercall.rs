@@ -545,6 +545,11 @@ pub mod guest {
     /// scratch registers and a read-only magic value at 0x100.
     pub const TEST_DEVICE_BASE: u64 = 0x0B00_0000;
     pub const TEST_DEVICE_SIZE: u64 = 0x1000;
+    /// The vCPUs' stolen-time structures (`crate::pvtime`, 64 bytes each,
+    /// vCPU i at `PV_TIME_BASE + 64 * i`): a hypervisor page mapped
+    /// read-only, outside RAM (where QEMU's `virt` puts its own).
+    pub const PV_TIME_BASE: u64 = 0x090A_0000;
+    pub const PV_TIME_SIZE: u64 = 0x1000;
     /// Where the toolstack places a raw binary (QEMU's rule for `-kernel`
     /// on virt: 64 KiB above the RAM base, entered at its first byte).
     pub const RAW_KERNEL_OFFSET: u64 = 0x1_0000;

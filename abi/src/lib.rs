@@ -8,3 +8,4 @@ pub mod bundle;
 pub mod copy;
 pub mod hypercall;
 pub mod ioreq;
+pub mod pvtime;

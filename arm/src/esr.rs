@@ -159,6 +159,12 @@ impl Esr {
         self.0 & (1 << 6) != 0
     }
 
+    /// ISS.TI of a trapped WFx (bits [1:0]; bit 0 set for WFE and WFET):
+    /// the instruction waited for an event, not for an interrupt.
+    pub const fn is_wfe(self) -> bool {
+        self.0 & 1 != 0
+    }
+
     pub fn iss(self) -> u32 {
         (self.0 & 0x01ff_ffff) as u32
     }

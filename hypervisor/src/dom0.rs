@@ -158,6 +158,7 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
         ram: vec![RamChunk { ipa: Ipa::new(base.as_u64()), pa: base, size }],
         regions,
         hw_ppis: vec![VTIMER_PPI],
+        pv_time: None,
         vgic,
         vcpus: vcpu_list,
         cntvoff: 0,

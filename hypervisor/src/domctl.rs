@@ -121,7 +121,8 @@ fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weig
         GicVersion::V2 => VgicVersion::V2,
         GicVersion::V3 => VgicVersion::V3,
     };
-    let (stage2, regions) = guest_stage2(&ram, version, args.vcpus)?;
+    let pv_time = crate::pvtime::PendingPage::allocate().ok_or(Error::NoMemory)?;
+    let (stage2, regions) = guest_stage2(&ram, &pv_time, version, args.vcpus)?;
     let vgic = guest_vgic(version, args.vcpus)?;
     let placed = PendingPlacement::place(args.vcpus, args.pin)?;
     let cntvoff = cpu::counter();
@@ -134,6 +135,7 @@ fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weig
         ram: ram.take(),
         regions,
         hw_ppis: vec![VTIMER_PPI],
+        pv_time: pv_time.take(),
         vgic,
         vcpus: vcpu_list,
         cntvoff,
@@ -192,15 +194,21 @@ impl Drop for PendingStage2 {
     }
 }
 
-/// A guest's stage 2: its RAM, and on GICv2 the host's virtual CPU
-/// interface as its GICC; and the regions the hypervisor emulates (the
+/// A guest's stage 2: its RAM, its stolen-time page (read-only), and on
+/// GICv2 the host's virtual CPU interface as its GICC; and the regions the hypervisor emulates (the
 /// distributor, the console UART, on GICv3 the redistributors).
-fn guest_stage2(ram: &PendingRam, version: VgicVersion, vcpus: usize) -> Result<(PendingStage2, Vec<EmulatedRegion>), Error> {
+fn guest_stage2(
+    ram: &PendingRam,
+    pv_time: &crate::pvtime::PendingPage,
+    version: VgicVersion,
+    vcpus: usize,
+) -> Result<(PendingStage2, Vec<EmulatedRegion>), Error> {
     let mut stage2 = PendingStage2(Some(Stage2Tables::new().map_err(|_| Error::NoMemory)?));
     let tables = stage2.0.as_mut().ok_or(Error::NoMemory)?;
     for chunk in &ram.0 {
         tables.map(chunk.ipa, chunk.pa, chunk.size, Attributes::RWX).map_err(|_| Error::NoMemory)?;
     }
+    pv_time.map(tables).map_err(|_| Error::NoMemory)?;
     let mut regions = vec![
         EmulatedRegion { base: Ipa::new(guest::GICD_BASE), size: guest::GICD_SIZE, device: EmulatedDevice::GicDistributor },
         EmulatedRegion { base: Ipa::new(guest::UART_BASE), size: guest::UART_SIZE, device: EmulatedDevice::ConsoleUart },
@@ -284,6 +292,9 @@ fn release(vm: &Vm) {
     }
     if let Some(stage2) = vm.stage2.lock().take() {
         stage2.release();
+    }
+    if let Some(page) = vm.pv_time {
+        crate::pvtime::release(page);
     }
 }
 
@@ -508,6 +519,7 @@ fn io_map(id: u64, base: u64, size: u64, flags: u64) -> Result<u64, Error> {
     let taken = vm.ram.iter().any(|c| overlaps(c.ipa.as_u64(), c.size))
         || vm.regions.iter().any(|r| overlaps(r.base.as_u64(), r.size) && !console(r))
         || overlaps(guest::GICC_BASE, guest::GICC_SIZE)
+        || (vm.pv_time.is_some() && overlaps(guest::PV_TIME_BASE, guest::PV_TIME_SIZE))
         || vm.forwarded.read().iter().any(|w| overlaps(w.base, w.size));
     if taken {
         return Err(Error::InvalidParameter);

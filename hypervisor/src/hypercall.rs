@@ -1,5 +1,6 @@
-//! HVC and SMC from VMs: PSCI 1.1 and SMCCC 1.1 emulated for every VM, and
-//! the hypervisor's own calls (`hv_abi::hypercall`), some for dom0 only.
+//! HVC and SMC from VMs: PSCI 1.1 and SMCCC 1.1 emulated for every VM,
+//! paravirtualised time (DEN0057, `pvtime`) for guests, and the
+//! hypervisor's own calls (`hv_abi::hypercall`), some for dom0 only.
 
 use core::sync::atomic::Ordering;
 
@@ -54,8 +55,11 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) -> Next {
     let (a1, a2, a3) = (frame.x[1], frame.x[2], frame.x[3]);
     match id {
         SMCCC_VERSION => frame.x[0] = SMCCC_VERSION_1_1,
-        // No firmware workarounds to offer.
-        SMCCC_ARCH_FEATURES => ret(frame, NOT_SUPPORTED as i64),
+        // No firmware workarounds to offer; paravirtualised time to guests.
+        SMCCC_ARCH_FEATURES => {
+            let offered = crate::pvtime::arch_feature(vm, a1 as u32).unwrap_or(false);
+            ret(frame, if offered { 0 } else { NOT_SUPPORTED as i64 });
+        }
         PSCI_VERSION => frame.x[0] = PSCI_VERSION_1_1,
         PSCI_FEATURES => {
             let supported = matches!(
@@ -105,7 +109,10 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) -> Next {
         PSCI_MIGRATE_INFO_TYPE => ret(frame, 2), // no trusted OS to migrate
         PSCI_SYSTEM_OFF => return system_off(vm, vcpu, frame, StopReason::SystemOff),
         PSCI_SYSTEM_RESET => return system_off(vm, vcpu, frame, StopReason::SystemReset),
-        _ => ret(frame, NOT_SUPPORTED as i64),
+        _ => {
+            let answer = crate::pvtime::call(vm, vcpu, id, a1).unwrap_or(NOT_SUPPORTED as i64);
+            ret(frame, answer);
+        }
     }
     Next::Resume
 }

@@ -54,6 +54,7 @@ mod interrupts;
 mod ioreq;
 mod irq;
 mod machine;
+mod pvtime;
 mod runstate;
 mod sched;
 mod stage2;

@@ -16,7 +16,7 @@ use crate::sync::Mutex;
 use crate::arch::timer::{self, HYP_TIMER_PPI};
 use crate::arch::{cpu, gic};
 use crate::schedpolicy::{slice_ticks, RunQueue, SoftTimers};
-use crate::vm::{self, power, Vcpu, Vm, VmId, VmKind};
+use crate::vm::{self, power, Vcpu, Vm, VmId, VmKind, NOT_QUEUED};
 
 pub use crate::vm::state;
 
@@ -130,7 +130,7 @@ pub fn wake(vm: &Vm, index: usize) {
         // Dom0 (which serves IO) and vCPUs just woken from WFI (an interrupt
         // is waiting for them) go first; woken guests then run briefly and
         // block again, so a busy guest loses little.
-        s.runq.push(r, dom0 || woken);
+        enqueue(&mut s, v, r, dom0 || woken);
         s.boost_pending |= dom0 || woken;
         let preempt = s.current.as_ref().is_none_or(|(cur, _)| (dom0 || woken) && cur.kind != VmKind::Dom0);
         if v.pcpu == me {
@@ -158,7 +158,7 @@ pub fn wake_io(vm: &Vm, index: usize) {
         return;
     }
     let mut s = SCHED[v.pcpu].lock();
-    s.runq.push(VcpuRef { vm: vm.id, vcpu: index as u8 }, true);
+    enqueue(&mut s, v, VcpuRef { vm: vm.id, vcpu: index as u8 }, true);
     s.boost_pending = true;
     let idle = s.current.is_none();
     if v.pcpu == cpu::index() {
@@ -212,6 +212,14 @@ pub fn on_timer() {
     program_timer(&s, now);
 }
 
+/// Queues `r` (which is `vcpu`) on `s`; from now until it runs, its time
+/// is stolen from it. A vCPU already queued keeps its place and its wait.
+fn enqueue(s: &mut CpuSched, vcpu: &Vcpu, r: VcpuRef, favoured: bool) {
+    if s.runq.push(r, favoured) {
+        vcpu.queued_at.store(cpu::counter(), Ordering::Relaxed);
+    }
+}
+
 /// Arms CNTHP for the earliest of: the end of the slice (if others wait)
 /// and the soft timers. A slice that is already over asks for a switch at
 /// the end of this trap instead (the timer's line would stay asserted).
@@ -245,6 +253,20 @@ pub fn block(vm: &Vm, vcpu: &Vcpu) -> Next {
     Next::Leave
 }
 
+/// WFE from the running vCPU: it waits for an event, most often for a lock
+/// another vCPU holds. If other vCPUs wait for this CPU, it yields to them
+/// (the lock's holder may be among them); if none does, it goes straight
+/// back (WFE may always complete early), so a vCPU alone on its CPU pays
+/// one trap. Looks only at this CPU's run queue.
+pub fn wait_for_event() -> Next {
+    let others_waiting = !SCHED[cpu::index()].lock().runq.is_empty();
+    if others_waiting {
+        Next::Yield
+    } else {
+        Next::Resume
+    }
+}
+
 /// Takes the running vCPU `vcpu` off its CPU for good (CPU_OFF, VM
 /// stopped): only `CPU_ON` or a restart runs it again.
 pub fn stop(vcpu: &Vcpu) -> Next {
@@ -275,7 +297,7 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
         if requeue && vcpu.sched.load(Ordering::Acquire) == state::RUNNING {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
             if vm.runnable() {
-                s.runq.push(VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
+                enqueue(&mut s, vcpu, VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
             }
         }
     }
@@ -291,7 +313,9 @@ pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
         let Some(vm) = vm::get(r.vm) else { continue };
         let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
         if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
-            continue; // paused or stopped: unpause queues it again
+            // Paused or stopped: unpause queues it again, and its wait
+            // (`queued_at`) starts afresh then.
+            continue;
         }
         return Some(make_running(&mut s, vm, r.vcpu as usize));
     }
@@ -315,6 +339,13 @@ fn make_running(s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'static Vm, &'
         debug!("{}: vcpu{} starts at {:#x} on cpu{me}", vm.name, index, start.entry);
     }
     vcpu.sched.store(state::RUNNING, Ordering::Release);
+    let queued_at = vcpu.queued_at.swap(NOT_QUEUED, Ordering::Relaxed);
+    if queued_at != NOT_QUEUED {
+        // It was runnable and waited for this CPU: stolen time, which its
+        // guest sees before it runs (DEN0057).
+        vcpu.steal_ticks.fetch_add(now.saturating_sub(queued_at), Ordering::Relaxed);
+        crate::pvtime::publish(&vm, vcpu);
+    }
     s.since = now;
     s.boost_pending = false;
     s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());

@@ -39,15 +39,17 @@ impl<T: PartialEq + Clone> RunQueue<T> {
     }
 
     /// Makes `v` runnable; a vCPU already queued is not queued twice.
-    pub fn push(&mut self, v: T, favoured: bool) {
+    /// Returns whether it was newly queued.
+    pub fn push(&mut self, v: T, favoured: bool) -> bool {
         if self.queue.contains(&v) {
-            return;
+            return false;
         }
         if favoured {
             self.queue.push_front(v);
         } else {
             self.queue.push_back(v);
         }
+        true
     }
 
     /// The next vCPU to run, removed from the queue.
@@ -177,10 +179,10 @@ mod tests {
     #[test]
     fn favoured_vcpus_run_first_and_nothing_is_queued_twice() {
         let mut q = RunQueue::new();
-        q.push(1, false);
-        q.push(2, false);
-        q.push(1, false);
-        q.push(0, true);
+        assert!(q.push(1, false));
+        assert!(q.push(2, false));
+        assert!(!q.push(1, false), "already queued");
+        assert!(q.push(0, true));
         assert_eq!(q.len(), 3);
         assert!(q.front_is(|&v| v == 0));
         assert_eq!((q.pop(), q.pop(), q.pop(), q.pop()), (Some(0), Some(1), Some(2), None));

@@ -95,7 +95,11 @@ fn handle_sync(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
         ExceptionClass::WfiWfe => {
             vcpu.count_exit(Exit::Wfi);
             frame.elr += 4;
-            crate::interrupts::wait_for_interrupt(vm, vcpu)
+            if esr.is_wfe() {
+                sched::wait_for_event()
+            } else {
+                crate::interrupts::wait_for_interrupt(vm, vcpu)
+            }
         }
         ExceptionClass::SysReg => {
             vcpu.count_exit(Exit::SysReg);

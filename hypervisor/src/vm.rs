@@ -106,6 +106,12 @@ pub struct Vcpu {
     pub sched: AtomicU8,
     /// Counter ticks this vCPU has run.
     pub run_ticks: AtomicU64,
+    /// Counter ticks it waited in a run queue (runnable, not running): its
+    /// stolen time (`pvtime`).
+    pub steal_ticks: AtomicU64,
+    /// Counter value when it was last queued, `NOT_QUEUED` while it is
+    /// not in a run queue. Written under its CPU's scheduler lock.
+    pub queued_at: AtomicU64,
     /// Exits by reason (`Exit`). Only the vCPU's own CPU writes them, so a
     /// plain load and store count without a read-modify-write loop.
     pub exits: [AtomicU64; 8],
@@ -131,6 +137,8 @@ impl Vcpu {
             needs_flush: AtomicBool::new(false),
             sched: AtomicU8::new(0),
             run_ticks: AtomicU64::new(0),
+            steal_ticks: AtomicU64::new(0),
+            queued_at: AtomicU64::new(NOT_QUEUED),
             exits: [const { AtomicU64::new(0) }; 8],
             io: Mutex::new(IoWait::default()),
             context: UnsafeCell::new(VcpuContext::reset(0, 0, mpidr, cntvoff)),
@@ -163,6 +171,9 @@ impl Vcpu {
         *ctx = VcpuContext::reset(start.entry, start.context, self.mpidr, cntvoff);
     }
 }
+
+/// `Vcpu::queued_at` of a vCPU that is not in a run queue.
+pub const NOT_QUEUED: u64 = u64::MAX;
 
 /// `Vcpu::sched` values: where the scheduler has the vCPU.
 pub mod state {
@@ -261,6 +272,9 @@ pub struct Vm {
     pub forwarded: crate::sync::RwLock<Vec<Forwarded>>,
     /// Physical PPIs hardware-linked to each of its vCPUs.
     pub hw_ppis: Vec<u32>,
+    /// The page of its vCPUs' stolen-time structures (`pvtime`), mapped
+    /// read-only at `guest::PV_TIME_BASE`; guests only.
+    pub pv_time: Option<PhysAddr>,
     pub vgic: Mutex<Vgic>,
     pub vcpus: Vec<Vcpu>,
     /// CNTVOFF_EL2 for its vCPUs.
@@ -298,6 +312,7 @@ pub struct VmSpec {
     pub ram: Vec<RamChunk>,
     pub regions: Vec<EmulatedRegion>,
     pub hw_ppis: Vec<u32>,
+    pub pv_time: Option<PhysAddr>,
     pub vgic: Vgic,
     pub vcpus: Vec<Vcpu>,
     pub cntvoff: u64,
@@ -325,6 +340,7 @@ impl Vm {
             regions: spec.regions,
             forwarded: crate::sync::RwLock::new(Vec::new()),
             hw_ppis: spec.hw_ppis,
+            pv_time: spec.pv_time,
             vgic: Mutex::new(spec.vgic),
             vcpus: spec.vcpus,
             cntvoff: spec.cntvoff,

@@ -27,6 +27,10 @@ LINUX_MODULES="virtio virtio_ring virtio_mmio virtio_blk virtio_net virtio_conso
 #               network interfaces, read the first line of /dev/vda
 #   interrupts  after a second, each CPU's timer and IPI counts from
 #               /proc/interrupts ("LINUX-GUEST: interrupts: cpu0 timer=N ipi=M ...")
+#   steal       the kernel's paravirtualised-time line ("LINUX-GUEST: pv:
+#               arm-pv: using stolen time PV", or "none"), then every CPU
+#               busy for 2 s, then the steal column of /proc/stat
+#               ("LINUX-GUEST: steal: N ticks of 1/100 s ...")
 #   disk        if /dev/vda starts with "HVTEST-PERSIST <hvtest.id>", say
 #               "disk: found"; else write that, sync, say "disk: written" and
 #               reboot -f (the VM is restarted and finds it)
@@ -82,6 +86,18 @@ if has interrupts; then
          END { line = "LINUX-GUEST: interrupts:"
                for (c = 0; c < n; c++) line = line " cpu" c " timer=" t[c] + 0 " ipi=" p[c] + 0
                print line }'"'"' /proc/interrupts
+fi
+if has steal; then
+    echo "LINUX-GUEST: pv: $(dmesg | grep -m1 "arm-pv:" || echo none)"
+    cpus=$(grep -c ^processor /proc/cpuinfo)
+    end=$(( $(date +%s) + 2 ))
+    i=0
+    while [ $i -lt "$cpus" ]; do
+        ( while [ "$(date +%s)" -lt $end ]; do :; done ) &
+        i=$((i + 1))
+    done
+    wait
+    awk '"'"'/^cpu / { print "LINUX-GUEST: steal: " $9 " ticks of 1/100 s (user " $2 ", system " $4 ", idle " $5 ")" }'"'"' /proc/stat
 fi
 if has disk; then
     want="HVTEST-PERSIST $id"

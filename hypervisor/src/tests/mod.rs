@@ -8,5 +8,6 @@ mod support;
 mod domctl;
 mod hypercall;
 mod ioreq;
+mod pvtime;
 mod sched;
 mod trap;

@@ -89,6 +89,7 @@ pub fn dom0() -> Arc<Vm> {
         ram: alloc::vec![RamChunk { ipa: Ipa::new(base.as_u64()), pa: base, size: DOM0_RAM }],
         regions: Vec::new(),
         hw_ppis: Vec::new(),
+        pv_time: None,
         vgic,
         vcpus: alloc::vec![Vcpu::new(0, 0, 0, 0)],
         cntvoff: 0,

@@ -19,7 +19,9 @@ pub const HCR_VM: u64 = {
     let fb = 1 << 9; // FB: TLB and I-cache maintenance broadcast to the inner shareable domain, so a vCPU that moves between CPUs leaves no stale entries.
     let bsu_inner = 1 << 10; // BSU = 01: barriers are at least inner shareable, for the same reason.
     let twi = 1 << 13; // TWI: WFI traps, so a vCPU waiting for an interrupt gives its CPU back.
-    // TWE (bit 14) = 0: WFE runs natively; guests use it in spin loops that a trap would slow down.
+    // TWE: WFE traps too, so a vCPU spinning on a lock lets the others of its CPU (the holder
+    // among them, perhaps) run; alone on its CPU it goes straight back (`sched::wait_for_event`).
+    let twe = 1 << 14;
     let tsc = 1 << 19; // TSC: SMC traps; PSCI through SMC is emulated, anything else is NOT_SUPPORTED.
     let tid3 = 1 << 18; // TID3: ID group 3 registers trap; the VM sees the features the hypervisor supports (idregs.rs).
     let tidcp = 1 << 20; // TIDCP: implementation-defined system registers trap (UNDEF for the VM).
@@ -30,7 +32,7 @@ pub const HCR_VM: u64 = {
     let terr = 1 << 36; // TERR: RAS error record registers trap (no records: they read as zero).
     let api = 1 << 41; // API: pointer-authentication instructions do not trap (the keys are switched per vCPU).
     // ATA (bit 56) = 0: no allocation-tag access (MTE is hidden).
-    vm | swio | fmo | imo | amo | fb | bsu_inner | twi | tid3 | tsc | tidcp | tacr | rw | terr | apk | api
+    vm | swio | fmo | imo | amo | fb | bsu_inner | twi | twe | tid3 | tsc | tidcp | tacr | rw | terr | apk | api
 };
 
 /// MDCR_EL2 while a VM runs: debug and PMU registers trap, and the

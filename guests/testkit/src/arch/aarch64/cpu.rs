@@ -65,6 +65,13 @@ pub fn wfi() {
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
+/// Waits for an event (returns at once if the event register is set, and
+/// may return early at any time).
+pub fn wfe() {
+    // SAFETY: WFE only waits.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+}
+
 /// The virtual counter (CNTVCT_EL0), ordered after earlier instructions.
 pub fn counter() -> u64 {
     let v: u64;
