@@ -109,6 +109,10 @@ fn finish_idle_stop() -> ! {
             ),
         );
     }
+    let stale = crate::ioreq::stale_completions();
+    if stale > 0 {
+        crate::console::print_line("INFO", format_args!("*** {stale} IO completion(s) from dom0 answered no waiting request: dropped"));
+    }
     log::logger().flush();
     if clean {
         crate::console::print_line("INFO", format_args!("*** all guests ended with SYSTEM_OFF"));
