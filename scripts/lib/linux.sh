@@ -34,6 +34,10 @@ LINUX_MODULES="virtio virtio_ring virtio_mmio virtio_blk virtio_net virtio_conso
 #   disk        if /dev/vda starts with "HVTEST-PERSIST <hvtest.id>", say
 #               "disk: found"; else write that, sync, say "disk: written" and
 #               reboot -f (the VM is restarted and finds it)
+#   diskload    for hvtest.secs seconds (default 20): 64 KiB of random data
+#               written to /dev/vda at one of 64 places, fsync, the page
+#               cache dropped, read back and compared; "diskload: N rounds"
+#               each second, then "diskload: PASS N rounds ..." or FAIL
 #   (always)    hvtest.ip=ADDR/LEN: eth0 up with that address
 #   ping        ping hvtest.peer until
 #               it answers (up to 30 s), then 5 pings: "ping: N of 5 replies";
@@ -56,7 +60,7 @@ for m in @MODULES@; do
     if insmod "/lib/modules/$m.ko"; then ok="$ok $m"; else failed="$failed $m"; fi
 done
 echo "LINUX-GUEST: modules loaded:${ok:- none}; failed:${failed:- none}"
-modes="" id="" ip="" peer="" stay=0
+modes="" id="" ip="" peer="" stay=0 secs=20
 for arg in $(cat /proc/cmdline); do
     case $arg in
     hvtest=*) modes=$(echo "${arg#hvtest=}" | tr , " ") ;;
@@ -64,6 +68,7 @@ for arg in $(cat /proc/cmdline); do
     hvtest.ip=*) ip=${arg#hvtest.ip=} ;;
     hvtest.peer=*) peer=${arg#hvtest.peer=} ;;
     hvtest.stay=*) stay=${arg#hvtest.stay=} ;;
+    hvtest.secs=*) secs=${arg#hvtest.secs=} ;;
     esac
 done
 has() { case " $modes " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -109,6 +114,25 @@ if has disk; then
         sync
         echo "LINUX-GUEST: disk: written $id, rebooting"
         reboot -f
+    fi
+fi
+if has diskload; then
+    end=$(( $(date +%s) + secs )) last=$(date +%s) n=0 bad=0
+    while [ "$(date +%s)" -lt $end ]; do
+        at=$(( (n * 37) % 64 ))
+        dd if=/dev/urandom of=/tmp/w bs=64k count=1 2>/dev/null
+        dd if=/tmp/w of=/dev/vda bs=64k seek=$at count=1 conv=fsync 2>/dev/null
+        echo 3 > /proc/sys/vm/drop_caches
+        dd if=/dev/vda of=/tmp/r bs=64k skip=$at count=1 2>/dev/null
+        cmp -s /tmp/w /tmp/r || bad=$((bad + 1))
+        n=$((n + 1))
+        now=$(date +%s)
+        if [ "$now" -ne "$last" ]; then echo "LINUX-GUEST: diskload: $n rounds"; last=$now; fi
+    done
+    if [ $bad -eq 0 ] && [ $n -gt 0 ]; then
+        echo "LINUX-GUEST: diskload: PASS $n rounds of 64 KiB written, synced, dropped from the cache, read back identical"
+    else
+        echo "LINUX-GUEST: diskload: FAIL $bad of $n rounds read back different"
     fi
 fi
 if has ping; then
