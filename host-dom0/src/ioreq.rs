@@ -126,11 +126,11 @@ struct Hypercalls<'a>(&'a Windows);
 
 impl Hyp for Hypercalls<'_> {
     fn set_irq(&mut self, vm: u16, intid: u32, level: bool) {
-        let action = if level { IrqAction::Raise } else { IrqAction::Lower };
-        CALLS_IRQ.fetch_add(1, Ordering::Relaxed);
-        if hypercall::irq_line(u32::from(vm), intid, action).is_err() {
-            IRQ_FAILED.fetch_add(1, Ordering::Relaxed);
-        }
+        irq_line(vm, intid, if level { IrqAction::Raise } else { IrqAction::Lower });
+    }
+
+    fn pulse_irq(&mut self, vm: u16, intid: u32) {
+        irq_line(vm, intid, IrqAction::Pulse);
     }
 
     // Through the window: `translate` checked the whole range is inside it,
@@ -171,6 +171,14 @@ impl Hyp for Hypercalls<'_> {
 
     fn fence(&self) {
         core::sync::atomic::fence(Ordering::SeqCst);
+    }
+}
+
+/// `IrqLine`, counted for `iostat`.
+fn irq_line(vm: u16, intid: u32, action: IrqAction) {
+    CALLS_IRQ.fetch_add(1, Ordering::Relaxed);
+    if hypercall::irq_line(u32::from(vm), intid, action).is_err() {
+        IRQ_FAILED.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -337,7 +337,10 @@ pub fn interrupts(b: &mut Blk) {
     IRQ_COUNT.store(0, Ordering::SeqCst);
     IRQ_ISR.store(0, Ordering::SeqCst);
     gic::set_handler(intid, on_irq);
-    if let Err(e) = gic::enable_spi(intid, false) {
+    // Dom0 signals used buffers as edges (the device tree says
+    // edge-rising), so the requests before this test, made with the SPI
+    // disabled, left it pending: forget that before counting.
+    if let Err(e) = gic::clear_pending_spi(intid).and_then(|()| gic::enable_spi(intid, false)) {
         check!("blk-irq", false, "INTID {intid}: {e}");
         return;
     }

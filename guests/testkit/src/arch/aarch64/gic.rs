@@ -281,6 +281,17 @@ pub fn enable_spi(intid: u32, level: bool) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Clears SPI `intid`'s pending state (GICD_ICPENDR): an edge that was
+/// latched while the interrupt was not yet wanted is forgotten.
+pub fn clear_pending_spi(intid: u32) -> Result<(), &'static str> {
+    let s = state();
+    if !(32..MAX_INTID).contains(&intid) {
+        return Err("not an SPI the testkit handles (32..MAX_INTID)");
+    }
+    write32(at(s.gicd, gicd::ICPENDR + intid as usize / 32 * 4), 1 << (intid % 32));
+    Ok(())
+}
+
 /// Disables SPI `intid` (GICD_ICENABLER; on GICv3 waits for GICD_CTLR.RWP,
 /// so the interrupt can no longer be signalled when this returns).
 pub fn disable_spi(intid: u32) -> Result<(), &'static str> {
