@@ -23,7 +23,7 @@ use crate::sched;
 use crate::schedpolicy::{DEFAULT_WEIGHT, MAX_WEIGHT};
 use crate::stage2::Stage2Tables;
 use crate::vgic::{Vgic, VgicVersion};
-use crate::vm::{self, power, EmulatedDevice, EmulatedRegion, Forwarded, RamChunk, Vcpu, VcpuStart, Vm, VmId, VmKind, VmSpec};
+use crate::vm::{self, power, EmulatedDevice, EmulatedRegion, Forwarded, RamChunk, Vcpu, VcpuStart, Vm, VmKind, VmSpec};
 
 /// Guest RAM comes in chunks of this size (block-mapped at stage 2).
 const CHUNK: u64 = 2 << 20;
@@ -64,12 +64,8 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
 }
 
 /// The guest VM `id` names (dom0 and absent ids are `InvalidParameter`).
-pub(crate) fn guest_vm(id: u64) -> Result<Arc<Vm>, Error> {
-    let id = u16::try_from(id).map_err(|_| Error::InvalidParameter)?;
-    match vm::get(VmId(id)) {
-        Some(vm) if vm.kind == VmKind::Guest => Ok(vm),
-        _ => Err(Error::InvalidParameter),
-    }
+fn guest_vm(id: u64) -> Result<Arc<Vm>, Error> {
+    vm::guest(id).ok_or(Error::InvalidParameter)
 }
 
 /// Reads `len` bytes at `ipa` from dom0's RAM.

@@ -168,7 +168,7 @@ mod mechanism {
 
     /// `GuestMap` (dom0 is the caller).
     pub fn map(dom0: &Vm, id: u64, dom0_ipa: u64, guest_ipa: u64, len: u64) -> Result<u64, Error> {
-        let vm = crate::domctl::guest_vm(id)?;
+        let vm = crate::vm::guest(id).ok_or(Error::InvalidParameter)?;
         let live = vm.ram_live.read();
         if !*live {
             return Err(Error::InvalidParameter); // being destroyed

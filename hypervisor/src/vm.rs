@@ -503,6 +503,13 @@ pub fn get(id: VmId) -> Option<Arc<Vm>> {
     VMS.lock().get(id.0 as usize)?.clone()
 }
 
+/// The guest VM a hypercall argument `id` names; `None` for dom0, an
+/// absent id or one out of range.
+pub fn guest(id: u64) -> Option<Arc<Vm>> {
+    let id = u16::try_from(id).ok()?;
+    get(VmId(id)).filter(|vm| vm.kind == VmKind::Guest)
+}
+
 /// Puts `vm` in the table under its id (which must be free).
 pub fn insert(vm: Arc<Vm>) -> Result<(), Arc<Vm>> {
     let mut table = VMS.lock();

@@ -244,8 +244,19 @@ fn probe_sd(blob: &[u8]) -> Option<SdDisk> {
 /// `disk`, `disk read SECTOR`, `disk selftest SECTOR` on whichever disk
 /// dom0 has.
 pub fn shell_command(op: DiskOp) {
-    if virtio_blk::disk().is_some() {
-        return virtio_blk::shell_command(op);
+    if let Some(disk) = virtio_blk::disk() {
+        let mut disk = disk.lock();
+        match op {
+            DiskOp::Status => virtio_blk::print_status(&disk),
+            DiskOp::Read(sector) => read_command(&mut *disk, sector),
+            DiskOp::Selftest(sector) => selftest_command(&mut *disk, sector),
+            DiskOp::Timeout(None) => println!("disk: requests time out after {} ms", disk.timeout_ms()),
+            DiskOp::Timeout(Some(ms)) => {
+                disk.set_timeout_ms(ms);
+                println!("disk: requests time out after {ms} ms");
+            }
+        }
+        return;
     }
     let Some(disk) = SD.get().and_then(Option::as_ref) else {
         println!("disk: no data disk (QEMU virt: scripts/run.sh --disk FILE; Raspberry Pi 4: an SD card with a partition 2)");

@@ -49,8 +49,8 @@
 //!   `flush` then sends nothing, and [`Disk::flush_supported`] says so.
 //!
 //! [`disk`] is the API the rest of dom0 uses (through `super::disk`, which
-//! falls back to the SD card); [`shell_command`] is the shell's `disk`
-//! command for this device.
+//! falls back to the SD card, and runs the shell's `disk` command);
+//! [`print_status`] is what `disk` says about this device.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -72,7 +72,6 @@ use hv_virtio::block::{BackendError, BlockOp, OpKind};
 
 use crate::arch::aarch64::{cpu, gic, timer};
 
-use crate::command::DiskOp;
 use crate::fdt_scan::{self, Tree};
 use crate::println;
 
@@ -883,56 +882,29 @@ unsafe impl Hal for DmaHal {
 
 // ---- the shell's `disk` command ---------------------------------------------
 
-/// `disk`, `disk read SECTOR`, `disk selftest SECTOR`.
-pub fn shell_command(op: DiskOp) {
-    let Some(disk) = disk() else {
-        println!("disk: no virtio-blk device (QEMU virt: scripts/run.sh --disk FILE)");
-        return;
+/// What the shell's `disk` prints about this disk.
+pub fn print_status(disk: &Disk) {
+    let c = disk.capacity_sectors();
+    let completion = match disk.irq_cpu {
+        Some(c) => alloc::format!(
+            "interrupt-driven on cpu{c} ({} interrupts taken), up to {} requests in flight so far",
+            IRQS.load(Ordering::Relaxed),
+            disk.in_flight_max
+        ),
+        None => String::from("polled"),
     };
-    let mut disk = disk.lock();
-    match op {
-        DiskOp::Status => {
-            let c = disk.capacity_sectors();
-            let completion = match disk.irq_cpu {
-                Some(c) => alloc::format!("interrupt-driven on cpu{c} ({} interrupts taken), up to {} requests in flight so far", IRQS.load(Ordering::Relaxed), disk.in_flight_max),
-                None => String::from("polled"),
-            };
-            println!(
-                "disk: virtio-blk at {:#x} ({}), {completion}, requests time out after {} ms",
-                disk.base(),
-                transport_name(&disk),
-                disk.timeout_ms()
-            );
-            let (timeouts, late) = disk.fault_counts();
-            if timeouts > 0 {
-                println!("disk: {timeouts} request(s) timed out, {late} answered late");
-            }
-            if let Some((ms, what)) = disk.stalled() {
-                println!("disk: STALLED for {ms} ms (a {what} is unanswered): requests fail at once");
-            }
-            println!(
-                "disk: capacity {c} sectors of {SECTOR_SIZE} bytes ({} MiB)",
-                c / 2048
-            );
-            println!(
-                "disk: {}",
-                if disk.read_only() { "read-only" } else { "read-write" }
-            );
-            println!(
-                "disk: flush {}",
-                if disk.flush_supported() {
-                    "supported (VIRTIO_BLK_F_FLUSH)"
-                } else {
-                    "not offered (write-through device)"
-                }
-            );
-        }
-        DiskOp::Read(sector) => super::disk::read_command(&mut *disk, sector),
-        DiskOp::Selftest(sector) => super::disk::selftest_command(&mut *disk, sector),
-        DiskOp::Timeout(None) => println!("disk: requests time out after {} ms", disk.timeout_ms()),
-        DiskOp::Timeout(Some(ms)) => {
-            disk.set_timeout_ms(ms);
-            println!("disk: requests time out after {ms} ms");
-        }
+    println!("disk: virtio-blk at {:#x} ({}), {completion}, requests time out after {} ms", disk.base(), transport_name(disk), disk.timeout_ms());
+    let (timeouts, late) = disk.fault_counts();
+    if timeouts > 0 {
+        println!("disk: {timeouts} request(s) timed out, {late} answered late");
     }
+    if let Some((ms, what)) = disk.stalled() {
+        println!("disk: STALLED for {ms} ms (a {what} is unanswered): requests fail at once");
+    }
+    println!("disk: capacity {c} sectors of {SECTOR_SIZE} bytes ({} MiB)", c / 2048);
+    println!("disk: {}", if disk.read_only() { "read-only" } else { "read-write" });
+    println!(
+        "disk: flush {}",
+        if disk.flush_supported() { "supported (VIRTIO_BLK_F_FLUSH)" } else { "not offered (write-through device)" }
+    );
 }
