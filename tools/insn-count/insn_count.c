@@ -2,9 +2,9 @@
  * A QEMU TCG plugin for scripts/bench.sh --io: counts the instructions each
  * CPU executes (a callback per translated block executed, adding its length,
  * so a block left early by an exception counts whole: a few instructions per
- * trap too many) and, each time any
- * CPU executes the marker instruction HINT #0x7e (a NOP on the CPU), writes
- * one line to the file given as `out=PATH`:
+ * trap too many) and, each time any CPU executes the marker instruction
+ * HINT #0x7e (a NOP on the CPU), writes one line to the file given as
+ * `out=PATH`:
  *
  *     mark SEQ CPU COUNT0:WAIT0 COUNT1:WAIT1 ...
  *
@@ -12,14 +12,17 @@
  * WAITi how many of those were waiting: iterations of a loop that comes
  * back to a block holding a spin-wait hint (ISB, which is what Rust's
  * core::hint::spin_loop and a counter read emit, YIELD or WFE) within
- * WAIT_LOOP instructions, every iteration but the first (such a loop may
- * hold several of those blocks: the last RECENT are remembered). The
+ * `wait_loop=N` instructions (default 100), every iteration but the first
+ * (such a loop may hold several of those blocks: the last RECENT are
+ * remembered). Real work that reads the counter in a loop that short
+ * would count as waiting too. The
  * difference of two lines is what every CPU executed between them: the
  * guest's own instructions, the hypervisor's and dom0's; a CPU waiting in
  * WFI executes nothing, one polling executes its loop.
  *
  * QEMU's plugin header is not packaged by Debian, so the few entry points
- * used are declared here (plugin API version 3, QEMU 9.1 and later).
+ * used are declared here (plugin API version 3, QEMU 9.1 and later). Built
+ * by scripts/lib/iobench.sh: cc -shared -fPIC -O2 -fvisibility=hidden.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -66,7 +69,7 @@ EXPORT int qemu_plugin_version = 3;
 #define YIELD 0xd503203fu
 #define WFE 0xd503205fu
 /* The longest loop iteration (instructions) counted as waiting. */
-#define WAIT_LOOP 100
+static uint64_t wait_loop = 100;
 
 #define MAX_CPUS 64
 /* Each CPU's counts, written by its own thread (relaxed atomics). */
@@ -117,7 +120,7 @@ static void on_block(unsigned int vcpu, void *udata)
     }
     typeof(&recent[0]) r = &recent[vcpu];
     for (unsigned i = 0; i < RECENT; i++) {
-        if (r->pc[i] == b->pc && r->at[i] != 0 && now - r->at[i] <= WAIT_LOOP) {
+        if (r->pc[i] == b->pc && r->at[i] != 0 && now - r->at[i] <= wait_loop) {
             /* Another iteration: what was not counted yet since the last. */
             uint64_t from = r->at[i] > r->counted ? r->at[i] : r->counted;
             __atomic_fetch_add(&waits[vcpu], now - from, __ATOMIC_RELAXED);
@@ -174,10 +177,12 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int
     for (int i = 0; i < argc; i++) {
         if (strncmp(argv[i], "out=", 4) == 0) {
             path = argv[i] + 4;
+        } else if (strncmp(argv[i], "wait_loop=", 10) == 0) {
+            wait_loop = strtoull(argv[i] + 10, NULL, 10);
         }
     }
     if (!path || !info->system_emulation || !(out = fopen(path, "w"))) {
-        fprintf(stderr, "insn_count: needs system emulation and out=PATH (a writable file)\n");
+        fprintf(stderr, "insn_count: needs system emulation and out=PATH (a writable file); wait_loop=N is optional\n");
         return 1;
     }
     ncpus = info->system.smp_vcpus < MAX_CPUS ? info->system.smp_vcpus : MAX_CPUS;
