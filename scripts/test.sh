@@ -319,6 +319,8 @@ guest_tests() {
     # virtio-hostile: a VM breaks its own devices' queues in every defined
     # way while another VM's disk IO goes on; that one must still be busy
     # when the hostile one is done.
+    # virtio-blk-bench: the disk bench mode of scripts/bench.sh --io, as a
+    # smoke run.
     # (Each step filters by its own name; e.g. `virtio` runs them all.)
     if [ -z "$filter" ] || [[ "$filter" == virtio* ]] || [[ virtio-blk-persist-gicv2-write-check-host-file-recreate == *"$filter"* ]] ||
         [[ virtio-net-1000-hostile-overlap == *"$filter"* ]]; then
@@ -391,6 +393,17 @@ guest_tests() {
             if [ -n "$vh" ] && [ -n "$vs" ] && [ "$vh" -lt "$vs" ]; then pass "boot $vname-overlap"; else
                 fail "boot $vname-overlap"; echo "      vstress's blk-stress result (line ${vs:-none}) should follow vhostile's DONE (line ${vh:-none})"
             fi
+        fi
+        # virtio-blk-bench: the guest's disk bench mode (the figures are
+        # scripts/bench.sh --io's) runs to its end on a slice of dom0's disk
+        # and prints a figure for each kind of request (about 15 s).
+        vname=virtio-blk-bench vimg=$LOGS/virtio-blk-bench.img
+        if [ -z "$filter" ] || [[ "$vname" == *"$filter"* ]]; then
+            rm -f "$vimg" && truncate -s 16M "$vimg"
+            boot_test "$vname" 0 "${vcommon[@]}" "vbench: TEST virtio: blk-bench: PASS" \
+                "vbench: RESULT virtio: blk-bench op=read-4k wait=poll" "vbench: RESULT virtio: blk-bench op=write-1m wait=irq" \
+                "vbench: GUEST virtio: DONE 2 passed, 0 failed" \
+                -- --gic 3 --smp 2 --until-idle --timeout 60 --disk "$vimg" --config "$ROOT/scripts/tests/virtio-bench.toml"
         fi
     fi
     # dom0 serves guests while its shell sleeps (io-busy-shell): a guest

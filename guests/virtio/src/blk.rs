@@ -57,12 +57,17 @@ impl Blk {
     /// Brings the device in `dev` up: FLUSH (and RO, SIZE_MAX, SEG_MAX if
     /// offered), one queue of [`QSIZE`], DRIVER_OK.
     pub fn open(dev: Mmio) -> Result<Blk, String> {
+        Blk::open_sized(dev, QSIZE)
+    }
+
+    /// [`Blk::open`] with a queue of `qsize` descriptors (a power of two).
+    pub fn open_sized(dev: Mmio, qsize: u16) -> Result<Blk, String> {
         if dev.device_id() != virtq::DEVICE_BLOCK {
             return Err(format!("slot {} is not a block device", dev.slot));
         }
         let mut b = Blk {
             dev,
-            q: Virtq::new(0, QSIZE),
+            q: Virtq::new(0, qsize),
             features: 0,
             capacity: 0,
             hdr: dma_alloc(16, 16),
@@ -92,8 +97,20 @@ impl Blk {
     }
 
     /// One request: header, `data` buffers (device-writable for reads),
-    /// status byte. Waits for the device to return it.
+    /// status byte. Waits for the device to return it, polling.
     pub fn request(&mut self, kind: u32, sector: u64, data: &[(u64, u32)]) -> Result<Answer, String> {
+        self.request_waiting(kind, sector, data, |q| q.wait_used(REQUEST_TIMEOUT_US))
+    }
+
+    /// [`Blk::request`], waiting for the answer with `wait` (the used
+    /// element, or `None` after [`REQUEST_TIMEOUT_US`]).
+    pub fn request_waiting(
+        &mut self,
+        kind: u32,
+        sector: u64,
+        data: &[(u64, u32)],
+        wait: impl FnOnce(&mut Virtq) -> Option<(u16, u32)>,
+    ) -> Result<Answer, String> {
         virtq::wr32(self.hdr, kind);
         virtq::wr32(self.hdr + 4, 0);
         virtq::wr64(self.hdr + 8, sector);
@@ -105,7 +122,7 @@ impl Blk {
         chain.push((self.st, 1, true));
         let head = self.q.add(&chain).ok_or("no free descriptors")?;
         self.q.notify(&self.dev);
-        match self.q.wait_used(REQUEST_TIMEOUT_US) {
+        match wait(&mut self.q) {
             Some((id, len)) if id == head => Ok(Answer { status: rd8(self.st), used_len: len }),
             Some((id, _)) => Err(format!("used ring returned id {id}, want {head}")),
             None => Err(format!(
@@ -318,6 +335,23 @@ static IRQ_BASE: AtomicU64 = AtomicU64::new(0);
 static IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
 static IRQ_ISR: AtomicU32 = AtomicU32::new(0);
 
+/// Routes the used-buffer interrupt of `b`'s slot (INTID 48 + slot) to
+/// [`on_irq`] and enables it; returns the INTID.
+pub fn irq_on(b: &Blk) -> Result<u32, String> {
+    let intid = 32 + VIRTIO_SPI_BASE + b.dev.slot as u32;
+    IRQ_BASE.store(b.dev.base, Ordering::SeqCst);
+    IRQ_COUNT.store(0, Ordering::SeqCst);
+    IRQ_ISR.store(0, Ordering::SeqCst);
+    gic::set_handler(intid, on_irq);
+    // Dom0 signals used buffers as edges (the device tree says
+    // edge-rising), so requests made earlier with the SPI disabled left it
+    // pending: forget that before counting.
+    gic::clear_pending_spi(intid)
+        .and_then(|()| gic::enable_spi(intid, false))
+        .map_err(|e| format!("INTID {intid}: {e}"))?;
+    Ok(intid)
+}
+
 /// The device's interrupt: count it, acknowledge what InterruptStatus says.
 fn on_irq(_intid: u32) {
     let dev = Mmio { base: IRQ_BASE.load(Ordering::SeqCst), slot: 0 };
@@ -331,19 +365,11 @@ fn on_irq(_intid: u32) {
 /// edge-rising as the device tree says) enabled, notifications on, each of
 /// 3 requests must raise one interrupt, whose handler acknowledges it.
 pub fn interrupts(b: &mut Blk) {
-    let intid = 32 + VIRTIO_SPI_BASE + b.dev.slot as u32;
     let buf = dma_alloc(SECTOR, 4096);
-    IRQ_BASE.store(b.dev.base, Ordering::SeqCst);
-    IRQ_COUNT.store(0, Ordering::SeqCst);
-    IRQ_ISR.store(0, Ordering::SeqCst);
-    gic::set_handler(intid, on_irq);
-    // Dom0 signals used buffers as edges (the device tree says
-    // edge-rising), so the requests before this test, made with the SPI
-    // disabled, left it pending: forget that before counting.
-    if let Err(e) = gic::clear_pending_spi(intid).and_then(|()| gic::enable_spi(intid, false)) {
-        check!("blk-irq", false, "INTID {intid}: {e}");
-        return;
-    }
+    let intid = match irq_on(b) {
+        Ok(i) => i,
+        Err(e) => return check!("blk-irq", false, "{e}"),
+    };
     let run = (|| -> Result<String, String> {
         virtq::wr16(b.q.avail, 0);
         for i in 1..=3u32 {

@@ -288,6 +288,8 @@ pub fn mode_send(n: &mut Net, total: u32, window: u32) {
         return;
     };
     println!("NOTE virtio: net-send: receiver {} answered after {hellos} HELLO(s)", mac_str(&peer));
+    // The exchange lies between two markers (`scripts/bench.sh --io`).
+    let mark = crate::bench::marker();
     let t0 = cpu::counter();
     let mut next = acked;
     let mut last_progress = cpu::counter();
@@ -333,6 +335,8 @@ pub fn mode_send(n: &mut Net, total: u32, window: u32) {
         }
     }
     let us = cpu::elapsed_us(t0);
+    crate::bench::marker();
+    println!("RESULT virtio: net-bench frames={total} transmissions={sent} mark={mark}");
     println!("RESULT virtio: net-sent frames={total} transmissions={sent} retransmitted={retransmitted} stalls={stalls} us={us}");
     check!(
         "net-send",

@@ -1,0 +1,192 @@
+/*
+ * A QEMU TCG plugin for scripts/bench.sh --io: counts the instructions each
+ * CPU executes (a callback per translated block executed, adding its length,
+ * so a block left early by an exception counts whole: a few instructions per
+ * trap too many) and, each time any CPU executes the marker instruction
+ * HINT #0x7e (a NOP on the CPU), writes one line to the file given as
+ * `out=PATH`:
+ *
+ *     mark SEQ CPU COUNT0:WAIT0 COUNT1:WAIT1 ...
+ *
+ * SEQ counts markers from 0; COUNTi is what CPU i has executed so far, and
+ * WAITi how many of those were waiting: iterations of a loop that comes
+ * back to a block holding a spin-wait hint (ISB, which is what Rust's
+ * core::hint::spin_loop and a counter read emit, YIELD or WFE) within
+ * `wait_loop=N` instructions (default 100), every iteration but the first
+ * (such a loop may hold several of those blocks: the last RECENT are
+ * remembered). Real work that reads the counter in a loop that short
+ * would count as waiting too. The
+ * difference of two lines is what every CPU executed between them: the
+ * guest's own instructions, the hypervisor's and dom0's; a CPU waiting in
+ * WFI executes nothing, one polling executes its loop.
+ *
+ * QEMU's plugin header is not packaged by Debian, so the few entry points
+ * used are declared here (plugin API version 3, QEMU 9.1 and later). Built
+ * by scripts/lib/iobench.sh: cc -shared -fPIC -O2 -fvisibility=hidden.
+ */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+typedef uint64_t qemu_plugin_id_t;
+struct qemu_plugin_tb;
+struct qemu_plugin_insn;
+typedef struct {
+    const char *target_name;
+    struct { int min, cur; } version;
+    bool system_emulation;
+    union { struct { int smp_vcpus, max_vcpus; } system; };
+} qemu_info_t;
+enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS };
+typedef void (*vcpu_udata_cb)(unsigned int vcpu, void *udata);
+typedef void (*tb_trans_cb)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+typedef void (*udata_cb)(qemu_plugin_id_t id, void *udata);
+
+void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, tb_trans_cb cb);
+size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
+struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
+size_t qemu_plugin_insn_data(const struct qemu_plugin_insn *insn, void *dest, size_t len);
+void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, vcpu_udata_cb cb, enum qemu_plugin_cb_flags flags,
+                                          void *udata);
+void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, vcpu_udata_cb cb,
+                                            enum qemu_plugin_cb_flags flags, void *udata);
+void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, udata_cb cb, void *udata);
+
+EXPORT int qemu_plugin_version = 3;
+
+/* HINT #0x7e: CRm:op2 = 0b1111110, an unallocated hint, so a NOP. */
+#define MARKER 0xd5032fdfu
+
+/* Spin-wait hints: ISB, YIELD, WFE. */
+#define ISB 0xd5033fdfu
+#define YIELD 0xd503203fu
+#define WFE 0xd503205fu
+/* The longest loop iteration (instructions) counted as waiting. */
+static uint64_t wait_loop = 100;
+
+#define MAX_CPUS 64
+/* Each CPU's counts, written by its own thread (relaxed atomics). */
+static uint64_t counts[MAX_CPUS];
+static uint64_t waits[MAX_CPUS];
+/* Per CPU, its own thread only: the last RECENT blocks with a hint it
+ * executed and its count after each, and the count up to which waiting
+ * has been counted. */
+#define RECENT 4
+static struct {
+    uint64_t pc[RECENT];
+    uint64_t at[RECENT];
+    unsigned next;
+    uint64_t counted;
+} recent[MAX_CPUS];
+
+/* What a translated block is, for its execution callback. */
+struct block {
+    uint64_t pc;
+    uint64_t insns;
+    bool hint;
+};
+static int ncpus;
+static FILE *out;
+static uint64_t seq;
+
+static void on_marker(unsigned int vcpu, void *udata)
+{
+    (void)udata;
+    fprintf(out, "mark %" PRIu64 " %u", seq++, vcpu);
+    for (int i = 0; i < ncpus; i++) {
+        fprintf(out, " %" PRIu64 ":%" PRIu64, __atomic_load_n(&counts[i], __ATOMIC_RELAXED),
+                __atomic_load_n(&waits[i], __ATOMIC_RELAXED));
+    }
+    fputc('\n', out);
+    fflush(out);
+}
+
+static void on_block(unsigned int vcpu, void *udata)
+{
+    const struct block *b = udata;
+    if (vcpu >= MAX_CPUS) {
+        return;
+    }
+    uint64_t now = __atomic_add_fetch(&counts[vcpu], b->insns, __ATOMIC_RELAXED);
+    if (!b->hint) {
+        return;
+    }
+    typeof(&recent[0]) r = &recent[vcpu];
+    for (unsigned i = 0; i < RECENT; i++) {
+        if (r->pc[i] == b->pc && r->at[i] != 0 && now - r->at[i] <= wait_loop) {
+            /* Another iteration: what was not counted yet since the last. */
+            uint64_t from = r->at[i] > r->counted ? r->at[i] : r->counted;
+            __atomic_fetch_add(&waits[vcpu], now - from, __ATOMIC_RELAXED);
+            r->counted = now;
+            break;
+        }
+    }
+    r->pc[r->next] = b->pc;
+    r->at[r->next] = now;
+    r->next = (r->next + 1) % RECENT;
+}
+
+static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    (void)id;
+    size_t n = qemu_plugin_tb_n_insns(tb);
+    /* Never freed: a block's callback may run as long as QEMU does. */
+    struct block *b = calloc(1, sizeof *b);
+    if (!b) {
+        abort();
+    }
+    b->pc = qemu_plugin_tb_vaddr(tb);
+    b->insns = n;
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        uint32_t word = 0;
+        if (qemu_plugin_insn_data(insn, &word, sizeof word) != sizeof word) {
+            continue;
+        }
+        b->hint |= word == ISB || word == YIELD || word == WFE;
+        if (word == MARKER) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_marker, QEMU_PLUGIN_CB_NO_REGS, NULL);
+        }
+    }
+    qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block, QEMU_PLUGIN_CB_NO_REGS, b);
+}
+
+static void on_qemu_exit(qemu_plugin_id_t id, void *udata)
+{
+    (void)id;
+    (void)udata;
+    fprintf(out, "exit");
+    for (int i = 0; i < ncpus; i++) {
+        fprintf(out, " %" PRIu64 ":%" PRIu64, __atomic_load_n(&counts[i], __ATOMIC_RELAXED),
+                __atomic_load_n(&waits[i], __ATOMIC_RELAXED));
+    }
+    fputc('\n', out);
+    fclose(out);
+}
+
+EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
+{
+    const char *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strncmp(argv[i], "out=", 4) == 0) {
+            path = argv[i] + 4;
+        } else if (strncmp(argv[i], "wait_loop=", 10) == 0) {
+            wait_loop = strtoull(argv[i] + 10, NULL, 10);
+        }
+    }
+    if (!path || !info->system_emulation || !(out = fopen(path, "w"))) {
+        fprintf(stderr, "insn_count: needs system emulation and out=PATH (a writable file); wait_loop=N is optional\n");
+        return 1;
+    }
+    ncpus = info->system.smp_vcpus < MAX_CPUS ? info->system.smp_vcpus : MAX_CPUS;
+    qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
+    qemu_plugin_register_atexit_cb(id, on_qemu_exit, NULL);
+    return 0;
+}
