@@ -29,6 +29,17 @@ pub fn access_plan(addr: usize, len: usize) -> impl Iterator<Item = (usize, usiz
     })
 }
 
+/// The same copy as three runs: `head` bytes up to the first 8-byte
+/// boundary, `words` aligned 8-byte accesses, `tail` bytes after them.
+/// [`access_plan`] over the head and over the tail (at their own
+/// addresses) gives exactly the plan's accesses there, so a copier may do
+/// the words in a tight loop and only the ends piece by piece.
+pub fn split(addr: usize, len: usize) -> (usize, usize, usize) {
+    let head = ((8 - addr % 8) % 8).min(len);
+    let words = (len - head) / 8;
+    (head, words, len - head - words * 8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,4 +76,19 @@ mod tests {
         assert_eq!(access_plan(0x2000, 4).collect::<alloc::vec::Vec<_>>(), [(0, 4)]);
     }
 
+
+    #[test]
+    fn the_split_copy_makes_the_plans_accesses() {
+        for addr in 0x1000..0x1010usize {
+            for len in 0..64usize {
+                let plan: alloc::vec::Vec<_> = access_plan(addr, len).collect();
+                let (head, words, tail) = split(addr, len);
+                assert_eq!(head + words * 8 + tail, len);
+                let mut split_plan: alloc::vec::Vec<_> = access_plan(addr, head).collect();
+                split_plan.extend((0..words).map(|k| (head + 8 * k, 8)));
+                split_plan.extend(access_plan(addr + head + words * 8, tail).map(|(o, s)| (o + head + words * 8, s)));
+                assert_eq!(split_plan, plan, "addr {addr:#x} len {len}");
+            }
+        }
+    }
 }
