@@ -559,7 +559,7 @@ linux_tests() {
     done
     # The most vCPUs one VM may have (8, the GICv2 limit the vGIC keeps on
     # v3 too) on as many CPUs: Linux brings up all 8 and counts timer ticks
-    # and IPIs on each.
+    # and IPIs on each. About 25 s.
     name=linux-gicv3-smp8
     if [ -z "$filter" ] || [[ "$name" == *"$filter"* ]] || [[ linux == *"$filter"* ]]; then
         rm -f "$cfg"; linux_config "$cfg" linux "earlycon hvtest=interrupts" 8
