@@ -29,6 +29,8 @@ With no arguments at all: the demo (--demo) on QEMU virt, GICv3, 4 CPUs.
   --vm kernel=PATH[,initrd=PATH][,cmdline=STR][,vcpus=N][,memory=SIZE][,name=NAME][,pin=A:B][,weight=N]
                           a guest VM, autostarted by dom0 (repeatable)
   --config FILE           guest VMs from a configuration file (repeatable; see README)
+  --file NAME=PATH        PATH in the boot bundle as NAME, unchecked (repeatable), e.g. a
+                          .toml for dom0's `create NAME`
   --disk FILE             a raw disk image as a virtio-blk device (modern virtio-mmio;
                           virt only); dom0 drives it (shell: disk). FILE goes to
                           -drive file=, so QEMU prefixes such as blkdebug:CFG:IMG work
@@ -43,7 +45,7 @@ USAGE
 }
 
 machine=virt gic=3 smp=4 cpu=cortex-a72 memory=1G append="" until_idle=0 icount=0 timeout=0 debug=0 dom0=1 disk="" sdcard=""
-vms=() demo=0
+vms=() files=() demo=0
 [ $# -eq 0 ] && demo=1
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
         --no-dom0) dom0=0; shift ;;
         --vm) vms+=(--vm "${2:?}"); shift 2 ;;
         --config) vms+=(--config "${2:?}"); shift 2 ;;
+        --file) files+=("${2:?}"); shift 2 ;;
         --disk) disk=${2:?}; shift 2 ;;
         --sdcard) sdcard=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -122,12 +125,12 @@ else
     if [ "$debug" = 1 ]; then built=$("$ROOT/scripts/build.sh" --debug); else built=$("$ROOT/scripts/build.sh"); fi
     img=$(sed -n 1p <<<"$built") bundle=$(sed -n 2p <<<"$built")
 fi
-if [ ${#vms[@]} -gt 0 ]; then
-    # A bundle of its own for this run: dom0 plus the guests asked for.
+if [ ${#vms[@]} -gt 0 ] || [ ${#files[@]} -gt 0 ]; then
+    # A bundle of its own for this run: dom0 plus the guests and files asked for.
     profile=release; [ "$debug" = 1 ] && profile=debug
     run_bundle=$ROOT/target/run-bundle-$$.cpio
     trap 'rm -f "$run_bundle"' EXIT
-    cargo run -q --release -p mkbundle -- "$run_bundle" "dom0.img=$ROOT/target/dom0-$profile.img" "${vms[@]}" ||
+    cargo run -q --release -p mkbundle -- "$run_bundle" "dom0.img=$ROOT/target/dom0-$profile.img" ${files[@]+"${files[@]}"} ${vms[@]+"${vms[@]}"} ||
         die "cannot build the boot bundle (see the message above)"
     bundle=$run_bundle
 fi

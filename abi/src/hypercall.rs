@@ -344,8 +344,13 @@ pub const fn decode_result(x0: u64) -> Result<u64, Error> {
     }
 }
 
-/// Most VMs at once, dom0 included; ids run from 1 to `MAX_VMS - 1`.
+/// Most VMs at once, dom0 included: dom0 is VM 0 and guests' ids run from
+/// 1 to `MAX_VMS - 1`, so at most 63 guests. `VmCreate` answers `Busy`
+/// when every id is taken.
 pub const MAX_VMS: u16 = 64;
+/// Most vCPUs one guest may have (`VmCreate`'s `x1`): the virtual GIC's
+/// limit, the eight CPU interfaces GICv2 has, kept on GICv3 too.
+pub const MAX_VCPUS: u32 = 8;
 /// Longest VM name (bytes, UTF-8).
 pub const MAX_NAME: usize = 31;
 

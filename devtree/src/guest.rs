@@ -54,7 +54,7 @@ use hv_abi::hypercall::guest::{
 use crate::writer::{cells_bytes, FdtWriter, WriteError};
 
 /// Most vCPUs a guest can have (`VmCreate`'s limit, and GICv2's 8 CPU interfaces).
-pub const MAX_VCPUS: usize = 8;
+pub const MAX_VCPUS: usize = hv_abi::hypercall::MAX_VCPUS as usize;
 /// Guest RAM must be a non-zero multiple of this (`VmCreate`'s granule).
 pub const MEMORY_ALIGN: u64 = 2 << 20;
 /// Most guest RAM described (a cap that keeps RAM well below QEMU virt's

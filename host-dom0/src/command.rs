@@ -50,6 +50,11 @@ pub enum Command<'a> {
     /// `cycle N NAME`: create and destroy a configured VM N times, checking
     /// that the hypervisor's free memory comes back.
     Cycle { times: u32, name: &'a str },
+    /// `spawn N NAME`: create up to N copies of a configured VM, until the
+    /// hypervisor refuses one.
+    Spawn { times: u32, name: &'a str },
+    /// `unspawn`: destroy the copies, checking the free memory comes back.
+    Unspawn,
     Pause { vm: VmRef<'a> },
     Unpause { vm: VmRef<'a> },
     /// `console VM`: give VM's console the input focus.
@@ -97,6 +102,12 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "N NAME",
         "create and destroy VM NAME N times; check no memory is left behind",
     ),
+    (
+        "spawn",
+        "N NAME",
+        "create up to N copies of VM NAME (NAME-1, NAME-2, ...), until one is refused",
+    ),
+    ("unspawn", "", "destroy the spawned copies; check no memory is left behind"),
     ("pause", "VM", "stop running a VM's vCPUs"),
     ("unpause", "VM", "resume a paused VM"),
     (
@@ -244,7 +255,7 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
         "list" => Command::List,
         "create" => Command::Create { what: arg()? },
         "destroy" => Command::Destroy { vm: VmRef::parse(arg()?) },
-        "cycle" => {
+        "cycle" | "spawn" => {
             let n = arg()?;
             let times = match n.parse::<u32>() {
                 Ok(t) if (1..=10_000).contains(&t) => t,
@@ -256,8 +267,14 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError<'_>> {
                     })
                 }
             };
-            Command::Cycle { times, name: arg()? }
+            let name = arg()?;
+            if command == "cycle" {
+                Command::Cycle { times, name }
+            } else {
+                Command::Spawn { times, name }
+            }
         }
+        "unspawn" => Command::Unspawn,
         "pause" => Command::Pause { vm: VmRef::parse(arg()?) },
         "unpause" => Command::Unpause { vm: VmRef::parse(arg()?) },
         "console" => Command::Console { vm: VmRef::parse(arg()?) },
@@ -568,6 +585,9 @@ mod tests {
         assert_eq!(parse("cycle 100 hello"), Ok(Command::Cycle { times: 100, name: "hello" }));
         assert!(parse("cycle 0 hello").is_err());
         assert!(parse("cycle 5").is_err());
+        assert_eq!(parse("spawn 20 hog"), Ok(Command::Spawn { times: 20, name: "hog" }));
+        assert!(parse("spawn x hog").is_err());
+        assert_eq!(parse("unspawn"), Ok(Command::Unspawn));
         assert_eq!(parse("pause web-1"), Ok(Command::Pause { vm: VmRef::Name("web-1") }));
         assert_eq!(parse("unpause 1"), Ok(Command::Unpause { vm: VmRef::Id(1) }));
         assert_eq!(parse("console web"), Ok(Command::Console { vm: VmRef::Name("web") }));

@@ -174,6 +174,8 @@ impl Shell {
             Command::Create { what } => self.sys.vms.create_command(what),
             Command::Destroy { vm } => self.sys.vms.control(Function::VmDestroy, vm),
             Command::Cycle { times, name } => self.sys.vms.cycle(times, name),
+            Command::Spawn { times, name } => self.sys.vms.spawn(times, name),
+            Command::Unspawn => self.sys.vms.unspawn(),
             Command::Pause { vm } => self.sys.vms.control(Function::VmPause, vm),
             Command::Console { vm } => self.sys.vms.console(vm),
             Command::Log { vm } => self.sys.vms.log(vm),

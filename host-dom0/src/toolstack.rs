@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use hv_abi::bundle::{self, Entry};
 use hv_abi::ioreq::IO_MAP_POST_WRITES;
-use hv_abi::hypercall::{guest, Error, FaultPolicy, Function, StopReason, VmInfo, VmOption, VmState, MAX_VMS};
+use hv_abi::hypercall::{guest, Error, FaultPolicy, Function, StopReason, VmInfo, VmOption, VmState, MAX_VCPUS, MAX_VMS};
 use hv_devtree::guest::{build_tree, GuestGic, GuestTreeConfig};
 use hv_devtree::platform::{GicVersion, Platform};
 use hv_vmconfig::{Loaded, OnFault, VmConfig};
@@ -58,6 +58,12 @@ pub struct Toolstack {
     live: BTreeMap<u32, VmConfig>,
     /// When `watch` last asked the hypervisor about the live VMs.
     last_watch: u64,
+    /// The copies `spawn` made and `unspawn` has not destroyed, by id.
+    spawned: Vec<u32>,
+    /// The hypervisor's free pages before the first of them.
+    spawn_free_before: u64,
+    /// The number the next copy's name ends with.
+    spawn_next: u32,
 }
 
 impl Toolstack {
@@ -88,6 +94,9 @@ impl Toolstack {
             mux: Mux::new(cpu::counter_frequency()),
             live: BTreeMap::new(),
             last_watch: 0,
+            spawned: Vec::new(),
+            spawn_free_before: 0,
+            spawn_next: 1,
         }
     }
 
@@ -156,17 +165,8 @@ impl Toolstack {
             println!("cycle: {NO_HYPERVISOR}");
             return;
         }
-        let Some(cfg) = self.configs.iter().find(|l| l.config.name == name).map(|l| l.config.clone()) else {
-            println!("cycle: no VM named '{name}' in the bundle's configs (vms/*.toml)");
-            return;
-        };
-        let before = match hypercall::mem_info() {
-            Ok((free, _)) => free,
-            Err(e) => {
-                println!("cycle: MemInfo failed: {}", e.description());
-                return;
-            }
-        };
+        let Some(cfg) = self.configured("cycle", name) else { return };
+        let Some(before) = free_pages("cycle") else { return };
         for i in 1..=times {
             // The other guests' devices and consoles go on meanwhile.
             ioreq::poll_pending();
@@ -184,16 +184,79 @@ impl Toolstack {
             }
             self.forget(id);
         }
-        match hypercall::mem_info() {
-            Ok((after, _)) if after == before => {
-                println!("cycle: {times} create/destroy cycles of {name}: free pages {before} before, {after} after: no memory left behind")
-            }
-            Ok((after, _)) => println!(
-                "cycle: {times} create/destroy cycles of {name}: free pages {before} before, {after} after: {} pages LEAKED",
-                before as i64 - after as i64
-            ),
-            Err(e) => println!("cycle: MemInfo failed: {}", e.description()),
+        report_leak("cycle", &format!("{times} create/destroy cycles of {name}"), before);
+    }
+
+    /// The configuration of the bundle's VM `name`, or says there is none.
+    fn configured(&self, command: &str, name: &str) -> Option<VmConfig> {
+        let found = self.configs.iter().find(|l| l.config.name == name).map(|l| l.config.clone());
+        if found.is_none() {
+            println!("{command}: no VM named '{name}' in the bundle's configs (vms/*.toml)");
         }
+        found
+    }
+
+    /// `spawn N NAME`: creates and starts up to N copies of the configured
+    /// VM NAME, named NAME-1, NAME-2, ... (numbering goes on over several
+    /// spawns), stopping at the first the hypervisor refuses, e.g. when its
+    /// memory runs out. They stay until `unspawn`.
+    pub fn spawn(&mut self, times: u32, name: &str) {
+        if !self.hypervisor {
+            return println!("spawn: {NO_HYPERVISOR}");
+        }
+        let Some(cfg) = self.configured("spawn", name) else { return };
+        if !cfg.disks.is_empty() || !cfg.nets.is_empty() {
+            return println!("spawn: {name} has disks or network ports, which its copies would share");
+        }
+        if self.spawned.is_empty() {
+            let Some(free) = free_pages("spawn") else { return };
+            self.spawn_free_before = free;
+        }
+        let mut started = 0;
+        for _ in 0..times {
+            ioreq::poll_pending();
+            self.poll_console("", "");
+            let mut copy = cfg.clone();
+            copy.name = format!("{name}-{}", self.spawn_next);
+            if copy.name.len() > hv_abi::hypercall::MAX_NAME {
+                println!("spawn: {}: longer than {} bytes", copy.name, hv_abi::hypercall::MAX_NAME);
+                break;
+            }
+            match self.create(&copy, true) {
+                Ok(id) => {
+                    println!("spawn: started VM {id} ({})", copy.name);
+                    self.spawned.push(id);
+                    self.spawn_next += 1;
+                    started += 1;
+                }
+                Err(e) => {
+                    println!("spawn: create {}: {e}", copy.name);
+                    break;
+                }
+            }
+        }
+        println!("spawn: {started} of {times} copies of {name} started; {} spawned VMs exist", self.spawned.len());
+    }
+
+    /// `unspawn`: destroys the copies `spawn` made, then compares the
+    /// hypervisor's free pages with the count before the first of them.
+    pub fn unspawn(&mut self) {
+        if self.spawned.is_empty() {
+            return println!("unspawn: no spawned VMs");
+        }
+        let ids = core::mem::take(&mut self.spawned);
+        let mut gone = 0;
+        for &id in &ids {
+            match destroy_vm(id) {
+                Ok(()) => gone += 1,
+                // Destroyed already (with `destroy`).
+                Err(Error::InvalidParameter) => {}
+                Err(e) => println!("unspawn: destroy VM {id}: {}", e.description()),
+            }
+            self.forget(id);
+        }
+        self.spawn_next = 1;
+        report_leak("unspawn", &format!("{gone} spawned VMs destroyed"), self.spawn_free_before);
     }
 
     /// `create NAME|FILE`.
@@ -268,6 +331,9 @@ impl Toolstack {
             None => None,
         };
         let used_end = initrd.map_or(layout.end, |(_, (_, end))| end);
+        if cfg.vcpus > MAX_VCPUS {
+            return Err(vmview::create_refused(cfg.vcpus, cfg.memory, Error::InvalidParameter, None));
+        }
         let virtio = self.virtio_specs(cfg)?;
         let virtio_slots = virtio.len();
         let dtb = build_tree(&GuestTreeConfig {
@@ -287,8 +353,10 @@ impl Toolstack {
             Err(e) => return Err(format!("VmInfo failed: {}", e.description())),
         }
 
-        let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask())
-            .map_err(|e| format!("VmCreate failed: {}", e.description()))?;
+        let id = hypercall::vm_create(cfg.vcpus, cfg.memory, &cfg.name, cfg.weight, cfg.pin_mask()).map_err(|e| {
+            let free = hypercall::mem_info().ok().map(|(free, _)| free * 4096);
+            vmview::create_refused(cfg.vcpus, cfg.memory, e, free)
+        })?;
         if cfg.on_fault == OnFault::Stop {
             if let Err(e) = hypercall::vm_configure(id, VmOption::OnFault, FaultPolicy::Stop as u64) {
                 let _ = hypercall::vm_op(Function::VmDestroy, id);
@@ -674,6 +742,28 @@ impl Toolstack {
 /// Appends guest text with LF as CR LF and other control characters
 /// (escape sequences included) shown as `?`, so a guest cannot drive the
 /// terminal.
+/// The hypervisor's free pages (`MemInfo`), or says why not.
+fn free_pages(command: &str) -> Option<u64> {
+    match hypercall::mem_info() {
+        Ok((free, _)) => Some(free),
+        Err(e) => {
+            println!("{command}: MemInfo failed: {}", e.description());
+            None
+        }
+    }
+}
+
+/// Compares the hypervisor's free pages now with `before` and says whether
+/// `what` left memory behind.
+fn report_leak(command: &str, what: &str, before: u64) {
+    let Some(after) = free_pages(command) else { return };
+    if after == before {
+        println!("{command}: {what}: free pages {before} before, {after} after: no memory left behind");
+    } else {
+        println!("{command}: {what}: free pages {before} before, {after} after: {} pages LEAKED", before as i64 - after as i64);
+    }
+}
+
 /// `VmDestroy`, after taking dom0's window onto the VM's RAM away (so no
 /// backend touches it while the hypervisor revokes it).
 fn destroy_vm(id: u32) -> Result<(), Error> {

@@ -6,7 +6,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use hv_abi::hypercall::{StopReason, VmInfo, VmState, EXIT_REASONS};
+use hv_abi::hypercall::{Error, StopReason, VmInfo, VmState, EXIT_REASONS, MAX_VCPUS, MAX_VMS};
 use hv_vmconfig::{Loaded, Size};
 
 /// The `list` header; rows line up under it.
@@ -25,6 +25,28 @@ pub fn list_row(info: &VmInfo) -> String {
         info.memory >> 20,
         cpu_time(info.cpu_time_ns)
     )
+}
+
+/// Why `VmCreate` refused a VM of `vcpus` vCPUs and `memory` bytes, in
+/// terms of the limit it ran into. `free` is the hypervisor's free memory
+/// in bytes (`MemInfo`, asked after the refusal), if known.
+pub fn create_refused(vcpus: u32, memory: u64, e: Error, free: Option<u64>) -> String {
+    let mib = |bytes: u64| bytes >> 20;
+    match (e, free) {
+        (Error::NoMemory, Some(free)) if free >= memory => format!(
+            "out of memory: {} MiB asked, {} MiB free in the hypervisor, but not enough of it in whole 2 MiB blocks \
+             with room for the VM's tables",
+            mib(memory),
+            mib(free)
+        ),
+        (Error::NoMemory, Some(free)) => {
+            format!("out of memory: {} MiB asked, {} MiB free in the hypervisor", mib(memory), mib(free))
+        }
+        (Error::NoMemory, None) => format!("out of memory: {} MiB asked", mib(memory)),
+        (Error::Busy, _) => format!("the hypervisor holds at most {} guest VMs, and has that many", MAX_VMS - 1),
+        (Error::InvalidParameter, _) if vcpus > MAX_VCPUS => format!("{vcpus} vCPUs: at most {MAX_VCPUS} per VM"),
+        (e, _) => format!("VmCreate failed: {}", e.description()),
+    }
 }
 
 /// `VmInfo::state` as a word.
@@ -168,5 +190,28 @@ mod tests {
             ]
         );
         assert_eq!(info_lines(&vm(1, "x"), None).last().unwrap(), "  config: none in the bundle");
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_says_what_was_asked_and_what_is_free() {
+        assert_eq!(
+            create_refused(1, 64 << 20, Error::NoMemory, Some(40 << 20)),
+            "out of memory: 64 MiB asked, 40 MiB free in the hypervisor"
+        );
+        assert_eq!(create_refused(1, 64 << 20, Error::NoMemory, None), "out of memory: 64 MiB asked");
+        // Enough pages, but not in the shape guest RAM needs.
+        assert!(create_refused(1, 64 << 20, Error::NoMemory, Some(65 << 20)).contains("not enough of it in whole 2 MiB blocks"));
+    }
+
+    #[test]
+    fn the_vm_table_and_vcpu_limits_are_named() {
+        assert_eq!(create_refused(1, 2 << 20, Error::Busy, None), "the hypervisor holds at most 63 guest VMs, and has that many");
+        assert_eq!(create_refused(9, 2 << 20, Error::InvalidParameter, None), "9 vCPUs: at most 8 per VM");
+        assert_eq!(create_refused(2, 2 << 20, Error::InvalidParameter, None), "VmCreate failed: invalid parameter");
     }
 }

@@ -63,7 +63,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 /// Most vCPUs per VM (`VmCreate`'s limit).
-pub const MAX_VCPUS: u32 = 8;
+pub const MAX_VCPUS: u32 = hv_abi::hypercall::MAX_VCPUS;
 pub const DEFAULT_VCPUS: u32 = 1;
 /// Guest RAM granule and limits (`VmCreate`'s).
 pub const MEMORY_ALIGN: u64 = 2 << 20;
@@ -407,7 +407,10 @@ impl Checker<'_> {
                         Ok(())
                     }
                 }),
-                "vcpus" => ranged(v, 1, i64::from(MAX_VCPUS)).map(|n| cfg.vcpus = n as u32),
+                "vcpus" => match v {
+                    Value::Integer(n) if *n > i64::from(MAX_VCPUS) => Err(format!("{n} vCPUs: at most {MAX_VCPUS} per VM")),
+                    _ => ranged(v, 1, i64::from(MAX_VCPUS)).map(|n| cfg.vcpus = n as u32),
+                },
                 "weight" => ranged(v, 1, i64::from(MAX_WEIGHT)).map(|n| cfg.weight = n as u32),
                 "memory" => memory(v).map(|m| cfg.memory = m),
                 "pin" => pin(v).map(|p| cfg.pin = p),

@@ -75,7 +75,7 @@ fn out_of_range_values_name_the_key_and_the_line() {
     let base = "[[vm]]\nname = \"hello\"\nkernel = \"k\"\n";
     let err = |extra: &str| errors(&format!("{base}{extra}\n"));
     assert_eq!(err("vcpus = 0"), ["vms/hello.toml:4: vcpus: expected 1..=8, got 0"]);
-    assert_eq!(err("vcpus = 9"), ["vms/hello.toml:4: vcpus: expected 1..=8, got 9"]);
+    assert_eq!(err("vcpus = 9"), ["vms/hello.toml:4: vcpus: 9 vCPUs: at most 8 per VM"]);
     assert_eq!(err("weight = 0"), ["vms/hello.toml:4: weight: expected 1..=1024, got 0"]);
     assert_eq!(err("weight = 1025"), ["vms/hello.toml:4: weight: expected 1..=1024, got 1025"]);
     assert_eq!(err("memory = \"3M\""), ["vms/hello.toml:4: memory: must be a multiple of 2M, got 3M"]);

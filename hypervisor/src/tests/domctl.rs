@@ -6,6 +6,7 @@ use hv_abi::hypercall::{guest, CopyDirection, Error, Function, VmState};
 use super::support::*;
 use crate::addr::Ipa;
 use crate::arch::fake::{self, Event};
+use crate::mm::machine_frames;
 use crate::vm::{self, VmId};
 
 #[test]
@@ -45,6 +46,56 @@ fn vm_create_out_of_memory_gives_everything_back() {
     // empty machine would put it (CPU 1, dom0 being on CPU 0).
     let g = create_guest(&d0, "g", 1, 2 << 20, 0).expect("fits");
     assert_eq!(g.vcpus[0].pcpu, 1);
+}
+
+#[test]
+fn vm_create_out_of_memory_after_its_ram_gives_everything_back() {
+    let m = Machine::take();
+    let d0 = dom0();
+    // Hold every free page (2 MiB blocks, then single pages), then give
+    // back the guest's RAM (two blocks) and `extra` pages: with few extra
+    // pages its RAM fits but its stolen-time page or stage-2 tables do not.
+    let mut blocks = alloc::vec::Vec::new();
+    while let Some(pa) = machine_frames::alloc(512) {
+        blocks.push(pa);
+    }
+    let mut pages = alloc::vec::Vec::new();
+    while let Some(pa) = machine_frames::alloc(1) {
+        pages.push(pa);
+    }
+    assert!(blocks.len() >= 2 && pages.len() >= 16, "the fake machine has room to play with");
+    for pa in blocks.drain(..2) {
+        machine_frames::free(pa, 512).expect("ours");
+    }
+    let mut failed_midway = 0;
+    for extra in 0..16 {
+        let free = m.free_pages();
+        assert_eq!(free, 2 * 512 + extra);
+        match create_guest(&d0, "tight", 2, 4 << 20, 0) {
+            Err(code) => {
+                assert_eq!(code, Error::NoMemory.code(), "{extra} extra pages");
+                assert_eq!(m.free_pages(), free, "{extra} extra pages: everything taken is returned");
+                failed_midway += 1;
+            }
+            Ok(g) => {
+                let id = g.id;
+                drop(g);
+                assert_eq!(hypercall(&d0, Function::VmDestroy, &[id.0 as u64]).0, 0);
+                assert_eq!(m.free_pages(), free, "destroy returns what the create took");
+                break;
+            }
+        }
+        machine_frames::free(pages.pop().expect("held"), 1).expect("ours");
+    }
+    assert!(failed_midway >= 2, "the stolen-time page and the stage-2 tables each need a page");
+    assert!(failed_midway < 16, "with 16 extra pages the guest fits");
+    assert!(vm::guest_ids().is_empty());
+    for pa in blocks {
+        machine_frames::free(pa, 512).expect("ours");
+    }
+    for pa in pages {
+        machine_frames::free(pa, 1).expect("ours");
+    }
 }
 
 #[test]

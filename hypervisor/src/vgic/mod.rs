@@ -39,8 +39,9 @@ pub use sgi::Sgi1r;
 
 use irq::{Irq, IrqBitmap};
 
-/// Most vCPUs one VM may have (v2's CPU interface limit).
-pub const MAX_VCPUS: usize = 8;
+/// Most vCPUs one VM may have (v2's CPU interface limit; the ABI's
+/// `MAX_VCPUS`, which dom0's toolstack checks against).
+pub const MAX_VCPUS: usize = hv_abi::hypercall::MAX_VCPUS as usize;
 /// Most SPIs: INTIDs 32..1019 (1020..1023 are special).
 pub const MAX_SPIS: u32 = 988;
 /// Most List Registers (GICH_VTR.ListRegs / ICH_VTR_EL2.ListRegs + 1).
