@@ -115,7 +115,7 @@ fn finish_idle_stop() -> ! {
     for i in 0..crate::machine::online_cpus() {
         let _ = write!(busy, " cpu{i}={}", sched::busy_ticks(i) * 1000 / hz);
     }
-    crate::console::print_line("INFO", format_args!("*** guest time per CPU (ms):{busy}; {} vCPU migration(s)", sched::migrations()));
+    crate::console::print_line("INFO", format_args!("*** CPU busy time since the first guest ran (ms):{busy}; {} vCPU migration(s)", sched::migrations()));
     let stale = crate::ioreq::stale_completions();
     if stale > 0 {
         crate::console::print_line("INFO", format_args!("*** {stale} IO completion(s) from dom0 answered no waiting request: dropped"));

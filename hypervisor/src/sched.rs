@@ -83,10 +83,11 @@ static ASSIGNED: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; 
 /// and balancing look at. Written under the CPU's lock (`publish_load`),
 /// read without it.
 static LOAD: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
-/// Counter ticks each CPU has spent running guests' vCPUs (dom0's are
-/// left out: its boot and toolstack run on CPU 0 and would hide how evenly
-/// the guests are spread).
+/// Counter ticks each CPU has spent running vCPUs since the first guest
+/// vCPU ran (`BUSY_FROM`; dom0's boot alone would make CPU 0 look busiest).
 static BUSY_TICKS: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
+/// Counter value when a guest's vCPU first ran (0: none has yet).
+static BUSY_FROM: AtomicU64 = AtomicU64::new(0);
 /// vCPUs the balancer moved between CPUs.
 static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 /// Load balancing on (`hv.no_balance` turns it off).
@@ -310,8 +311,8 @@ fn pull(me: usize) -> bool {
 }
 
 /// Moves one queued vCPU from CPU `from` to CPU `to`: the one nearest the
-/// back of `from`'s queue that may run on `to` and is not `from`'s running
-/// vCPU. Holds both CPUs' locks (lower index first), so the vCPU is never
+/// back of `from`'s queue that may run on `to`, has waited there at least
+/// `schedpolicy::min_wait_to_move`, and is not `from`'s running vCPU. Holds both CPUs' locks (lower index first), so the vCPU is never
 /// outside a queue, a wake-up finds it on one CPU or the other, and `from`
 /// has saved it: `switch_out` saves the running vCPU before it lets the
 /// lock go, and a vCPU is only queued on `from` while `from` runs it if it
@@ -334,13 +335,16 @@ fn migrate(from: usize, to: usize) -> bool {
         return false; // the loads changed since they were read
     }
     let running = src.current.as_ref().map(|(vm, index)| (vm.id, *index));
+    let now = cpu::counter();
+    let min_wait = schedpolicy::min_wait_to_move(cpu::counter_frequency());
     let mut moved = None;
     let taken = src.runq.take_last(|r| {
         if running == Some((r.vm, r.vcpu as usize)) {
             return false;
         }
         let Some(vm) = vm::get(r.vm) else { return false };
-        let ok = vm.kind == VmKind::Guest && vm.vcpus.get(r.vcpu as usize).is_some_and(|v| v.may_run_on(to));
+        let ok = vm.kind == VmKind::Guest
+            && vm.vcpus.get(r.vcpu as usize).is_some_and(|v| v.may_run_on(to) && now.saturating_sub(v.queued_at.load(Ordering::Relaxed)) >= min_wait);
         if ok {
             moved = Some(vm);
         }
@@ -444,8 +448,9 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
         save(vcpu);
         let ran = now.saturating_sub(s.since);
         vcpu.run_ticks.fetch_add(ran, Ordering::Relaxed);
-        if vm.kind == VmKind::Guest {
-            BUSY_TICKS[me].fetch_add(ran, Ordering::Relaxed);
+        let from = BUSY_FROM.load(Ordering::Relaxed);
+        if from != 0 {
+            BUSY_TICKS[me].fetch_add(now.saturating_sub(s.since.max(from)), Ordering::Relaxed);
         }
         if requeue && vcpu.sched.load(Ordering::Acquire) == state::RUNNING {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
@@ -507,6 +512,9 @@ fn make_running(me: usize, s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'st
         crate::pvtime::publish(&vm, vcpu);
     }
     s.since = now;
+    if vm.kind == VmKind::Guest && BUSY_FROM.load(Ordering::Relaxed) == 0 {
+        BUSY_FROM.store(now, Ordering::Relaxed);
+    }
     s.boost_pending = false;
     s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
     s.timers.cancel(&VcpuRef { vm: vm.id, vcpu: index as u8 });
@@ -546,8 +554,9 @@ pub fn forget_vm(vm: VmId, online: usize) {
     }
 }
 
-/// Counter ticks physical CPU `cpu` has spent running guests' vCPUs (the
-/// running one's current stretch not yet counted).
+/// Counter ticks physical CPU `cpu` has spent running vCPUs (dom0's too)
+/// since the first guest vCPU ran; the running one's current stretch is not
+/// yet counted.
 pub fn busy_ticks(cpu: usize) -> u64 {
     BUSY_TICKS.get(cpu).map_or(0, |b| b.load(Ordering::Relaxed))
 }
@@ -577,6 +586,7 @@ pub fn reset_for_test() {
         BUSY_TICKS[i].store(0, Ordering::Relaxed);
     }
     MIGRATIONS.store(0, Ordering::Relaxed);
+    BUSY_FROM.store(0, Ordering::Relaxed);
     BALANCING.store(true, Ordering::Relaxed);
 }
 

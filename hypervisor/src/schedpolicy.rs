@@ -150,6 +150,14 @@ pub fn place(allowed: u64, online: usize, load: &[usize], assigned: &[usize]) ->
         .min_by_key(|&cpu| (at(load, cpu), at(assigned, cpu), cpu))
 }
 
+/// A queued vCPU moves to another CPU only once it has waited this long
+/// (a tenth of a default slice): one that waits behind a short stay of
+/// dom0, or behind a vCPU back from a console write, runs again here
+/// soon, and moving it would only make the CPUs trade vCPUs back and forth.
+pub fn min_wait_to_move(counter_hz: u64) -> u64 {
+    counter_hz / 1000
+}
+
 /// Moving one vCPU from a CPU with `from` runnable vCPUs to one with `to`
 /// evens them out only if the gap is at least two; a smaller one would
 /// just swap sides (and the vCPU would bounce back).

@@ -222,6 +222,7 @@ fn a_tick_on_a_loaded_cpu_pushes_a_waiting_vcpu_to_a_cpu_it_may_run_on_and_kicks
     let (vm, _) = sched::switch_in_next().expect("a runs");
     assert_eq!(vm.id, a.id);
     fake::take_events();
+    fake::cpu::advance(1_000);
     // CPU 1's tick (3 runnable): CPU 0, the first of the idle ones, may
     // take none of them; CPU 2 gets the last queued, c, and is kicked.
     sched::on_timer();
@@ -255,6 +256,7 @@ fn a_vcpu_woken_before_its_cpu_saved_it_is_not_pulled_until_saved() {
     sched::forget_current_for_test(); // dom0 (which made the calls) blocks
     // CPU 0 idles and looks for work: g is the only movable one, and it
     // is not saved yet.
+    fake::cpu::advance(1_000);
     assert!(sched::switch_in_next().is_none(), "took a vCPU whose context is still on CPU 1");
     assert_eq!(g.vcpus[0].pcpu(), 1);
     // CPU 1 saves g (and has not picked the next yet); now CPU 0 may take
@@ -262,6 +264,7 @@ fn a_vcpu_woken_before_its_cpu_saved_it_is_not_pulled_until_saved() {
     fake::cpu::set_index(1);
     // SAFETY: g ran on CPU 1 until now; this test is its only user.
     sched::switch_out(false, |v| unsafe { v.context_mut() }.regs = TrapFrame { elr: 0x4000_0444, ..TrapFrame::default() });
+    fake::cpu::advance(1_000);
     fake::cpu::set_index(0);
     let entered = diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("CPU 0 pulls g");
     assert_eq!(entered.0.elr, 0x4000_0444, "g resumes where CPU 1 saved it");
@@ -277,8 +280,11 @@ fn a_moved_vcpu_keeps_its_weight() {
     let heavy = started_guest(&d0, "heavy", 0b110, 512);
     let pinned = started_guest(&d0, "pinned", 0b010, 0);
     assert_eq!((heavy.vcpus[0].pcpu(), pinned.vcpus[0].pcpu()), (1, 1));
-    // CPU 2 has nothing to run and pulls `heavy`.
+    // CPU 2 has nothing to run and pulls `heavy`, once it has waited on
+    // CPU 1 for a millisecond (before, it would soon run there anyway).
     fake::cpu::set_index(2);
+    assert!(sched::switch_in_next().is_none(), "pulled a vCPU queued a moment ago");
+    fake::cpu::advance(1_000);
     let (vm, _) = sched::switch_in_next().expect("pulled");
     assert_eq!(vm.id, heavy.id);
     let since = crate::arch::cpu::counter();
