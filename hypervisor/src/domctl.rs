@@ -484,7 +484,7 @@ fn destroy(id: u64) -> Result<u64, Error> {
         }
         <crate::sync::Yield as spin::RelaxStrategy>::relax();
     }
-    sched::forget_vm(vm.id, machine::online_cpus());
+    sched::forget_vm(&vm, machine::online_cpus());
     vm::remove(vm.id);
     let unanswered = crate::ioreq::forget_vm(&vm);
     if unanswered > 0 {

@@ -58,16 +58,23 @@ struct CpuSched {
     /// A vCPU that should preempt a running guest (dom0, or woken from
     /// WFI) was queued since the last switch.
     boost_pending: bool,
+    /// vCPUs switched out to wait for dom0's answer to a forwarded access
+    /// (`Vcpu::io_counted`): a wait of microseconds, after which they run
+    /// here again, so they count in the load. Without them a CPU whose
+    /// vCPUs all write to their consoles looked idle, pulled vCPUs, then
+    /// looked overloaded and pushed them away: hundreds of moves a second.
+    io_waiting: usize,
 }
 
 impl CpuSched {
     const fn new() -> Self {
-        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false }
+        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false, io_waiting: 0 }
     }
 
-    /// Runnable vCPUs here, the running one included.
+    /// Runnable vCPUs here, the running one included, and those waiting
+    /// for dom0's answer.
     fn load(&self) -> usize {
-        self.runq.len() + usize::from(self.current.is_some())
+        self.runq.len() + usize::from(self.current.is_some()) + self.io_waiting
     }
 }
 
@@ -343,7 +350,10 @@ fn migrate(from: usize, to: usize) -> bool {
             return false;
         }
         let Some(vm) = vm::get(r.vm) else { return false };
+        // A stopped VM is not moved: `forget_vm` (after `halt`) may already
+        // have cleaned `to`'s queue.
         let ok = vm.kind == VmKind::Guest
+            && vm.runnable()
             && vm.vcpus.get(r.vcpu as usize).is_some_and(|v| v.may_run_on(to) && now.saturating_sub(v.queued_at.load(Ordering::Relaxed)) >= min_wait);
         if ok {
             moved = Some(vm);
@@ -367,6 +377,10 @@ fn migrate(from: usize, to: usize) -> bool {
 /// until it runs, its time is stolen from it. A vCPU already queued keeps
 /// its place and its wait.
 fn enqueue(pcpu: usize, s: &mut CpuSched, vcpu: &Vcpu, r: VcpuRef, favoured: bool) {
+    if vcpu.io_counted.swap(false, Ordering::Relaxed) {
+        s.io_waiting = s.io_waiting.saturating_sub(1);
+        publish_load(pcpu, s);
+    }
     if s.runq.push(r, favoured) {
         vcpu.queued_at.store(cpu::counter(), Ordering::Relaxed);
         publish_load(pcpu, s);
@@ -452,11 +466,17 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
         if from != 0 {
             BUSY_TICKS[me].fetch_add(now.saturating_sub(s.since.max(from)), Ordering::Relaxed);
         }
-        if requeue && vcpu.sched.load(Ordering::Acquire) == state::RUNNING {
+        let now_state = vcpu.sched.load(Ordering::Acquire);
+        if requeue && now_state == state::RUNNING {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
             if vm.runnable() {
                 enqueue(me, &mut s, vcpu, VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
             }
+        } else if now_state == state::IO_WAIT && !vcpu.io_counted.swap(true, Ordering::Relaxed) {
+            // `wake_io` queues it (taking it out of this count) under this
+            // lock, so it cannot have been answered and queued meanwhile
+            // without the state showing it.
+            s.io_waiting += 1;
         }
     }
     publish_load(me, &s);
@@ -473,9 +493,10 @@ pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
         while let Some(r) = s.runq.pop() {
             let Some(vm) = vm::get(r.vm) else { continue };
             let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
-            if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
+            if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE || vcpu.pcpu() != me {
                 // Paused or stopped: unpause queues it again, and its wait
-                // (`queued_at`) starts afresh then.
+                // (`queued_at`) starts afresh then. (Placed elsewhere: a
+                // stale entry, never run here.)
                 continue;
             }
             return Some(make_running(me, &mut s, vm, r.vcpu as usize));
@@ -543,7 +564,15 @@ pub fn is_timer(intid: u32) -> bool {
 
 /// Removes every queued or timed entry of `vm` from every CPU (it is being
 /// destroyed; none of its vCPUs runs).
-pub fn forget_vm(vm: VmId, online: usize) {
+pub fn forget_vm(vm: &Vm, online: usize) {
+    for v in &vm.vcpus {
+        let (pcpu, mut s) = lock_home(v);
+        if v.io_counted.swap(false, Ordering::Relaxed) {
+            s.io_waiting = s.io_waiting.saturating_sub(1);
+            publish_load(pcpu, &s);
+        }
+    }
+    let vm = vm.id;
     for (i, s) in SCHED.iter().enumerate().take(online) {
         let mut s = s.lock();
         s.runq.retain(|r| r.vm != vm);

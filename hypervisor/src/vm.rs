@@ -115,6 +115,10 @@ pub struct Vcpu {
     /// Counter ticks it waited in a run queue (runnable, not running): its
     /// stolen time (`pvtime`).
     pub steal_ticks: AtomicU64,
+    /// It was switched out waiting for dom0 (`IO_WAIT`) and counts in its
+    /// CPU's load until it is queued again (`sched`). Under that CPU's
+    /// scheduler lock.
+    pub io_counted: AtomicBool,
     /// Counter value when it was last queued, `NOT_QUEUED` while it is
     /// not in a run queue. Written under its CPU's scheduler lock.
     pub queued_at: AtomicU64,
@@ -147,6 +151,7 @@ impl Vcpu {
             sched: AtomicU8::new(0),
             run_ticks: AtomicU64::new(0),
             steal_ticks: AtomicU64::new(0),
+            io_counted: AtomicBool::new(false),
             queued_at: AtomicU64::new(NOT_QUEUED),
             exits: [const { AtomicU64::new(0) }; 8],
             io: Mutex::new(IoWait::default()),

@@ -323,3 +323,20 @@ fn placement_takes_the_least_loaded_cpu_not_the_least_assigned() {
     let spread = create_guest(&d0, "spread", 4, 2 << 20, 0).expect("placed");
     assert_eq!(spread.vcpus.iter().map(|v| v.pcpu()).collect::<alloc::vec::Vec<_>>(), [0, 0, 1, 0]);
 }
+
+#[test]
+fn a_vcpu_waiting_for_dom0_counts_in_its_cpus_load_until_answered() {
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = started_guest(&d0, "g", 0b10, 0);
+    fake::cpu::set_index(1);
+    let _ = sched::switch_in_next().expect("g runs");
+    assert_eq!(sched::load(1), 1);
+    // A forwarded access: g waits for dom0 and leaves its CPU.
+    g.vcpus[0].sched.store(state::IO_WAIT, Ordering::Release);
+    sched::switch_out(false, |_| {});
+    assert_eq!(sched::load(1), 1, "an idle CPU 0 must not think CPU 1 has nothing");
+    fake::cpu::set_index(0);
+    sched::wake_io(&g, 0);
+    assert_eq!((sched::load(1), sched::queued_on(1).len()), (1, 1), "counted once, as queued");
+}
