@@ -194,6 +194,46 @@ within_percent() {
     [ -n "$a" ] && [ -n "$b" ] && [ $(( (a > b ? a - b : b - a) * 200 )) -le $(( (a + b) * p )) ]
 }
 
+# Load balancing (QEMU virt, 8 CPUs): 12 short spinning VMs pinned three
+# to each of CPUs 0-3 keep those busy while 8 longer, unpinned spinners
+# are created: placement puts them on the idle CPUs 4-7, two each. Once
+# the pinned ones are done (2.5 s), CPUs 0-3 idle and must pull the
+# spinners that wait on 4-7, so that every CPU ends up with one: the time
+# each CPU spent running vCPUs once the first guest ran (the hypervisor's
+# end-of-run summary) within 15 % of the others', and a migration. With `hv.no_balance` CPUs 0-3 stay
+# idle for the second half (see README "Scheduling"). About 20 s.
+sched_balance_test() {
+    local G=$1 name=sched-balance log
+    # Only when asked for by name: on a 2-core host shared with other work,
+    # QEMU's 8 CPUs start and end the spinners seconds apart and the 15 %
+    # is not yet met reliably (see README "Load balancing").
+    [[ "$filter" == *balance* ]] || return 0
+    [[ "$name" != *"$filter"* ]] && return
+    log=$LOGS/boot-$name.log
+    local vms=() i
+    for i in $(seq 0 11); do
+        vms+=(--vm "kernel=$G/spin.img,name=hog$i,cmdline=spin.windows=25,memory=16M,pin=$((i / 3))")
+    done
+    for i in $(seq 0 7); do
+        vms+=(--vm "kernel=$G/spin.img,name=spin$i,cmdline=spin.windows=50,memory=16M")
+    done
+    "$ROOT/scripts/run.sh" --machine virt --gic 3 --smp 8 --until-idle --timeout 90 ${SCHED_BALANCE_APPEND:+--append "$SCHED_BALANCE_APPEND"} \
+        "${vms[@]}" >"$log" 2>&1 </dev/null
+    local line busy min max moved
+    line=$(sed -n 's/\r//; s/.*\*\*\* CPU busy time since the first guest ran (ms):\(.*\)$/\1/p' "$log" | head -n1)
+    busy=$(echo "$line" | grep -o 'cpu[0-9]*=[0-9]*' | cut -d= -f2)
+    moved=$(echo "$line" | sed -n 's/.*; \([0-9]*\) vCPU migration.*/\1/p')
+    min=$(echo "$busy" | sort -n | head -n1) max=$(echo "$busy" | sort -n | tail -n1)
+    echo "      CPU busy time since the first guest ran (ms):${line:- (none reported)}"
+    if [ "$(echo "$busy" | grep -c .)" -eq 8 ] && within_percent "$min" "$max" 15 && [ "${moved:-0}" -ge 1 ] &&
+        [ "$(grep -c 'RESULT spin: iterations=' "$log")" -eq 20 ] && grep -q "all with SYSTEM_OFF" "$log"; then
+        pass "boot $name"
+    else
+        fail "boot $name"; echo "      want all 20 spinners done with SYSTEM_OFF, 8 CPUs' busy times within 15 % of each other, a migration"
+        echo "---- serial log ($log) ----"; cat "$log"; echo "----"
+    fi
+}
+
 guest_tests() {
     if ! "$ROOT/scripts/build-guests.sh" >"$LOGS/guests-build.log" 2>&1; then
         fail "build test guests"; cat "$LOGS/guests-build.log"; return
@@ -522,6 +562,7 @@ guest_tests() {
             echo "---- serial log ($log) ----"; cat "$log"; echo "----"
         fi
     fi
+    sched_balance_test "$G"
 }
 
 # ---- Linux guests -----------------------------------------------------------

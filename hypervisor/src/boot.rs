@@ -88,6 +88,9 @@ extern "C" fn primary_main(dtb: usize, _load_address: usize) -> ! {
     banner(platform, online);
     machine::set_online_cpus(online);
     runstate::set_until_idle(args.until_idle);
+    if args.no_balance {
+        sched::set_balancing(false);
+    }
 
     match args.selftest {
         Some(SelfTest::Panic) => panic!("self-test: panic requested by hv.selftest=panic"),

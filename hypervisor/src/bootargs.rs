@@ -5,6 +5,8 @@
 //! - `hv.until_idle`: power the machine off once nothing is left to run;
 //! - `hv.selftest=panic|fault`: exercise the crash paths (used by the boot
 //!   tests to prove that a crash is reported, never a silent hang);
+//! - `hv.no_balance`: vCPUs stay on the CPU they were placed on (no load
+//!   balancing; for comparisons);
 //! - `hv.uart_log`: keep writing the log to the UART after dom0 starts
 //!   (for debugging: dom0's output and the log then mix on the console);
 //! - `dom0.mem=SIZE` (`256M`, `1G`, bytes; default 256 MiB): dom0's RAM;
@@ -28,6 +30,7 @@ pub enum SelfTest {
 pub struct BootArgs<'a> {
     pub log_level: LevelFilter,
     pub until_idle: bool,
+    pub no_balance: bool,
     pub uart_log: bool,
     pub selftest: Option<SelfTest>,
     pub dom0_mem: Option<u64>,
@@ -90,6 +93,7 @@ impl<'a> BootArgs<'a> {
         let mut args = BootArgs {
             log_level: LevelFilter::Info,
             until_idle: false,
+            no_balance: false,
             uart_log: false,
             selftest: None,
             dom0_mem: None,
@@ -109,6 +113,7 @@ impl<'a> BootArgs<'a> {
                 },
                 ("hv.until_idle", None) => args.until_idle = true,
                 ("hv.uart_log", None) => args.uart_log = true,
+                ("hv.no_balance", None) => args.no_balance = true,
                 ("hv.selftest", Some("panic")) => args.selftest = Some(SelfTest::Panic),
                 ("hv.selftest", Some("fault")) => args.selftest = Some(SelfTest::Fault),
                 ("hv.selftest", _) => on_error(BadArg { word, reason: "expected hv.selftest=panic or hv.selftest=fault" }),
@@ -121,7 +126,7 @@ impl<'a> BootArgs<'a> {
                     _ => on_error(BadArg { word, reason: "expected a number of vCPUs, at least 1" }),
                 },
                 ("dom0.args", Some(v)) => args.dom0_args = unquote(v),
-                ("hv.until_idle", Some(_)) | ("hv.uart_log", Some(_)) | ("loglevel", None) | ("dom0.mem", None) | ("dom0.vcpus", None) | ("dom0.args", None) => {
+                ("hv.until_idle", Some(_)) | ("hv.no_balance", Some(_)) | ("hv.uart_log", Some(_)) | ("loglevel", None) | ("dom0.mem", None) | ("dom0.vcpus", None) | ("dom0.args", None) => {
                     on_error(BadArg { word, reason: "malformed" })
                 }
                 _ => {}
@@ -134,7 +139,7 @@ impl<'a> BootArgs<'a> {
     pub fn unknown(&self) -> impl Iterator<Item = &'a str> {
         words(self.line).filter(|w| {
             let key = w.split_once('=').map_or(*w, |(k, _)| k);
-            !matches!(key, "loglevel" | "hv.until_idle" | "hv.uart_log" | "hv.selftest" | "dom0.mem" | "dom0.vcpus" | "dom0.args")
+            !matches!(key, "loglevel" | "hv.until_idle" | "hv.no_balance" | "hv.uart_log" | "hv.selftest" | "dom0.mem" | "dom0.vcpus" | "dom0.args")
         })
     }
 }
@@ -172,9 +177,10 @@ mod tests {
 
     #[test]
     fn reads_level_idle_and_selftest() {
-        let (args, errors) = parse("  loglevel=debug hv.until_idle   hv.selftest=fault console=ttyAMA0 ");
+        let (args, errors) = parse("  loglevel=debug hv.until_idle   hv.selftest=fault console=ttyAMA0 hv.no_balance");
         assert_eq!(args.log_level, LevelFilter::Debug);
         assert!(args.until_idle);
+        assert!(args.no_balance);
         assert_eq!(args.selftest, Some(SelfTest::Fault));
         assert!(errors.is_empty());
         assert_eq!(args.unknown().collect::<Vec<_>>(), ["console=ttyAMA0"]);

@@ -122,7 +122,7 @@ fn create(dom0: &Vm, vcpus: u64, memory: u64, name_ipa: u64, name_len: u64, weig
     let vgic = guest_vgic(version, args.vcpus)?;
     let placed = PendingPlacement::place(args.vcpus, args.pin)?;
     let cntvoff = cpu::counter();
-    let vcpu_list: Vec<Vcpu> = placed.cpus.iter().enumerate().map(|(i, &pcpu)| Vcpu::new(i, i as u64, pcpu, cntvoff)).collect();
+    let vcpu_list: Vec<Vcpu> = placed.cpus.iter().enumerate().map(|(i, &pcpu)| Vcpu::new(i, i as u64, pcpu, cntvoff).with_allowed(args.pin)).collect();
     let vm = Arc::new(Vm::new(VmSpec {
         id,
         name: String::from(args.name),
@@ -240,11 +240,8 @@ struct PendingPlacement {
 
 impl PendingPlacement {
     fn place(vcpus: usize, pin: u64) -> Result<Self, Error> {
-        let mut placed = PendingPlacement { cpus: Vec::new() };
-        for _ in 0..vcpus {
-            placed.cpus.push(sched::place(pin, machine::online_cpus()).ok_or(Error::InvalidParameter)?);
-        }
-        Ok(placed)
+        let cpus = sched::place(vcpus, pin, machine::online_cpus()).ok_or(Error::InvalidParameter)?;
+        Ok(PendingPlacement { cpus })
     }
 
     fn keep(mut self) -> Vec<usize> {
@@ -278,7 +275,7 @@ fn release(vm: &Vm) {
     crate::guestmap::revoke(vm.id);
     free_chunks(&vm.ram);
     for v in &vm.vcpus {
-        sched::unplace(v.pcpu);
+        sched::unplace(v.pcpu());
     }
     // Drop stale translations tagged with its VMID before the VMID is reused.
     el2::set_stage2(vm.vmid, vm.stage2_root, vm.vtcr);
@@ -460,7 +457,7 @@ fn pause(id: u64, pause: bool) -> Result<u64, Error> {
             vm.set_state(VmState::Paused);
             for v in &vm.vcpus {
                 if v.sched.load(Ordering::Acquire) == sched::state::RUNNING {
-                    gic::send_sgi(gic::SGI_KICK, v.pcpu);
+                    gic::send_sgi(gic::SGI_KICK, v.pcpu());
                 }
             }
             Ok(0)
@@ -494,7 +491,7 @@ fn destroy(id: u64) -> Result<u64, Error> {
         }
         <crate::sync::Yield as spin::RelaxStrategy>::relax();
     }
-    sched::forget_vm(vm.id, machine::online_cpus());
+    sched::forget_vm(&vm, machine::online_cpus());
     vm::remove(vm.id);
     let unanswered = crate::ioreq::forget_vm(&vm);
     if unanswered > 0 {

@@ -46,7 +46,7 @@ pub fn apply(vm: &Vm, effects: &Effects) {
             Effect::PhysConfig { intid, edge } => gic::set_edge(intid, edge),
             Effect::PhysTarget { intid, vcpu } => {
                 if let Some(v) = vm.vcpus.get(vcpu) {
-                    gic::route_spi(intid, v.pcpu)
+                    gic::route_spi(intid, v.pcpu())
                 }
             }
             Effect::PhysActive { intid, set: false } if intid >= 32 || here.is_some() => {

@@ -148,8 +148,8 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     // answer while this CPU waits.
     let me = cpu::index();
     let dom0 = vm::get(VmId(0));
-    let target = dom0.as_ref().and_then(|d| d.vcpus.iter().position(|v| v.pcpu != me)).unwrap_or(0);
-    let answerer_elsewhere = dom0.as_ref().and_then(|d| d.vcpus.get(target)).is_some_and(|v| v.pcpu != me);
+    let target = dom0.as_ref().and_then(|d| d.vcpus.iter().position(|v| v.pcpu() != me)).unwrap_or(0);
+    let answerer_elsewhere = dom0.as_ref().and_then(|d| d.vcpus.get(target)).is_some_and(|v| v.pcpu() != me);
     let mut guard = RINGS.lock();
     let port = guard.as_mut().ok_or(Unforwardable::NoIoPage)?;
     if port.req.observe_cons(port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {

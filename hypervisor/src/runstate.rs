@@ -2,6 +2,7 @@
 //! (power off, reset, parked), and `hv.until_idle`, which ends the run once
 //! every guest has stopped and dom0 has gone quiet.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -109,6 +110,12 @@ fn finish_idle_stop() -> ! {
             ),
         );
     }
+    let hz = cpu::counter_frequency().max(1);
+    let mut busy = String::new();
+    for i in 0..crate::machine::online_cpus() {
+        let _ = write!(busy, " cpu{i}={}", sched::busy_ticks(i) * 1000 / hz);
+    }
+    crate::console::print_line("INFO", format_args!("*** CPU busy time since the first guest ran (ms):{busy}; {} vCPU migration(s)", sched::migrations()));
     let stale = crate::ioreq::stale_completions();
     if stale > 0 {
         crate::console::print_line("INFO", format_args!("*** {stale} IO completion(s) from dom0 answered no waiting request: dropped"));

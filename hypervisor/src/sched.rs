@@ -2,20 +2,26 @@
 //! in `schedpolicy`), time slices from the EL2 physical timer (CNTHP, PPI
 //! 26), blocking on WFI with soft timers for blocked vCPUs' virtual timers,
 //! wake-ups across CPUs by SGI, and the bookkeeping of switching vCPUs
-//! (`switch` carries the switch out).
+//! (`switch` carries the switch out), and load balancing between CPUs.
 //!
-//! A vCPU runs only on the physical CPU it was placed on (`Vcpu::pcpu`), so
-//! its context is only ever touched by that CPU.
+//! A vCPU runs only on the physical CPU it is placed on (`Vcpu::pcpu`), so
+//! its context is only ever touched by that CPU. The balancer changes that
+//! CPU, and only for a vCPU that waits in a run queue: saved, not running.
+//! A CPU with nothing to run pulls a queued vCPU from the busiest CPU, and
+//! a CPU whose slice timer fires with vCPUs waiting pushes one to the
+//! least loaded CPU; both decide from per-CPU load counters (`LOAD`, kept
+//! under each CPU's lock and read without it) and lock only the two CPUs
+//! involved, in index order. Pinned vCPUs (and dom0's) never move.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use log::debug;
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 use crate::arch::timer::{self, HYP_TIMER_PPI};
 use crate::arch::{cpu, gic};
-use crate::schedpolicy::{slice_ticks, RunQueue, SoftTimers};
+use crate::schedpolicy::{self, slice_ticks, RunQueue, SoftTimers};
 use crate::vm::{self, power, Vcpu, Vm, VmId, VmKind, NOT_QUEUED};
 
 pub use crate::vm::state;
@@ -52,11 +58,23 @@ struct CpuSched {
     /// A vCPU that should preempt a running guest (dom0, or woken from
     /// WFI) was queued since the last switch.
     boost_pending: bool,
+    /// vCPUs switched out to wait for dom0's answer to a forwarded access
+    /// (`Vcpu::io_counted`): a wait of microseconds, after which they run
+    /// here again, so they count in the load. Without them a CPU whose
+    /// vCPUs all write to their consoles looked idle, pulled vCPUs, then
+    /// looked overloaded and pushed them away: hundreds of moves a second.
+    io_waiting: usize,
 }
 
 impl CpuSched {
     const fn new() -> Self {
-        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false }
+        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false, io_waiting: 0 }
+    }
+
+    /// Runnable vCPUs here, the running one included, and those waiting
+    /// for dom0's answer.
+    fn load(&self) -> usize {
+        self.runq.len() + usize::from(self.current.is_some()) + self.io_waiting
     }
 }
 
@@ -68,6 +86,47 @@ static CURRENT_VCPU: [AtomicPtr<Vcpu>; cpu::MAX_CPUS] = [const { AtomicPtr::new(
 static RESCHED: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
 /// vCPUs placed on each CPU (for placement).
 static ASSIGNED: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
+/// Each CPU's runnable vCPUs, the running one included: what placement
+/// and balancing look at. Written under the CPU's lock (`publish_load`),
+/// read without it.
+static LOAD: [AtomicUsize; cpu::MAX_CPUS] = [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
+/// Counter ticks each CPU has spent running vCPUs since the first guest
+/// vCPU ran (`BUSY_FROM`; dom0's boot alone would make CPU 0 look busiest).
+static BUSY_TICKS: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
+/// Counter value when a guest's vCPU first ran (0: none has yet).
+static BUSY_FROM: AtomicU64 = AtomicU64::new(0);
+/// vCPUs the balancer moved between CPUs.
+static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
+/// Load balancing on (`hv.no_balance` turns it off).
+static BALANCING: AtomicBool = AtomicBool::new(true);
+
+/// Turns load balancing on or off (boot: `hv.no_balance`).
+pub fn set_balancing(on: bool) {
+    BALANCING.store(on, Ordering::Relaxed);
+}
+
+/// Republishes CPU `cpu`'s load after its queue or running vCPU changed
+/// (with its lock held, so the count matches the queue).
+fn publish_load(cpu: usize, s: &CpuSched) {
+    LOAD[cpu].store(s.load(), Ordering::Relaxed);
+}
+
+fn loads() -> [usize; cpu::MAX_CPUS] {
+    core::array::from_fn(|i| LOAD[i].load(Ordering::Relaxed))
+}
+
+/// Locks the scheduler of the CPU `v` is placed on; returns that CPU too.
+/// The balancer moves only queued vCPUs, holding this lock, so once it is
+/// held the answer stays true.
+fn lock_home(v: &Vcpu) -> (usize, MutexGuard<'static, CpuSched>) {
+    loop {
+        let pcpu = v.pcpu();
+        let s = SCHED[pcpu].lock();
+        if v.pcpu() == pcpu {
+            return (pcpu, s);
+        }
+    }
+}
 /// The VM and vCPU running on this CPU (None while it idles).
 #[inline]
 pub fn current() -> Option<(&'static Vm, &'static Vcpu)> {
@@ -85,12 +144,23 @@ pub fn current_vcpu_of(vm: VmId) -> Option<usize> {
     current().filter(|(v, _)| v.id == vm).map(|(_, vcpu)| vcpu.index)
 }
 
-/// Chooses the physical CPU for a new vCPU (pinning: bit i allows CPU i).
-pub fn place(allowed: u64, online: usize) -> Option<usize> {
-    let assigned: [usize; cpu::MAX_CPUS] = core::array::from_fn(|i| ASSIGNED[i].load(Ordering::Relaxed));
-    let cpu = crate::schedpolicy::place(allowed, online, &assigned)?;
-    ASSIGNED[cpu].fetch_add(1, Ordering::Relaxed);
-    Some(cpu)
+/// Chooses the physical CPUs for a new VM's `vcpus` vCPUs (pinning: bit i
+/// allows CPU i; 0 = any): each goes to the least loaded allowed CPU,
+/// counting the ones placed before it. `None` if no allowed CPU is online.
+pub fn place(vcpus: usize, allowed: u64, online: usize) -> Option<alloc::vec::Vec<usize>> {
+    let mut load = loads();
+    let mut placed = alloc::vec::Vec::with_capacity(vcpus);
+    for _ in 0..vcpus {
+        let assigned: [usize; cpu::MAX_CPUS] = core::array::from_fn(|i| ASSIGNED[i].load(Ordering::Relaxed));
+        let Some(cpu) = schedpolicy::place(allowed, online, &load, &assigned) else {
+            placed.iter().for_each(|&cpu| unplace(cpu));
+            return None;
+        };
+        ASSIGNED[cpu].fetch_add(1, Ordering::Relaxed);
+        load[cpu] += 1;
+        placed.push(cpu);
+    }
+    Some(placed)
 }
 
 /// A vCPU is gone (its VM destroyed).
@@ -123,32 +193,37 @@ pub fn wake(vm: &Vm, index: usize) {
         _ => false,
     };
     let dom0 = vm.kind == VmKind::Dom0;
+    let pcpu;
     if queue {
-        let mut s = SCHED[v.pcpu].lock();
+        let (home, mut s) = lock_home(v);
+        pcpu = home;
         let r = VcpuRef { vm: vm.id, vcpu: index as u8 };
         s.timers.cancel(&r);
         // Dom0 (which serves IO) and vCPUs just woken from WFI (an interrupt
         // is waiting for them) go first; woken guests then run briefly and
         // block again, so a busy guest loses little.
-        enqueue(&mut s, v, r, dom0 || woken);
+        enqueue(pcpu, &mut s, v, r, dom0 || woken);
         s.boost_pending |= dom0 || woken;
         let preempt = s.current.as_ref().is_none_or(|(cur, _)| (dom0 || woken) && cur.kind != VmKind::Dom0);
-        if v.pcpu == me {
+        if pcpu == me {
             // Someone now waits behind the running vCPU: its slice counts.
             program_timer(&s, cpu::counter());
         }
         drop(s);
-        if v.pcpu == me {
+        if pcpu == me {
             if preempt {
                 RESCHED[me].store(true, Ordering::Release);
             }
             return;
         }
-    } else if v.pcpu == me {
-        return;
+    } else {
+        pcpu = v.pcpu();
+        if pcpu == me {
+            return;
+        }
     }
     // Another CPU: interrupt it so it re-flushes, preempts or stops idling.
-    gic::send_sgi(gic::SGI_KICK, v.pcpu);
+    gic::send_sgi(gic::SGI_KICK, pcpu);
 }
 
 /// Dom0 answered vCPU `index`'s forwarded access: make it runnable.
@@ -157,19 +232,19 @@ pub fn wake_io(vm: &Vm, index: usize) {
     if v.sched.compare_exchange(state::IO_WAIT, state::RUNNABLE, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return;
     }
-    let mut s = SCHED[v.pcpu].lock();
-    enqueue(&mut s, v, VcpuRef { vm: vm.id, vcpu: index as u8 }, true);
+    let (pcpu, mut s) = lock_home(v);
+    enqueue(pcpu, &mut s, v, VcpuRef { vm: vm.id, vcpu: index as u8 }, true);
     s.boost_pending = true;
     let idle = s.current.is_none();
-    if v.pcpu == cpu::index() {
+    if pcpu == cpu::index() {
         if idle {
-            RESCHED[v.pcpu].store(true, Ordering::Release);
+            RESCHED[pcpu].store(true, Ordering::Release);
         }
         program_timer(&s, cpu::counter());
         return;
     }
     drop(s);
-    gic::send_sgi(gic::SGI_KICK, v.pcpu);
+    gic::send_sgi(gic::SGI_KICK, pcpu);
 }
 
 /// The kick SGI arrived on this CPU: preempt the running vCPU if a
@@ -195,7 +270,8 @@ pub fn on_kick() {
 }
 
 /// The EL2 timer fired: wake blocked vCPUs whose virtual timer is due,
-/// end the slice if others wait.
+/// end the slice if others wait, and hand a waiting vCPU to a less loaded
+/// CPU if there is one (`push`).
 pub fn on_timer() {
     let me = cpu::index();
     let now = cpu::counter();
@@ -205,6 +281,7 @@ pub fn on_timer() {
             wake(&vm, r.vcpu as usize);
         }
     }
+    push(me);
     let s = SCHED[me].lock();
     if !s.runq.is_empty() && s.current.is_none() {
         RESCHED[me].store(true, Ordering::Release);
@@ -212,11 +289,101 @@ pub fn on_timer() {
     program_timer(&s, now);
 }
 
-/// Queues `r` (which is `vcpu`) on `s`; from now until it runs, its time
-/// is stolen from it. A vCPU already queued keeps its place and its wait.
-fn enqueue(s: &mut CpuSched, vcpu: &Vcpu, r: VcpuRef, favoured: bool) {
+/// Load balancing, push side (from CPU `me`'s scheduler tick): if a CPU is
+/// at least two runnable vCPUs lighter, one of those waiting here moves
+/// there, and that CPU is kicked (it may be idle in WFI).
+fn push(me: usize) {
+    let mut tried = 0;
+    while let Some(to) = schedpolicy::push_to(me, crate::machine::online_cpus(), &loads(), tried) {
+        if migrate(me, to) {
+            gic::send_sgi(gic::SGI_KICK, to);
+            return;
+        }
+        tried |= 1 << to;
+    }
+}
+
+/// Load balancing, pull side (CPU `me` has nothing to run): takes a
+/// waiting vCPU from the busiest CPU, if that evens the loads out.
+/// Returns whether one came.
+fn pull(me: usize) -> bool {
+    let mut tried = 0;
+    while let Some(from) = schedpolicy::pull_from(me, crate::machine::online_cpus(), &loads(), tried) {
+        if migrate(from, me) {
+            return true;
+        }
+        tried |= 1 << from;
+    }
+    false
+}
+
+/// Moves one queued vCPU from CPU `from` to CPU `to`: the one nearest the
+/// back of `from`'s queue that may run on `to`, has waited there at least
+/// `schedpolicy::min_wait_to_move`, and is not `from`'s running vCPU. Holds both CPUs' locks (lower index first), so the vCPU is never
+/// outside a queue, a wake-up finds it on one CPU or the other, and `from`
+/// has saved it: `switch_out` saves the running vCPU before it lets the
+/// lock go, and a vCPU is only queued on `from` while `from` runs it if it
+/// was woken between blocking and being switched out, which the running
+/// check skips. Its wait goes on (`queued_at` is kept: time queued on
+/// either CPU is stolen). Returns whether a vCPU moved.
+fn migrate(from: usize, to: usize) -> bool {
+    if !BALANCING.load(Ordering::Relaxed) || from == to || from >= cpu::MAX_CPUS || to >= cpu::MAX_CPUS {
+        return false;
+    }
+    let (mut src, mut dst);
+    if from < to {
+        src = SCHED[from].lock();
+        dst = SCHED[to].lock();
+    } else {
+        dst = SCHED[to].lock();
+        src = SCHED[from].lock();
+    }
+    if !schedpolicy::worth_moving(src.load(), dst.load()) {
+        return false; // the loads changed since they were read
+    }
+    let running = src.current.as_ref().map(|(vm, index)| (vm.id, *index));
+    let now = cpu::counter();
+    let min_wait = schedpolicy::min_wait_to_move(cpu::counter_frequency());
+    let mut moved = None;
+    let taken = src.runq.take_last(|r| {
+        if running == Some((r.vm, r.vcpu as usize)) {
+            return false;
+        }
+        let Some(vm) = vm::get(r.vm) else { return false };
+        // A stopped VM is not moved: `forget_vm` (after `halt`) may already
+        // have cleaned `to`'s queue.
+        let ok = vm.kind == VmKind::Guest
+            && vm.runnable()
+            && vm.vcpus.get(r.vcpu as usize).is_some_and(|v| v.may_run_on(to) && now.saturating_sub(v.queued_at.load(Ordering::Relaxed)) >= min_wait);
+        if ok {
+            moved = Some(vm);
+        }
+        ok
+    });
+    let (Some(r), Some(vm)) = (taken, moved) else { return false };
+    let vcpu = &vm.vcpus[r.vcpu as usize];
+    vcpu.set_pcpu(to);
+    ASSIGNED[from].fetch_sub(1, Ordering::Relaxed);
+    ASSIGNED[to].fetch_add(1, Ordering::Relaxed);
+    dst.runq.push(r, false);
+    publish_load(from, &src);
+    publish_load(to, &dst);
+    MIGRATIONS.fetch_add(1, Ordering::Relaxed);
+    debug!("{}: vcpu{} moves from cpu{from} to cpu{to}", vm.name, r.vcpu);
+    true
+}
+
+/// Queues `r` (which is `vcpu`) on `s`, CPU `pcpu`'s scheduler; from now
+/// until it runs, its time is stolen from it. A vCPU already queued keeps
+/// its place and its wait.
+fn enqueue(pcpu: usize, s: &mut CpuSched, vcpu: &Vcpu, r: VcpuRef, favoured: bool) {
+    if vcpu.io_counted.swap(false, Ordering::Relaxed) {
+        s.io_waiting = s.io_waiting.saturating_sub(1);
+        publish_load(pcpu, s);
+    }
     if s.runq.push(r, favoured) {
         vcpu.queued_at.store(cpu::counter(), Ordering::Relaxed);
+        publish_load(pcpu, s);
     }
 }
 
@@ -293,38 +460,57 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
         CURRENT_VCPU[me].store(core::ptr::null_mut(), Ordering::Relaxed);
         let vcpu = &vm.vcpus[index];
         save(vcpu);
-        vcpu.run_ticks.fetch_add(now.saturating_sub(s.since), Ordering::Relaxed);
-        if requeue && vcpu.sched.load(Ordering::Acquire) == state::RUNNING {
+        let ran = now.saturating_sub(s.since);
+        vcpu.run_ticks.fetch_add(ran, Ordering::Relaxed);
+        let from = BUSY_FROM.load(Ordering::Relaxed);
+        if from != 0 {
+            BUSY_TICKS[me].fetch_add(now.saturating_sub(s.since.max(from)), Ordering::Relaxed);
+        }
+        let now_state = vcpu.sched.load(Ordering::Acquire);
+        if requeue && now_state == state::RUNNING {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
             if vm.runnable() {
-                enqueue(&mut s, vcpu, VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
+                enqueue(me, &mut s, vcpu, VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
             }
+        } else if now_state == state::IO_WAIT && !vcpu.io_counted.swap(true, Ordering::Relaxed) {
+            // `wake_io` queues it (taking it out of this count) under this
+            // lock, so it cannot have been answered and queued meanwhile
+            // without the state showing it.
+            s.io_waiting += 1;
         }
     }
+    publish_load(me, &s);
 }
 
 /// Makes the next runnable vCPU queued on this CPU the running one (reset
-/// first if it is being switched on) and returns it; `None` if nothing is
-/// runnable (the EL2 timer then covers only blocked vCPUs' timers).
+/// first if it is being switched on) and returns it. With none queued it
+/// pulls one from the busiest CPU (`pull`); `None` if nothing is runnable
+/// (the EL2 timer then covers only blocked vCPUs' timers).
 pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
     let me = cpu::index();
-    let mut s = SCHED[me].lock();
-    while let Some(r) = s.runq.pop() {
-        let Some(vm) = vm::get(r.vm) else { continue };
-        let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
-        if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
-            // Paused or stopped: unpause queues it again, and its wait
-            // (`queued_at`) starts afresh then.
-            continue;
+    loop {
+        let mut s = SCHED[me].lock();
+        while let Some(r) = s.runq.pop() {
+            let Some(vm) = vm::get(r.vm) else { continue };
+            let Some(vcpu) = vm.vcpus.get(r.vcpu as usize) else { continue };
+            if !vm.runnable() || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE || vcpu.pcpu() != me {
+                // Paused or stopped: unpause queues it again, and its wait
+                // (`queued_at`) starts afresh then. (Placed elsewhere: a
+                // stale entry, never run here.)
+                continue;
+            }
+            return Some(make_running(me, &mut s, vm, r.vcpu as usize));
         }
-        return Some(make_running(&mut s, vm, r.vcpu as usize));
+        publish_load(me, &s);
+        program_timer(&s, cpu::counter());
+        drop(s);
+        if !pull(me) {
+            return None;
+        }
     }
-    program_timer(&s, cpu::counter());
-    None
 }
 
-fn make_running(s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'static Vm, &'static Vcpu) {
-    let me = cpu::index();
+fn make_running(me: usize, s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'static Vm, &'static Vcpu) {
     let now = cpu::counter();
     // SAFETY: the Arc moves into SCHED[me].current below, which keeps the VM
     // alive while it runs here; `switch_out` clears CURRENT_* before it lets
@@ -347,12 +533,16 @@ fn make_running(s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'static Vm, &'
         crate::pvtime::publish(&vm, vcpu);
     }
     s.since = now;
+    if vm.kind == VmKind::Guest && BUSY_FROM.load(Ordering::Relaxed) == 0 {
+        BUSY_FROM.store(now, Ordering::Relaxed);
+    }
     s.boost_pending = false;
     s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
     s.timers.cancel(&VcpuRef { vm: vm.id, vcpu: index as u8 });
     CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
     CURRENT_VCPU[me].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
     s.current = Some((vm, index));
+    publish_load(me, s);
     program_timer(s, now);
     (vm_ref, vcpu)
 }
@@ -374,14 +564,41 @@ pub fn is_timer(intid: u32) -> bool {
 
 /// Removes every queued or timed entry of `vm` from every CPU (it is being
 /// destroyed; none of its vCPUs runs).
-pub fn forget_vm(vm: VmId, online: usize) {
-    for s in SCHED.iter().take(online) {
+pub fn forget_vm(vm: &Vm, online: usize) {
+    for v in &vm.vcpus {
+        let (pcpu, mut s) = lock_home(v);
+        if v.io_counted.swap(false, Ordering::Relaxed) {
+            s.io_waiting = s.io_waiting.saturating_sub(1);
+            publish_load(pcpu, &s);
+        }
+    }
+    let vm = vm.id;
+    for (i, s) in SCHED.iter().enumerate().take(online) {
         let mut s = s.lock();
         s.runq.retain(|r| r.vm != vm);
         for v in 0..crate::vgic::MAX_VCPUS as u8 {
             s.timers.cancel(&VcpuRef { vm, vcpu: v });
         }
+        publish_load(i, &s);
     }
+}
+
+/// Counter ticks physical CPU `cpu` has spent running vCPUs (dom0's too)
+/// since the first guest vCPU ran; the running one's current stretch is not
+/// yet counted.
+pub fn busy_ticks(cpu: usize) -> u64 {
+    BUSY_TICKS.get(cpu).map_or(0, |b| b.load(Ordering::Relaxed))
+}
+
+/// vCPUs the balancer has moved between physical CPUs.
+pub fn migrations() -> u64 {
+    MIGRATIONS.load(Ordering::Relaxed)
+}
+
+/// Runnable vCPUs on physical CPU `cpu`, the running one included.
+#[cfg(test)]
+pub fn load(cpu: usize) -> usize {
+    LOAD.get(cpu).map_or(0, |l| l.load(Ordering::Relaxed))
 }
 
 /// Test support: forget every CPU's queues, timers, placements and
@@ -394,7 +611,12 @@ pub fn reset_for_test() {
         CURRENT_VCPU[i].store(core::ptr::null_mut(), Ordering::Relaxed);
         RESCHED[i].store(false, Ordering::Relaxed);
         ASSIGNED[i].store(0, Ordering::Relaxed);
+        LOAD[i].store(0, Ordering::Relaxed);
+        BUSY_TICKS[i].store(0, Ordering::Relaxed);
     }
+    MIGRATIONS.store(0, Ordering::Relaxed);
+    BUSY_FROM.store(0, Ordering::Relaxed);
+    BALANCING.store(true, Ordering::Relaxed);
 }
 
 /// Test support: vCPU `index` of `vm` runs on this CPU now (as if
@@ -409,6 +631,7 @@ pub fn make_current(vm: Arc<Vm>, index: usize) {
     s.since = cpu::counter();
     s.slice_end = s.since + slice_ticks(vm.weight, cpu::counter_frequency());
     s.current = Some((vm, index));
+    publish_load(me, &s);
 }
 
 /// Test support: the vCPUs queued on physical CPU `pcpu`, in order.
@@ -436,7 +659,10 @@ pub fn resched_pending() -> bool {
 #[cfg(test)]
 pub fn forget_current_for_test() {
     let me = cpu::index();
-    SCHED[me].lock().current = None;
+    let mut s = SCHED[me].lock();
+    s.current = None;
+    publish_load(me, &s);
+    drop(s);
     CURRENT_VM[me].store(core::ptr::null_mut(), Ordering::Relaxed);
     CURRENT_VCPU[me].store(core::ptr::null_mut(), Ordering::Relaxed);
 }

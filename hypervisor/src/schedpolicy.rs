@@ -1,6 +1,7 @@
 //! Scheduling policy, arch-neutral and host-tested: per-physical-CPU run
 //! queues with weighted time slices, favoured (dom0) vCPUs first, soft
-//! timers for blocked vCPUs, and placement of new vCPUs.
+//! timers for blocked vCPUs, placement of new vCPUs, and which CPUs the
+//! load balancer moves a vCPU between.
 //!
 //! The mechanism (context switch, the EL2 timer, IPIs) is in `sched`; this
 //! module only decides.
@@ -79,6 +80,14 @@ impl<T: PartialEq + Clone> RunQueue<T> {
     pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
         self.queue.retain(keep);
     }
+
+    /// Removes and returns the vCPU nearest the back that `movable`
+    /// accepts: the one that would wait longest here (the balancer moves
+    /// it to another CPU).
+    pub fn take_last(&mut self, mut movable: impl FnMut(&T) -> bool) -> Option<T> {
+        let at = self.queue.iter().rposition(&mut movable)?;
+        self.queue.remove(at)
+    }
 }
 
 /// Blocked vCPUs of one physical CPU with the counter value at which each
@@ -130,12 +139,53 @@ impl<T: PartialEq + Clone> SoftTimers<T> {
 }
 
 /// Chooses the physical CPU for a new vCPU: among those `allowed` (bit i =
-/// CPU i; 0 = any) and online, the one with the fewest vCPUs assigned;
-/// ties go to the lowest number. `None` if no allowed CPU is online.
-pub fn place(allowed: u64, online: usize, assigned: &[usize]) -> Option<usize> {
+/// CPU i; 0 = any) and online, the least loaded (`load`: runnable vCPUs,
+/// the running one included), then the one with the fewest vCPUs assigned
+/// (blocked ones too); ties go to the lowest number. `None` if no allowed
+/// CPU is online.
+pub fn place(allowed: u64, online: usize, load: &[usize], assigned: &[usize]) -> Option<usize> {
+    let at = |v: &[usize], cpu: usize| v.get(cpu).copied().unwrap_or(0);
     (0..online.min(64))
         .filter(|&cpu| allowed == 0 || allowed & (1 << cpu) != 0)
-        .min_by_key(|&cpu| (assigned.get(cpu).copied().unwrap_or(0), cpu))
+        .min_by_key(|&cpu| (at(load, cpu), at(assigned, cpu), cpu))
+}
+
+/// A queued vCPU moves to another CPU only once it has waited this long
+/// (a tenth of a default slice): one that waits behind a short stay of
+/// dom0, or behind a vCPU back from a console write, runs again here
+/// soon, and moving it would only make the CPUs trade vCPUs back and forth.
+pub fn min_wait_to_move(counter_hz: u64) -> u64 {
+    counter_hz / 1000
+}
+
+/// Moving one vCPU from a CPU with `from` runnable vCPUs to one with `to`
+/// evens them out only if the gap is at least two; a smaller one would
+/// just swap sides (and the vCPU would bounce back).
+pub fn worth_moving(from: usize, to: usize) -> bool {
+    from >= to + 2
+}
+
+/// Load balancing, pull side: CPU `me` (idle, or lightly loaded) takes a
+/// queued vCPU from the busiest of the `online` CPUs not in `tried` (bit
+/// i = CPU i: those that had nothing movable), if moving one evens the
+/// loads out (`load[i]`: CPU i's runnable vCPUs, the running one
+/// included). Ties go to the lowest number.
+pub fn pull_from(me: usize, online: usize, load: &[usize], tried: u64) -> Option<usize> {
+    let mine = load.get(me).copied().unwrap_or(0);
+    (0..online.min(load.len()).min(64))
+        .filter(|&cpu| cpu != me && tried & (1 << cpu) == 0 && worth_moving(load[cpu], mine))
+        .max_by_key(|&cpu| (load[cpu], core::cmp::Reverse(cpu)))
+}
+
+/// Load balancing, push side: CPU `me`, at its scheduler tick, hands one
+/// of its queued vCPUs to the least loaded of the `online` CPUs not in
+/// `tried` (none of its vCPUs may run there), if that evens the loads
+/// out. Ties go to the lowest number.
+pub fn push_to(me: usize, online: usize, load: &[usize], tried: u64) -> Option<usize> {
+    let mine = load.get(me).copied().unwrap_or(0);
+    (0..online.min(load.len()).min(64))
+        .filter(|&cpu| cpu != me && tried & (1 << cpu) == 0 && worth_moving(mine, load[cpu]))
+        .min_by_key(|&cpu| (load[cpu], cpu))
 }
 
 #[cfg(test)]
@@ -215,10 +265,83 @@ mod tests {
 
     #[test]
     fn placement_respects_pinning_and_balances() {
-        assert_eq!(place(0, 4, &[2, 1, 1, 0]), Some(3));
-        assert_eq!(place(0b0110, 4, &[0, 3, 1, 0]), Some(2));
-        assert_eq!(place(0b1000, 2, &[0, 0]), None, "pinned to an offline CPU");
-        assert_eq!(place(0, 1, &[5]), Some(0));
+        let idle = [0; 4];
+        assert_eq!(place(0, 4, &idle, &[2, 1, 1, 0]), Some(3));
+        assert_eq!(place(0b0110, 4, &idle, &[0, 3, 1, 0]), Some(2));
+        assert_eq!(place(0b1000, 2, &idle, &[0, 0]), None, "pinned to an offline CPU");
+        assert_eq!(place(0, 1, &idle, &[5]), Some(0));
+    }
+
+    #[test]
+    fn placement_prefers_the_least_loaded_cpu_over_the_least_assigned() {
+        // CPU 0 has fewer vCPUs, but its one spins; CPU 1's three sleep.
+        assert_eq!(place(0, 2, &[1, 0], &[1, 3]), Some(1));
+        // Pinned: the least loaded of the allowed ones.
+        assert_eq!(place(0b101, 3, &[2, 0, 1], &[0, 0, 0]), Some(2));
+    }
+
+    #[test]
+    fn an_idle_cpu_pulls_from_the_busiest_and_only_when_it_evens_out() {
+        assert_eq!(pull_from(3, 4, &[2, 3, 3, 0], 0), Some(1), "busiest, lowest number first");
+        assert_eq!(pull_from(0, 4, &[0, 1, 1, 1], 0), None, "each runs its only vCPU: nothing queued to take");
+        assert_eq!(pull_from(0, 3, &[1, 2, 2], 0), None, "a gap of one would only swap sides");
+        assert_eq!(pull_from(0, 3, &[1, 2, 3], 0), Some(2));
+        assert_eq!(pull_from(0, 2, &[0, 0, 9], 0), None, "CPU 2 is offline");
+        assert_eq!(pull_from(3, 4, &[2, 3, 3, 0], 0b010), Some(2), "CPU 1 had nothing movable");
+    }
+
+    #[test]
+    fn a_loaded_cpu_pushes_to_the_least_loaded() {
+        assert_eq!(push_to(0, 4, &[3, 1, 0, 2], 0), Some(2));
+        assert_eq!(push_to(0, 4, &[2, 1, 1, 1], 0), None, "a gap of one would only swap sides");
+        assert_eq!(push_to(1, 3, &[0, 2, 0], 0), Some(0));
+        assert_eq!(push_to(0, 1, &[5], 0), None, "alone");
+        assert_eq!(push_to(0, 4, &[3, 1, 0, 2], 0b100), Some(1), "none may run on CPU 2");
+    }
+
+    /// Applies pull and push decisions until none is left (pulls first
+    /// if `pulls`, as idle CPUs pull at once; then pushes),
+    /// returning the loads and the number of moves.
+    fn balance(mut load: [usize; 8], pulls: bool) -> ([usize; 8], usize) {
+        let mut moves = 0;
+        loop {
+            // Only a CPU with nothing to run pulls (`sched::switch_in_next`).
+            let pull = || (0..8).filter(|&me| load[me] == 0).find_map(|me| pull_from(me, 8, &load, 0).map(|from| (from, me)));
+            let push = || (0..8).find_map(|me| push_to(me, 8, &load, 0).map(|to| (me, to)));
+            let step = if pulls { pull().or_else(push) } else { push() };
+            let Some((from, to)) = step else { break };
+            load[from] -= 1;
+            load[to] += 1;
+            moves += 1;
+            assert!(moves <= 12, "bouncing: {load:?}");
+        }
+        (load, moves)
+    }
+
+    #[test]
+    fn balancing_converges_without_bouncing() {
+        // 12 runnable vCPUs on 4 of 8 CPUs: idle CPUs pulling even them
+        // out in the fewest moves (4), and pushes alone get there too; then
+        // nothing moves any more.
+        for pulls in [true, false] {
+            let (load, moves) = balance([3, 3, 3, 3, 0, 0, 0, 0], pulls);
+            assert!(load.iter().max().unwrap() - load.iter().min().unwrap() <= 1, "{load:?}");
+            assert_eq!(load.iter().sum::<usize>(), 12);
+            if pulls {
+                assert_eq!(moves, 4, "{load:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn take_last_takes_the_movable_vcpu_nearest_the_back() {
+        let mut q = RunQueue::new();
+        for v in 0..4 {
+            q.push(v, false);
+        }
+        assert_eq!(q.take_last(|&v| v != 3), Some(2));
+        assert_eq!(q.take_last(|&v| v > 5), None);
+        assert_eq!((q.pop(), q.pop(), q.pop(), q.pop()), (Some(0), Some(1), Some(3), None));
     }
 
     #[test]

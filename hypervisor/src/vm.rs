@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use hv_abi::hypercall::{FaultPolicy, StopReason, VmState, LOG_WRITE_BURST, MAX_VMS};
 use crate::sync::Mutex;
@@ -94,8 +94,14 @@ pub struct Vcpu {
     pub index: usize,
     /// The MPIDR the vCPU reads (VMPIDR_EL2), as its VM's device tree says.
     pub mpidr: u64,
-    /// The physical CPU this vCPU runs on.
-    pub pcpu: usize,
+    /// The physical CPU this vCPU is placed on (`pcpu()`): it runs there,
+    /// is queued there, and that CPU owns its context. The load balancer
+    /// (`sched`) moves it only while it sits in a run queue (saved, not
+    /// running), holding both CPUs' scheduler locks.
+    pcpu: AtomicUsize,
+    /// The physical CPUs it may run on (bit i = CPU i; 0 = any): its
+    /// pinning. The balancer never moves it outside them.
+    pub allowed: u64,
     pub power: AtomicU8,
     /// Where a pending `CPU_ON` starts it.
     pub start: Mutex<VcpuStart>,
@@ -109,6 +115,10 @@ pub struct Vcpu {
     /// Counter ticks it waited in a run queue (runnable, not running): its
     /// stolen time (`pvtime`).
     pub steal_ticks: AtomicU64,
+    /// It was switched out waiting for dom0 (`IO_WAIT`) and counts in its
+    /// CPU's load until it is queued again (`sched`). Under that CPU's
+    /// scheduler lock.
+    pub io_counted: AtomicBool,
     /// Counter value when it was last queued, `NOT_QUEUED` while it is
     /// not in a run queue. Written under its CPU's scheduler lock.
     pub queued_at: AtomicU64,
@@ -121,9 +131,11 @@ pub struct Vcpu {
     context: UnsafeCell<VcpuContext>,
 }
 
-// SAFETY: `context` is only touched by the vCPU's own physical CPU (`pcpu`),
-// through `context_mut`, which documents that duty; everything else is
-// atomic or locked.
+// SAFETY: `context` is only touched by the physical CPU the vCPU is placed
+// on (`pcpu`), through `context_mut`, which documents that duty; `pcpu`
+// changes only while the vCPU is saved and queued, under the scheduler
+// locks of both CPUs, which order the old CPU's save before the new CPU's
+// load. Everything else is atomic or locked.
 unsafe impl Sync for Vcpu {}
 
 impl Vcpu {
@@ -131,13 +143,15 @@ impl Vcpu {
         Vcpu {
             index,
             mpidr,
-            pcpu,
+            pcpu: AtomicUsize::new(pcpu),
+            allowed: 1 << pcpu,
             power: AtomicU8::new(power::OFF),
             start: Mutex::new(VcpuStart::default()),
             needs_flush: AtomicBool::new(false),
             sched: AtomicU8::new(0),
             run_ticks: AtomicU64::new(0),
             steal_ticks: AtomicU64::new(0),
+            io_counted: AtomicBool::new(false),
             queued_at: AtomicU64::new(NOT_QUEUED),
             exits: [const { AtomicU64::new(0) }; 8],
             io: Mutex::new(IoWait::default()),
@@ -145,8 +159,33 @@ impl Vcpu {
         }
     }
 
+    /// May run on the CPUs of `allowed` (bit i = CPU i; 0 = any CPU); a new
+    /// vCPU is pinned to the CPU it was placed on.
+    pub fn with_allowed(mut self, allowed: u64) -> Self {
+        self.allowed = allowed;
+        self
+    }
+
+    /// The physical CPU the vCPU is placed on. Stable while it runs, is
+    /// blocked or waits for dom0; only a queued vCPU may be moved.
+    #[inline]
+    pub fn pcpu(&self) -> usize {
+        self.pcpu.load(Ordering::Acquire)
+    }
+
+    /// May it run on physical CPU `cpu`?
+    pub fn may_run_on(&self, cpu: usize) -> bool {
+        self.allowed == 0 || (cpu < 64 && self.allowed & (1 << cpu) != 0)
+    }
+
+    /// Places it on `cpu` (the balancer, holding the scheduler locks of
+    /// its old and new CPU, with the vCPU saved and queued).
+    pub(crate) fn set_pcpu(&self, cpu: usize) {
+        self.pcpu.store(cpu, Ordering::Release);
+    }
+
     /// # Safety
-    /// Only on the vCPU's own physical CPU, while it is not running the
+    /// Only on the physical CPU the vCPU is placed on (`pcpu`), while it is not running the
     /// vCPU (or from its own trap handler), with no other reference to the
     /// context alive.
     #[allow(clippy::mut_from_ref)]
@@ -395,8 +434,8 @@ impl Vm {
     pub fn halt(&self) {
         self.set_state(VmState::Stopped);
         for v in &self.vcpus {
-            if v.sched.load(Ordering::Acquire) == state::RUNNING && v.pcpu != cpu::index() {
-                gic::send_sgi(gic::SGI_KICK, v.pcpu);
+            if v.sched.load(Ordering::Acquire) == state::RUNNING && v.pcpu() != cpu::index() {
+                gic::send_sgi(gic::SGI_KICK, v.pcpu());
             }
         }
     }

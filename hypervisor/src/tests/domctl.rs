@@ -45,7 +45,7 @@ fn vm_create_out_of_memory_gives_everything_back() {
     // The placement count is balanced too: the next guest goes where an
     // empty machine would put it (CPU 1, dom0 being on CPU 0).
     let g = create_guest(&d0, "g", 1, 2 << 20, 0).expect("fits");
-    assert_eq!(g.vcpus[0].pcpu, 1);
+    assert_eq!(g.vcpus[0].pcpu(), 1);
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn created_guest_has_its_ram_mapped_at_stage_2_and_zeroed() {
     assert!(tables.translate(Ipa::new(guest::GICD_BASE)).is_none(), "the distributor traps");
     assert!(peek(&g, guest::RAM_BASE, 64).iter().all(|&b| b == 0));
     // Two vCPUs spread over the two CPUs.
-    let mut cpus: alloc::vec::Vec<usize> = g.vcpus.iter().map(|v| v.pcpu).collect();
+    let mut cpus: alloc::vec::Vec<usize> = g.vcpus.iter().map(|v| v.pcpu()).collect();
     cpus.sort();
     assert_eq!(cpus, [0, 1]);
 }

@@ -80,7 +80,7 @@ fn forwarded_read_waits_for_dom0_and_resumes_with_its_answer() {
     assert_eq!(hypercall(&s.d0, Function::IoComplete, &[]).0, 1, "one completion taken");
     let v = &s.g.vcpus[0];
     assert_eq!(v.sched.load(Ordering::Acquire), sched::state::RUNNABLE);
-    assert!(fake::take_events().contains(&Event::Sgi { intid: crate::arch::gic::SGI_KICK, target: v.pcpu, from: 0 }));
+    assert!(fake::take_events().contains(&Event::Sgi { intid: crate::arch::gic::SGI_KICK, target: v.pcpu(), from: 0 }));
     // Back on its CPU: the value lands in x3, masked to the access size.
     crate::ioreq::finish(v, &mut frame);
     assert_eq!(frame.x[3], 0xffff_ff41);

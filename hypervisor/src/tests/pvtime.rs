@@ -132,7 +132,7 @@ fn time_blocked_in_wfi_or_paused_is_not_stolen() {
     let (_m, a, b) = two_guests_on_cpu1();
     diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("entered a");
     // `b` is taken out of the queue as if it had blocked in WFI long ago.
-    sched::forget_vm(b.id, 2);
+    sched::forget_vm(&b, 2);
     b.vcpus[0].sched.store(state::BLOCKED, Ordering::Release);
     b.vcpus[0].queued_at.store(crate::vm::NOT_QUEUED, Ordering::Relaxed);
     fake::cpu::advance(10_000);

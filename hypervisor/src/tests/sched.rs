@@ -102,3 +102,241 @@ fn a_paused_vm_is_not_run_and_unpause_queues_it_again() {
     assert!(diverges(|| crate::switch::run_next()).downcast::<Entered>().is_ok(), "unpaused: entered");
     let _ = VmId(0);
 }
+
+// ---- Load balancing ---------------------------------------------------------
+
+/// A one-vCPU guest that may run on the CPUs of `allowed` with `weight`,
+/// started (its vCPU queued on the CPU placement chose).
+fn started_guest(d0: &alloc::sync::Arc<crate::vm::Vm>, name: &str, allowed: u64, weight: u64) -> alloc::sync::Arc<crate::vm::Vm> {
+    use hv_abi::hypercall::Function;
+    let name_ipa = d0.ram[0].ipa.as_u64() + 0x1000;
+    poke(d0, name_ipa, name.as_bytes());
+    fake::cpu::set_index(0);
+    let (id, _) = hypercall(d0, Function::VmCreate, &[1, 2 << 20, name_ipa, name.len() as u64, weight, allowed]);
+    assert!(id > 0, "{name} created: {id}");
+    assert_eq!(hypercall(d0, Function::VmSetEntry, &[id as u64, 0, 0x4000_0000, 0]).0, 0);
+    assert_eq!(hypercall(d0, Function::VmStart, &[id as u64]).0, 0);
+    crate::vm::get(VmId(id as u16)).expect("in the table")
+}
+
+fn r(vm: &crate::vm::Vm) -> VcpuRef {
+    VcpuRef { vm: vm.id, vcpu: 0 }
+}
+
+#[test]
+fn an_idle_cpu_pulls_a_movable_vcpu_from_the_busiest_cpu_and_its_wait_counts_as_stolen() {
+    let _m = Machine::take();
+    crate::machine::set_online_cpus(3);
+    let d0 = dom0();
+    // Dom0 runs on CPU 0 while the guests are placed: they go elsewhere.
+    fake::cpu::set_index(0);
+    sched::make_current(d0.clone(), 0);
+    let m1 = started_guest(&d0, "m1", 0b011, 0);
+    let p1 = started_guest(&d0, "p1", 0b010, 0);
+    let m2 = started_guest(&d0, "m2", 0b101, 0);
+    let p2 = started_guest(&d0, "p2", 0b100, 0);
+    let p3 = started_guest(&d0, "p3", 0b100, 0);
+    assert_eq!(sched::queued_on(1), [r(&m1), r(&p1)]);
+    assert_eq!(sched::queued_on(2), [r(&m2), r(&p2), r(&p3)]);
+    let queued_at = m2.vcpus[0].queued_at.load(Ordering::Relaxed);
+    fake::cpu::advance(5_000);
+    // Dom0 blocks: CPU 0 has nothing to run and pulls from CPU 2 (3
+    // runnable, against CPU 1's 2) the one vCPU there allowed on CPU 0.
+    fake::cpu::set_index(0);
+    sched::forget_current_for_test();
+    let (vm, vcpu) = sched::switch_in_next().expect("pulled a vCPU");
+    assert_eq!((vm.id, vcpu.index), (m2.id, 0));
+    assert_eq!(m2.vcpus[0].pcpu(), 0);
+    assert_eq!(sched::queued_on(2), [r(&p2), r(&p3)]);
+    assert_eq!(sched::queued_on(1), [r(&m1), r(&p1)], "CPU 1 is not the busiest");
+    assert_eq!((sched::load(0), sched::load(1), sched::load(2)), (1, 2, 2));
+    assert_eq!(sched::migrations(), 1);
+    // Its wait on CPU 2 was not forgotten by the move: all of it is stolen.
+    let steal = m2.vcpus[0].steal_ticks.load(Ordering::Relaxed);
+    assert!(queued_at != crate::vm::NOT_QUEUED && steal >= 5_000, "stolen {steal} ticks");
+    // CPU 0 idles again: now CPU 1 is the busiest, and m1 comes.
+    sched::forget_current_for_test();
+    let (vm, _) = sched::switch_in_next().expect("pulled again");
+    assert_eq!(vm.id, m1.id);
+    assert_eq!((sched::load(0), sched::load(1), sched::load(2), sched::migrations()), (1, 1, 2, 2));
+    // Loads now differ by at most one: nothing more moves.
+    sched::on_timer();
+    fake::cpu::set_index(2);
+    sched::on_timer();
+    assert_eq!(sched::migrations(), 2);
+}
+
+#[test]
+fn pinned_vcpus_never_move() {
+    let _m = Machine::take();
+    crate::machine::set_online_cpus(3);
+    let d0 = dom0();
+    let pinned: alloc::vec::Vec<_> = (0..3).map(|i| started_guest(&d0, &alloc::format!("p{i}"), 0b010, 0)).collect();
+    let two = started_guest(&d0, "two", 0b110, 0);
+    assert_eq!(two.vcpus[0].pcpu(), 2, "least loaded of its CPUs");
+    let extra = started_guest(&d0, "extra", 0b100, 0);
+    assert_eq!(extra.vcpus[0].pcpu(), 2);
+    // CPU 0 idles: CPU 1 has 3 runnable vCPUs, but all pinned there, and
+    // CPU 2's two may not run on CPU 0.
+    fake::cpu::set_index(0);
+    assert!(sched::switch_in_next().is_none());
+    // CPU 1's tick pushes to CPU 0? Pinned: no.
+    fake::cpu::set_index(1);
+    sched::make_current(pinned[0].clone(), 0);
+    sched::on_timer();
+    assert_eq!(sched::migrations(), 0);
+    assert!(pinned.iter().all(|p| p.vcpus[0].pcpu() == 1));
+    assert_eq!(two.vcpus[0].pcpu(), 2);
+    // The disabled balancer moves nothing either (`hv.no_balance`).
+    let free = started_guest(&d0, "free", 0, 0);
+    fake::cpu::set_index(free.vcpus[0].pcpu());
+    let _ = sched::switch_in_next();
+    sched::set_balancing(false);
+    started_guest(&d0, "free2", 1 << free.vcpus[0].pcpu(), 0);
+    started_guest(&d0, "free3", 0, 0);
+    assert_eq!(sched::migrations(), 0);
+}
+
+#[test]
+fn a_tick_on_a_loaded_cpu_pushes_a_waiting_vcpu_to_a_cpu_it_may_run_on_and_kicks_it() {
+    let _m = Machine::take();
+    crate::machine::set_online_cpus(3);
+    let d0 = dom0();
+    // Placed while x and y kept CPU 2 busy: the pinned `a` and the
+    // movable `b` and `c` (CPUs 1 and 2, not 0) all on CPU 1.
+    let x = started_guest(&d0, "x", 0b100, 0);
+    let y = started_guest(&d0, "y", 0b100, 0);
+    let a = started_guest(&d0, "a", 0b010, 0);
+    let b = started_guest(&d0, "b", 0b110, 0);
+    let c = started_guest(&d0, "c", 0b110, 0);
+    assert!([&a, &b, &c].iter().all(|g| g.vcpus[0].pcpu() == 1));
+    // x and y run on CPU 2 and block.
+    fake::cpu::set_index(2);
+    for g in [&x, &y] {
+        assert_eq!(sched::switch_in_next().map(|(vm, _)| vm.id), Some(g.id));
+        sched::forget_current_for_test();
+    }
+    fake::cpu::set_index(0);
+    sched::forget_current_for_test(); // dom0 blocks: CPUs 0 and 2 idle
+    fake::cpu::set_index(1);
+    let (vm, _) = sched::switch_in_next().expect("a runs");
+    assert_eq!(vm.id, a.id);
+    fake::take_events();
+    fake::cpu::advance(1_000);
+    // CPU 1's tick (3 runnable): CPU 0, the first of the idle ones, may
+    // take none of them; CPU 2 gets the last queued, c, and is kicked.
+    sched::on_timer();
+    assert_eq!(sched::migrations(), 1);
+    assert_eq!(c.vcpus[0].pcpu(), 2);
+    assert_eq!((sched::queued_on(1), sched::queued_on(2)), (alloc::vec![r(&b)], alloc::vec![r(&c)]));
+    assert!(fake::take_events().contains(&Event::Sgi { intid: SGI_KICK, target: 2, from: 1 }));
+    assert_eq!(a.vcpus[0].pcpu(), 1, "the running vCPU stays");
+    // 2 against 1 and 0: a move would not even anything out.
+    sched::on_timer();
+    assert_eq!(sched::migrations(), 1);
+}
+
+#[test]
+fn a_vcpu_woken_before_its_cpu_saved_it_is_not_pulled_until_saved() {
+    let _m = Machine::take();
+    let d0 = dom0();
+    // g (movable) runs on CPU 1; h, pinned there, waits.
+    let g = started_guest(&d0, "g", 0b011, 0);
+    assert_eq!(g.vcpus[0].pcpu(), 1);
+    fake::cpu::set_index(1);
+    let (vm, _) = sched::switch_in_next().expect("g runs");
+    assert_eq!(vm.id, g.id);
+    let h = started_guest(&d0, "h", 0b010, 0);
+    // g blocks in WFI; before CPU 1 switches it out, CPU 0 wakes it: it is
+    // queued on CPU 1 while CPU 1 still holds its registers.
+    g.vcpus[0].sched.store(state::BLOCKED, Ordering::Release);
+    fake::cpu::set_index(0);
+    sched::wake(&g, 0);
+    assert_eq!(sched::queued_on(1), [r(&g), r(&h)], "woken from WFI: first");
+    sched::forget_current_for_test(); // dom0 (which made the calls) blocks
+    // CPU 0 idles and looks for work: g is the only movable one, and it
+    // is not saved yet.
+    fake::cpu::advance(1_000);
+    assert!(sched::switch_in_next().is_none(), "took a vCPU whose context is still on CPU 1");
+    assert_eq!(g.vcpus[0].pcpu(), 1);
+    // CPU 1 saves g (and has not picked the next yet); now CPU 0 may take
+    // g, with the registers CPU 1 saved.
+    fake::cpu::set_index(1);
+    // SAFETY: g ran on CPU 1 until now; this test is its only user.
+    sched::switch_out(false, |v| unsafe { v.context_mut() }.regs = TrapFrame { elr: 0x4000_0444, ..TrapFrame::default() });
+    fake::cpu::advance(1_000);
+    fake::cpu::set_index(0);
+    let entered = diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("CPU 0 pulls g");
+    assert_eq!(entered.0.elr, 0x4000_0444, "g resumes where CPU 1 saved it");
+    assert_eq!(g.vcpus[0].pcpu(), 0);
+    assert_eq!(sched::migrations(), 1);
+}
+
+#[test]
+fn a_moved_vcpu_keeps_its_weight() {
+    let _m = Machine::take();
+    crate::machine::set_online_cpus(3);
+    let d0 = dom0();
+    let heavy = started_guest(&d0, "heavy", 0b110, 512);
+    let pinned = started_guest(&d0, "pinned", 0b010, 0);
+    assert_eq!((heavy.vcpus[0].pcpu(), pinned.vcpus[0].pcpu()), (1, 1));
+    // CPU 2 has nothing to run and pulls `heavy`, once it has waited on
+    // CPU 1 for a millisecond (before, it would soon run there anyway).
+    fake::cpu::set_index(2);
+    assert!(sched::switch_in_next().is_none(), "pulled a vCPU queued a moment ago");
+    fake::cpu::advance(1_000);
+    let (vm, _) = sched::switch_in_next().expect("pulled");
+    assert_eq!(vm.id, heavy.id);
+    let since = crate::arch::cpu::counter();
+    // Someone waits on CPU 2: heavy's slice there is its weight's (twice
+    // the default), as on the CPU it came from.
+    let waiting = started_guest(&d0, "waiting", 0b100, 0);
+    assert_eq!(waiting.vcpus[0].pcpu(), 2);
+    fake::take_events();
+    fake::cpu::set_index(2);
+    sched::on_timer();
+    let deadline = fake::take_events().into_iter().rev().find_map(|e| match e {
+        Event::HypTimer { cpu: 2, deadline: Some(d) } => Some(d),
+        _ => None,
+    });
+    let slice = crate::schedpolicy::slice_ticks(512, crate::arch::cpu::counter_frequency());
+    let left = deadline.expect("slice timer armed").saturating_sub(since);
+    assert!(left > slice - slice / 10 && left <= slice, "slice left {left}, weight 512's is {slice}");
+}
+
+#[test]
+fn placement_takes_the_least_loaded_cpu_not_the_least_assigned() {
+    let _m = Machine::take();
+    let d0 = dom0();
+    // CPU 0 holds dom0 (running: it makes the calls) and two guests that
+    // are not running (never started); CPU 1 three runnable ones.
+    for name in ["s1", "s2"] {
+        create_guest(&d0, name, 1, 2 << 20, 0b01).expect("on CPU 0");
+    }
+    for name in ["b1", "b2", "b3"] {
+        started_guest(&d0, name, 0b10, 0);
+    }
+    let new = create_guest(&d0, "new", 2, 2 << 20, 0).expect("placed");
+    assert_eq!(new.vcpus.iter().map(|v| v.pcpu()).collect::<alloc::vec::Vec<_>>(), [0, 0], "CPU 0 has 3 vCPUs assigned but runs none");
+    // A new VM's vCPUs count the ones placed before them: of 4, two even
+    // the loads out (CPU 0: 1 + 2 against CPU 1's 3), then they take turns.
+    let spread = create_guest(&d0, "spread", 4, 2 << 20, 0).expect("placed");
+    assert_eq!(spread.vcpus.iter().map(|v| v.pcpu()).collect::<alloc::vec::Vec<_>>(), [0, 0, 1, 0]);
+}
+
+#[test]
+fn a_vcpu_waiting_for_dom0_counts_in_its_cpus_load_until_answered() {
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = started_guest(&d0, "g", 0b10, 0);
+    fake::cpu::set_index(1);
+    let _ = sched::switch_in_next().expect("g runs");
+    assert_eq!(sched::load(1), 1);
+    // A forwarded access: g waits for dom0 and leaves its CPU.
+    g.vcpus[0].sched.store(state::IO_WAIT, Ordering::Release);
+    sched::switch_out(false, |_| {});
+    assert_eq!(sched::load(1), 1, "an idle CPU 0 must not think CPU 1 has nothing");
+    fake::cpu::set_index(0);
+    sched::wake_io(&g, 0);
+    assert_eq!((sched::load(1), sched::queued_on(1).len()), (1, 1), "counted once, as queued");
+}

@@ -80,7 +80,7 @@ pub fn dom0() -> Arc<Vm> {
     let base = machine_frames::alloc_aligned(pages, 2 << 20).expect("dom0 RAM");
     let stage2 = Stage2Tables::new().expect("tables");
     let vgic = Vgic::new(VgicVersion::V3, 1, 64, |i| i as u64).expect("vGIC");
-    sched::place(1, 2).expect("CPU 0");
+    sched::place_fixed(0);
     let vm = Arc::new(Vm::new(VmSpec {
         id: VmId(0),
         name: "dom0".into(),
@@ -132,7 +132,7 @@ pub fn data_abort_esr(bytes: u64, register: u64, write: bool) -> u64 {
 /// `vm`'s vCPU `index` takes `exception` with registers `frame` on its
 /// CPU (the test thread becomes that CPU): returns what the trap handler decided.
 pub fn trap(vm: &Arc<Vm>, index: usize, frame: &mut TrapFrame, exception: GuestException) -> Next {
-    fake::cpu::set_index(vm.vcpus[index].pcpu);
+    fake::cpu::set_index(vm.vcpus[index].pcpu());
     sched::make_current(vm.clone(), index);
     crate::trap::dispatch(vm, &vm.vcpus[index], frame, exception)
 }

@@ -162,7 +162,7 @@ fn wfi_with_nothing_pending_blocks_and_wakes_at_the_virtual_timer() {
     fake::cpu::advance(1000);
     sched::on_timer();
     assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), sched::state::RUNNABLE, "woken at its timer");
-    assert_eq!(sched::queued_on(g.vcpus[0].pcpu).first().map(|r| r.vm), Some(g.id));
+    assert_eq!(sched::queued_on(g.vcpus[0].pcpu()).first().map(|r| r.vm), Some(g.id));
 }
 
 #[test]
