@@ -99,9 +99,9 @@ mod guest {
         mpidrs: Vec<u64>,
         pa_limit: u64,
         /// `chaos.lr-starve=1`: random stores to GICD_IGROUPR and
-        /// GICD_ISACTIVER for SPIs too. Off by default: undeliverable
-        /// interrupts then hold the vGIC's list registers and starve the
-        /// guest's own timer (a known gap, docs/security-model.md).
+        /// GICD_ISACTIVER for SPIs too: interrupts the guest cannot take,
+        /// which must not keep list registers from its own timer and SGIs
+        /// (docs/security-model.md). `scripts/test.sh` turns it on.
         lr_starve: bool,
         /// `chaos.kinds=a,b`: only these kinds of operation (bit per `Kind`).
         kinds: u32,
