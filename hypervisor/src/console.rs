@@ -8,9 +8,9 @@
 //! report.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 use crate::sync::Mutex;
 
 use crate::arch::cpu;
@@ -23,6 +23,15 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 static RING: Mutex<LogRing<RING_SIZE>> = Mutex::new(LogRing::new());
 const RING_SIZE: usize = 64 * 1024;
+/// Lines logged at `error` (a hypervisor bug) and `warn` since boot.
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+static WARNINGS: AtomicU64 = AtomicU64::new(0);
+
+/// `(errors, warnings)` logged since boot: the end-of-run summary says
+/// them, so a test sees an error even when its line left the ring unread.
+pub fn problems_logged() -> (u64, u64) {
+    (ERRORS.load(Ordering::Relaxed), WARNINGS.load(Ordering::Relaxed))
+}
 
 /// From now on, log lines go only to the ring: dom0 drives the UART.
 pub fn hand_over_uart() {
@@ -180,6 +189,11 @@ impl Log for Logger {
 
     fn log(&self, record: &Record<'_>) {
         if self.enabled(record.metadata()) && !PANICKING.load(Ordering::Relaxed) {
+            match record.level() {
+                Level::Error => ERRORS.fetch_add(1, Ordering::Relaxed),
+                Level::Warn => WARNINGS.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
             print_line(record.level().as_str(), *record.args());
         }
     }

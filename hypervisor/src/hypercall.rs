@@ -5,7 +5,7 @@
 use core::sync::atomic::Ordering;
 
 use hv_abi::hypercall::{Error, Function, StopReason, LOG_WRITE_BURST, LOG_WRITE_PER_SECOND};
-use log::info;
+use log::{debug, info};
 use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_VERSION};
 use smccc::psci::error::{ALREADY_ON, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
 use smccc::psci::*;
@@ -82,7 +82,7 @@ fn psci_or_smccc(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, id: u32) -> Next {
             ret(frame, result);
         }
         PSCI_CPU_OFF => {
-            info!("{}: vcpu{} off", vm.name, vcpu.index);
+            debug!("{}: vcpu{} off", vm.name, vcpu.index);
             // Not runnable first, then off: a CPU_ON from another vCPU in
             // between then finds it off and queues it again (it restarts at
             // the new entry), rather than being lost.

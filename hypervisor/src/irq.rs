@@ -10,6 +10,7 @@ use log::{trace, warn};
 
 use crate::arch::gic;
 use crate::sched;
+use crate::vgic::ListRegisters;
 use crate::vm::{self, Vcpu, Vm, VmId};
 
 /// The INTID field of an interrupt acknowledge (GICC_IAR / ICC_IAR1_EL1).
@@ -59,6 +60,10 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
                     // maintenance. Fold them back and refill now.
                     crate::interrupts::flush_interrupts(vm, vcpu);
                 }
+            } else if intid != gic::SGI_KICK {
+                // No vCPU loaded, so no list register to wait for: the
+                // level must not stay asserted, or this loop never ends.
+                gic::HwListRegisters.set_underflow_irq(false);
             }
             if intid == gic::SGI_KICK {
                 sched::on_kick();

@@ -120,6 +120,8 @@ fn finish_idle_stop() -> ! {
     if stale > 0 {
         crate::console::print_line("INFO", format_args!("*** {stale} IO completion(s) from dom0 answered no waiting request: dropped"));
     }
+    let (errors, warnings) = crate::console::problems_logged();
+    crate::console::print_line("INFO", format_args!("*** hypervisor log: {errors} error(s), {warnings} warning(s)"));
     log::logger().flush();
     if clean {
         crate::console::print_line("INFO", format_args!("*** all guests ended with SYSTEM_OFF"));

@@ -98,12 +98,16 @@ pub fn counts() -> (u32, u32) {
 
 /// Prints `GUEST <guest>: DONE …` and switches the VM off.
 pub fn finish() -> ! {
-    let (passed, failed) = TALLY.counts();
-    {
-        let _guard = lock_console();
-        let _ = report::write_done_line(&mut Uart, name(), passed, failed);
-    }
+    print_done();
     psci::system_off()
+}
+
+/// Prints `GUEST <guest>: DONE …` (for a guest that ends otherwise than
+/// with [`finish`]'s SYSTEM_OFF).
+pub fn print_done() {
+    let (passed, failed) = TALLY.counts();
+    let _guard = lock_console();
+    let _ = report::write_done_line(&mut Uart, name(), passed, failed);
 }
 
 /// From the exception handler: something the guest did not expect.

@@ -227,6 +227,11 @@ pub mod gic {
         }
 
         fn set_underflow_irq(&mut self, _on: bool) {}
+
+        /// Both groups enabled, priority mask open (v2 and v3 layouts).
+        fn vmcr(&self) -> u64 {
+            0xff00_0003
+        }
     }
 }
 

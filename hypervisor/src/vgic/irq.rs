@@ -44,6 +44,16 @@ pub(super) struct Irq {
     pub lr_latch: bool,
     /// v2 SGIs: the source CPU of the instance in the LR.
     pub lr_source: u8,
+    /// The LR's active state is the guest's: it acknowledged the interrupt
+    /// through the LR (pending became active), so only its EOI or
+    /// deactivation may end it and the LR must stay until then. An active
+    /// state set through GICD_ISACTIVER was not acknowledged: the guest's
+    /// running priority does not include it, and the LR may be given back.
+    pub lr_acked: bool,
+    /// The group and priority the LR was written with (a guest may change
+    /// both while the interrupt waits in the LR).
+    pub lr_group1: bool,
+    pub lr_priority: u8,
     pub clear_pending_req: bool,
     pub clear_active_req: bool,
     pub set_active_req: bool,
@@ -69,6 +79,9 @@ impl Irq {
             lr_state: LrState::INVALID,
             lr_latch: false,
             lr_source: 0,
+            lr_acked: false,
+            lr_group1: false,
+            lr_priority: 0,
             clear_pending_req: false,
             clear_active_req: false,
             set_active_req: false,

@@ -14,6 +14,60 @@ pub trait ListRegisters {
     /// GICH_HCR.UIE / ICH_HCR_EL2.UIE: maintenance interrupt when at most
     /// one LR holds a valid interrupt.
     fn set_underflow_irq(&mut self, on: bool);
+    /// GICH_VMCR / ICH_VMCR_EL2: the guest's own controls of its virtual
+    /// CPU interface (group enables, priority mask), which it changes
+    /// without trapping.
+    fn vmcr(&self) -> u64;
+}
+
+/// What the guest's virtual CPU interface lets through, decoded from
+/// GICH_VMCR (IHI 0048B: VMGrp0En [0], VMGrp1En [1], VMPriMask [31:27]) or
+/// ICH_VMCR_EL2 (IHI 0069: VENG0 [0], VENG1 [1], VPMR [31:24]). The
+/// running priority (the active priorities) is not part of it: an
+/// interrupt it holds back still competes by priority, which is enough
+/// (whatever the running priority lets through has a higher priority).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuInterface {
+    pub group0: bool,
+    pub group1: bool,
+    /// Priority mask: only priorities numerically lower are signalled.
+    pub pmr: u8,
+}
+
+impl CpuInterface {
+    /// Everything let through: the assumption before the first look at the
+    /// guest's VMCR (it errs towards waking a vCPU, never towards sleeping).
+    pub const OPEN: Self = Self {
+        group0: true,
+        group1: true,
+        pmr: 0xff,
+    };
+
+    pub fn from_vmcr(version: VgicVersion, vmcr: u64) -> Self {
+        let pmr = match version {
+            VgicVersion::V2 => (((vmcr >> 27) & 0x1f) << 3) as u8,
+            VgicVersion::V3 => (vmcr >> 24) as u8,
+        };
+        Self {
+            group0: vmcr & 1 != 0,
+            group1: vmcr & 2 != 0,
+            pmr,
+        }
+    }
+
+    pub fn group_enabled(&self, group1: bool) -> bool {
+        if group1 {
+            self.group1
+        } else {
+            self.group0
+        }
+    }
+
+    /// Whether a pending, inactive interrupt of this group and priority is
+    /// signalled to the vCPU (running priority aside).
+    pub fn signals(&self, group1: bool, priority: u8) -> bool {
+        self.group_enabled(group1) && priority < self.pmr
+    }
 }
 
 /// The State field of an LR (and, in the model, of an interrupt).
@@ -143,15 +197,39 @@ impl ListRegister {
     }
 }
 
-/// A queued interrupt competing for an LR: active ones first, then by
-/// priority (lower value wins), then by INTID.
-type Candidate = (bool, u8, u32);
+/// How strongly an interrupt claims a List Register, strongest first.
+/// Only the first kind can be taken by the guest as things stand; the
+/// others are given an LR when one is spare, and give it back to any
+/// stronger claim (IHI 0069, "Virtual interrupt handling and
+/// prioritization": the hypervisor may hold interrupts in its own state
+/// and swap List Register contents).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Claim {
+    /// Pending and inactive, its group enabled in the distributor and in
+    /// the guest's CPU interface.
+    Deliverable,
+    /// Pending and inactive, but the guest's CPU interface has its group
+    /// disabled (it may enable it without a trap).
+    GroupOff,
+    /// Active (and maybe pending) without the guest having acknowledged it
+    /// (GICD_ISACTIVER): nothing to signal until it is deactivated. In an
+    /// LR when one is spare, so a guest's ICC_DIR_EL1 / GICV_DIR finds it.
+    Active,
+}
+
+/// A contender for an LR: the claim, then priority (lower value wins),
+/// then INTID.
+type Contender = (Claim, u8, u32);
 
 impl Vgic {
-    /// Before entering `vcpu`: fold pending guest requests into its LRs, then
-    /// fill free LRs with the best queued interrupts. A queued interrupt that
-    /// beats a pending-only (not active) LR evicts it. If anything
-    /// deliverable is left queued, the underflow maintenance interrupt is
+    /// Before entering `vcpu`: fold pending guest requests into its LRs,
+    /// take out pending LRs the guest may no longer see (the interrupt was
+    /// disabled, or its group in the distributor), then give the LRs to the
+    /// strongest contenders: a queued interrupt with a stronger claim
+    /// (`Claim`, then priority) than an LR the guest has not acknowledged
+    /// takes that LR, whose interrupt goes back to the queue with its
+    /// pending and active state. LRs the guest acknowledged stay. If
+    /// anything is left queued, the underflow maintenance interrupt is
     /// turned on, else off. Must follow a `sync` of every exit.
     /// Cost: O(LRs + queued interrupts × LRs).
     pub fn flush(
@@ -164,15 +242,25 @@ impl Vgic {
             return Err(VgicError::BadVcpu);
         }
         out.ensure_room(MAX_LRS)?;
+        let cpuif = CpuInterface::from_vmcr(self.version, lrs.vmcr());
+        self.vcpus[vcpu].cpuif = cpuif;
         let n = lrs.count().min(MAX_LRS);
         for slot in 0..n {
             if let Some(intid) = self.vcpus[vcpu].slots[slot] {
                 self.reconcile(vcpu, slot, intid, lrs, out);
             }
         }
+        for slot in 0..n {
+            if let Some(intid) = self.vcpus[vcpu].slots[slot] {
+                let irq = self.irq(vcpu, intid);
+                if irq.lr_state == LrState::PENDING && (!irq.enabled || !self.group_enabled(irq.group1)) {
+                    self.evict(vcpu, slot, lrs, out);
+                }
+            }
+        }
 
-        // The best `n` candidates, sorted.
-        let mut best = [(false, 0u8, 0u32); MAX_LRS];
+        // The best `n` contenders from the queue, sorted.
+        let mut best = [(Claim::Deliverable, 0u8, 0u32); MAX_LRS];
         let mut len = 0;
         let mut left_over = false;
         for intid in self.vcpus[vcpu].queue.iter() {
@@ -180,7 +268,7 @@ impl Vgic {
             if !irq.active && !self.group_enabled(irq.group1) {
                 continue;
             }
-            let c: Candidate = (!irq.active, irq.priority, intid);
+            let c: Contender = (self.claim(cpuif, irq.active, irq.group1), irq.priority, intid);
             let pos = best[..len].partition_point(|b| *b <= c);
             if len < n {
                 best.copy_within(pos..len, pos + 1);
@@ -195,37 +283,54 @@ impl Vgic {
             }
         }
 
-        for &(not_active, prio, intid) in &best[..len] {
+        for &c in &best[..len] {
             if let Some(slot) = (0..n).find(|&s| self.vcpus[vcpu].slots[s].is_none()) {
-                self.place(vcpu, slot, intid, lrs);
+                self.place(vcpu, slot, c.2, lrs);
                 continue;
             }
-            // Preempt the worst pending-only LR of strictly lower priority.
+            // Take the LR of the weakest contender the guest has not
+            // acknowledged, if it is weaker than this one.
             let victim = (0..n)
                 .filter_map(|s| {
                     let held = self.vcpus[vcpu].slots[s]?;
                     let irq = self.irq(vcpu, held);
-                    (irq.lr_state == LrState::PENDING && (irq.priority > prio || !not_active))
-                        .then_some((irq.priority, s))
+                    if irq.lr_acked {
+                        return None;
+                    }
+                    let claim = self.claim(cpuif, irq.lr_state.active, irq.lr_group1);
+                    let mine: Contender = (claim, irq.lr_priority, held);
+                    (mine > c).then_some((mine, s))
                 })
                 .max();
+            left_over = true;
             match victim {
                 Some((_, slot)) => {
                     self.evict(vcpu, slot, lrs, out);
-                    self.place(vcpu, slot, intid, lrs);
-                    left_over = true;
+                    self.place(vcpu, slot, c.2, lrs);
                 }
-                None => left_over = true,
+                // Contenders are sorted: no weaker LR for the rest either.
+                None => break,
             }
         }
         lrs.set_underflow_irq(left_over);
         Ok(())
     }
 
+    fn claim(&self, cpuif: CpuInterface, active: bool, group1: bool) -> Claim {
+        if active {
+            Claim::Active
+        } else if cpuif.group_enabled(group1) {
+            Claim::Deliverable
+        } else {
+            Claim::GroupOff
+        }
+    }
+
     /// After `vcpu` exits (or on its maintenance interrupt): read back its
     /// LRs. An LR that went invalid was deactivated by the guest: the slot is
     /// freed and the interrupt re-queued if still pending (a latched edge, a
-    /// level line still high, another v2 SGI source). Cost: O(LRs).
+    /// level line still high, another v2 SGI source). An LR whose pending
+    /// state became active was acknowledged by the guest. Cost: O(LRs).
     pub fn sync(
         &mut self,
         vcpu: usize,
@@ -242,6 +347,9 @@ impl Vgic {
             };
             let state = ListRegister::decode(self.version, lrs.read(slot)).state;
             let irq = self.irq_mut(vcpu, intid);
+            // Only an acknowledge takes an LR's pending state away.
+            let acked_now = irq.lr_state.pending && !state.pending;
+            irq.lr_acked = state.active && (irq.lr_acked || acked_now);
             irq.lr_state = state;
             if !state.pending {
                 irq.lr_latch = false; // acknowledged
@@ -260,6 +368,7 @@ impl Vgic {
         irq.lr = None;
         irq.lr_state = LrState::INVALID;
         irq.lr_latch = false;
+        irq.lr_acked = false;
         irq.clear_pending_req = false;
         irq.clear_active_req = false;
         irq.set_active_req = false;
@@ -303,23 +412,32 @@ impl Vgic {
         irq.active = false;
         irq.lr_source = source;
         irq.lr_state = state;
+        irq.lr_acked = false;
+        irq.lr_group1 = lr.group1;
+        irq.lr_priority = lr.priority;
         irq.lr = Some((vcpu as u8, slot as u8));
         irq.queued_on = None;
         self.vcpus[vcpu].slots[slot] = Some(intid);
         lrs.write(slot, lr.encode(version));
     }
 
-    /// Take a pending-only interrupt back out of its LR into the queue.
+    /// Take an interrupt the guest has not acknowledged back out of its LR
+    /// into the model (its pending and active state) and the queue.
     fn evict(&mut self, vcpu: usize, slot: usize, lrs: &mut impl ListRegisters, out: &mut Effects) {
         let Some(intid) = self.vcpus[vcpu].slots[slot] else {
             return;
         };
         let irq = self.irq(vcpu, intid);
-        let (restore, source) = (irq.lr_latch, irq.lr_source);
-        if self.is_v2_sgi(intid) {
+        let (restore, source, state) = (irq.lr_latch, irq.lr_source, irq.lr_state);
+        if !state.pending {
+            // Nothing pending to give back.
+        } else if self.is_v2_sgi(intid) {
             self.vcpus[vcpu].sgi_sources[intid as usize] |= 1 << source;
         } else if restore {
             self.irq_mut(vcpu, intid).latch = true;
+        }
+        if state.active {
+            self.irq_mut(vcpu, intid).active = true;
         }
         lrs.write(slot, 0);
         self.free_slot(vcpu, slot, intid, out);
@@ -377,12 +495,22 @@ impl Vgic {
         }
         let dropped_hw_instance =
             irq.hw.is_some() && irq.lr_state.pending && !irq.lr_state.active && st.is_invalid();
+        // An active state this adds (GICD_ISACTIVER) is not an acknowledge.
+        let acked = irq.lr_acked && st.active;
+        // Not acknowledged yet: the guest's group or priority changes reach
+        // the LR (an acknowledged one keeps the priority it was taken at).
+        let regroup = !acked && (irq.lr_group1 != irq.group1 || irq.lr_priority != irq.priority);
         let changed = st != irq.lr_state;
         {
             let m = self.irq_mut(vcpu, intid);
             m.lr_state = st;
+            m.lr_acked = acked;
             m.lr_latch = lr_latch;
             m.latch = latch;
+            if regroup {
+                m.lr_group1 = m.group1;
+                m.lr_priority = m.priority;
+            }
             m.clear_pending_req = false;
             m.clear_active_req = false;
             m.set_active_req = false;
@@ -397,6 +525,12 @@ impl Vgic {
             }
             lrs.write(slot, 0);
             self.free_slot(vcpu, slot, intid, out);
+        } else if regroup {
+            let mut lr = ListRegister::decode(version, lrs.read(slot));
+            lr.state = st;
+            lr.group1 = irq.group1;
+            lr.priority = irq.priority;
+            lrs.write(slot, lr.encode(version));
         } else if changed {
             let raw = lrs.read(slot);
             lrs.write(slot, ListRegister::with_state(raw, version, st));

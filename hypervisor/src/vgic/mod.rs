@@ -33,7 +33,7 @@ pub use crate::esr::AccessSize;
 pub use dist::{V2_DIST_SIZE, V3_DIST_SIZE};
 pub use effects::{Effect, Effects, MAX_PHYS_EFFECTS};
 pub use redist::is_private_pending_read;
-pub use lr::{ListRegister, ListRegisters, LrState};
+pub use lr::{CpuInterface, ListRegister, ListRegisters, LrState};
 pub use redist::{REDIST_FRAME_SIZE, REDIST_STRIDE};
 pub use sgi::Sgi1r;
 
@@ -103,6 +103,8 @@ struct VcpuState {
     queue: IrqBitmap,
     /// INTID held by each LR (as this model placed it).
     slots: [Option<u32>; MAX_LRS],
+    /// The guest's CPU interface controls, as of the last `flush`.
+    cpuif: CpuInterface,
     mpidr: u64,
     /// GICR_WAKER.ProcessorSleep.
     sleep: bool,
@@ -151,6 +153,7 @@ impl Vgic {
                 sgi_sources: [0; 16],
                 queue: IrqBitmap::default(),
                 slots: [None; MAX_LRS],
+                cpuif: CpuInterface::OPEN,
                 mpidr: vcpu_mpidr(i),
                 sleep: true,
             })
@@ -333,20 +336,24 @@ impl Vgic {
         Ok(())
     }
 
-    /// Whether the vCPU has something to run for (for WFI): a queued
-    /// deliverable interrupt or a pending one in an LR.
+    /// Whether the vCPU has something to run for (for WFI): an interrupt,
+    /// queued or in an LR, that its CPU interface would signal (pending and
+    /// inactive, its group enabled in the distributor and in the CPU
+    /// interface, above the priority mask, as of the last `flush`). The
+    /// running priority is not looked at: a WFI inside a handler may return
+    /// early, as WFI may.
     pub fn has_work(&self, vcpu: usize) -> bool {
         let Some(cpu) = self.vcpus.get(vcpu) else {
             return false;
         };
+        let signals = |irq: &Irq| self.group_enabled(irq.group1) && cpu.cpuif.signals(irq.group1, irq.priority);
         cpu.queue.iter().any(|intid| {
             let irq = self.irq(vcpu, intid);
-            irq.active || self.group_enabled(irq.group1)
-        }) || cpu
-            .slots
-            .iter()
-            .flatten()
-            .any(|&intid| self.irq(vcpu, intid).lr_state.pending)
+            !irq.active && signals(irq)
+        }) || cpu.slots.iter().flatten().any(|&intid| {
+            let irq = self.irq(vcpu, intid);
+            irq.lr_state == LrState::PENDING && cpu.cpuif.signals(irq.lr_group1, irq.lr_priority)
+        })
     }
 
     /// A snapshot of one interrupt (`vcpu` selects the bank for INTID < 32).

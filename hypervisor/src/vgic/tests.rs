@@ -20,6 +20,10 @@ fn v3(vcpus: usize) -> Vgic {
     Vgic::new(VgicVersion::V3, vcpus, 64, mpidr).unwrap()
 }
 
+/// A VMCR with both groups enabled and the priority mask open, in the v2
+/// and the v3 layout alike.
+const OPEN_VMCR: u64 = 0xff00_0003;
+
 /// List Registers as the arch layer would hold them, plus the guest's
 /// side of the virtual CPU interface (acknowledge, EOI).
 struct FakeLrs {
@@ -27,6 +31,8 @@ struct FakeLrs {
     regs: [u64; MAX_LRS],
     n: usize,
     underflow: bool,
+    /// GICH_VMCR / ICH_VMCR_EL2 as the guest set it.
+    vmcr: u64,
 }
 
 impl FakeLrs {
@@ -36,6 +42,7 @@ impl FakeLrs {
             regs: [0; MAX_LRS],
             n,
             underflow: false,
+            vmcr: OPEN_VMCR,
         }
     }
 
@@ -113,6 +120,9 @@ impl ListRegisters for FakeLrs {
     }
     fn set_underflow_irq(&mut self, on: bool) {
         self.underflow = on;
+    }
+    fn vmcr(&self) -> u64 {
+        self.vmcr
     }
 }
 
@@ -1387,4 +1397,236 @@ fn set_hw_line_needs_a_linked_interrupt_and_private_pending_reads_are_recognised
     assert!(!is_private_pending_read(true, SGI_BASE + 0x100, 0), "ISENABLER0");
     assert!(is_private_pending_read(false, 0x280, 3));
     assert!(!is_private_pending_read(false, 0x204, 0), "SPIs' pending bits");
+}
+
+// ----- list registers for what the guest can take -----
+
+/// A VMCR (GICH_VMCR or ICH_VMCR_EL2) with these group enables and
+/// priority mask.
+fn vmcr(version: VgicVersion, group0: bool, group1: bool, pmr: u8) -> u64 {
+    let mask = match version {
+        VgicVersion::V2 => u64::from(pmr >> 3) << 27,
+        VgicVersion::V3 => u64::from(pmr) << 24,
+    };
+    mask | u64::from(group0) | (u64::from(group1) << 1)
+}
+
+/// Puts private interrupt `intid` of `vcpu` in group 1 (GICR_IGROUPR0 or
+/// the banked GICD_IGROUPR0).
+fn group1_private(g: &mut Vgic, vcpu: usize, intid: u32) {
+    let bit = 1u64 << intid;
+    match g.version() {
+        VgicVersion::V3 => {
+            let off = vcpu as u64 * REDIST_STRIDE + SGI_BASE + 0x80;
+            let old = rrd(g, vcpu, off, Word);
+            rwr(g, vcpu, off, Word, old | bit);
+        }
+        VgicVersion::V2 => {
+            let old = rd(g, vcpu, 0x80, Word);
+            wr(g, vcpu, 0x80, Word, old | bit);
+        }
+    }
+}
+
+#[test]
+fn spis_made_active_but_never_acknowledged_do_not_starve_the_timer() {
+    for version in [VgicVersion::V3, VgicVersion::V2] {
+        let mut g = timer_vgic(version);
+        for intid in 40..44 {
+            enable(&mut g, 0, intid, 0x10);
+        }
+        // GICD_ISACTIVER1: SPIs 40..43 active, none of them acknowledged.
+        wr(&mut g, 0, 0x304, Word, 0xf << 8);
+        let mut l = FakeLrs::new(version, 4);
+        flush(&mut g, 0, &mut l);
+        sync(&mut g, 0, &mut l);
+        // The timer fires.
+        let mut e = Effects::new();
+        g.inject_hw(27, 0, &mut e).unwrap();
+        line(&mut g, true);
+        flush(&mut g, 0, &mut l);
+        assert_eq!(l.one(27).state, LrState::PENDING, "{version:?}: the timer has a list register");
+        assert!(g.has_work(0), "{version:?}: a WFI returns");
+        assert_eq!(l.ack(), Some(27), "{version:?}: the guest takes the timer");
+        // The SPI that gave its LR up is still active, as the guest reads it.
+        assert_eq!(rd(&mut g, 0, 0x304, Word) >> 8 & 0xf, 0xf, "{version:?}: ISACTIVER1");
+        l.eoi(27);
+        sync(&mut g, 0, &mut l);
+        flush(&mut g, 0, &mut l);
+        assert_eq!(l.valid(), [40, 41, 42, 43], "{version:?}: back in the spare LR");
+        // And the guest can still deactivate them all.
+        wr(&mut g, 0, 0x384, Word, 0xf << 8);
+        sync(&mut g, 0, &mut l);
+        flush(&mut g, 0, &mut l);
+        assert!(l.valid().is_empty(), "{version:?}: {:?}", l.valid());
+        assert_eq!(rd(&mut g, 0, 0x304, Word) >> 8 & 0xf, 0, "{version:?}");
+    }
+}
+
+#[test]
+fn pending_spis_of_a_group_the_cpu_interface_disables_do_not_starve_the_other_group() {
+    for version in [VgicVersion::V3, VgicVersion::V2] {
+        let mut g = timer_vgic(version);
+        // GICv3 guests take group 1 only, leaving the SPIs in group 0 (the
+        // reset value); GICv2 guests may take group 0 only.
+        let (spi_group1, timer_group1) = match version {
+            VgicVersion::V3 => (false, true),
+            VgicVersion::V2 => (true, false),
+        };
+        if timer_group1 {
+            group1_private(&mut g, 0, 27);
+        }
+        for intid in 40..45 {
+            enable(&mut g, 0, intid, 0x10);
+        }
+        if spi_group1 {
+            wr(&mut g, 0, 0x84, Word, 0x1f << 8);
+        }
+        for intid in 40..45 {
+            pulse(&mut g, intid, 0);
+        }
+        let mut l = FakeLrs::new(version, 4);
+        l.vmcr = vmcr(version, !timer_group1, timer_group1, 0xf0);
+        flush(&mut g, 0, &mut l);
+        assert_eq!(l.valid().len(), 4, "{version:?}: spare LRs are used");
+        sync(&mut g, 0, &mut l);
+        let mut e = Effects::new();
+        g.inject_hw(27, 0, &mut e).unwrap();
+        line(&mut g, true);
+        flush(&mut g, 0, &mut l);
+        assert_eq!(l.one(27).state, LrState::PENDING, "{version:?}: the timer has a list register");
+        assert!(g.has_work(0), "{version:?}");
+        let still_pending = rd(&mut g, 0, 0x204, Word) >> 8 & 0x1f;
+        assert_eq!(still_pending, 0x1f, "{version:?}: the SPI that gave its LR up is still pending");
+        // Once the guest enables their group they are all delivered.
+        l.vmcr = vmcr(version, true, true, 0xf0);
+        let mut taken = Vec::new();
+        for _ in 0..8 {
+            sync(&mut g, 0, &mut l);
+            flush(&mut g, 0, &mut l);
+            let Some(i) = l.ack() else { break };
+            l.eoi(i);
+            taken.push(i);
+        }
+        taken.sort();
+        assert_eq!(taken, [27, 40, 41, 42, 43, 44], "{version:?}");
+    }
+}
+
+#[test]
+fn pending_lrs_below_the_priority_mask_give_way_to_an_interrupt_above_it() {
+    for version in [VgicVersion::V3, VgicVersion::V2] {
+        let mut g = timer_vgic(version);
+        for intid in 40..44 {
+            enable(&mut g, 0, intid, 0xc0);
+            pulse(&mut g, intid, 0);
+        }
+        let mut l = FakeLrs::new(version, 4);
+        l.vmcr = vmcr(version, true, true, 0xa0);
+        flush(&mut g, 0, &mut l);
+        assert_eq!(l.valid(), [40, 41, 42, 43]);
+        sync(&mut g, 0, &mut l);
+        let mut e = Effects::new();
+        g.inject_hw(27, 0, &mut e).unwrap();
+        flush(&mut g, 0, &mut l);
+        assert_eq!(l.one(27).state, LrState::PENDING, "{version:?}");
+        assert!(g.has_work(0), "{version:?}");
+    }
+}
+
+#[test]
+fn an_interrupt_regrouped_or_reprioritised_while_pending_in_an_lr_is_rewritten() {
+    let mut g = v3(1);
+    enable(&mut g, 0, 40, 0x10);
+    pulse(&mut g, 40, 0);
+    let mut l = FakeLrs::new(VgicVersion::V3, 4);
+    l.vmcr = vmcr(VgicVersion::V3, false, true, 0xff);
+    flush(&mut g, 0, &mut l);
+    assert!(!l.one(40).group1);
+    sync(&mut g, 0, &mut l);
+    wr(&mut g, 0, 0x84, Word, 1 << 8); // GICD_IGROUPR1: group 1
+    wr(&mut g, 0, 0x428, Byte, 0x60); // GICD_IPRIORITYR40
+    flush(&mut g, 0, &mut l);
+    let lr = l.one(40);
+    assert!(lr.group1 && lr.priority == 0x60 && lr.state == LrState::PENDING, "{lr:?}");
+    assert!(g.has_work(0));
+}
+
+#[test]
+fn pending_lr_leaves_when_its_interrupt_or_distributor_group_is_disabled() {
+    let mut g = v3(1);
+    enable(&mut g, 0, 40, 0x10);
+    enable(&mut g, 0, 41, 0x10);
+    pulse(&mut g, 40, 0);
+    pulse(&mut g, 41, 0);
+    let mut l = FakeLrs::new(VgicVersion::V3, 4);
+    flush(&mut g, 0, &mut l);
+    sync(&mut g, 0, &mut l);
+    wr(&mut g, 0, 0x184, Word, 1 << 8); // GICD_ICENABLER1: SPI 40
+    flush(&mut g, 0, &mut l);
+    assert_eq!(l.valid(), [41]);
+    assert!(g.irq_view(40, 0).unwrap().pending, "still pending while disabled");
+    sync(&mut g, 0, &mut l);
+    wr(&mut g, 0, 0, Word, 0b10); // GICD_CTLR: group 0 off
+    flush(&mut g, 0, &mut l);
+    assert!(l.valid().is_empty());
+    wr(&mut g, 0, 0x104, Word, 1 << 8);
+    wr(&mut g, 0, 0, Word, 0b11);
+    flush(&mut g, 0, &mut l);
+    assert_eq!(l.valid(), [40, 41]);
+}
+
+#[test]
+fn an_acknowledged_lr_is_never_given_up() {
+    let mut g = v3(1);
+    for intid in 40..44 {
+        enable(&mut g, 0, intid, 0x80);
+        pulse(&mut g, intid, 0);
+    }
+    let mut l = FakeLrs::new(VgicVersion::V3, 4);
+    flush(&mut g, 0, &mut l);
+    for _ in 0..4 {
+        l.ack();
+    }
+    sync(&mut g, 0, &mut l);
+    // Made active again through ISACTIVER: still the guest's.
+    wr(&mut g, 0, 0x304, Word, 0xf << 8);
+    enable(&mut g, 0, 44, 0x00);
+    pulse(&mut g, 44, 0);
+    flush(&mut g, 0, &mut l);
+    assert_eq!(l.valid(), [40, 41, 42, 43]);
+    assert!(l.underflow, "44 waits for an LR");
+    l.eoi(42);
+    sync(&mut g, 0, &mut l);
+    flush(&mut g, 0, &mut l);
+    assert_eq!(l.one(44).state, LrState::PENDING);
+}
+
+#[test]
+fn wfi_has_work_only_for_what_the_cpu_interface_signals() {
+    for version in [VgicVersion::V3, VgicVersion::V2] {
+        let mut g = Vgic::new(version, 1, 64, mpidr).unwrap();
+        enable(&mut g, 0, 40, 0x10);
+        enable(&mut g, 0, 41, 0x10);
+        enable(&mut g, 0, 42, 0xc0);
+        wr(&mut g, 0, 0x84, Word, 1 << 9); // SPI 41 in group 1
+        let mut l = FakeLrs::new(version, 4);
+        l.vmcr = vmcr(version, true, false, 0xa0);
+        // Active, never acknowledged; pending in a group the CPU interface
+        // has off; pending below the priority mask.
+        wr(&mut g, 0, 0x304, Word, 1 << 8);
+        pulse(&mut g, 41, 0);
+        pulse(&mut g, 42, 0);
+        for lrs in [0, 4] {
+            l.n = lrs;
+            flush(&mut g, 0, &mut l);
+            assert!(!g.has_work(0), "{version:?}, {lrs} LRs: nothing to wake for");
+        }
+        l.vmcr = vmcr(version, true, true, 0xa0);
+        flush(&mut g, 0, &mut l);
+        assert!(g.has_work(0), "{version:?}: group 1 enabled");
+        l.vmcr = vmcr(version, true, false, 0xff);
+        flush(&mut g, 0, &mut l);
+        assert!(g.has_work(0), "{version:?}: mask opened");
+    }
 }

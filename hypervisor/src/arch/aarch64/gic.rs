@@ -232,6 +232,7 @@ fn init_cpu_v3(gic: &Gic, index: usize) {
         write_lr_v3(i, 0);
     }
     ICH_AP1R0_EL2.set(0);
+    write_sysreg!("ich_ap0r0_el2", 0);
     ICH_HCR_EL2.set(GICH_HCR::En::SET.value as u64);
     barrier_isb();
 }
@@ -408,6 +409,15 @@ impl ListRegisters for HwListRegisters {
             write32(&GIC.gich, gich::HCR, hcr);
         }
     }
+
+    /// The VM's view of its CPU interface (GICH_VMCR / ICH_VMCR_EL2).
+    fn vmcr(&self) -> u64 {
+        if is_v3() {
+            ICH_VMCR_EL2.get()
+        } else {
+            read32(&GIC.gich, gich::VMCR) as u64
+        }
+    }
 }
 
 impl HwListRegisters {
@@ -420,16 +430,19 @@ impl HwListRegisters {
         }
     }
 
-    /// The VM's view of its CPU interface (GICH_VMCR / ICH_VMCR_EL2), saved
-    /// and restored on vCPU switches.
-    pub fn vmcr(&self) -> u64 {
+    /// Whether the underflow maintenance interrupt is on (GICH_HCR.UIE /
+    /// ICH_HCR_EL2.UIE): part of the loaded vCPU's state.
+    pub fn underflow_irq(&self) -> bool {
+        let uie = GICH_HCR::UIE::SET.value;
         if is_v3() {
-            ICH_VMCR_EL2.get()
+            ICH_HCR_EL2.get() & u64::from(uie) != 0
         } else {
-            read32(&GIC.gich, gich::VMCR) as u64
+            read32(&GIC.gich, gich::HCR) & uie != 0
         }
     }
 
+    /// Restores the VM's view of its CPU interface (`ListRegisters::vmcr`
+    /// saves it) on vCPU switches.
     pub fn set_vmcr(&mut self, value: u64) {
         if is_v3() {
             ICH_VMCR_EL2.set(value);
@@ -474,11 +487,14 @@ pub fn set_active(intid: u32, active: bool) {
     write32(&base, off + reg + 4 * (intid as usize / 32), 1 << (intid % 32));
 }
 
-/// The virtual CPU interface's active priorities (GICH_APR /
-/// ICH_AP1R0_EL2), part of a vCPU's state.
+/// The virtual CPU interface's active priorities, part of a vCPU's state:
+/// GICH_APR, or ICH_AP0R0_EL2 (high half) and ICH_AP1R0_EL2 (low half).
+/// Both groups: a guest may enable group 0 and acknowledge through
+/// ICC_IAR0_EL1 without a trap, and its active priorities must not stay
+/// behind as the next vCPU's running priority.
 pub fn active_priorities() -> u64 {
     if is_v3() {
-        ICH_AP1R0_EL2.get()
+        (read_sysreg!("ich_ap0r0_el2") << 32) | (ICH_AP1R0_EL2.get() & 0xffff_ffff)
     } else {
         read32(&GIC.gich, gich::APR) as u64
     }
@@ -486,7 +502,8 @@ pub fn active_priorities() -> u64 {
 
 pub fn set_active_priorities(value: u64) {
     if is_v3() {
-        ICH_AP1R0_EL2.set(value);
+        write_sysreg!("ich_ap0r0_el2", value >> 32);
+        ICH_AP1R0_EL2.set(value & 0xffff_ffff);
     } else {
         write32(&GIC.gich, gich::APR, value as u32);
     }

@@ -369,6 +369,11 @@ pub struct VcpuArch {
     /// List registers and active priorities while the vCPU is not loaded.
     lrs: [u64; 16],
     apr: u64,
+    /// The underflow maintenance interrupt was on (interrupts wait for a
+    /// list register). Off while the vCPU is not loaded: with its list
+    /// registers emptied it would fire at once, for whichever vCPU, or for
+    /// none, runs next.
+    underflow: bool,
     /// The physical virtual-timer PPI was active (the vCPU had not yet
     /// EOIed its timer interrupt) when it was switched out.
     vtimer_active: bool,
@@ -377,7 +382,7 @@ pub struct VcpuArch {
 impl VcpuArch {
     /// As after reset: MPIDR `vmpidr`, virtual counter offset `cntvoff`.
     pub fn reset(vmpidr: u64, cntvoff: u64) -> Self {
-        VcpuArch { el1: El1Context::reset(vmpidr, cntvoff), lrs: [0; 16], apr: 0, vtimer_active: false }
+        VcpuArch { el1: El1Context::reset(vmpidr, cntvoff), lrs: [0; 16], apr: 0, underflow: false, vtimer_active: false }
     }
 
     /// Saves the state of the vCPU this CPU was running and leaves the
@@ -389,6 +394,8 @@ impl VcpuArch {
             self.lrs[i] = lrs.read(i);
             lrs.write(i, 0);
         }
+        self.underflow = lrs.underflow_irq();
+        lrs.set_underflow_irq(false);
         self.apr = gic::active_priorities();
         gic::set_active_priorities(0);
         self.vtimer_active = gic::is_active(VTIMER_PPI);
@@ -407,6 +414,7 @@ impl VcpuArch {
         for i in 0..lrs.count().min(16) {
             lrs.write(i, self.lrs[i]);
         }
+        lrs.set_underflow_irq(self.underflow);
         self.el1.restore();
     }
 }

@@ -1,11 +1,14 @@
 //! Exception entry from vectors.S: IRQs go to the GIC dispatcher; aborts at
 //! the probe instructions and an UNDEFINED `hvc` resume at their fix-ups;
-//! anything else is unexpected, reported as a FAIL, and ends the guest.
+//! a guest may install a hook for the rest (`set_fault_hook`, the chaos
+//! guest's); anything else is unexpected, reported as a FAIL, and ends the
+//! guest.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use hv_arm::esr::ExceptionClass;
-use hv_arm::{Vector, VectorKind};
+/// What a [`FaultHook`] is told about the vector taken.
+pub use hv_arm::{Vector, VectorKind};
 
 use super::cpu::{self, MAX_CPUS};
 use super::gic;
@@ -126,6 +129,31 @@ fn fix_up(frame: &mut TrapFrame) -> bool {
     true
 }
 
+/// A guest's own answer to synchronous exceptions and SErrors taken from
+/// EL1 that no probe fix-up claims: `true` if it handled the exception
+/// (and changed `frame.elr` as needed), `false` for "unexpected".
+pub type FaultHook = fn(frame: &mut TrapFrame, vector: Vector) -> bool;
+
+/// The installed [`FaultHook`] as a function address (0: none).
+static FAULT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs `hook` for every vCPU (`None` removes it).
+pub fn set_fault_hook(hook: Option<FaultHook>) {
+    FAULT_HOOK.store(hook.map_or(0, |h| h as usize), Ordering::SeqCst);
+}
+
+fn run_fault_hook(frame: &mut TrapFrame, vector: Vector) -> bool {
+    let hook = FAULT_HOOK.load(Ordering::SeqCst);
+    if hook == 0 {
+        return false;
+    }
+    // SAFETY: only `set_fault_hook` stores a non-zero value, and it stores
+    // a `FaultHook` cast to an address, so this is a valid function pointer
+    // of that type.
+    let hook: FaultHook = unsafe { core::mem::transmute::<usize, FaultHook>(hook) };
+    hook(frame, vector)
+}
+
 /// `kind` is the vector table entry (`hv_arm::Vector`).
 #[no_mangle]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
@@ -133,6 +161,7 @@ extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
     match vector.kind() {
         VectorKind::Irq if vector.from_current_el() => gic::handle_irq(),
         VectorKind::Synchronous if vector.from_current_el() && fix_up(frame) => {}
+        VectorKind::Synchronous | VectorKind::SError if vector.from_current_el() && run_fault_hook(frame, vector) => {}
         _ => crate::rt::unexpected_exception(vector, frame.esr, frame.elr, frame.far),
     }
 }
