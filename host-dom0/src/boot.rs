@@ -5,18 +5,10 @@
 use hv_devtree::platform::Platform;
 
 use crate::arch::aarch64::{cpu, gic, hypercall, mmu, psci, smp, timer};
+use crate::shell::{self, System};
 use crate::toolstack::Toolstack;
-use crate::{console, fdt_scan, heap, ioreq, panic, shell};
+use crate::{console, fdt_scan, heap, ioreq, panic};
 
-/// What the shell needs to know about the machine.
-pub struct System {
-    pub platform: Platform,
-    pub blob: &'static [u8],
-    /// The device tree has `/hypervisor` compatible "rusthv,hypervisor".
-    pub hypervisor: bool,
-    /// Guest VMs.
-    pub vms: Toolstack,
-}
 
 #[no_mangle]
 extern "C" fn primary_main(dtb: usize) -> ! {

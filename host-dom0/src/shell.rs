@@ -7,7 +7,6 @@ use hv_abi::hypercall::{Function, VERSION_MAJOR, VERSION_MINOR};
 use hv_devtree::platform::UartKind;
 
 use crate::arch::aarch64::{cpu, gic, hypercall, probe, psci, smp, timer};
-use crate::boot::System;
 use crate::command::{self, Command, COMMANDS};
 use crate::{console, ioreq};
 use crate::fdt_scan::Tree;
@@ -27,6 +26,16 @@ struct Shell {
     editor: LineEditor,
     /// `LogRead` cursor, kept so each `hvlog` prints only what is new.
     log_cursor: u64,
+}
+
+/// What the shell needs to know about the machine (`boot` makes it).
+pub struct System {
+    pub platform: hv_devtree::platform::Platform,
+    pub blob: &'static [u8],
+    /// The device tree has `/hypervisor` compatible "rusthv,hypervisor".
+    pub hypervisor: bool,
+    /// Guest VMs.
+    pub vms: crate::toolstack::Toolstack,
 }
 
 pub fn run(sys: System) -> ! {
