@@ -55,6 +55,7 @@ static IDLE_STOP_DEADLINE: AtomicU64 = AtomicU64::new(0);
 /// pending (the caller then wakes up again soon to check).
 pub fn idle_stop_check() -> bool {
     if !IDLE_STOP.load(Ordering::Acquire) {
+        stall_check();
         return false;
     }
     let quiet = vm::get(VmId(0)).is_none_or(|d| {
@@ -84,6 +85,60 @@ pub fn idle_stop_check() -> bool {
         finish_idle_stop();
     }
     false
+}
+
+/// When the guests were first seen quiet with some not stopped (0: not).
+static STALL_SINCE: AtomicU64 = AtomicU64::new(0);
+/// The stall report was printed.
+static STALL_SAID: AtomicBool = AtomicBool::new(false);
+/// How long the guests may all be quiet, under `hv.until_idle`, before the
+/// hypervisor says what each vCPU of a guest that has not stopped waits for.
+const STALL_SECONDS: u64 = 10;
+
+/// Under `hv.until_idle` (test runs, which end when every guest stops): if
+/// no guest vCPU has run anywhere for `STALL_SECONDS` while some guest has
+/// not stopped, says once what each of its vCPUs waits for, so that a run
+/// that ends by its timeout tells why. From each CPU's idle loop.
+fn stall_check() {
+    if !UNTIL_IDLE.load(Ordering::Relaxed) || STALL_SAID.load(Ordering::Relaxed) {
+        return;
+    }
+    let now = cpu::counter();
+    let since = STALL_SINCE.load(Ordering::Relaxed);
+    if since == 0 || !sched::guests_quiet_since(since, crate::machine::online_cpus()) {
+        STALL_SINCE.store(now, Ordering::Relaxed);
+        return;
+    }
+    if now.saturating_sub(since) < STALL_SECONDS * cpu::counter_frequency() {
+        return;
+    }
+    let waiting: Vec<_> = vm::guest_ids().into_iter().filter_map(vm::get).filter(|g| g.state() != VmState::Stopped).collect();
+    if waiting.is_empty() || STALL_SAID.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    for g in &waiting {
+        for (i, v) in g.vcpus.iter().enumerate() {
+            let state = match v.sched.load(Ordering::Acquire) {
+                sched::state::OFF => "off",
+                sched::state::RUNNABLE => "runnable",
+                sched::state::RUNNING => "running",
+                sched::state::BLOCKED => "in WFI",
+                sched::state::IO_WAIT => "waiting for dom0",
+                _ => "?",
+            };
+            let timer = sched::soft_timer_of(g, i).map(|d| (d.saturating_sub(now) * 1000 / cpu::counter_frequency().max(1)) as i64);
+            info!(
+                "stall: no guest ran for {STALL_SECONDS} s: VM {} '{}' ({:?}) vCPU {i} on CPU {}: {state}; forwarded access pending: {}; vGIC has work for it: {}; WFI wake-up in {} ms",
+                g.id.0,
+                g.name,
+                g.state(),
+                v.pcpu(),
+                v.io.lock().pending.is_some(),
+                g.vgic.lock().has_work(i),
+                timer.map_or(String::from("(none)"), |ms| alloc::format!("{ms}")),
+            );
+        }
+    }
 }
 
 fn finish_idle_stop() -> ! {

@@ -127,6 +127,27 @@ fn lock_home(v: &Vcpu) -> (usize, MutexGuard<'static, CpuSched>) {
         }
     }
 }
+/// Per CPU: when it last switched a guest vCPU in, while that vCPU is
+/// its current one (0 while it runs dom0's or idles); for
+/// [`guests_quiet_since`].
+static GUEST_IN: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
+
+/// Whether no CPU runs a guest vCPU now and none switched one in after
+/// `since` (a counter value): the guests have been quiet since then.
+pub fn guests_quiet_since(since: u64, online: usize) -> bool {
+    (0..online.min(cpu::MAX_CPUS))
+        .all(|i| GUEST_IN[i].load(Ordering::Relaxed) == 0 && GUEST_OUT[i].load(Ordering::Relaxed) <= since)
+}
+
+/// Per CPU: when a guest vCPU last left it.
+static GUEST_OUT: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
+
+/// The soft timer (WFI wake-up) deadline of `vm`'s vCPU `index`, if armed.
+pub fn soft_timer_of(vm: &Vm, index: usize) -> Option<u64> {
+    let v = vm.vcpus.get(index)?;
+    SCHED[v.pcpu()].lock().timers.deadline_of(&VcpuRef { vm: vm.id, vcpu: index as u8 })
+}
+
 /// The VM and vCPU running on this CPU (None while it idles).
 #[inline]
 pub fn current() -> Option<(&'static Vm, &'static Vcpu)> {
@@ -458,6 +479,9 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
     if let Some((vm, index)) = s.current.take() {
         CURRENT_VM[me].store(core::ptr::null_mut(), Ordering::Relaxed);
         CURRENT_VCPU[me].store(core::ptr::null_mut(), Ordering::Relaxed);
+        if GUEST_IN[me].swap(0, Ordering::Relaxed) != 0 {
+            GUEST_OUT[me].store(now, Ordering::Relaxed);
+        }
         let vcpu = &vm.vcpus[index];
         save(vcpu);
         let ran = now.saturating_sub(s.since);
@@ -536,6 +560,7 @@ fn make_running(me: usize, s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'st
     if vm.kind == VmKind::Guest && BUSY_FROM.load(Ordering::Relaxed) == 0 {
         BUSY_FROM.store(now, Ordering::Relaxed);
     }
+    GUEST_IN[me].store(if vm.kind == VmKind::Guest { now } else { 0 }, Ordering::Relaxed);
     s.boost_pending = false;
     s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
     s.timers.cancel(&VcpuRef { vm: vm.id, vcpu: index as u8 });

@@ -118,6 +118,11 @@ impl<T: PartialEq + Clone> SoftTimers<T> {
         self.entries.retain(|(x, _)| x != v);
     }
 
+    /// `v`'s deadline, if it has one.
+    pub fn deadline_of(&self, v: &T) -> Option<u64> {
+        self.entries.iter().find(|(x, _)| x == v).map(|&(_, d)| d)
+    }
+
     /// The earliest deadline.
     pub fn next_deadline(&self) -> Option<u64> {
         self.entries.iter().map(|&(_, d)| d).min()
