@@ -296,8 +296,11 @@ pub fn on_kick() {
 pub fn on_timer() {
     let me = cpu::index();
     let now = cpu::counter();
-    let due = SCHED[me].lock().timers.expire(now);
-    for r in due {
+    // One at a time, the lock dropped before each wake (which may lock
+    // this CPU's scheduler again); no allocation in the interrupt.
+    loop {
+        let due = SCHED[me].lock().timers.pop_due(now);
+        let Some(r) = due else { break };
         if let Some(vm) = vm::get(r.vm) {
             wake(&vm, r.vcpu as usize);
         }

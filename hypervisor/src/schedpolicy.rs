@@ -128,18 +128,12 @@ impl<T: PartialEq + Clone> SoftTimers<T> {
         self.entries.iter().map(|&(_, d)| d).min()
     }
 
-    /// Removes and returns every vCPU whose deadline is at or before `now`.
-    pub fn expire(&mut self, now: u64) -> Vec<T> {
-        let mut due = Vec::new();
-        self.entries.retain(|(v, d)| {
-            if *d <= now {
-                due.push(v.clone());
-                false
-            } else {
-                true
-            }
-        });
-        due
+    /// Removes and returns one vCPU whose deadline is at or before `now`
+    /// (`None`: none is due). Called in a loop, it expires them all without
+    /// allocating (this runs in the timer interrupt).
+    pub fn pop_due(&mut self, now: u64) -> Option<T> {
+        let i = self.entries.iter().position(|&(_, d)| d <= now)?;
+        Some(self.entries.swap_remove(i).0)
     }
 }
 
@@ -261,11 +255,17 @@ mod tests {
         t.arm('b', 100);
         t.arm('a', 200);
         assert_eq!(t.next_deadline(), Some(100));
-        assert_eq!(t.expire(150), vec!['b']);
+        assert_eq!(t.pop_due(150), Some('b'));
+        assert_eq!(t.pop_due(150), None, "'a' is not due yet");
         assert_eq!(t.next_deadline(), Some(200));
+        t.arm('c', 250);
+        let mut due = [t.pop_due(260), t.pop_due(260), t.pop_due(260)];
+        due.sort();
+        assert_eq!(due, [None, Some('a'), Some('c')], "every due one, once");
+        t.arm('a', 300);
         t.cancel(&'a');
         assert_eq!(t.next_deadline(), None);
-        assert!(t.expire(u64::MAX).is_empty());
+        assert_eq!(t.pop_due(u64::MAX), None);
     }
 
     #[test]
