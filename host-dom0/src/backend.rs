@@ -52,6 +52,9 @@ pub const INPUT_LIMIT: usize = 4096;
 pub const SWITCH_TABLE: usize = 256;
 /// Requests a virtio disk serves per turn with the IO worker.
 pub const DISK_TURN: usize = 8;
+/// Accesses to one device that may wait for it to come back from the IO
+/// worker; a driver that waits for its answers never has more than a few.
+pub const WAITING_LIMIT: usize = 256;
 
 /// What backends need the hypervisor to do (hypercalls on the target, a
 /// recorder in tests).
@@ -318,8 +321,10 @@ pub struct IoStats {
     /// that was gone (dropped).
     pub disk_turns: u64,
     pub disk_turns_dropped: u64,
-    /// Requests that waited for their device to come back from the worker.
+    /// Requests that waited for their device to come back from the worker,
+    /// and those refused because [`WAITING_LIMIT`] already waited.
     pub deferred: u64,
+    pub deferred_refused: u64,
 }
 
 /// A guest's emulated PL011 and the bytes going through it.
@@ -611,16 +616,22 @@ impl Backends {
     /// waiting for it), keeps it until the device is back (`None`; the
     /// answer then comes from [`return_disk`](Self::return_disk)).
     pub fn handle_or_defer(&mut self, req: &IoRequest, hyp: &mut dyn Hyp) -> Option<IoCompletion> {
-        if req.validate().is_ok() {
-            if let Some(offset) = window_offset(req.addr, VIRTIO_BASE, u64::from(VIRTIO_SLOTS) * VIRTIO_STRIDE) {
-                let slot = (offset / VIRTIO_STRIDE) as usize;
-                if let Some(s) = self.vms.get_mut(&req.vm).and_then(|d| d.virtio.get_mut(slot)) {
-                    if s.is_lent() || !s.waiting.is_empty() {
-                        s.waiting.push_back(*req);
-                        self.stats.deferred += 1;
-                        return None;
-                    }
+        // A malformed request waits too, and `handle` faults it in turn.
+        let slot = window_offset(req.addr, VIRTIO_BASE, u64::from(VIRTIO_SLOTS) * VIRTIO_STRIDE).map(|o| (o / VIRTIO_STRIDE) as usize);
+        if let Some(s) = slot.and_then(|i| self.vms.get_mut(&req.vm)?.virtio.get_mut(i)) {
+            if s.is_lent() || !s.waiting.is_empty() {
+                if s.waiting.len() >= WAITING_LIMIT {
+                    // Only a guest hammering its own busy disk gets here:
+                    // its device's later accesses fail (a posted write is
+                    // lost), dom0's memory stays bounded.
+                    self.stats.deferred_refused += 1;
+                    self.stats.handled += 1;
+                    self.stats.errors += 1;
+                    return Some(IoCompletion::new(req.seq, IoStatus::Fault, 0));
                 }
+                s.waiting.push_back(*req);
+                self.stats.deferred += 1;
+                return None;
             }
         }
         Some(self.handle(req, hyp))
@@ -1487,5 +1498,25 @@ mod tests {
         disk_turns(&mut b, &mut h);
         assert_eq!(new.used_idx(&h, 0), 1);
         assert!(disk.lock().0.bytes()[(1 << 20)..(1 << 20) + 512].iter().all(|&x| x == 0x66));
+    }
+
+    #[test]
+    fn accesses_waiting_for_a_lent_disk_are_bounded() {
+        let disk = shared_disk(4096);
+        let mut b = Backends::new();
+        let mut h = Lines::default();
+        let mut d = disk_vm(&mut b, &mut h, disk, 1, 0);
+        post_writes(&mut d, &mut b, &mut h, 1, 0x11);
+        let mut turn = b.lend_disk().expect("a turn");
+        for i in 0..WAITING_LIMIT as u64 {
+            assert_eq!(b.handle_or_defer(&r(100 + i, 1, VIRTIO_BASE + 0x060, 4), &mut h), None);
+        }
+        let refused = b.handle_or_defer(&r(99, 1, VIRTIO_BASE + 0x060, 4), &mut h);
+        assert_eq!(refused, Some(IoCompletion::new(99, IoStatus::Fault, 0)), "one too many: refused at once");
+        assert_eq!(b.stats().deferred_refused, 1);
+        turn.serve(&mut h);
+        let answers = b.return_disk(turn, &mut h);
+        assert_eq!(answers.len(), WAITING_LIMIT, "every one that waited is answered");
+        assert!(answers.iter().all(|c| c.status == IoStatus::Ok as u32));
     }
 }

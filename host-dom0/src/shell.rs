@@ -383,6 +383,12 @@ fn iostat() {
             if s.stats.frames_switched > 0 || s.stats.frames_dropped > 0 {
                 println!("  virtual switch: {} frames switched, {} dropped", s.stats.frames_switched, s.stats.frames_dropped);
             }
+            if s.stats.disk_turns > 0 {
+                println!(
+                    "  disk turns: {} taken by the IO worker ({} dropped: VM gone); {} accesses waited for their disk, {} refused (too many waiting)",
+                    s.stats.disk_turns, s.stats.disk_turns_dropped, s.stats.deferred, s.stats.deferred_refused
+                );
+            }
             if s.long_events > 0 {
                 println!("  {} events handed the CPU back after {} us with requests still coming", s.long_events, ioreq::HANDLER_MAX_MICROS);
             }
