@@ -127,6 +127,7 @@ fn lock_home(v: &Vcpu) -> (usize, MutexGuard<'static, CpuSched>) {
         }
     }
 }
+
 /// Per CPU: when it last switched a guest vCPU in, while that vCPU is
 /// its current one (0 while it runs dom0's or idles); for
 /// [`guests_quiet_since`].
@@ -343,7 +344,8 @@ fn pull(me: usize) -> bool {
 
 /// Moves one queued vCPU from CPU `from` to CPU `to`: the one nearest the
 /// back of `from`'s queue that may run on `to`, has waited there at least
-/// `schedpolicy::min_wait_to_move`, and is not `from`'s running vCPU. Holds both CPUs' locks (lower index first), so the vCPU is never
+/// `schedpolicy::min_wait_to_move`, and is not `from`'s running vCPU.
+/// Holds both CPUs' locks (lower index first), so the vCPU is never
 /// outside a queue, a wake-up finds it on one CPU or the other, and `from`
 /// has saved it: `switch_out` saves the running vCPU before it lets the
 /// lock go, and a vCPU is only queued on `from` while `from` runs it if it

@@ -408,13 +408,7 @@ impl Disk {
                 Some(_) if !self.take_answers() => return Err(DiskError::Driver(virtio_drivers::Error::WrongToken)),
                 Some(_) => {}
                 None if cpu::counter() >= deadline => {
-                    self.timeouts += 1;
-                    let what = r.describe();
-                    self.notices.push(alloc::format!(
-                        "virtio-blk: a {what} got no answer in {} ms: requests fail with IO errors until the disk answers",
-                        self.timeout_ms
-                    ));
-                    self.stall = Some(Stall { since: cpu::counter(), what });
+                    self.stall_on(r.describe());
                     self.stranded.push((token, r));
                     return Err(DiskError::Timeout { ms: self.timeout_ms });
                 }
@@ -502,13 +496,7 @@ impl Disk {
             if cpu::counter() >= deadline {
                 // The device keeps what it has: all of it is stranded, and
                 // the disk is stalled until it answers.
-                self.timeouts += 1;
-                let what = flight.iter().map(|f| f.3.describe()).next().unwrap_or_default();
-                self.notices.push(alloc::format!(
-                    "virtio-blk: a {what} got no answer in {} ms: requests fail with IO errors until the disk answers",
-                    self.timeout_ms
-                ));
-                self.stall = Some(Stall { since: cpu::counter(), what });
+                self.stall_on(flight.iter().map(|f| f.3.describe()).next().unwrap_or_default());
                 for (token, op, _, r) in flight.drain(..) {
                     ops[op].result = Err(BackendError);
                     self.stranded.push((token, r));
@@ -558,6 +546,17 @@ impl Disk {
             return None;
         }
         Some(Request::new(kind, sector, core::mem::take(data)))
+    }
+
+    /// A request (`what`) got no answer in time: the disk is stalled from
+    /// now until it has answered what it holds; said once.
+    fn stall_on(&mut self, what: String) {
+        self.timeouts += 1;
+        self.notices.push(alloc::format!(
+            "virtio-blk: a {what} got no answer in {} ms: requests fail with IO errors until the disk answers",
+            self.timeout_ms
+        ));
+        self.stall = Some(Stall { since: cpu::counter(), what });
     }
 
     /// Takes back every stranded request the device has answered since;

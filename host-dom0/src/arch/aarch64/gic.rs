@@ -387,14 +387,7 @@ impl Gic {
         }
         if intid >= 32 {
             match self.cpu {
-                Cpu::V2 { .. } => {
-                    // This CPU's bit: any of its banked SGI/PPI target bytes (IHI 0048B 4.3.12).
-                    let me = (0..32)
-                        .map(|i| self.gicd.read8(gicd::ITARGETSR + i))
-                        .find(|&b| b != 0)
-                        .unwrap_or(1);
-                    self.gicd.write8(gicd::ITARGETSR + n, me);
-                }
+                Cpu::V2 { .. } => self.gicd.write8(gicd::ITARGETSR + n, self.v2_cpu_bit()),
                 Cpu::V3 { .. } => {
                     self.gicd.write64(gicd::IROUTER + n * 8, irouter_affinity(cpu::mpidr()));
                 }
@@ -403,12 +396,17 @@ impl Gic {
         regs.write32(gicd::ISENABLER + n / 32 * 4, 1 << (n % 32));
     }
 
+    /// GICv2: this CPU's interface bit, read from any of its banked SGI/PPI
+    /// target bytes (IHI 0048B 4.3.12).
+    fn v2_cpu_bit(&self) -> u8 {
+        (0..32).map(|i| self.gicd.read8(gicd::ITARGETSR + i)).find(|&b| b != 0).unwrap_or(1)
+    }
+
     /// Notes how other CPUs name this one as an SGI target.
     fn record_sgi_target(&self) {
         let t = match self.cpu {
             Cpu::V3 { .. } => cpu::mpidr(),
-            // This CPU's bit: any of its banked SGI/PPI target bytes (IHI 0048B 4.3.12).
-            Cpu::V2 { .. } => u64::from((0..32).map(|i| self.gicd.read8(gicd::ITARGETSR + i)).find(|&b| b != 0).unwrap_or(1)),
+            Cpu::V2 { .. } => u64::from(self.v2_cpu_bit()),
         };
         SGI_TARGET[cpu::index()].store(t, Ordering::Release);
     }
