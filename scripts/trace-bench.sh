@@ -14,6 +14,8 @@
 #             large --n so the operation outlasts the switch)
 #   --n N: iterations of the loop (default 300; timers: N / 10)
 #   --keep DIR: keep the trace and the run's log there
+#   --timeline K: also print operation K in order, one line per run of
+#             instructions in one function (which CPU, how many)
 #
 # How: every build of this script has DWARF line tables
 # (CARGO_PROFILE_RELEASE_DEBUG=line-tables-only, so the next normal build
@@ -30,7 +32,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/lib/deps.sh"
 
 op=${1:-}; shift || true
-gic=3 pinned=0 n=300 top=30 keep="" sleep=on
+gic=3 pinned=0 n=300 top=30 keep="" sleep=on timeline=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --gic) gic=$2; shift 2 ;;
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
         --n) n=$2; shift 2 ;;
         --top) top=$2; shift 2 ;;
         --keep) keep=$2; shift 2 ;;
+        --timeline) timeline=(--timeline "$2"); shift 2 ;;
         *) die "usage: scripts/trace-bench.sh OP [--gic 2|3] [--pinned] [--n N] [--top N] [--keep DIR]" ;;
     esac
 done
@@ -80,4 +83,4 @@ python3 "$ROOT/scripts/lib/trace_profile.py" "$dir/trace" --nm "$(llvm_tool nm)"
     --dom0 "$T/aarch64-unknown-none/release/host-dom0@0x50080000" \
     --guest "$T/aarch64-unknown-none/release/guest-bench@0x40080000" \
     --within guest:bench_window_open guest:bench_window_close "${inside[@]}" \
-    --from "$from" --to "$to" --inlined hv --inlined dom0
+    --from "$from" --to "$to" --inlined hv --inlined dom0 "${timeline[@]}"

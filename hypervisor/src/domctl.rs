@@ -456,7 +456,7 @@ fn pause(id: u64, pause: bool) -> Result<u64, Error> {
         (VmState::Running, true) => {
             vm.set_state(VmState::Paused);
             for v in &vm.vcpus {
-                if v.sched.load(Ordering::Acquire) == sched::state::RUNNING {
+                if v.sched.load(Ordering::Acquire) == sched::state::RUNNING || sched::is_loaded(v) {
                     gic::send_sgi(gic::SGI_KICK, v.pcpu());
                 }
             }
@@ -481,10 +481,11 @@ fn destroy(id: u64) -> Result<u64, Error> {
     if vm.state() != VmState::Stopped {
         vm.halt();
     }
-    // Wait until none of its vCPUs runs anywhere (they stop at their next
-    // trap; the kick SGI makes that soon).
+    // Wait until none of its vCPUs runs or is loaded anywhere (they stop at
+    // their next trap, a parked one at its next look; the kick SGI makes
+    // that soon).
     let deadline = cpu::counter() + cpu::counter_frequency();
-    while vm.vcpus.iter().any(|v| v.sched.load(Ordering::Acquire) == sched::state::RUNNING) {
+    while vm.vcpus.iter().any(|v| v.sched.load(Ordering::Acquire) == sched::state::RUNNING || sched::is_loaded(v)) {
         if cpu::counter() > deadline {
             warn!("VM {} '{}': a vCPU did not stop within 1 s; not destroyed", vm.id.0, vm.name);
             return Err(Error::Busy);

@@ -64,17 +64,21 @@ struct CpuSched {
     /// vCPUs all write to their consoles looked idle, pulled vCPUs, then
     /// looked overloaded and pushed them away: hundreds of moves a second.
     io_waiting: usize,
+    /// `current` blocked in WFI and stays loaded while this CPU has
+    /// nothing else to run (`park`): it does not count in the load, and
+    /// its time here is not run time.
+    parked: bool,
 }
 
 impl CpuSched {
     const fn new() -> Self {
-        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false, io_waiting: 0 }
+        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false, io_waiting: 0, parked: false }
     }
 
     /// Runnable vCPUs here, the running one included, and those waiting
     /// for dom0's answer.
     fn load(&self) -> usize {
-        self.runq.len() + usize::from(self.current.is_some()) + self.io_waiting
+        self.runq.len() + usize::from(self.current.is_some() && !self.parked) + self.io_waiting
     }
 }
 
@@ -423,7 +427,10 @@ fn program_timer(s: &CpuSched, now: u64) {
         RESCHED[me].store(true, Ordering::Release);
     }
     let slice = (waiting && !RESCHED[me].load(Ordering::Relaxed)).then_some(s.slice_end);
-    let deadline = [slice, s.timers.next_deadline()].into_iter().flatten().min();
+    let deadline = match (slice, s.timers.next_deadline()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     timer::set_hyp_deadline(deadline.map(|d| d.max(now)));
 }
 
@@ -439,10 +446,8 @@ pub fn block(vm: &Vm, vcpu: &Vcpu) -> Next {
     {
         return Next::Resume;
     }
-    if let Some(deadline) = timer::vtimer_deadline() {
-        let r = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
-        SCHED[cpu::index()].lock().timers.arm(r, deadline);
-    }
+    // Its virtual timer wakes it: while it stays loaded (`park`) the timer
+    // itself fires; once it is switched out, a soft timer (`switch_out`).
     Next::Leave
 }
 
@@ -488,18 +493,23 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
             GUEST_OUT[me].store(now, Ordering::Relaxed);
         }
         let vcpu = &vm.vcpus[index];
-        save(vcpu);
-        let ran = now.saturating_sub(s.since);
-        vcpu.run_ticks.fetch_add(ran, Ordering::Relaxed);
-        let from = BUSY_FROM.load(Ordering::Relaxed);
-        if from != 0 {
-            BUSY_TICKS[me].fetch_add(now.saturating_sub(s.since.max(from)), Ordering::Relaxed);
-        }
+        let r = VcpuRef { vm: vm.id, vcpu: index as u8 };
         let now_state = vcpu.sched.load(Ordering::Acquire);
+        if now_state == state::BLOCKED {
+            // Read from the CPU before `save` stops the timer. (If a wake
+            // came first, the vCPU is runnable and needs none.)
+            if let Some(deadline) = timer::vtimer_deadline() {
+                s.timers.arm(r, deadline);
+            }
+        }
+        save(vcpu);
+        if !core::mem::take(&mut s.parked) {
+            count_run_time(me, &s, vcpu, now);
+        }
         if requeue && now_state == state::RUNNING {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
             if vm.runnable() {
-                enqueue(me, &mut s, vcpu, VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
+                enqueue(me, &mut s, vcpu, r, false);
             }
         } else if now_state == state::IO_WAIT && !vcpu.io_counted.swap(true, Ordering::Relaxed) {
             // `wake_io` queues it (taking it out of this count) under this
@@ -509,6 +519,90 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
         }
     }
     publish_load(me, &s);
+}
+
+/// Adds the running vCPU's time since it was switched in (or resumed)
+/// to its run time and this CPU's busy time.
+fn count_run_time(me: usize, s: &CpuSched, vcpu: &Vcpu, now: u64) {
+    vcpu.run_ticks.fetch_add(now.saturating_sub(s.since), Ordering::Relaxed);
+    let from = BUSY_FROM.load(Ordering::Relaxed);
+    if from != 0 {
+        BUSY_TICKS[me].fetch_add(now.saturating_sub(s.since.max(from)), Ordering::Relaxed);
+    }
+}
+
+/// The running vCPU `vcpu` of `vm` blocked (WFI) and nothing else waits
+/// for this CPU, nor can be pulled from a busier one: it stays loaded
+/// while the CPU idles ("parked"), so that its wake-up is an interrupt, a
+/// list register write and a return to the guest, not a switch out and in.
+/// Its virtual timer, still loaded, fires by itself. Returns false (switch
+/// it out instead) if anything else could run here.
+pub fn park(vm: &Vm, vcpu: &Vcpu) -> bool {
+    let me = cpu::index();
+    if !SCHED[me].lock().runq.is_empty() || crate::machine::stopping() || !vm.runnable() || pull(me) {
+        return false;
+    }
+    let mut s = SCHED[me].lock();
+    if !s.runq.is_empty() || vcpu.sched.load(Ordering::Acquire) != state::BLOCKED {
+        return false; // woken or given work meanwhile
+    }
+    let now = cpu::counter();
+    count_run_time(me, &s, vcpu, now);
+    s.parked = true;
+    if GUEST_IN[me].swap(0, Ordering::Relaxed) != 0 {
+        GUEST_OUT[me].store(now, Ordering::Relaxed);
+    }
+    publish_load(me, &s);
+    program_timer(&s, now);
+    true
+}
+
+/// What a CPU with a parked vCPU does after an interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parked {
+    /// Nothing for it yet: idle on.
+    Wait,
+    /// It was woken and nothing else waits: it runs again, in place.
+    Resume,
+    /// Something else is to run here (or its VM may not run): switch it
+    /// out (`switch_out`), which arms its soft timer.
+    SwitchOut,
+}
+
+/// Decides, for the parked vCPU `vcpu` of `vm`, after an interrupt (which
+/// has woken it through `wake` if it has an interrupt to take).
+pub fn parked_next(vm: &Vm, vcpu: &Vcpu) -> Parked {
+    let me = cpu::index();
+    if crate::machine::stopping() || !vm.runnable() {
+        return Parked::SwitchOut;
+    }
+    let ours = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
+    let mut s = SCHED[me].lock();
+    if s.runq.is_empty() {
+        drop(s);
+        return if pull(me) { Parked::SwitchOut } else { Parked::Wait };
+    }
+    if s.runq.len() > 1 || !s.runq.front_is(|r| *r == ours) || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
+        return Parked::SwitchOut;
+    }
+    let _ = s.runq.pop();
+    vcpu.sched.store(state::RUNNING, Ordering::Release);
+    vcpu.queued_at.store(NOT_QUEUED, Ordering::Relaxed);
+    let now = cpu::counter();
+    s.parked = false;
+    s.since = now;
+    s.boost_pending = false;
+    s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
+    GUEST_IN[me].store(if vm.kind == VmKind::Guest { now } else { 0 }, Ordering::Relaxed);
+    RESCHED[me].store(false, Ordering::Relaxed);
+    publish_load(me, &s);
+    program_timer(&s, now);
+    Parked::Resume
+}
+
+/// Whether `vcpu` is loaded on its CPU: running, or parked there.
+pub fn is_loaded(vcpu: &Vcpu) -> bool {
+    CURRENT_VCPU.get(vcpu.pcpu()).is_some_and(|c| core::ptr::eq(c.load(Ordering::Acquire), vcpu))
 }
 
 /// Makes the next runnable vCPU queued on this CPU the running one (reset

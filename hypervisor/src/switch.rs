@@ -33,7 +33,47 @@ pub fn finish_trap(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, next: Next) {
             maybe_switch(vm, frame)
         }
         Next::Yield => schedule(frame, true),
-        Next::Leave => schedule(frame, false),
+        Next::Leave => {
+            if vcpu.sched.load(Ordering::Acquire) == sched::state::BLOCKED && sched::park(vm, vcpu) {
+                idle_parked(vm, vcpu, frame);
+            } else {
+                schedule(frame, false)
+            }
+        }
+    }
+}
+
+/// The CPU's idle loop while `vcpu` is parked on it (`sched::park`):
+/// interrupts are taken with the vCPU as the loaded one, so its own (the
+/// virtual timer, an SGI or SPI injected here or by another CPU) land in
+/// its list registers. Returns when it may run again in place (the caller
+/// returns to it); switches it out if something else is to run.
+fn idle_parked(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
+    loop {
+        if crate::runstate::idle_stop_check() {
+            timer::set_hyp_deadline(Some(cpu::counter() + cpu::counter_frequency() / 1000));
+        }
+        cpu::wait_for_interrupt();
+        crate::irq::handle_irqs(Some((vm, vcpu)));
+        // An interrupt injected from this CPU only marks the vCPU (it is
+        // the current one here): look whether it can take it now.
+        if vcpu.needs_flush.load(Ordering::Acquire) {
+            interrupts::flush_interrupts(vm, vcpu);
+            // (Woken already if another CPU made it pending.)
+            if vcpu.sched.load(Ordering::Acquire) == sched::state::BLOCKED && vm.vgic.lock().has_work(vcpu.index) {
+                sched::wake(vm, vcpu.index);
+            }
+        }
+        match sched::parked_next(vm, vcpu) {
+            sched::Parked::Wait => {}
+            sched::Parked::Resume => {
+                if vcpu.needs_flush.load(Ordering::Acquire) {
+                    interrupts::flush_interrupts(vm, vcpu);
+                }
+                return;
+            }
+            sched::Parked::SwitchOut => schedule(frame, false),
+        }
     }
 }
 

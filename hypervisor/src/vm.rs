@@ -434,7 +434,7 @@ impl Vm {
     pub fn halt(&self) {
         self.set_state(VmState::Stopped);
         for v in &self.vcpus {
-            if v.sched.load(Ordering::Acquire) == state::RUNNING && v.pcpu() != cpu::index() {
+            if (v.sched.load(Ordering::Acquire) == state::RUNNING || crate::sched::is_loaded(v)) && v.pcpu() != cpu::index() {
                 gic::send_sgi(gic::SGI_KICK, v.pcpu());
             }
         }

@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--skip", type=int, default=2)
     ap.add_argument("--nm", default="llvm-nm")
+    ap.add_argument("--timeline", type=int, metavar="K",
+                    help="also print segment K (after --skip) in order, one line per run of a function")
     ap.add_argument("--inlined", metavar="DOMAIN", action="append", default=[],
                     help="also attribute DOMAIN's instructions to the innermost inlined function and to source lines (its ELF needs line tables)")
     ap.add_argument("--assume-inside", action="store_true",
@@ -143,6 +145,7 @@ def main():
 
     # Each line: (domain, pc). Kept in a list since segments look back.
     segments = []  # list of Counter((domain, pc) -> instructions)
+    timeline = None  # the lines of segment --timeline, if asked for
     current = []  # lines since the last segment end
     last_start = None  # index into current
     with open(args.trace, errors="replace") as f:
@@ -167,6 +170,8 @@ def main():
             is_start, is_end = matches(start, cpu, dom, pc), matches(end, cpu, dom, pc)
             prev_dom[cpu] = dom
             if is_end and last_start is not None:
+                if args.timeline is not None and len(segments) == args.skip + args.timeline:
+                    timeline = current[last_start:-1]
                 segments.append(collections.Counter((d, p) for _, d, p in current[last_start:-1]))
                 current, last_start = current[-1:], None
             if is_start:
@@ -194,6 +199,18 @@ def main():
     print(f"{'mean':>8}  function")
     for (d, name), v in per.most_common(args.top):
         print(f"{v / n:8.1f}  {d}: {name}")
+    if timeline:
+        print(f"\nsegment {args.timeline} in order (at, cpu, instructions, function):")
+        at, run = 0, None
+        for cpu, d, p in timeline + [(None, None, None)]:
+            key = (cpu, d, syms[d].name(p) if d else None)
+            if run and key[:3] != run[0]:
+                print(f"{at - run[1]:6}  cpu{run[0][0]} {run[1]:5}  {run[0][1]}: {run[0][2]}")
+                run = None
+            if cpu is None:
+                break
+            run = (key, run[1] + 1) if run else (key, 1)
+            at += 1
     for dom in args.inlined:
         print()
         inline_report(dom, syms[dom].elf, syms[dom].base, pc_counts[dom], n, args.top)

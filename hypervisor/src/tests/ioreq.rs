@@ -278,6 +278,7 @@ fn a_late_answer_for_a_destroyed_vm_never_reaches_the_next_vm_with_its_id() {
     fake::el2::set_fault_ipa(WINDOW + 0x8);
     let mut frame = TrapFrame { esr: data_abort_esr(4, 3, false), far: 0x8, elr: 0x4000_0100, ..TrapFrame::default() };
     assert_eq!(trap(&s.g, 0, &mut frame, GuestException::Sync), Next::Leave);
+    sched::forget_current_for_test(); // the CPU switched away from it
     let old = request(s.page, 0);
     let (id, old_instance) = (s.g.id, s.g.instance);
     assert_eq!(hypercall(&s.d0, Function::VmDestroy, &[id.0 as u64]).0, 0);

@@ -157,8 +157,11 @@ fn wfi_with_nothing_pending_blocks_and_wakes_at_the_virtual_timer() {
     assert_eq!(frame.elr, 0x4000_0304, "returns after the WFI");
     assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), sched::state::BLOCKED);
     // The slice timer is armed for the virtual timer's deadline once the
-    // CPU has switched away.
-    sched::forget_current_for_test();
+    // CPU has switched away (not while the vCPU stays loaded: its own
+    // timer fires then).
+    assert_eq!(sched::soft_timer_of(&g, 0), None);
+    sched::switch_out(false, |_| {});
+    assert_eq!(sched::soft_timer_of(&g, 0), Some(deadline));
     fake::cpu::advance(1000);
     sched::on_timer();
     assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), sched::state::RUNNABLE, "woken at its timer");
