@@ -51,9 +51,9 @@ case "$op" in
     # From the SGI write trapping (the last trap from the guest before the
     # handler: vCPU 1 trapped its WFI before the send) to the handler.
     ipi) from=$trap_from_guest to=guest:on_sgi key=ipi ops=ipi ;;
-    # The last physical IRQ the hypervisor takes (idle at EL2, or running a
-    # VM) before the guest's timer handler runs.
-    timer|timer-spin) from=hv:el2_vectors+0x280,hv:el2_vectors+0x480 to=guest:on_timer key=timer ops=timer ;;
+    # The last physical IRQ the hypervisor takes (running a VM, or idle at
+    # EL2: its WFI returns) before the guest's timer handler runs.
+    timer|timer-spin) from=hv:el2_vectors+0x280,hv:el2_vectors+0x480,hv:el2_idle_wake to=guest:on_timer key=timer ops=timer ;;
     *) die "unknown operation '$op' (hypercall gicd-read ipi timer timer-spin uart-read)" ;;
 esac
 export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only

@@ -569,35 +569,54 @@ pub enum Parked {
     SwitchOut,
 }
 
-/// Decides, for the parked vCPU `vcpu` of `vm`, after an interrupt (which
-/// has woken it through `wake` if it has an interrupt to take).
-pub fn parked_next(vm: &Vm, vcpu: &Vcpu) -> Parked {
+/// Decides, for the parked vCPU `vcpu` of `vm`, after an interrupt.
+/// `has_work`: it has an interrupt to take (found here; another CPU that
+/// gave it one has woken it through `wake` already).
+pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
     let me = cpu::index();
-    if crate::machine::stopping() || !vm.runnable() {
-        return Parked::SwitchOut;
-    }
     let ours = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
     let mut s = SCHED[me].lock();
-    if s.runq.is_empty() {
+    if !crate::machine::stopping() && vm.runnable() {
+        let resume = if s.runq.is_empty() {
+            has_work && vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        } else if s.runq.len() == 1 && s.runq.front_is(|r| *r == ours) && vcpu.sched.load(Ordering::Acquire) == state::RUNNABLE {
+            // Woken by another CPU: queued here, alone.
+            let _ = s.runq.pop();
+            vcpu.sched.store(state::RUNNING, Ordering::Release);
+            vcpu.queued_at.store(NOT_QUEUED, Ordering::Relaxed);
+            true
+        } else {
+            false
+        };
+        if resume {
+            let now = cpu::counter();
+            s.parked = false;
+            s.since = now;
+            s.boost_pending = false;
+            s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
+            GUEST_IN[me].store(if vm.kind == VmKind::Guest { now } else { 0 }, Ordering::Relaxed);
+            RESCHED[me].store(false, Ordering::Relaxed);
+            publish_load(me, &s);
+            program_timer(&s, now);
+            return Parked::Resume;
+        }
+        if s.runq.is_empty() {
+            drop(s);
+            if !pull(me) {
+                return Parked::Wait;
+            }
+        } else {
+            drop(s);
+        }
+    } else {
         drop(s);
-        return if pull(me) { Parked::SwitchOut } else { Parked::Wait };
     }
-    if s.runq.len() > 1 || !s.runq.front_is(|r| *r == ours) || vcpu.sched.load(Ordering::Acquire) != state::RUNNABLE {
-        return Parked::SwitchOut;
+    // It is switched out: with an interrupt to take, it waits in the run
+    // queue, not blocked.
+    if has_work {
+        wake(vm, vcpu.index);
     }
-    let _ = s.runq.pop();
-    vcpu.sched.store(state::RUNNING, Ordering::Release);
-    vcpu.queued_at.store(NOT_QUEUED, Ordering::Relaxed);
-    let now = cpu::counter();
-    s.parked = false;
-    s.since = now;
-    s.boost_pending = false;
-    s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
-    GUEST_IN[me].store(if vm.kind == VmKind::Guest { now } else { 0 }, Ordering::Relaxed);
-    RESCHED[me].store(false, Ordering::Relaxed);
-    publish_load(me, &s);
-    program_timer(&s, now);
-    Parked::Resume
+    Parked::SwitchOut
 }
 
 /// Whether `vcpu` is loaded on its CPU: running, or parked there.

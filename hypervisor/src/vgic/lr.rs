@@ -2,7 +2,7 @@
 //! ICH_LR<n>_EL2 (v3, IHI 0069 "ICH_LR<n>_EL2"), and the flush/sync flow that moves
 //! interrupts between the model and the vCPU's LRs.
 
-use super::{Effect, Effects, Vgic, VgicError, VgicVersion, MAX_LRS};
+use super::{lr_bits, lr_mask, Effect, Effects, Vgic, VgicError, VgicVersion, MAX_LRS};
 
 /// The arch layer's List Registers of one vCPU (the hardware GICH_LR /
 /// ICH_LR<n>_EL2 while the vCPU is loaded, or their saved copy).
@@ -245,12 +245,13 @@ impl Vgic {
         let cpuif = CpuInterface::from_vmcr(self.version, lrs.vmcr());
         self.vcpus[vcpu].cpuif = cpuif;
         let n = lrs.count().min(MAX_LRS);
-        for slot in 0..n {
+        let lr_mask = lr_mask(n);
+        for slot in lr_bits(self.vcpus[vcpu].used & lr_mask) {
             if let Some(intid) = self.vcpus[vcpu].slots[slot] {
                 self.reconcile(vcpu, slot, intid, lrs, out);
             }
         }
-        for slot in 0..n {
+        for slot in lr_bits(self.vcpus[vcpu].used & lr_mask) {
             if let Some(intid) = self.vcpus[vcpu].slots[slot] {
                 let irq = self.irq(vcpu, intid);
                 if irq.lr_state == LrState::PENDING && (!irq.enabled || !self.group_enabled(irq.group1)) {
@@ -284,13 +285,15 @@ impl Vgic {
         }
 
         for &c in &best[..len] {
-            if let Some(slot) = (0..n).find(|&s| self.vcpus[vcpu].slots[s].is_none()) {
+            let free = !self.vcpus[vcpu].used & lr_mask;
+            if free != 0 {
+                let slot = free.trailing_zeros() as usize;
                 self.place(vcpu, slot, c.2, lrs);
                 continue;
             }
             // Take the LR of the weakest contender the guest has not
             // acknowledged, if it is weaker than this one.
-            let victim = (0..n)
+            let victim = lr_bits(self.vcpus[vcpu].used & lr_mask)
                 .filter_map(|s| {
                     let held = self.vcpus[vcpu].slots[s]?;
                     let irq = self.irq(vcpu, held);
@@ -341,7 +344,8 @@ impl Vgic {
             return Err(VgicError::BadVcpu);
         }
         let n = lrs.count().min(MAX_LRS);
-        for slot in 0..n {
+        let lr_mask = lr_mask(n);
+        for slot in lr_bits(self.vcpus[vcpu].used & lr_mask) {
             let Some(intid) = self.vcpus[vcpu].slots[slot] else {
                 continue;
             };
@@ -364,6 +368,7 @@ impl Vgic {
 
     fn free_slot(&mut self, vcpu: usize, slot: usize, intid: u32, out: &mut Effects) {
         self.vcpus[vcpu].slots[slot] = None;
+        self.vcpus[vcpu].used &= !(1 << slot);
         let irq = self.irq_mut(vcpu, intid);
         irq.lr = None;
         irq.lr_state = LrState::INVALID;
@@ -418,6 +423,7 @@ impl Vgic {
         irq.lr = Some((vcpu as u8, slot as u8));
         irq.queued_on = None;
         self.vcpus[vcpu].slots[slot] = Some(intid);
+        self.vcpus[vcpu].used |= 1 << slot;
         lrs.write(slot, lr.encode(version));
     }
 

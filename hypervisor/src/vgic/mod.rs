@@ -103,6 +103,9 @@ struct VcpuState {
     queue: IrqBitmap,
     /// INTID held by each LR (as this model placed it).
     slots: [Option<u32>; MAX_LRS],
+    /// Bit i: `slots[i]` holds an interrupt. The loops over LRs on every
+    /// flush, sync and WFI visit only these (most of the time none or one).
+    used: u16,
     /// The guest's CPU interface controls, as of the last `flush`.
     cpuif: CpuInterface,
     mpidr: u64,
@@ -120,6 +123,27 @@ pub struct Vgic {
     ctlr: u32,
     vcpus: Vec<VcpuState>,
     shared: Vec<Irq>,
+}
+
+/// The LR numbers whose bits are set in `used`, in ascending order.
+fn lr_bits(mut used: u16) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        if used == 0 {
+            return None;
+        }
+        let slot = used.trailing_zeros() as usize;
+        used &= used - 1;
+        Some(slot)
+    })
+}
+
+/// The bits of LRs 0..n.
+fn lr_mask(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << n) - 1
+    }
 }
 
 /// IROUTER/MPIDR affinity fields (the same positions in both).
@@ -153,6 +177,7 @@ impl Vgic {
                 sgi_sources: [0; 16],
                 queue: IrqBitmap::default(),
                 slots: [None; MAX_LRS],
+                used: 0,
                 cpuif: CpuInterface::OPEN,
                 mpidr: vcpu_mpidr(i),
                 sleep: true,
@@ -350,7 +375,8 @@ impl Vgic {
         cpu.queue.iter().any(|intid| {
             let irq = self.irq(vcpu, intid);
             !irq.active && signals(irq)
-        }) || cpu.slots.iter().flatten().any(|&intid| {
+        }) || lr_bits(cpu.used).any(|slot| {
+            let Some(intid) = cpu.slots[slot] else { return false };
             let irq = self.irq(vcpu, intid);
             irq.lr_state == LrState::PENDING && cpu.cpuif.signals(irq.lr_group1, irq.lr_priority)
         })
@@ -544,6 +570,7 @@ impl Vgic {
             }
             let mut seen = alloc::vec::Vec::new();
             for (s, slot) in self.vcpus[v].slots.iter().enumerate() {
+                assert_eq!(self.vcpus[v].used & (1 << s) != 0, slot.is_some(), "used bit of LR {s}");
                 if let Some(intid) = *slot {
                     assert!(!seen.contains(&intid), "intid {intid} in two LRs");
                     seen.push(intid);

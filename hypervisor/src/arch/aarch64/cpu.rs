@@ -79,9 +79,14 @@ pub fn dcache_line_size() -> usize {
     4 << ((ctr >> 16) & 0xf)
 }
 
-/// Waits for an interrupt (which ends the wait even while masked).
+/// Waits for an interrupt (which ends the wait even while masked). One
+/// copy, whose wake-up point is the symbol `el2_idle_wake`: instruction
+/// traces (scripts/trace-bench.sh) count an idle CPU's latency from there.
+#[inline(never)]
+#[allow(named_asm_labels)] // one copy (never inlined), so one label
 pub fn wait_for_interrupt() {
-    asm::wfi();
+    // SAFETY: WFI only waits; the label marks the next instruction.
+    unsafe { core::arch::asm!("wfi", ".globl el2_idle_wake", "el2_idle_wake:", options(nomem, nostack, preserves_flags)) };
 }
 
 /// Zeroes `[pa, pa+len)` (mapped read-write, `len` a multiple of the
