@@ -11,7 +11,8 @@
 //!
 //! Each ring is single-producer/single-consumer. The hypervisor has many
 //! producers (vCPUs of every VM, on every physical CPU) and serialises them
-//! with one lock per page; dom0 likewise serialises its own threads.
+//! with a lock on the request ring (and its consumers of completions with
+//! one on the completion ring); dom0 likewise serialises its own threads.
 //!
 //! This crate has no `unsafe`, so it cannot do the atomic accesses on the
 //! shared page itself. It gives the layout (offsets asserted at compile
@@ -183,6 +184,19 @@ impl IoRequest {
         out
     }
 
+    /// The slot as four 8-byte words, each the value a little-endian load
+    /// of that word gives (the bytes of `to_bytes`, eight at a time): a
+    /// producer can fill the slot with four stores instead of 32.
+    pub const fn to_words(&self) -> [u64; 4] {
+        let packed = self.vm as u64
+            | (self.vcpu as u64) << 16
+            | (self.size as u64) << 32
+            | (self.dir as u64) << 40
+            | (self.flags as u64) << 48
+            | (self.reserved as u64) << 56;
+        [self.seq, packed, self.addr, self.data]
+    }
+
     /// Decodes a slot copied out of shared memory (not validated).
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
         IoRequest {
@@ -263,6 +277,12 @@ impl IoCompletion {
         put(&mut out, offset_of!(IoCompletion, status), self.status.to_le_bytes());
         put(&mut out, offset_of!(IoCompletion, reserved), self.reserved.to_le_bytes());
         out
+    }
+
+    /// Decodes a slot read as three little-endian 8-byte words (the
+    /// counterpart of `IoRequest::to_words`).
+    pub const fn from_words(w: [u64; 3]) -> Self {
+        IoCompletion { seq: w[0], data: w[1], status: w[2] as u32, reserved: (w[2] >> 32) as u32 }
     }
 
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
@@ -601,6 +621,34 @@ mod tests {
 
     fn req(seq: u64) -> IoRequest {
         IoRequest::new(seq, 1, 0, Direction::Write, 4, 0x0A00_0000 + seq * 4, seq & 0xFFFF_FFFF)
+    }
+
+    /// The bytes a little-endian machine stores for these words.
+    fn word_bytes<const N: usize>(words: &[u64]) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (chunk, w) in out.chunks_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn request_words_are_the_slot_bytes_eight_at_a_time() {
+        let mut r = IoRequest::posted(0x0123_4567_89ab_cdef, 0x3e, 7, 2, 0x0A00_0e10, 0xbeef);
+        r.flags |= WAITING_ELSEWHERE;
+        r.reserved = 0x5a;
+        assert_eq!(word_bytes::<{ IoRequest::SIZE }>(&r.to_words()), r.to_bytes());
+        let read = IoRequest::new(u64::MAX, u16::MAX, u16::MAX, Direction::Read, 8, u64::MAX - 1, 0);
+        assert_eq!(word_bytes::<{ IoRequest::SIZE }>(&read.to_words()), read.to_bytes());
+        assert_eq!(IoRequest::from_bytes(&word_bytes(&read.to_words())), read);
+    }
+
+    #[test]
+    fn completion_from_words_reads_the_slot_bytes() {
+        let c = IoCompletion { seq: 0xfedc_ba98_7654_3210, data: 0x1122_3344_5566_7788, status: IoStatus::Fault as u32, reserved: 0xdead_beef };
+        let b = c.to_bytes();
+        let words: [u64; 3] = core::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()));
+        assert_eq!(IoCompletion::from_words(words), c);
     }
 
     #[test]

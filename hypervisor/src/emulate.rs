@@ -12,7 +12,7 @@ use crate::arch::{el2, TrapFrame};
 use crate::esr::{self, AccessSize, DataAbort};
 use crate::arch::abort_access;
 use crate::sched::Next;
-use crate::vm::{vm_warn, EmulatedDevice, Exit, Vcpu, Vm};
+use crate::vm::{vm_warn, EmulatedDevice, Exit, Mmio, Vcpu, Vm};
 
 /// A data abort at stage 2: an emulated device, or an access outside the
 /// VM's memory (answered with a synchronous external abort). Kept out of
@@ -52,15 +52,9 @@ pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
 /// Every other data abort (see `data_abort`).
 #[inline(never)]
 fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Next {
-    // The GIC (the hot path) needs no look at dom0's windows; the console
-    // UART is the hypervisor's only until dom0 takes it over.
-    let emulated = vm.emulated_region(ipa);
-    let window = match emulated {
-        Some((d, _)) if d != EmulatedDevice::ConsoleUart => None,
-        _ => vm.forwarded_at(ipa),
-    };
-    let Some((device, offset)) = emulated.filter(|_| window.is_none()) else {
-        if let Some(window) = window {
+    let (device, offset) = match vm.mmio_at(ipa) {
+        Some(Mmio::Emulated(device, offset)) => (device, offset),
+        Some(Mmio::Forwarded(window)) => {
             vcpu.count_exit(Exit::Mmio);
             return match crate::ioreq::forward(vm, vcpu, frame, ipa, DataAbort::decode(frame.esr), window.post_writes) {
                 Ok(next) => next,
@@ -71,7 +65,7 @@ fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Nex
                 }
             };
         }
-        return crate::fault::unbacked(vm, vcpu, frame, ipa);
+        None => return crate::fault::unbacked(vm, vcpu, frame, ipa),
     };
     vcpu.count_exit(Exit::Mmio);
     let abort = DataAbort::decode(frame.esr);

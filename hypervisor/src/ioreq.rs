@@ -1,17 +1,25 @@
 //! IO requests: guest MMIO forwarded to dom0. The hypervisor writes an IO
-//! request into
-//! the page dom0 gave it (`hv_abi::ioreq`), blocks the vCPU and raises
-//! `IO_EVENT_INTID` on dom0's vCPU 0; dom0 answers in the completion ring and
-//! calls `IoComplete`; the vCPU resumes with the value (or an abort).
+//! request into the page dom0 gave it (`hv_abi::ioreq`), signals a dom0
+//! vCPU (`IO_EVENT_INTID`) unless dom0 polls the ring, and the vCPU waits;
+//! dom0 answers in the completion ring and calls `IoComplete`; the vCPU
+//! resumes with the value (or an abort).
+//!
+//! Nothing here is a list of waiters: a request's `seq` carries the
+//! requesting VM and vCPU (`seq_for`), and the vCPU itself holds the `seq`
+//! it waits for (`PendingIo::seq`), so a completion goes straight to its
+//! vCPU. The page is published once (`PAGE`) and read without a lock. The
+//! two rings are shared by every VM, because dom0 gives one page: the
+//! producers of requests take turns on the request ring (`REQUESTS`), the
+//! takers of completions on the completion ring (`COMPLETIONS`), each for
+//! a few dozen instructions; no other lock is shared between VMs.
 
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use hv_abi::hypercall::{Error, IO_EVENT_INTID};
+use hv_abi::hypercall::{Error, IO_EVENT_INTID, MAX_VCPUS, MAX_VMS};
 use hv_abi::ioreq::{
-    completion_slot_offset, request_slot_offset, Direction, WAITING_ELSEWHERE, IoCompletion, IoRequest, IoStatus, RingIndices, CPL_CONS_OFFSET,
-    CPL_HEADER_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET, REQ_POLLING_OFFSET, CPL_POLLING_OFFSET,
-    REQ_PROD_OFFSET,
+    completion_slot_offset, request_slot_offset, Direction, IoCompletion, IoRequest, IoStatus, RingIndices, CPL_CONS_OFFSET, CPL_HEADER_OFFSET,
+    CPL_POLLING_OFFSET, CPL_PROD_OFFSET, IO_PAGE_SIZE, IO_RING_SLOTS, REQ_CONS_OFFSET, REQ_HEADER_OFFSET, REQ_POLLING_OFFSET, REQ_PROD_OFFSET,
+    WAITING_ELSEWHERE,
 };
 use crate::sync::Mutex;
 
@@ -22,30 +30,96 @@ use crate::interrupts;
 use crate::sched::{self, Next};
 use crate::vm::{self, IoAnswer, IoWait, PendingIo, Vcpu, Vm, VmId};
 
-/// The request/completion page and the requests waiting for an answer.
-struct IoRings {
-    page: PhysAddr,
-    req: RingIndices,
-    cpl: RingIndices,
-    next_seq: u64,
-    /// Every request not yet completed.
-    waiting: Vec<Waiter>,
+/// The IO page's address (dom0 RAM, mapped at EL2) once `IoSetup` gave
+/// it; 0 before. Set once, never changed (but by `reset_for_test`).
+static PAGE: AtomicU64 = AtomicU64::new(0);
+
+/// An empty ring of the ABI's size.
+const EMPTY_RING: RingIndices = match RingIndices::new(IO_RING_SLOTS) {
+    Ok(ring) => ring,
+    Err(_) => panic!("IO_RING_SLOTS is a power of two"),
+};
+
+/// The producer side of the request ring, held from the load of dom0's
+/// `cons` to the store of `prod`.
+struct Requests {
+    ring: RingIndices,
+    /// The count in the next request's `seq` (from 1, so no `seq` is 0).
+    count: u64,
 }
 
-/// A vCPU waiting for the answer to request `seq`: vCPU `vcpu` of VM `vm`,
-/// the instance `instance` of it (`Vm::instance`), not a later VM that got
-/// the same id.
-#[derive(Clone, Copy, Debug)]
-struct Waiter {
-    seq: u64,
-    vm: VmId,
-    instance: u64,
-    vcpu: usize,
+static REQUESTS: Mutex<Requests> = Mutex::new(Requests { ring: EMPTY_RING, count: 1 });
+/// The consumer side of the completion ring, held while one completion is
+/// taken out of it.
+static COMPLETIONS: Mutex<RingIndices> = Mutex::new(EMPTY_RING);
+
+/// Low bits of a request's `seq`: who waits for it, VM id × `MAX_VCPUS` +
+/// vCPU index. The bits above count requests, so a `seq` is unique for
+/// the page's lifetime: an answer meant for a VM that was destroyed never
+/// matches what a later VM with the same id waits for.
+const WAITER_BITS: u32 = 9;
+const _: () = assert!(MAX_VMS as u32 * MAX_VCPUS <= 1 << WAITER_BITS);
+
+/// The `seq` of the `count`th request, made by vCPU `vcpu` of VM `vm`.
+fn seq_for(count: u64, vm: VmId, vcpu: usize) -> u64 {
+    count << WAITER_BITS | (vm.0 as u64 * MAX_VCPUS as u64 + vcpu as u64)
+}
+
+/// The VM and vCPU whose request `seq` is (as `seq_for` made it).
+fn waiter_of(seq: u64) -> (VmId, usize) {
+    let waiter = seq & ((1 << WAITER_BITS) - 1);
+    (VmId((waiter / MAX_VCPUS as u64) as u16), (waiter % MAX_VCPUS as u64) as usize)
+}
+
+/// The IO page, once set up.
+#[derive(Clone, Copy)]
+struct Page(u64);
+
+impl Page {
+    fn get() -> Option<Page> {
+        Some(PAGE.load(Ordering::Acquire)).filter(|&p| p != 0).map(Page)
+    }
+
+    /// A 32-bit header word (`*_OFFSET`).
+    fn word(self, offset: usize) -> &'static AtomicU32 {
+        debug_assert!(offset.is_multiple_of(4) && offset < IO_PAGE_SIZE);
+        // SAFETY: the IO page is a page of dom0's RAM mapped at EL2 for as
+        // long as the hypervisor runs (`IoSetup` is once, never undone);
+        // the offsets are 4-byte-aligned header fields of the ABI.
+        unsafe { &*((self.0 as usize + offset) as *const AtomicU32) }
+    }
+
+    /// Fills request slot `slot` (the producer's, under `REQUESTS`).
+    fn write_request(self, slot: usize, request: &IoRequest) {
+        let at = (self.0 as usize + request_slot_offset(slot)) as *mut u64;
+        // SAFETY: a request slot inside the shared page, 8-byte aligned
+        // (the page is, and the ABI's slots are 32 bytes from offset 256);
+        // dom0 reads it only after the release store of `prod` that
+        // follows, and `REQUESTS` keeps other producers out of it.
+        unsafe { at.cast::<[u64; 4]>().write(request.to_words().map(u64::to_le)) };
+    }
+
+    /// Copies completion slot `slot` out (the consumer's, under
+    /// `COMPLETIONS`), each word read once.
+    fn read_completion(self, slot: usize) -> IoCompletion {
+        let at = (self.0 as usize + completion_slot_offset(slot)) as *const u64;
+        // SAFETY: a completion slot of the shared page, 8-byte aligned (24
+        // bytes from 8-aligned offset 0x900), published by dom0's release
+        // store of the completion `prod` this side acquired.
+        let words = unsafe { at.cast::<[u64; 3]>().read() };
+        IoCompletion::from_words(words.map(u64::from_le))
+    }
+
+    /// Whether dom0 has put completions in the ring that nobody took yet
+    /// (a hint: another CPU may be taking them).
+    fn completions_waiting(self) -> bool {
+        self.word(CPL_PROD_OFFSET).load(Ordering::Acquire) != self.word(CPL_CONS_OFFSET).load(Ordering::Relaxed)
+    }
 }
 
 /// Completions that reached no waiting vCPU: their request's VM was
-/// destroyed (its waiters purged) or dom0 answered a request twice or one
-/// it never had. Dropped, counted here (`stale_completions`).
+/// destroyed or dom0 answered a request twice or one it never had.
+/// Dropped, counted here (`stale_completions`).
 static STALE: AtomicU64 = AtomicU64::new(0);
 
 /// How many completions were dropped because nobody waited for them.
@@ -61,18 +135,21 @@ fn drop_stale(seq: u64) {
     }
 }
 
-/// VM `vm` is being destroyed (none of its vCPUs runs): its requests that
-/// dom0 has not answered wait no more; their answers, if they come, are
-/// dropped and counted. Returns how many there were.
+/// VM `vm` is being destroyed (none of its vCPUs runs, it is out of the
+/// VM table): its requests that dom0 has not answered wait no more; their
+/// answers, if they come, find no VM and are dropped and counted. Returns
+/// how many there were.
 pub fn forget_vm(vm: &Vm) -> usize {
-    let mut guard = RINGS.lock();
-    let Some(port) = guard.as_mut() else { return 0 };
-    let before = port.waiting.len();
-    port.waiting.retain(|w| w.instance != vm.instance);
-    before - port.waiting.len()
+    vm.vcpus
+        .iter()
+        .filter(|v| {
+            let mut io = v.io.lock();
+            let waiting = io.pending.is_some() && io.answer.is_none();
+            *io = IoWait::default();
+            waiting
+        })
+        .count()
 }
-
-static RINGS: Mutex<Option<IoRings>> = Mutex::new(None);
 
 /// Why an access cannot go to dom0 (the caller injects an abort).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,51 +162,26 @@ pub enum Unforwardable {
     CorruptRing,
 }
 
-impl IoRings {
-    fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        // SAFETY: `page` is a page of dom0's RAM (checked in `setup`),
-        // mapped at EL2; offsets are the ABI's 4-byte-aligned header fields.
-        unsafe { &*((self.page.as_u64() as usize + offset) as *const AtomicU32) }
-    }
-
-    fn bytes_at(&self, offset: usize, len: usize) -> *mut u8 {
-        debug_assert!(offset + len <= IO_PAGE_SIZE);
-        (self.page.as_u64() as usize + offset) as *mut u8
-    }
-}
-
-/// A 32-bit header word (`*_OFFSET`) of the IO page at `page`.
-fn page_word(page: PhysAddr, offset: usize) -> &'static AtomicU32 {
-    debug_assert!(offset.is_multiple_of(4) && offset < IO_PAGE_SIZE);
-    // SAFETY: `page` is the IO page, a page of dom0's RAM mapped at EL2 for
-    // as long as the hypervisor runs (IoSetup is once, never undone); the
-    // offsets are 4-byte-aligned header fields of the ABI.
-    unsafe { &*((page.as_u64() as usize + offset) as *const AtomicU32) }
-}
-
 /// `IoSetup`: dom0 gives the hypervisor a page for the rings.
 pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
     if !ipa.is_multiple_of(IO_PAGE_SIZE as u64) {
         return Err(Error::InvalidParameter);
     }
     let page = dom0.ram_buffer(ipa, IO_PAGE_SIZE as u64).ok_or(Error::BadAddress)?;
-    let mut port = RINGS.lock();
-    if port.is_some() {
+    // Two dom0 vCPUs calling at once: the first one's page wins.
+    let mut requests = REQUESTS.lock();
+    if Page::get().is_some() {
         return Err(Error::Busy);
     }
     // SAFETY: a page of dom0's RAM, mapped at EL2; dom0 is in this hypercall.
     unsafe { core::ptr::write_bytes(page.as_u64() as *mut u8, 0, IO_PAGE_SIZE) };
-    let new = IoRings {
-        page,
-        req: RingIndices::new(IO_RING_SLOTS).map_err(|_| Error::InvalidParameter)?,
-        cpl: RingIndices::new(IO_RING_SLOTS).map_err(|_| Error::InvalidParameter)?,
-        next_seq: 1,
-        waiting: Vec::new(),
-    };
-    new.u32_at(REQ_HEADER_OFFSET + 4).store(IO_RING_SLOTS, Ordering::Release);
-    new.u32_at(CPL_HEADER_OFFSET + 4).store(IO_RING_SLOTS, Ordering::Release);
-    *port = Some(new);
-    log::info!("IO forwarding to dom0 set up, page {page}");
+    let new = Page(page.as_u64());
+    new.word(REQ_HEADER_OFFSET + 4).store(IO_RING_SLOTS, Ordering::Release);
+    new.word(CPL_HEADER_OFFSET + 4).store(IO_RING_SLOTS, Ordering::Release);
+    *requests = Requests { ring: EMPTY_RING, count: 1 };
+    *COMPLETIONS.lock() = EMPTY_RING;
+    PAGE.store(page.as_u64(), Ordering::Release);
+    log::info!("IO forwarding to dom0 set up, page {}", PhysAddr::new(page.as_u64()));
     Ok(0)
 }
 
@@ -141,6 +193,7 @@ pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
 /// and the guest repeats the access (`Yield`).
 pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: DataAbort, post_writes: bool) -> Result<Next, Unforwardable> {
     let DataAbort::Emulatable { size, register, write, .. } = abort else { return Err(Unforwardable::NoSyndrome) };
+    let page = Page::get().ok_or(Unforwardable::NoIoPage)?;
     let data = if write && register != 31 { frame.x[register as usize] & size.mask() } else { 0 };
     let dir = if write { Direction::Write } else { Direction::Read };
     let posted = write && post_writes;
@@ -150,45 +203,40 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     let dom0 = vm::get(VmId(0));
     let target = dom0.as_ref().and_then(|d| d.vcpus.iter().position(|v| v.pcpu() != me)).unwrap_or(0);
     let answerer_elsewhere = dom0.as_ref().and_then(|d| d.vcpus.get(target)).is_some_and(|v| v.pcpu() != me);
-    let mut guard = RINGS.lock();
-    let port = guard.as_mut().ok_or(Unforwardable::NoIoPage)?;
-    if port.req.observe_cons(port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {
-        log::warn!("dom0's IO request ring is corrupt; guest access aborted");
-        return Err(Unforwardable::CorruptRing);
+    {
+        let mut requests = REQUESTS.lock();
+        if requests.ring.observe_cons(page.word(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {
+            log::warn!("dom0's IO request ring is corrupt; guest access aborted");
+            return Err(Unforwardable::CorruptRing);
+        }
+        let Some(slot) = requests.ring.producer_slot() else {
+            // Ring full: let dom0 run; the guest repeats the access.
+            return Ok(Next::Yield);
+        };
+        let seq = seq_for(requests.count, vm.id, vcpu.index);
+        requests.count += 1;
+        let mut request = if posted {
+            IoRequest::posted(seq, vm.id.0, vcpu.index as u16, size.bytes() as u8, ipa, data)
+        } else {
+            IoRequest::new(seq, vm.id.0, vcpu.index as u16, dir, size.bytes() as u8, ipa, data)
+        };
+        if !posted && answerer_elsewhere {
+            request.flags |= WAITING_ELSEWHERE;
+        }
+        page.write_request(slot, &request);
+        if !posted {
+            // Ready for the answer before dom0 can see the request; the
+            // vCPU stays RUNNING while it waits here (see below).
+            *vcpu.io.lock() = IoWait { pending: Some(PendingIo { abort, register, write, seq }), answer: None };
+        }
+        let prod = requests.ring.produced();
+        page.word(REQ_PROD_OFFSET).store(prod, Ordering::Release);
     }
-    let Some(slot) = port.req.producer_slot() else {
-        // Ring full: let dom0 run; the guest repeats the access.
-        return Ok(Next::Yield);
-    };
-    let seq = port.next_seq;
-    port.next_seq += 1;
-    let mut request = if posted {
-        IoRequest::posted(seq, vm.id.0, vcpu.index as u16, size.bytes() as u8, ipa, data)
-    } else {
-        IoRequest::new(seq, vm.id.0, vcpu.index as u16, dir, size.bytes() as u8, ipa, data)
-    };
-    if !posted && answerer_elsewhere {
-        request.flags |= WAITING_ELSEWHERE;
-    }
-    let bytes = request.to_bytes();
-    // SAFETY: a request slot inside the shared page; dom0 reads it only after
-    // the release store of `prod` below.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), port.bytes_at(request_slot_offset(slot), bytes.len()), bytes.len()) };
-    if !posted {
-        port.waiting.push(Waiter { seq, vm: vm.id, instance: vm.instance, vcpu: vcpu.index });
-        // Ready for the answer before dom0 can see the request; the vCPU
-        // stays RUNNING while it waits here (see below).
-        *vcpu.io.lock() = IoWait { pending: Some(PendingIo { abort, register, write }), answer: None };
-    }
-    let prod = port.req.produced();
-    port.u32_at(REQ_PROD_OFFSET).store(prod, Ordering::Release);
-    let polling = page_word(port.page, REQ_POLLING_OFFSET);
-    drop(guard);
 
     // Dom0 polling the ring sees the request without a signal (see
     // `RingHeader::polling` for why the barrier makes this safe).
     core::sync::atomic::fence(Ordering::SeqCst);
-    let polled = polling.load(Ordering::Relaxed) != 0;
+    let polled = page.word(REQ_POLLING_OFFSET).load(Ordering::Relaxed) != 0;
     if let Some(dom0) = dom0.filter(|_| !polled) {
         interrupts::with_effects(&dom0, |fx| {
             let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, target, fx);
@@ -198,7 +246,7 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
         frame.elr += 4;
         return Ok(Next::Resume);
     }
-    if answerer_elsewhere && wait_for_answer(vcpu, frame) {
+    if answerer_elsewhere && wait_for_answer(page, vcpu, frame) {
         return Ok(Next::Resume);
     }
     // Give the CPU away until dom0 answers. An answer that came after the
@@ -221,30 +269,28 @@ const SPIN_MICROS: u64 = 20;
 /// Waits (at most `SPIN_MICROS`) for the answer to the vCPU's forwarded
 /// access, taking dom0's completions as they come; applies it and returns
 /// `true` if it came.
-fn wait_for_answer(vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
-    let Some(page) = RINGS.lock().as_ref().map(|p| p.page) else { return false };
-    let polling = page_word(page, CPL_POLLING_OFFSET);
+fn wait_for_answer(page: Page, vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
+    let polling = page.word(CPL_POLLING_OFFSET);
     // Dom0 may skip IoComplete while we take completions ourselves.
     polling.fetch_add(1, Ordering::SeqCst);
     let deadline = cpu::counter() + cpu::counter_frequency() * SPIN_MICROS / 1_000_000;
-    let answered = loop {
-        if vcpu.io.lock().answer.is_some() {
-            break true;
+    let mut answered = false;
+    loop {
+        if page.completions_waiting() {
+            answered |= take_completions(page, Some(vcpu)).is_ok_and(|(_, mine)| mine);
         }
-        if completions_waiting() {
-            let _ = complete();
-            continue;
-        }
-        if cpu::counter() >= deadline {
-            break false;
+        if answered || cpu::counter() >= deadline {
+            break;
         }
         <crate::sync::Yield as spin::RelaxStrategy>::relax();
-    };
+        // Another CPU may have taken our answer for us.
+        answered = vcpu.io.lock().answer.is_some();
+    }
     polling.fetch_sub(1, Ordering::SeqCst);
     // A completion dom0 wrote while it saw us polling, without IoComplete.
     core::sync::atomic::fence(Ordering::SeqCst);
-    if completions_waiting() {
-        let _ = complete();
+    if page.completions_waiting() {
+        let _ = take_completions(page, None);
     }
     if answered || vcpu.io.lock().answer.is_some() {
         finish(vcpu, frame);
@@ -253,60 +299,59 @@ fn wait_for_answer(vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
     false
 }
 
-/// Whether dom0 has put completions in the ring that nobody took yet.
-fn completions_waiting() -> bool {
-    let guard = RINGS.lock();
-    guard.as_ref().is_some_and(|port| port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire) != port.cpl.cons())
-}
-
 /// Whether dom0 has requests it has not taken yet.
 pub fn requests_pending() -> bool {
-    let guard = RINGS.lock();
-    guard.as_ref().is_some_and(|port| port.u32_at(REQ_CONS_OFFSET).load(Ordering::Acquire) != port.req.prod())
+    Page::get().is_some_and(|page| page.word(REQ_CONS_OFFSET).load(Ordering::Acquire) != page.word(REQ_PROD_OFFSET).load(Ordering::Relaxed))
 }
 
 /// `IoComplete`: takes dom0's completions and resumes their vCPUs.
 pub fn complete() -> Result<u64, Error> {
-    let mut taken = 0;
-    // One completion at a time (no big buffer on the stack to clear: this
-    // is on the path of every forwarded read).
+    let page = Page::get().ok_or(Error::NotSupported)?;
+    take_completions(page, None).map(|(taken, _)| taken)
+}
+
+/// Takes every completion in the ring, one at a time (the ring's lock is
+/// not held while a vCPU is woken), and gives each to its vCPU. Returns
+/// how many reached a vCPU, and whether one of them was `me`'s.
+fn take_completions(page: Page, me: Option<&Vcpu>) -> Result<(u64, bool), Error> {
+    let (mut taken, mut mine) = (0, false);
     loop {
-        let answer = {
-            let mut guard = RINGS.lock();
-            let port = guard.as_mut().ok_or(Error::NotSupported)?;
-            port.cpl.observe_prod(port.u32_at(CPL_PROD_OFFSET).load(Ordering::Acquire)).map_err(|_| Error::InvalidParameter)?;
-            let Some(slot) = port.cpl.consumer_slot() else { break };
-            let mut bytes = [0u8; IoCompletion::SIZE];
-            // SAFETY: a completion slot of the shared page, published by
-            // dom0's release store of the completion `prod`.
-            unsafe { core::ptr::copy_nonoverlapping(port.bytes_at(completion_slot_offset(slot), bytes.len()), bytes.as_mut_ptr(), bytes.len()) };
-            let c = IoCompletion::from_bytes(&bytes);
-            let cons = port.cpl.consumed();
-            port.u32_at(CPL_CONS_OFFSET).store(cons, Ordering::Release);
-            match port.waiting.iter().position(|w| w.seq == c.seq) {
-                Some(i) => Ok((port.waiting.swap_remove(i), IoAnswer { status: IoStatus::from_u32(c.status), data: c.data })),
-                None => Err(c.seq),
+        let c = {
+            let mut ring = COMPLETIONS.lock();
+            ring.observe_prod(page.word(CPL_PROD_OFFSET).load(Ordering::Acquire)).map_err(|_| Error::InvalidParameter)?;
+            let Some(slot) = ring.consumer_slot() else { break };
+            let c = page.read_completion(slot);
+            page.word(CPL_CONS_OFFSET).store(ring.consumed(), Ordering::Release);
+            c
+        };
+        match deliver(&c, me) {
+            Some(was_me) => {
+                taken += 1;
+                mine |= was_me;
             }
-        };
-        let (waiter, answer) = match answer {
-            Ok(found) => found,
-            Err(seq) => {
-                drop_stale(seq);
-                continue;
-            }
-        };
-        taken += 1;
-        // The instance check closes the window between taking the waiter
-        // and this look-up, in which the VM could go and another come.
-        let Some(vm) = vm::get(waiter.vm).filter(|vm| vm.instance == waiter.instance) else {
-            drop_stale(waiter.seq);
-            continue;
-        };
-        let Some(vcpu) = vm.vcpus.get(waiter.vcpu) else { continue };
-        vcpu.io.lock().answer = Some(answer);
-        sched::wake_io(&vm, waiter.vcpu);
+            None => drop_stale(c.seq),
+        }
     }
-    Ok(taken)
+    Ok((taken, mine))
+}
+
+/// Gives completion `c` to the vCPU waiting for it and wakes that vCPU;
+/// returns whether that was `me` (`None`: nobody waits for `c.seq`).
+fn deliver(c: &IoCompletion, me: Option<&Vcpu>) -> Option<bool> {
+    let (id, index) = waiter_of(c.seq);
+    let vm = vm::get(id)?;
+    let vcpu = vm.vcpus.get(index)?;
+    {
+        let mut io = vcpu.io.lock();
+        // The seq check is also the instance check: a later VM with the
+        // same id waits for another seq.
+        if io.answer.is_some() || !io.pending.is_some_and(|p| p.seq == c.seq) {
+            return None;
+        }
+        io.answer = Some(IoAnswer { status: IoStatus::from_u32(c.status), data: c.data });
+    }
+    sched::wake_io(&vm, index);
+    Some(me.is_some_and(|me| core::ptr::eq(me, vcpu)))
 }
 
 /// On the vCPU's own CPU before it runs again: finish its forwarded access
@@ -331,9 +376,25 @@ pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
     }
 }
 
-
 /// Test support: no IO page.
 #[cfg(any(test, fuzzing))]
 pub fn reset_for_test() {
-    *RINGS.lock() = None;
+    PAGE.store(0, Ordering::Release);
+    *REQUESTS.lock() = Requests { ring: EMPTY_RING, count: 1 };
+    *COMPLETIONS.lock() = EMPTY_RING;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_names_its_waiter_and_is_never_zero() {
+        for (vm, vcpu) in [(0u16, 0usize), (1, 7), (MAX_VMS - 1, MAX_VCPUS as usize - 1)] {
+            let seq = seq_for(1, VmId(vm), vcpu);
+            assert_ne!(seq, 0);
+            assert_eq!(waiter_of(seq), (VmId(vm), vcpu));
+            assert_ne!(seq_for(2, VmId(vm), vcpu), seq, "the count tells requests of one vCPU apart");
+        }
+    }
 }

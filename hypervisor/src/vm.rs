@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use hv_abi::hypercall::{FaultPolicy, StopReason, VmState, LOG_WRITE_BURST, MAX_VMS};
 use crate::sync::Mutex;
@@ -250,6 +250,8 @@ pub struct PendingIo {
     pub abort: crate::esr::DataAbort,
     pub register: u8,
     pub write: bool,
+    /// The request's `seq`: only the completion with this one is its answer.
+    pub seq: u64,
 }
 
 /// Why and where a VM stopped.
@@ -276,6 +278,15 @@ impl RamChunk {
     }
 }
 
+/// What answers a VM's access outside its RAM (`Vm::mmio_at`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mmio {
+    /// Dom0, through the IO rings.
+    Forwarded(Forwarded),
+    /// The hypervisor: the device, and the offset into its window.
+    Emulated(EmulatedDevice, u64),
+}
+
 /// A window of a VM's IPA space whose accesses go to dom0 (`IoMap`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forwarded {
@@ -287,11 +298,6 @@ pub struct Forwarded {
 
 pub struct Vm {
     pub id: VmId,
-    /// Which VM with this id it is: a number no other VM in the
-    /// hypervisor's life has had (ids are reused, instances are not), so
-    /// that work done for a VM that is gone never reaches a later one with
-    /// the same id.
-    pub instance: u64,
     pub name: String,
     pub kind: VmKind,
     /// Stage-2 VMID (8 bits).
@@ -363,11 +369,8 @@ impl Vm {
     /// A VM from `spec`, not yet in the VM table. Its stage-2 VMID is its
     /// id + 1 (VMID 0 is never used).
     pub fn new(spec: VmSpec) -> Vm {
-        /// The next `Vm::instance`.
-        static INSTANCES: AtomicU64 = AtomicU64::new(1);
         Vm {
             id: spec.id,
-            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             name: spec.name,
             kind: spec.kind,
             vmid: spec.id.0 + 1,
@@ -480,6 +483,16 @@ impl Vm {
         self.forwarded.read().iter().find(|w| ipa >= w.base && ipa - w.base < w.size).copied()
     }
 
+    /// Who answers an access at `ipa`: a window dom0 took (`IoMap`, which
+    /// may cover the console UART, never a GIC frame), else a device the
+    /// hypervisor emulates; `None` if neither.
+    pub fn mmio_at(&self, ipa: u64) -> Option<Mmio> {
+        match self.forwarded_at(ipa) {
+            Some(window) => Some(Mmio::Forwarded(window)),
+            None => self.emulated_region(ipa).map(|(device, offset)| Mmio::Emulated(device, offset)),
+        }
+    }
+
     /// Translates a buffer `[ipa, ipa+len)` that lies entirely inside one
     /// RAM chunk into the host physical address of its start.
     pub fn ram_buffer(&self, ipa: u64, len: u64) -> Option<PhysAddr> {
@@ -534,12 +547,45 @@ impl Vm {
 
 }
 
-/// The VM table, indexed by id. Only hypercalls and the scheduler's
-/// switch-in look VMs up, by id, never by scanning.
-static VMS: Mutex<[Option<Arc<Vm>>; MAX_VMS as usize]> = Mutex::new([const { None }; MAX_VMS as usize]);
+/// One entry of the VM table: a VM published as a raw `Arc` pointer
+/// (`Arc::into_raw`; null while the id is free), and the readers between
+/// loading that pointer and taking a reference of their own. Each on its
+/// own cache line, so looking up one VM does not slow down another's.
+#[repr(align(64))]
+struct Slot {
+    vm: AtomicPtr<Vm>,
+    readers: AtomicU32,
+}
 
+/// The VM table, indexed by id, read without a lock: the trap, IO
+/// forwarding and completion, interrupt and scheduling paths look VMs up
+/// here by id (never by scanning), on every CPU at once. A reader counts
+/// itself in its slot's `readers` before it loads the pointer and until it
+/// holds its own reference; `remove` clears the pointer, then waits until
+/// the slot has no reader, so the table's reference is never dropped
+/// under one. Writers (create and destroy, from dom0) serialise on nothing
+/// but the slot: `insert` claims a free slot with one compare-and-swap.
+static VMS: [Slot; MAX_VMS as usize] = [const { Slot { vm: AtomicPtr::new(core::ptr::null_mut()), readers: AtomicU32::new(0) } }; MAX_VMS as usize];
+
+/// The VM with id `id`, if there is one. Lock-free: a few atomic
+/// operations on the VM's own slot and reference count.
 pub fn get(id: VmId) -> Option<Arc<Vm>> {
-    VMS.lock().get(id.0 as usize)?.clone()
+    let slot = VMS.get(id.0 as usize)?;
+    // SeqCst pairs with `remove`: either this load sees the pointer
+    // cleared, or `remove` sees this reader and waits for it.
+    slot.readers.fetch_add(1, Ordering::SeqCst);
+    let ptr = slot.vm.load(Ordering::SeqCst);
+    let vm = (!ptr.is_null()).then(|| {
+        // SAFETY: `ptr` came from `Arc::into_raw` in `insert`, and the
+        // table's own reference to it is alive: `remove` drops it only
+        // once no reader is counted in this slot, and this one is.
+        unsafe {
+            Arc::increment_strong_count(ptr);
+            Arc::from_raw(ptr)
+        }
+    });
+    slot.readers.fetch_sub(1, Ordering::Release);
+    vm
 }
 
 /// The guest VM a hypercall argument `id` names; `None` for dom0, an
@@ -551,36 +597,49 @@ pub fn guest(id: u64) -> Option<Arc<Vm>> {
 
 /// Puts `vm` in the table under its id (which must be free).
 pub fn insert(vm: Arc<Vm>) -> Result<(), Arc<Vm>> {
-    let mut table = VMS.lock();
-    match table.get_mut(vm.id.0 as usize) {
-        Some(slot @ None) => {
-            *slot = Some(vm);
-            Ok(())
-        }
-        _ => Err(vm),
+    let Some(slot) = VMS.get(vm.id.0 as usize) else { return Err(vm) };
+    let ptr = Arc::into_raw(vm).cast_mut();
+    match slot.vm.compare_exchange(core::ptr::null_mut(), ptr, Ordering::SeqCst, Ordering::Relaxed) {
+        Ok(_) => Ok(()),
+        // SAFETY: `ptr` is the reference `into_raw` just gave up, never
+        // published: taking it back is its only use.
+        Err(_) => Err(unsafe { Arc::from_raw(ptr) }),
     }
 }
 
+/// Takes VM `id` out of the table; once this returns no look-up can reach
+/// it, and the caller holds the table's reference.
 pub fn remove(id: VmId) -> Option<Arc<Vm>> {
-    VMS.lock().get_mut(id.0 as usize)?.take()
+    let slot = VMS.get(id.0 as usize)?;
+    let ptr = slot.vm.swap(core::ptr::null_mut(), Ordering::SeqCst);
+    if ptr.is_null() {
+        return None;
+    }
+    // Readers that may have loaded `ptr` finish taking their reference
+    // (a few instructions each; EL2 does not preempt them).
+    while slot.readers.load(Ordering::SeqCst) != 0 {
+        <crate::sync::Yield as spin::RelaxStrategy>::relax();
+    }
+    // SAFETY: the table's reference, published by `insert`; the swap made
+    // this the only copy of the pointer and no reader still uses it.
+    Some(unsafe { Arc::from_raw(ptr) })
 }
 
-/// A free VM id (1.. for guests).
+/// A free VM id (1.. for guests). Two creates may both see the same one:
+/// `insert` lets only one of them have it.
 pub fn free_id() -> Option<VmId> {
-    let table = VMS.lock();
-    (1..MAX_VMS).find(|&i| table[i as usize].is_none()).map(VmId)
+    (1..MAX_VMS).find(|&i| VMS[i as usize].vm.load(Ordering::Acquire).is_null()).map(VmId)
 }
 
 /// Ids of guests (not dom0) that exist.
 pub fn guest_ids() -> Vec<VmId> {
-    let table = VMS.lock();
-    table.iter().flatten().filter(|vm| vm.kind == VmKind::Guest).map(|vm| vm.id).collect()
+    (1..MAX_VMS).map(VmId).filter(|&id| get(id).is_some_and(|vm| vm.kind == VmKind::Guest)).collect()
 }
 
 /// Test support: empties the VM table.
 #[cfg(any(test, fuzzing))]
 pub fn clear_for_test() {
-    for slot in VMS.lock().iter_mut() {
-        *slot = None;
+    for id in 0..MAX_VMS {
+        drop(remove(VmId(id)));
     }
 }

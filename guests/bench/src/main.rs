@@ -256,16 +256,19 @@ mod guest {
     /// different from each other: a tracer (scripts/trace-bench.sh) takes
     /// an operation's measurement to lie between a call of this function
     /// and one of [`bench_window_close`].
+    /// Both also execute the instruction-count marker (HINT #0x7e,
+    /// unallocated, so a NOP), at which tools/insn-count writes what each
+    /// CPU has executed (scripts/bench.sh --scale).
     #[inline(never)]
     fn bench_window_open() {
-        // SAFETY: NOP.
-        unsafe { asm!("nop", options(nomem, nostack, preserves_flags)) };
+        // SAFETY: NOP and a hint that executes as one.
+        unsafe { asm!("nop", "hint #0x7e", options(nomem, nostack, preserves_flags)) };
     }
 
     #[inline(never)]
     fn bench_window_close() {
-        // SAFETY: NOPs.
-        unsafe { asm!("nop", "nop", options(nomem, nostack, preserves_flags)) };
+        // SAFETY: NOPs and a hint that executes as one.
+        unsafe { asm!("nop", "nop", "hint #0x7e", options(nomem, nostack, preserves_flags)) };
     }
 
     /// `f` between the two window marks.
