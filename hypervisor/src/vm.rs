@@ -437,7 +437,10 @@ impl Vm {
     pub fn halt(&self) {
         self.set_state(VmState::Stopped);
         for v in &self.vcpus {
-            if (v.sched.load(Ordering::Acquire) == state::RUNNING || crate::sched::is_loaded(v)) && v.pcpu() != cpu::index() {
+            // A blocked one may be parked (loaded while its CPU idles):
+            // its CPU must look too.
+            let s = v.sched.load(Ordering::Acquire);
+            if (s == state::RUNNING || s == state::BLOCKED) && v.pcpu() != cpu::index() {
                 gic::send_sgi(gic::SGI_KICK, v.pcpu());
             }
         }
