@@ -33,14 +33,10 @@ pub fn apply(vm: &Vm, effects: &Effects) {
         return;
     }
     let here = sched::current_vcpu_of(vm.id);
-    for effect in effects.iter() {
+    // The physical GIC first, so it is set up before a kicked vCPU runs.
+    for &effect in effects.phys() {
         match effect {
-            Effect::Kick(v) if Some(v) == here => {
-                if let Some(vcpu) = vm.vcpus.get(v) {
-                    vcpu.needs_flush.store(true, Ordering::Release);
-                }
-            }
-            Effect::Kick(v) => kick(vm, v),
+            Effect::Kick(_) => {} // kicks are in `kicks`
             Effect::PhysEnable { intid, enable } => gic::set_enabled(intid, enable),
             Effect::PhysPriority { intid, prio } => gic::set_priority(intid, prio),
             Effect::PhysConfig { intid, edge } => gic::set_edge(intid, edge),
@@ -62,6 +58,14 @@ pub fn apply(vm: &Vm, effects: &Effects) {
                 // activate, a hardware interrupt: the device owns its
                 // line, so the hypervisor leaves the physical state alone.
             }
+        }
+    }
+    for v in effects.kicks() {
+        match vm.vcpus.get(v) {
+            // The vCPU loaded here looks at its interrupts before it runs on.
+            Some(vcpu) if Some(v) == here => vcpu.needs_flush.store(true, Ordering::Release),
+            Some(_) => kick(vm, v),
+            None => {}
         }
     }
 }

@@ -84,6 +84,20 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
             spi_owner(intid).map(|id| (id, 0))
         };
         let delivered = match owner {
+            // A PPI of the vCPU loaded here: straight into a list register
+            // when it can (`inject_hw_loaded`); the vCPU's flush then has
+            // nothing to do for it.
+            Some((_, index)) if intid < 32 => match current {
+                Some((vm, _)) => {
+                    let mut lrs = gic::HwListRegisters;
+                    match crate::interrupts::with_effects(vm, |fx| vm.vgic.lock().inject_hw_loaded(intid, index, &mut lrs, fx)) {
+                        Ok(true) => continue,
+                        Ok(false) => true,
+                        Err(_) => false,
+                    }
+                }
+                None => false,
+            },
             Some((id, index)) => match current.filter(|(vm, _)| vm.id == id) {
                 Some((vm, _)) => crate::interrupts::with_effects(vm, |fx| vm.vgic.lock().inject_hw(intid, index, fx).is_ok()),
                 None => match vm::get(id) {

@@ -57,12 +57,12 @@ fn idle_parked(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
         crate::irq::handle_irqs(Some((vm, vcpu)));
         // An interrupt injected from this CPU only marks the vCPU (it is
         // the current one here): look whether it can take it now.
-        let mut has_work = false;
         if vcpu.needs_flush.load(Ordering::Acquire) {
             interrupts::flush_interrupts(vm, vcpu);
-            // (Woken already if another CPU made it pending.)
-            has_work = vcpu.sched.load(Ordering::Acquire) == sched::state::BLOCKED && vm.vgic.lock().has_work(vcpu.index);
         }
+        // (Woken already if another CPU made it pending; a PPI may have
+        // gone straight into a list register, without a flush.)
+        let has_work = vcpu.sched.load(Ordering::Acquire) == sched::state::BLOCKED && vm.vgic.lock().has_work(vcpu.index);
         match sched::parked_next(vm, vcpu, has_work) {
             sched::Parked::Wait => {}
             sched::Parked::Resume => {

@@ -82,7 +82,15 @@ impl Effects {
 
     /// vCPUs to kick, in index order.
     pub fn kicks(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..MAX_VCPUS).filter(move |v| self.kicks & (1 << v) != 0)
+        let mut left = self.kicks;
+        core::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let v = left.trailing_zeros() as usize;
+            left &= left - 1;
+            Some(v)
+        })
     }
 
     /// Physical-GIC effects, in the order the guest's write implied them.
@@ -97,6 +105,11 @@ impl Effects {
             .iter()
             .copied()
             .chain(self.kicks().map(Effect::Kick))
+    }
+
+    /// Takes back a kick of `vcpu` (what it was for is done).
+    pub(super) fn unkick(&mut self, vcpu: usize) {
+        self.kicks &= !(1u8 << (vcpu % MAX_VCPUS));
     }
 
     pub(super) fn kick(&mut self, vcpu: usize) {

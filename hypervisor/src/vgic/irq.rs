@@ -115,6 +115,12 @@ impl IrqBitmap {
         }
     }
 
+    /// Whether `intid` is the only bit set.
+    pub fn only(&self, intid: u32) -> bool {
+        let i = (intid as usize / 64) % 16;
+        self.summary == 1 << i && self.words[i] == 1 << (intid % 64)
+    }
+
     #[cfg(test)]
     pub fn test(&self, intid: u32) -> bool {
         self.words[(intid as usize / 64) % 16] & (1 << (intid % 64)) != 0

@@ -260,15 +260,35 @@ impl Vgic {
             }
         }
 
+        // Every contender fits in a free LR (the usual case: one or two
+        // queued): no choosing, each takes the lowest free one.
+        let contends = |vgic: &Self, intid: u32| {
+            let irq = vgic.irq(vcpu, intid);
+            irq.active || vgic.group_enabled(irq.group1)
+        };
+        let free = (!self.vcpus[vcpu].used & lr_mask).count_ones();
+        let queued = self.vcpus[vcpu].queue;
+        if queued.iter().filter(|&intid| contends(self, intid)).take(free as usize + 1).count() <= free as usize {
+            for intid in queued.iter() {
+                if !contends(self, intid) {
+                    continue;
+                }
+                let slot = (!self.vcpus[vcpu].used & lr_mask).trailing_zeros() as usize;
+                self.place(vcpu, slot, intid, lrs);
+            }
+            lrs.set_underflow_irq(false);
+            return Ok(());
+        }
+
         // The best `n` contenders from the queue, sorted.
         let mut best = [(Claim::Deliverable, 0u8, 0u32); MAX_LRS];
         let mut len = 0;
         let mut left_over = false;
-        for intid in self.vcpus[vcpu].queue.iter() {
-            let irq = self.irq(vcpu, intid);
-            if !irq.active && !self.group_enabled(irq.group1) {
+        for intid in queued.iter() {
+            if !contends(self, intid) {
                 continue;
             }
+            let irq = self.irq(vcpu, intid);
             let c: Contender = (self.claim(cpuif, irq.active, irq.group1), irq.priority, intid);
             let pos = best[..len].partition_point(|b| *b <= c);
             if len < n {
@@ -382,7 +402,7 @@ impl Vgic {
 
     /// Put queued `intid` into free LR `slot`, moving its pending (one v2
     /// SGI source, or the latch) and active state into the LR.
-    fn place(&mut self, vcpu: usize, slot: usize, intid: u32, lrs: &mut impl ListRegisters) {
+    pub(super) fn place(&mut self, vcpu: usize, slot: usize, intid: u32, lrs: &mut impl ListRegisters) {
         let pending = self.irq(vcpu, intid).enabled && self.model_pending(vcpu, intid);
         let mut source = 0u8;
         if self.is_v2_sgi(intid) && pending {

@@ -361,6 +361,31 @@ impl Vgic {
         Ok(())
     }
 
+    /// `inject_hw` of private interrupt `intid` (< 32) for `vcpu`, which is
+    /// loaded on this CPU with list registers `lrs`, as the last `flush`
+    /// left them: if the interrupt is all the vCPU has queued and an LR is
+    /// free, it goes straight into that LR, as the next flush would have
+    /// put it, and the vCPU needs no kick for it. Returns whether it did.
+    pub fn inject_hw_loaded(
+        &mut self,
+        intid: u32,
+        vcpu: usize,
+        lrs: &mut impl ListRegisters,
+        out: &mut Effects,
+    ) -> Result<bool, VgicError> {
+        self.inject_hw(intid, vcpu, out)?;
+        let cpu = &self.vcpus[vcpu];
+        let free = !cpu.used & lr_mask(lrs.count().min(MAX_LRS));
+        let irq = self.irq(vcpu, intid);
+        let alone = intid < 32 && irq.queued_on == Some(vcpu as u8) && cpu.queue.only(intid);
+        if !alone || free == 0 || (!irq.active && !self.group_enabled(irq.group1)) {
+            return Ok(false);
+        }
+        self.place(vcpu, free.trailing_zeros() as usize, intid, lrs);
+        out.unkick(vcpu);
+        Ok(true)
+    }
+
     /// Whether the vCPU has something to run for (for WFI): an interrupt,
     /// queued or in an LR, that its CPU interface would signal (pending and
     /// inactive, its group enabled in the distributor and in the CPU
