@@ -266,13 +266,19 @@ impl Vgic {
             let irq = vgic.irq(vcpu, intid);
             irq.active || vgic.group_enabled(irq.group1)
         };
-        let free = (!self.vcpus[vcpu].used & lr_mask).count_ones();
-        let queued = self.vcpus[vcpu].queue;
-        if queued.iter().filter(|&intid| contends(self, intid)).take(free as usize + 1).count() <= free as usize {
-            for intid in queued.iter() {
-                if !contends(self, intid) {
-                    continue;
-                }
+        let free = (!self.vcpus[vcpu].used & lr_mask).count_ones() as usize;
+        let mut fitting = [0u32; MAX_LRS];
+        let mut count = 0;
+        for intid in self.vcpus[vcpu].queue.iter().filter(|&intid| contends(self, intid)) {
+            if count == free {
+                count = usize::MAX; // more than fit
+                break;
+            }
+            fitting[count] = intid;
+            count += 1;
+        }
+        if count <= free {
+            for &intid in &fitting[..count] {
                 let slot = (!self.vcpus[vcpu].used & lr_mask).trailing_zeros() as usize;
                 self.place(vcpu, slot, intid, lrs);
             }
@@ -284,7 +290,7 @@ impl Vgic {
         let mut best = [(Claim::Deliverable, 0u8, 0u32); MAX_LRS];
         let mut len = 0;
         let mut left_over = false;
-        for intid in queued.iter() {
+        for intid in self.vcpus[vcpu].queue.iter() {
             if !contends(self, intid) {
                 continue;
             }
