@@ -43,6 +43,7 @@ pub mod pagetable;
 pub mod pl011;
 pub mod ring;
 pub mod vmview;
+pub mod wake;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;
@@ -50,6 +51,8 @@ pub mod arch;
 mod boot;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod evloop;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod heap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
