@@ -44,15 +44,18 @@ def clean(text):
 
 
 def window(command, marker):
-    """(start, end) seconds of the command: its last echo before the marker."""
+    """(start, end) lines of the command: its last echo before the marker
+    (guest output printed while it was typed redraws the prompt and the
+    line typed so far, so the echo may be split over several lines: the
+    last one ends with the whole command once Enter was typed)."""
     end = next(i for i, (t, _) in enumerate(lines) if marker in t)
-    start = max(i for i in range(end) if lines[i][0] == "dom0> " + command)
+    start = max(i for i in range(end) if clean(lines[i][0]).endswith(command))
     return start, end
 
 
 problems, figures = [], []
 for command, marker, min_restarts in (("sleep 10", "  ID NAME", 2),
-                                      ("cycle 60 cyc", "create/destroy cycles of cyc", 1)):
+                                      ("cycle 100 cyc", "create/destroy cycles of cyc", 1)):
     try:
         s, e = window(command, marker)
     except (StopIteration, ValueError):
