@@ -4,11 +4,12 @@
 //! cleared BSS and, if entered at EL2, dropped to EL1): identity-mapped MMU
 //! from the device tree's `/memory` → heap → platform description → console
 //! and logging → GIC → timer → console receive interrupt → secondary CPUs →
-//! shell.
+//! the event loop (`evloop`: the services and the shell).
 //!
 //! Layers:
 //! - arch-neutral logic, built and unit-tested on the build machine with
-//!   `cargo test -p host-dom0`: `line` (line editor), `command` (command and
+//!   `cargo test -p host-dom0`: `wake` (when an event-loop task runs
+//!   again), `line` (line editor), `command` (command and
 //!   argument parsing), `ring` (interrupt-to-shell byte ring), `fdt_scan`
 //!   (raw device tree walk: memory, device list, `/hypervisor`), `pagetable`
 //!   (the identity map's descriptors), `kernel_image` (guest kernel formats

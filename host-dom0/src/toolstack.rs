@@ -503,6 +503,9 @@ impl Toolstack {
                 bounce.extend_from_slice(piece);
                 hypercall::vm_write(id, to, bounce.as_ptr() as u64, bounce.len() as u64)
             };
+            // Busy devices' turns and waiting answers go on meanwhile
+            // (the event loop's other services wait for this step).
+            ioreq::poll_pending();
             match result {
                 Ok(()) => done += piece.len(),
                 Err(Error::BadAddress) if self.direct_writes => self.direct_writes = false,
