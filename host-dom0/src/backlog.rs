@@ -7,7 +7,7 @@
 //! batch (the request ring's 64 slots). Once the request ring is full the
 //! hypervisor makes the requesting vCPUs give their CPU away and repeat
 //! their access later: guests slow down, nothing is lost. The backlog is
-//! retried at every IO event and from the shell's service loop.
+//! retried at every IO event and from dom0's event loop (`evloop`).
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;

@@ -1,13 +1,13 @@
 //! The boot CPU's story, entered from `boot.S` at EL1 with the MMU off:
 //! identity map → heap → platform → console → PSCI → GIC → timer → console
-//! input → IO forwarding (under the hypervisor) → secondary CPUs → guest VMs from the boot bundle → shell.
+//! input → IO forwarding (under the hypervisor) → secondary CPUs → guest VMs from the boot bundle → the event loop (the shell and the services).
 
 use hv_devtree::platform::Platform;
 
 use crate::arch::aarch64::{cpu, gic, hypercall, mmu, psci, smp, timer};
-use crate::shell::{self, System};
+use crate::shell::System;
 use crate::toolstack::Toolstack;
-use crate::{console, fdt_scan, heap, ioreq, panic};
+use crate::{console, evloop, fdt_scan, heap, ioreq, panic};
 
 
 #[no_mangle]
@@ -69,7 +69,7 @@ extern "C" fn primary_main(dtb: usize) -> ! {
     crate::drivers::disk::init(blob);
     let mut vms = Toolstack::new(&platform, hypervisor);
     vms.boot();
-    shell::run(System {
+    evloop::run(System {
         platform,
         blob,
         hypervisor,

@@ -5,7 +5,7 @@ use core::fmt::{self, Write};
 
 use spin::{Mutex, Once};
 
-use crate::arch::aarch64::{cpu, gic, timer};
+use crate::arch::aarch64::{cpu, gic};
 use crate::drivers::uart::Uart;
 use crate::ring::ByteRing;
 use hv_devtree::platform::Uart as UartDesc;
@@ -46,49 +46,32 @@ fn on_rx_interrupt() {
     }
 }
 
-/// Waits (in WFI) for the next received byte.
-pub fn read_byte() -> u8 {
-    if RX_IRQ.get() == Some(&true) {
-        let mut byte = None;
-        cpu::wait_until(|| {
-            byte = RX.pop();
-            byte.is_some()
-        });
-        return byte.unwrap_or(0);
-    }
-    // No interrupt: poll every 10 ms on the timer.
-    loop {
-        if let Some(b) = UART.get().and_then(Uart::read_byte) {
-            return b;
-        }
-        timer::sleep_micros(10_000);
-    }
+/// The next byte typed, if one is waiting (never waits).
+pub fn try_read_byte() -> Option<u8> {
+    poll_uart();
+    RX.pop()
 }
 
-/// The next received byte, or `None` after `micros` microseconds without
-/// one, or as soon as `wake()` holds (checked after every interrupt; the
-/// shell's periodic work, e.g. guest console output, runs between).
-pub fn read_byte_timeout(micros: u64, wake: impl Fn() -> bool) -> Option<u8> {
+/// Whether a typed byte is waiting. Checked by the event loop before it
+/// waits in WFI, with IRQs masked: a byte that arrives later raises the
+/// receive interrupt, which wakes the CPU.
+pub fn input_waiting() -> bool {
+    poll_uart();
+    !RX.is_empty()
+}
+
+/// Without a receive interrupt, moves what the UART holds into the ring
+/// (the event loop's tick then bounds how long a typed byte waits).
+fn poll_uart() {
     if RX_IRQ.get() == Some(&true) {
-        let mut byte = None;
-        timer::wait_micros(micros, || {
-            byte = RX.pop();
-            byte.is_some() || wake()
-        });
-        return byte;
+        return;
     }
-    // No interrupt: poll every 10 ms on the timer.
-    let mut waited = 0;
-    loop {
-        if let Some(b) = UART.get().and_then(Uart::read_byte) {
-            return Some(b);
+    if let Some(uart) = UART.get() {
+        while let Some(b) = uart.read_byte() {
+            if !RX.push(b) {
+                break;
+            }
         }
-        if waited >= micros {
-            return None;
-        }
-        let step = (micros - waited).min(10_000);
-        timer::sleep_micros(step);
-        waited += step;
     }
 }
 

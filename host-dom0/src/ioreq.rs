@@ -400,8 +400,8 @@ pub fn attach_virtio(vm: u32, specs: Vec<VirtioSpec>) {
     }
 }
 
-/// Gives virtio devices with work left over their next turn (the shell
-/// calls it between inputs).
+/// Gives virtio devices with work left over their next turn (the event
+/// loop's services call it at every pass).
 pub fn poll_pending() {
     if WORKER_CPU.load(Ordering::Relaxed) == usize::MAX && DISK_WORK.load(Ordering::Acquire) {
         disk_turns();
@@ -682,7 +682,7 @@ fn announce_completions() {
 /// The SGI that wakes the IO worker.
 const SGI_WORK: u32 = 1;
 /// The CPU the IO worker runs on (`usize::MAX`: none, dom0 has one CPU;
-/// the shell's waits take the turns then).
+/// the event loop's services take the turns then).
 static WORKER_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// Some disk waits for a turn (set with the turn queued, under the lock).
 static DISK_WORK: AtomicBool = AtomicBool::new(false);
@@ -692,14 +692,14 @@ fn wake_worker() {
     DISK_WORK.store(true, Ordering::Release);
     let worker = WORKER_CPU.load(Ordering::Acquire);
     if worker == usize::MAX {
-        // No worker: the shell's next wait takes it (it wakes for this).
+        // No worker: the event loop takes it (it wakes for this).
         PENDING.store(true, Ordering::Release);
     } else if worker != cpu::index() {
         let _ = gic::send_sgi(SGI_WORK, worker);
     }
 }
 
-/// Whether the shell should stop waiting and run `service` now: guest
+/// Whether the event loop should stop waiting and run its services: guest
 /// console output, or (with no worker CPU) a disk turn.
 pub fn attention() -> bool {
     output_pending() || (WORKER_CPU.load(Ordering::Relaxed) == usize::MAX && DISK_WORK.load(Ordering::Acquire))
@@ -713,7 +713,7 @@ pub fn run_worker() -> ! {
         cpu::idle();
     }
     if let Err(e) = gic::enable_sgi_here(SGI_WORK, || {}) {
-        log::warn!("IO worker: SGI {SGI_WORK}: {e}; disk turns run in the shell's waits");
+        log::warn!("IO worker: SGI {SGI_WORK}: {e}; disk turns run in the event loop");
         cpu::idle();
     }
     WORKER_CPU.store(cpu::index(), Ordering::Release);

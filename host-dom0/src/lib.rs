@@ -4,11 +4,12 @@
 //! cleared BSS and, if entered at EL2, dropped to EL1): identity-mapped MMU
 //! from the device tree's `/memory` → heap → platform description → console
 //! and logging → GIC → timer → console receive interrupt → secondary CPUs →
-//! shell.
+//! the event loop (`evloop`: the services and the shell).
 //!
 //! Layers:
 //! - arch-neutral logic, built and unit-tested on the build machine with
-//!   `cargo test -p host-dom0`: `line` (line editor), `command` (command and
+//!   `cargo test -p host-dom0`: `wake` (when an event-loop task runs
+//!   again), `line` (line editor), `command` (command and
 //!   argument parsing), `ring` (interrupt-to-shell byte ring), `fdt_scan`
 //!   (raw device tree walk: memory, device list, `/hypervisor`), `pagetable`
 //!   (the identity map's descriptors), `kernel_image` (guest kernel formats
@@ -43,6 +44,7 @@ pub mod pagetable;
 pub mod pl011;
 pub mod ring;
 pub mod vmview;
+pub mod wake;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;
@@ -50,6 +52,8 @@ pub mod arch;
 mod boot;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod evloop;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod heap;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

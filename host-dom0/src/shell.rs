@@ -1,5 +1,5 @@
 //! The console shell: line editing (`line`), parsing (`command`) and the
-//! commands themselves.
+//! commands themselves; a task of dom0's event loop (`evloop`).
 
 use alloc::string::String;
 
@@ -8,6 +8,8 @@ use hv_devtree::platform::UartKind;
 
 use crate::arch::aarch64::{cpu, gic, hypercall, probe, psci, smp, timer};
 use crate::command::{self, Command, COMMANDS};
+use crate::toolstack::{Cycle, Spawn};
+use crate::wake::Wake;
 use crate::{console, ioreq};
 use crate::fdt_scan::Tree;
 use crate::guestcon::{Focus, Input};
@@ -18,14 +20,27 @@ use crate::{print, println};
 pub const PROMPT: &str = "dom0> ";
 /// Device nodes `info` lists before summarising the rest.
 const MAX_DEVICES: usize = 32;
-/// How often guest console output is polled while waiting for input.
-const CONSOLE_POLL_MICROS: u64 = 20_000;
 
-struct Shell {
+/// The shell, one task of the event loop (`evloop`): it takes the bytes
+/// typed so far, and a command that takes time runs as a [`Job`], a step
+/// per poll, so the loop's other tasks go on meanwhile.
+pub struct Shell {
     sys: System,
     editor: LineEditor,
     /// `LogRead` cursor, kept so each `hvlog` prints only what is new.
     log_cursor: u64,
+    /// The command under way; typed input waits until it is done.
+    job: Option<Job>,
+}
+
+/// A command that takes time.
+enum Job {
+    /// `sleep`: until the counter reaches this.
+    Sleep { until: u64 },
+    /// `cycle N NAME`: one create/destroy round per step.
+    Cycle(Cycle),
+    /// `spawn N NAME`: one copy per step.
+    Spawn(Spawn),
 }
 
 /// What the shell needs to know about the machine (`boot` makes it).
@@ -38,102 +53,115 @@ pub struct System {
     pub vms: crate::toolstack::Toolstack,
 }
 
-pub fn run(sys: System) -> ! {
-    let mut shell = Shell {
-        sys,
-        editor: LineEditor::new(),
-        log_cursor: 0,
-    };
-    println!("dom0 shell: type 'help' for the list of commands");
-    loop {
-        // After `console VM` the terminal is the guest's: no prompt.
-        if shell.sys.vms.mux.focus() == Focus::Dom0 {
+impl Shell {
+    pub fn new(sys: System) -> Self {
+        println!("dom0 shell: type 'help' for the list of commands");
+        let shell = Shell { sys, editor: LineEditor::new(), log_cursor: 0, job: None };
+        shell.prompt();
+        shell
+    }
+
+    /// One step: the running job's next step, or else the bytes typed so
+    /// far (a command that starts a job stops there).
+    pub fn poll(&mut self, now: u64) -> Wake {
+        if let Some(job) = &mut self.job {
+            let more = match job {
+                Job::Sleep { until } => (now < *until).then_some(Wake::At(*until)),
+                Job::Cycle(c) => self.sys.vms.cycle_round(c).then_some(Wake::Now),
+                Job::Spawn(s) => self.sys.vms.spawn_round(s).then_some(Wake::Now),
+            };
+            if let Some(wake) = more {
+                return wake;
+            }
+            self.job = None;
+            self.prompt();
+        }
+        while let Some(byte) = console::try_read_byte() {
+            let Some(line) = self.feed(byte) else { continue };
+            if let Some(line) = line {
+                self.execute(&line);
+                if self.job.is_some() {
+                    return Wake::Now;
+                }
+            }
+            self.prompt();
+        }
+        Wake::Idle
+    }
+
+    /// Whether the shell waits for input (no job under way).
+    pub fn reading(&self) -> bool {
+        self.job.is_none()
+    }
+
+    /// What the services print guest output with: the toolstack, and the
+    /// prompt and partly typed line to redraw below the output (none while
+    /// a job runs).
+    pub fn services_view(&mut self) -> (&mut crate::toolstack::Toolstack, &str, &str) {
+        if self.job.is_some() {
+            return (&mut self.sys.vms, "", "");
+        }
+        (&mut self.sys.vms, PROMPT, self.editor.line())
+    }
+
+    /// The prompt, unless a guest's console has the terminal.
+    fn prompt(&self) {
+        if self.sys.vms.mux.focus() == Focus::Dom0 {
             print!("{PROMPT}");
         }
-        if let Some(line) = shell.read_line() {
-            shell.execute(&line);
-        }
-    }
-}
-
-impl Shell {
-    /// Reads one line, echoing; `None` if it was cancelled with Ctrl-C.
-    /// Guest console output is printed above the prompt every 20 ms.
-    fn read_line(&mut self) -> Option<String> {
-        let period = command::micros_to_ticks(CONSOLE_POLL_MICROS, cpu::counter_frequency());
-        let mut last_poll = cpu::counter();
-        loop {
-            let byte = console::read_byte_timeout(CONSOLE_POLL_MICROS, ioreq::attention);
-            if byte.is_none() || cpu::counter().wrapping_sub(last_poll) >= period {
-                service(&mut self.sys.vms, PROMPT, self.editor.line());
-                last_poll = cpu::counter();
-            }
-            let Some(byte) = byte else { continue };
-            // The multiplexer decides who gets the byte.
-            let byte = match self.sys.vms.mux.input(byte) {
-                Input::Held => continue,
-                Input::Vm(vm, bytes) => {
-                    if !ioreq::console_input(vm, &bytes) {
-                        console::write_bytes(b"\x07");
-                    }
-                    continue;
-                }
-                Input::Switched(Focus::Dom0) => {
-                    println!("\r\n[dom0] console: back to dom0");
-                    print!("{PROMPT}{}", self.editor.line());
-                    continue;
-                }
-                Input::Switched(Focus::Vm(vm)) => {
-                    let name = self.sys.vms.mux.name(vm).unwrap_or("?");
-                    println!("\r\n[dom0] console: VM {vm} ({name}); Ctrl-a three times for the next console or dom0");
-                    continue;
-                }
-                // Ctrl-a typed once or twice before a key reaches the shell as typed.
-                Input::Dom0(bytes) => match bytes.split_last() {
-                    Some((&last, held)) => {
-                        held.iter().for_each(|&b| {
-                            let _ = self.editor.feed(b);
-                        });
-                        last
-                    }
-                    None => continue,
-                },
-            };
-            match self.editor.feed(byte) {
-                Action::None => {}
-                Action::Echo(c) => console::write_bytes(&[c]),
-                Action::EraseOne => console::write_bytes(b"\x08 \x08"),
-                Action::EraseAll(n) => (0..n).for_each(|_| console::write_bytes(b"\x08 \x08")),
-                Action::Refused => console::write_bytes(b"\x07"),
-                Action::Cancel => {
-                    println!("^C");
-                    return None;
-                }
-                Action::Submit => {
-                    println!();
-                    let line = String::from(self.editor.line());
-                    self.editor.clear();
-                    return Some(line);
-                }
-            }
-        }
     }
 
-    /// `sleep`: waits, serving the guests meanwhile (`service` every 20 ms
-    /// at most, and whenever a console has output), so no guest waits for
-    /// the shell.
-    fn sleep(&mut self, micros: u64) {
-        let freq = cpu::counter_frequency().max(1);
-        let end = cpu::counter().saturating_add(command::micros_to_ticks(micros, freq));
-        loop {
-            let now = cpu::counter();
-            if now >= end {
-                break;
+    /// One typed byte: `Some(Some(line))` a line was entered, `Some(None)`
+    /// it was cancelled with Ctrl-C; `None` the line goes on.
+    fn feed(&mut self, byte: u8) -> Option<Option<String>> {
+        // The multiplexer decides who gets the byte.
+        let byte = match self.sys.vms.mux.input(byte) {
+            Input::Held => return None,
+            Input::Vm(vm, bytes) => {
+                if !ioreq::console_input(vm, &bytes) {
+                    console::write_bytes(b"\x07");
+                }
+                return None;
             }
-            let left = ((end - now) as u128 * 1_000_000 / freq as u128) as u64;
-            timer::wait_micros(left.clamp(1, CONSOLE_POLL_MICROS), ioreq::attention);
-            service(&mut self.sys.vms, "", "");
+            Input::Switched(Focus::Dom0) => {
+                println!("\r\n[dom0] console: back to dom0");
+                print!("{PROMPT}{}", self.editor.line());
+                return None;
+            }
+            Input::Switched(Focus::Vm(vm)) => {
+                let name = self.sys.vms.mux.name(vm).unwrap_or("?");
+                println!("\r\n[dom0] console: VM {vm} ({name}); Ctrl-a three times for the next console or dom0");
+                return None;
+            }
+            // Ctrl-a typed once or twice before a key reaches the shell as typed.
+            Input::Dom0(bytes) => match bytes.split_last() {
+                Some((&last, held)) => {
+                    held.iter().for_each(|&b| {
+                        let _ = self.editor.feed(b);
+                    });
+                    last
+                }
+                None => return None,
+            },
+        };
+        match self.editor.feed(byte) {
+            Action::None => {}
+            Action::Echo(c) => console::write_bytes(&[c]),
+            Action::EraseOne => console::write_bytes(b"\x08 \x08"),
+            Action::EraseAll(n) => (0..n).for_each(|_| console::write_bytes(b"\x08 \x08")),
+            Action::Refused => console::write_bytes(b"\x07"),
+            Action::Cancel => {
+                println!("^C");
+                return Some(None);
+            }
+            Action::Submit => {
+                println!();
+                let line = String::from(self.editor.line());
+                self.editor.clear();
+                return Some(Some(line));
+            }
         }
+        None
     }
 
     /// Times N round trips of each kind with the virtual counter and prints
@@ -182,8 +210,8 @@ impl Shell {
             Command::List => self.sys.vms.list(),
             Command::Create { what } => self.sys.vms.create_command(what),
             Command::Destroy { vm } => self.sys.vms.control(Function::VmDestroy, vm),
-            Command::Cycle { times, name } => self.sys.vms.cycle(times, name),
-            Command::Spawn { times, name } => self.sys.vms.spawn(times, name),
+            Command::Cycle { times, name } => self.job = self.sys.vms.cycle(times, name).map(Job::Cycle),
+            Command::Spawn { times, name } => self.job = self.sys.vms.spawn(times, name).map(Job::Spawn),
             Command::Unspawn => self.sys.vms.unspawn(),
             Command::Pause { vm } => self.sys.vms.control(Function::VmPause, vm),
             Command::Console { vm } => self.sys.vms.console(vm),
@@ -196,7 +224,11 @@ impl Shell {
                     command::seconds_millis(timer::uptime_ticks(), cpu::counter_frequency());
                 println!("up {s}.{ms:03} s");
             }
-            Command::Sleep { micros } => self.sleep(micros),
+            Command::Sleep { micros } => {
+                let freq = cpu::counter_frequency().max(1);
+                let until = cpu::counter().saturating_add(command::micros_to_ticks(micros, freq));
+                self.job = Some(Job::Sleep { until });
+            }
             Command::Peek { addr } => match probe::read_u64(addr) {
                 Ok(v) => println!("peek {addr:#x}: {v:#018x}"),
                 Err(a) => println!(
@@ -403,21 +435,6 @@ fn iostat() {
             }
         }
     }
-}
-
-/// The work that must go on whatever the shell is doing, done at each of
-/// its waits (for input, in `sleep`, between `cycle`'s rounds): virtio
-/// devices with work left get their turn, guest console output is printed
-/// (which makes room in the guests' output buffers), VMs that reset
-/// themselves are restarted. Guest IO requests themselves are served by
-/// the IO event interrupt, on any of dom0's CPUs, without the shell.
-pub fn service(vms: &mut crate::toolstack::Toolstack, prompt: &str, line: &str) {
-    for note in crate::drivers::virtio_blk::take_notices() {
-        log::warn!("{note}");
-    }
-    ioreq::poll_pending();
-    vms.poll_console(prompt, line);
-    vms.watch();
 }
 
 fn help() {

@@ -66,6 +66,25 @@ pub struct Toolstack {
     spawn_next: u32,
 }
 
+/// `cycle N NAME` under way (`Toolstack::cycle`).
+pub struct Cycle {
+    cfg: VmConfig,
+    times: u32,
+    /// Rounds done.
+    done: u32,
+    /// The hypervisor's free pages before the first round.
+    free_before: u64,
+}
+
+/// `spawn N NAME` under way (`Toolstack::spawn`).
+pub struct Spawn {
+    cfg: VmConfig,
+    times: u32,
+    /// Copies tried, and started.
+    tried: u32,
+    started: u32,
+}
+
 impl Toolstack {
     pub fn new(platform: &Platform, hypervisor: bool) -> Self {
         let bundle: &'static [u8] = match platform.initrd {
@@ -167,33 +186,41 @@ impl Toolstack {
     }
 
     /// `cycle N NAME`: creates (and starts) the configured VM NAME and
-    /// destroys it again, N times, then compares the hypervisor's free pages
-    /// with the count before the first cycle.
-    pub fn cycle(&mut self, times: u32, name: &str) {
+    /// destroys it again, N times (a round per [`cycle_round`](Self::cycle_round)),
+    /// then compares the hypervisor's free pages with the count before the
+    /// first round. `None` if it cannot start (it says why).
+    pub fn cycle(&mut self, times: u32, name: &str) -> Option<Cycle> {
         if !self.hypervisor {
             println!("cycle: {NO_HYPERVISOR}");
-            return;
+            return None;
         }
-        let Some(cfg) = self.configured("cycle", name) else { return };
-        let Some(before) = free_pages("cycle") else { return };
-        for i in 1..=times {
-            // The other guests' devices and consoles go on meanwhile.
-            ioreq::poll_pending();
-            self.poll_console("", "");
-            let id = match self.create(&cfg, true) {
-                Ok(id) => id,
-                Err(e) => {
-                    println!("cycle: create {i} of {times}: {e}");
-                    return;
-                }
-            };
-            if let Err(e) = destroy_vm(id) {
-                println!("cycle: destroy {i} of {times} (VM {id}): {}", e.description());
-                return;
+        let cfg = self.configured("cycle", name)?;
+        let free_before = free_pages("cycle")?;
+        Some(Cycle { cfg, times, done: 0, free_before })
+    }
+
+    /// The next round of `c`; `false` once it is over (the last step
+    /// reports what `cycle` found).
+    pub fn cycle_round(&mut self, c: &mut Cycle) -> bool {
+        let (i, times) = (c.done + 1, c.times);
+        if c.done >= times {
+            report_leak("cycle", &format!("{times} create/destroy cycles of {}", c.cfg.name), c.free_before);
+            return false;
+        }
+        let id = match self.create(&c.cfg, true) {
+            Ok(id) => id,
+            Err(e) => {
+                println!("cycle: create {i} of {times}: {e}");
+                return false;
             }
-            self.forget(id);
+        };
+        if let Err(e) = destroy_vm(id) {
+            println!("cycle: destroy {i} of {times} (VM {id}): {}", e.description());
+            return false;
         }
-        report_leak("cycle", &format!("{times} create/destroy cycles of {name}"), before);
+        self.forget(id);
+        c.done = i;
+        true
     }
 
     /// The configuration of the bundle's VM `name`, or says there is none.
@@ -207,44 +234,56 @@ impl Toolstack {
 
     /// `spawn N NAME`: creates and starts up to N copies of the configured
     /// VM NAME, named NAME-1, NAME-2, ... (numbering goes on over several
-    /// spawns), stopping at the first the hypervisor refuses, e.g. when its
-    /// memory runs out. They stay until `unspawn`.
-    pub fn spawn(&mut self, times: u32, name: &str) {
+    /// spawns), one per [`spawn_round`](Self::spawn_round), stopping at the
+    /// first the hypervisor refuses, e.g. when its memory runs out. They
+    /// stay until `unspawn`. `None` if it cannot start (it says why).
+    pub fn spawn(&mut self, times: u32, name: &str) -> Option<Spawn> {
         if !self.hypervisor {
-            return println!("spawn: {NO_HYPERVISOR}");
+            println!("spawn: {NO_HYPERVISOR}");
+            return None;
         }
-        let Some(cfg) = self.configured("spawn", name) else { return };
+        let cfg = self.configured("spawn", name)?;
         if !cfg.disks.is_empty() || !cfg.nets.is_empty() {
-            return println!("spawn: {name} has disks or network ports, which its copies would share");
+            println!("spawn: {name} has disks or network ports, which its copies would share");
+            return None;
         }
         if self.spawned.is_empty() {
-            let Some(free) = free_pages("spawn") else { return };
-            self.spawn_free_before = free;
+            self.spawn_free_before = free_pages("spawn")?;
         }
-        let mut started = 0;
-        for _ in 0..times {
-            ioreq::poll_pending();
-            self.poll_console("", "");
-            let mut copy = cfg.clone();
-            copy.name = format!("{name}-{}", self.spawn_next);
-            if copy.name.len() > hv_abi::hypercall::MAX_NAME {
-                println!("spawn: {}: longer than {} bytes", copy.name, hv_abi::hypercall::MAX_NAME);
-                break;
-            }
+        Some(Spawn { cfg, times, tried: 0, started: 0 })
+    }
+
+    /// The next copy of `s`; `false` once it is over (the last step says
+    /// how many were started).
+    pub fn spawn_round(&mut self, s: &mut Spawn) -> bool {
+        let (name, times) = (s.cfg.name.clone(), s.times);
+        let mut copy = s.cfg.clone();
+        copy.name = format!("{name}-{}", self.spawn_next);
+        let more = if s.tried >= times {
+            false
+        } else if copy.name.len() > hv_abi::hypercall::MAX_NAME {
+            println!("spawn: {}: longer than {} bytes", copy.name, hv_abi::hypercall::MAX_NAME);
+            false
+        } else {
+            s.tried += 1;
             match self.create(&copy, true) {
                 Ok(id) => {
                     println!("spawn: started VM {id} ({})", copy.name);
                     self.spawned.push(id);
                     self.spawn_next += 1;
-                    started += 1;
+                    s.started += 1;
+                    true
                 }
                 Err(e) => {
                     println!("spawn: create {}: {e}", copy.name);
-                    break;
+                    false
                 }
             }
+        };
+        if !more {
+            println!("spawn: {} of {times} copies of {name} started; {} spawned VMs exist", s.started, self.spawned.len());
         }
-        println!("spawn: {started} of {times} copies of {name} started; {} spawned VMs exist", self.spawned.len());
+        more
     }
 
     /// `unspawn`: destroys the copies `spawn` made, then compares the
@@ -473,6 +512,9 @@ impl Toolstack {
                 bounce.extend_from_slice(piece);
                 hypercall::vm_write(id, to, bounce.as_ptr() as u64, bounce.len() as u64)
             };
+            // Busy devices' turns and waiting answers go on meanwhile
+            // (the event loop's other services wait for this step).
+            ioreq::poll_pending();
             match result {
                 Ok(()) => done += piece.len(),
                 Err(Error::BadAddress) if self.direct_writes => self.direct_writes = false,

@@ -18,7 +18,10 @@ In send and type TEXT, \xHH is the byte HH and \\ a backslash, e.g.
 `type \x01\x01\x01` for Ctrl-a three times (run.sh moves QEMU's own
 escape key to Ctrl-t, so Ctrl-a reaches dom0).
 Exits 0 if every step passed; otherwise prints the failing step and the
-whole transcript. The transcript is always written to LOG.
+whole transcript. The transcript is always written to LOG, and when each
+piece of it arrived to LOG.times: one line per read, "OFFSET SECONDS", the
+transcript's length after the read and the seconds since the start (for
+checks of what arrived while a command ran, e.g. check_shell_busy.py).
 """
 import os
 import re
@@ -56,6 +59,14 @@ def main():
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     transcript = bytearray()
+    start = time.monotonic()
+    arrivals = []  # (transcript length after a read, seconds since start)
+
+    def save():
+        with open(log_path, "wb") as f:
+            f.write(bytes(transcript))
+        with open(log_path + ".times", "w") as f:
+            f.writelines("%d %.3f\n" % a for a in arrivals)
     seen = 0  # expects search from here
     step_timeout = 30.0
 
@@ -71,11 +82,11 @@ def main():
                 if not chunk:
                     return False
                 transcript.extend(chunk)
+                arrivals.append((len(transcript), time.monotonic() - start))
                 return True
 
     def fail(why):
-        with open(log_path, "wb") as f:
-            f.write(bytes(transcript))
+        save()
         print(f"      {why}")
         print(f"---- console transcript ({log_path}) ----")
         sys.stdout.write(transcript.decode("utf-8", "replace"))
@@ -151,8 +162,7 @@ def main():
         else:
             return fail(f"bad script step: {verb} {arg}")
 
-    with open(log_path, "wb") as f:
-        f.write(bytes(transcript))
+    save()
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -27,7 +27,10 @@
 //! numbered lines of 72 bytes as fast as the PL011 takes them, each byte
 //! written only once FR.TXFF is clear (dom0 sets TXFF while its buffer for
 //! the guest is full); the check fails if TXFF stays set for 5 s. Then
-//! `RESULT console: flood lines=N bytes=B txff-waits=W`.
+//! `RESULT console: flood lines=N bytes=B txff-waits=W`. With
+//! `console.reset=1` the guest then resets itself (PSCI `SYSTEM_RESET`)
+//! instead of switching off: dom0 restarts it, so it floods and resets
+//! again, until it is destroyed (scripts/tests/shell-busy.*).
 //! Bare QEMU works too (its PL011 behaves the same), with someone typing
 //! the three lines on the serial console.
 #![cfg_attr(target_os = "none", no_std)]
@@ -357,6 +360,10 @@ mod guest {
     fn main(env: &'static Env) {
         if let Some(Ok(lines)) = env.cmdline().get_u64("console.flood") {
             flood(lines);
+            if env.cmdline().get_u64("console.reset") == Some(Ok(1)) {
+                testkit::rt::print_done();
+                testkit::arch::psci::system_reset();
+            }
             return;
         }
         let seconds = env

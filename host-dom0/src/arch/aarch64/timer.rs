@@ -38,9 +38,16 @@ pub fn sleep_micros(micros: u64) {
 /// Waits in WFI until `done()` or `micros` microseconds have passed;
 /// returns whether `done()` became true. `done` is checked with IRQs masked
 /// (see `cpu::wait_until`).
-pub fn wait_micros(micros: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline =
-        cpu::counter().saturating_add(command::micros_to_ticks(micros, cpu::counter_frequency()));
+pub fn wait_micros(micros: u64, done: impl FnMut() -> bool) -> bool {
+    wait_until(
+        cpu::counter().saturating_add(command::micros_to_ticks(micros, cpu::counter_frequency())),
+        done,
+    )
+}
+
+/// Waits in WFI until `done()` or the counter reaches `deadline`; returns
+/// whether `done()` became true (as `wait_micros`).
+pub fn wait_until(deadline: u64, mut done: impl FnMut() -> bool) -> bool {
     CNTV_CVAL_EL0.set(deadline);
     CNTV_CTL_EL0.write(CNTV_CTL_EL0::ENABLE::SET + CNTV_CTL_EL0::IMASK::CLEAR);
     let mut finished = false;

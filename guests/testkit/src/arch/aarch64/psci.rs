@@ -10,6 +10,7 @@ pub const CPU_ON: u32 = 0xc400_0003;
 pub const AFFINITY_INFO: u32 = 0xc400_0004;
 pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
 pub const SYSTEM_OFF: u32 = 0x8400_0008;
+pub const SYSTEM_RESET: u32 = 0x8400_0009;
 pub const PSCI_FEATURES: u32 = 0x8400_000a;
 pub const SMCCC_VERSION: u32 = 0x8000_0000;
 
@@ -38,6 +39,12 @@ pub fn call_raw(regs: [u64; 4]) -> Result<[u64; 4], Caught> {
 /// PSCI SYSTEM_OFF; parks this vCPU if the call returns.
 pub fn system_off() -> ! {
     let _ = call(SYSTEM_OFF, 0, 0, 0);
+    park()
+}
+
+/// PSCI SYSTEM_RESET; parks this vCPU if the call returns.
+pub fn system_reset() -> ! {
+    let _ = call(SYSTEM_RESET, 0, 0, 0);
     park()
 }
 
