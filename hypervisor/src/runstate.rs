@@ -116,7 +116,13 @@ fn stall_check() {
     if waiting.is_empty() || STALL_SAID.swap(true, Ordering::AcqRel) {
         return;
     }
-    for g in &waiting {
+    info!("stall: forwarded accesses waiting in dom0's ring: {}", crate::ioreq::requests_pending());
+    for c in 0..crate::machine::online_cpus() {
+        let (loaded, queued) = sched::loaded_on(c);
+        info!("stall: CPU {c}: loaded {loaded:?} (VM, vCPU, parked); {queued} queued");
+    }
+    // Dom0's vCPUs too: a guest waiting for dom0 is stalled by dom0.
+    for g in vm::get(VmId(0)).iter().chain(&waiting) {
         for (i, v) in g.vcpus.iter().enumerate() {
             let state = match v.sched.load(Ordering::Acquire) {
                 sched::state::OFF => "off",

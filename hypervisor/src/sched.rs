@@ -619,6 +619,15 @@ pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
     Parked::SwitchOut
 }
 
+/// What physical CPU `cpu` has loaded, for reports: the VM and vCPU, and
+/// whether it is parked (blocked, kept loaded); how many vCPUs wait in its
+/// run queue.
+pub fn loaded_on(cpu: usize) -> (Option<(VmId, usize, bool)>, usize) {
+    let Some(s) = SCHED.get(cpu) else { return (None, 0) };
+    let s = s.lock();
+    (s.current.as_ref().map(|(vm, index)| (vm.id, *index, s.parked)), s.runq.len())
+}
+
 /// Whether `vcpu` is loaded on its CPU: running, or parked there.
 pub fn is_loaded(vcpu: &Vcpu) -> bool {
     CURRENT_VCPU.get(vcpu.pcpu()).is_some_and(|c| core::ptr::eq(c.load(Ordering::Acquire), vcpu))
