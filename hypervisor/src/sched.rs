@@ -218,11 +218,31 @@ pub fn wake(vm: &Vm, index: usize) {
         state::RUNNABLE => true,
         _ => false,
     };
-    let dom0 = vm.kind == VmKind::Dom0;
-    let pcpu;
     if queue {
-        let (home, mut s) = lock_home(v);
-        pcpu = home;
+        queue_runnable(vm, index, woken);
+        return;
+    }
+    let pcpu = v.pcpu();
+    if pcpu != me {
+        // Another CPU: interrupt it so it re-flushes or stops idling.
+        gic::send_sgi(gic::SGI_KICK, pcpu);
+    }
+}
+
+/// The second half of [`wake`]: queues vCPU `index` on its CPU if it still
+/// waits to run (`woken`: this wake-up made it runnable), and makes that
+/// CPU notice. `wake` read the state without the CPU's lock: since then
+/// the vCPU may have been queued by another wake-up, run, and blocked
+/// again. It has then seen what this wake-up was for, and its soft timer
+/// is its only way back: queueing it (a blocked vCPU in a run queue) or
+/// cancelling that timer here would leave it blocked for ever.
+pub(crate) fn queue_runnable(vm: &Vm, index: usize, woken: bool) {
+    let Some(v) = vm.vcpus.get(index) else { return };
+    let me = cpu::index();
+    let dom0 = vm.kind == VmKind::Dom0;
+    let (pcpu, mut s) = lock_home(v);
+    let mut preempt = false;
+    if v.sched.load(Ordering::Acquire) == state::RUNNABLE {
         let r = VcpuRef { vm: vm.id, vcpu: index as u8 };
         s.timers.cancel(&r);
         // Dom0 (which serves IO) and vCPUs just woken from WFI (an interrupt
@@ -230,23 +250,18 @@ pub fn wake(vm: &Vm, index: usize) {
         // block again, so a busy guest loses little.
         enqueue(pcpu, &mut s, v, r, dom0 || woken);
         s.boost_pending |= dom0 || woken;
-        let preempt = s.current.as_ref().is_none_or(|(cur, _)| (dom0 || woken) && cur.kind != VmKind::Dom0);
+        preempt = s.current.as_ref().is_none_or(|(cur, _)| (dom0 || woken) && cur.kind != VmKind::Dom0);
         if pcpu == me {
             // Someone now waits behind the running vCPU: its slice counts.
             program_timer(&s, cpu::counter());
         }
-        drop(s);
-        if pcpu == me {
-            if preempt {
-                RESCHED[me].store(true, Ordering::Release);
-            }
-            return;
+    }
+    drop(s);
+    if pcpu == me {
+        if preempt {
+            RESCHED[me].store(true, Ordering::Release);
         }
-    } else {
-        pcpu = v.pcpu();
-        if pcpu == me {
-            return;
-        }
+        return;
     }
     // Another CPU: interrupt it so it re-flushes, preempts or stops idling.
     gic::send_sgi(gic::SGI_KICK, pcpu);
@@ -382,8 +397,12 @@ fn migrate(from: usize, to: usize) -> bool {
         let Some(vm) = vm::get(r.vm) else { return false };
         // A stopped VM is not moved: `forget_vm` (after `halt`) may already
         // have cleaned `to`'s queue.
+        // An entry whose vCPU no longer waits to run (queued by a wake-up
+        // that lost a race, see `wake`) is not moved: moving would change
+        // `pcpu` away from the CPU holding its soft timer.
         let ok = vm.kind == VmKind::Guest
             && vm.runnable()
+            && vm.vcpus.get(r.vcpu as usize).is_some_and(|v| v.sched.load(Ordering::Acquire) == state::RUNNABLE)
             && vm.vcpus.get(r.vcpu as usize).is_some_and(|v| v.may_run_on(to) && now.saturating_sub(v.queued_at.load(Ordering::Relaxed)) >= min_wait);
         if ok {
             moved = Some(vm);
@@ -798,6 +817,14 @@ pub fn queued_on(pcpu: usize) -> alloc::vec::Vec<VcpuRef> {
         s.runq.push(r, false);
     }
     out
+}
+
+/// Test support: queues vCPU `index` of `vm` on CPU `pcpu` whatever its
+/// state (as a wake-up that lost a race used to).
+#[cfg(test)]
+pub fn enqueue_for_test(pcpu: usize, vm: &Vm, index: usize) {
+    let mut s = SCHED[pcpu].lock();
+    enqueue(pcpu, &mut s, &vm.vcpus[index], VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
 }
 
 /// Test support: whether this CPU will switch at the end of the trap.

@@ -340,3 +340,47 @@ fn a_vcpu_waiting_for_dom0_counts_in_its_cpus_load_until_answered() {
     sched::wake_io(&g, 0);
     assert_eq!((sched::load(1), sched::queued_on(1).len()), (1, 1), "counted once, as queued");
 }
+
+#[test]
+fn a_late_wake_up_leaves_a_vcpu_that_blocked_again_to_its_soft_timer() {
+    // The race of the GICv3 chaos runs that never finished: a wake-up reads
+    // the vCPU as runnable; before it takes the vCPU's CPU lock, the vCPU
+    // runs and blocks again in WFI, arming its soft timer. The late half of
+    // that wake-up (`queue_runnable`) must neither cancel the timer (then
+    // nothing ever wakes it) nor queue the blocked vCPU (a CPU pulling the
+    // entry would move it away from its timer).
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = started_guest(&d0, "g", 0b011, 0);
+    assert_eq!(g.vcpus[0].pcpu(), 1);
+    fake::cpu::set_index(1);
+    let (vm, _) = sched::switch_in_next().expect("g runs on CPU 1");
+    assert_eq!(vm.id, g.id);
+    let deadline = crate::arch::cpu::counter() + 500;
+    fake::timer::set_vtimer_deadline(Some(deadline));
+    assert_eq!(sched::block(&g, &g.vcpus[0]), sched::Next::Leave);
+    sched::switch_out(false, |_| {});
+    assert_eq!(sched::soft_timer_of(&g, 0), Some(deadline));
+    // The late half of the wake-up, on CPU 0.
+    fake::cpu::set_index(0);
+    sched::queue_runnable(&g, 0, false);
+    assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), state::BLOCKED);
+    assert_eq!(sched::soft_timer_of(&g, 0), Some(deadline), "its timer is its only way back");
+    assert!(sched::queued_on(1).is_empty(), "a blocked vCPU is in no run queue: {:?}", sched::queued_on(1));
+    // Even an entry left behind (as the unfixed wake-up left one) is not
+    // pulled: CPU 0, idle, must not move g away from CPU 1, which holds
+    // its timer, however busy CPU 1 looks (h, pinned there, waits too).
+    let _h = started_guest(&d0, "h", 0b010, 0);
+    fake::cpu::set_index(1);
+    sched::enqueue_for_test(1, &g, 0);
+    fake::cpu::set_index(0);
+    sched::forget_current_for_test();
+    fake::cpu::advance(1_000);
+    assert!(sched::switch_in_next().is_none(), "pulled a blocked vCPU");
+    assert_eq!((g.vcpus[0].pcpu(), sched::migrations()), (1, 0));
+    fake::cpu::set_index(1);
+    sched::on_timer();
+    assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), state::RUNNABLE, "woken at its timer");
+    // (Runnable now, it may also have been pushed to idle CPU 0.)
+    assert!(sched::queued_on(g.vcpus[0].pcpu()).contains(&r(&g)));
+}

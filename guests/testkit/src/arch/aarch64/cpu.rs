@@ -59,6 +59,19 @@ pub fn disable_irqs() {
     unsafe { asm!("msr daifset, #3", options(nomem, nostack)) };
 }
 
+/// Runs `f` with IRQs masked, then puts DAIF back as it was: for a lock
+/// the IRQ handler also takes, which this vCPU must not hold when its
+/// handler runs (it would spin for ever on its own lock).
+pub fn without_irqs<R>(f: impl FnOnce() -> R) -> R {
+    let daif: u64;
+    // SAFETY: reads PSTATE.DAIF, then masks IRQs, which only delays them.
+    unsafe { asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nomem, nostack)) };
+    let r = f();
+    // SAFETY: restores the mask bits read above.
+    unsafe { asm!("msr daif, {}", in(reg) daif, options(nomem, nostack)) };
+    r
+}
+
 /// Waits for an interrupt (returns even if IRQs are masked at PSTATE).
 pub fn wfi() {
     // SAFETY: WFI only waits.

@@ -200,9 +200,14 @@ fn find_redistributor(s: &State, mpidr: u64) -> Option<u64> {
 /// Registers `handler` for `intid` (on every vCPU); INTIDs from
 /// [`MAX_INTID`] up are ignored.
 pub fn set_handler(intid: u32, handler: Handler) {
-    if let Some(slot) = HANDLERS.write().get_mut(intid as usize) {
-        *slot = Some(handler);
-    }
+    // `handle_irq` takes the read lock: an IRQ taken here while this vCPU
+    // holds the write lock would spin on it for ever (the chaos guest
+    // restarts its timer, and so sets its handler, with IRQs on).
+    cpu::without_irqs(|| {
+        if let Some(slot) = HANDLERS.write().get_mut(intid as usize) {
+            *slot = Some(handler);
+        }
+    });
 }
 
 /// This vCPU's SGI and PPI pending bits: GICR_ISPENDR0 of its own
