@@ -491,7 +491,7 @@ guest_tests() {
     fi
     # dom0's services are independent of its shell (shell-busy): while
     # `flood` writes and `bouncer` resets itself over and over, the shell
-    # runs `sleep 10`, then `cycle 300 cyc`; check_shell_busy.py checks, from
+    # runs `sleep 10`, then `cycle 600 cyc`; check_shell_busy.py checks, from
     # when each line arrived (console_test.py's LOG.times), that flood lines
     # kept coming through both (no gap over 3 s) and that dom0 restarted
     # bouncer during both. About 30 s. (It once found a lost wake-up in the

@@ -55,7 +55,7 @@ def window(command, marker):
 
 problems, figures = [], []
 for command, marker, min_restarts in (("sleep 10", "  ID NAME", 2),
-                                      ("cycle 300 cyc", "create/destroy cycles of cyc", 1)):
+                                      ("cycle 600 cyc", "create/destroy cycles of cyc", 1)):
     try:
         s, e = window(command, marker)
     except (StopIteration, ValueError):
