@@ -525,6 +525,8 @@ guest_tests() {
                 -- -monitor "unix:$HV_TEST_MONITOR,server=on,wait=off"); then
             if grep -aq " ERROR \|: FAIL" "$LOGS/boot-$vname.log"; then
                 fail "boot $vname"; grep -a " ERROR \|: FAIL" "$LOGS/boot-$vname.log"
+            elif ! grep -aq 'survive: NOTE virtio: blk-survive: IOERR at round' "$LOGS/boot-$vname.log"; then
+                fail "boot $vname"; echo "      survive should have had an IO error for the stalled request"
             elif [ "$(grep -ac 'got no answer in' "$LOGS/boot-$vname.log")" != 1 ]; then
                 fail "boot $vname"; echo "      dom0 should say once that the disk stalled:"; grep -a 'got no answer in' "$LOGS/boot-$vname.log"
             elif ! awk '/got no answer in/ { s = 1 } /the disk answers again/ { s = 0 } s && /flood: FLOOD / { n++ } END { exit !(n >= 10) }' \
