@@ -610,10 +610,7 @@ pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
         if resume {
             let now = cpu::counter();
             s.parked = false;
-            s.since = now;
-            s.boost_pending = false;
-            s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
-            GUEST_IN[me].store(if vm.kind == VmKind::Guest { now } else { 0 }, Ordering::Relaxed);
+            start_slice(me, &mut s, vm, now);
             RESCHED[me].store(false, Ordering::Relaxed);
             publish_load(me, &s);
             program_timer(&s, now);
@@ -680,6 +677,15 @@ pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
     }
 }
 
+/// A vCPU of `vm` starts running on CPU `me` at `now` (switched in, or
+/// resumed where it was parked): its run time and slice count from here.
+fn start_slice(me: usize, s: &mut CpuSched, vm: &Vm, now: u64) {
+    s.since = now;
+    s.boost_pending = false;
+    s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
+    GUEST_IN[me].store(if vm.kind == VmKind::Guest { now } else { 0 }, Ordering::Relaxed);
+}
+
 fn make_running(me: usize, s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'static Vm, &'static Vcpu) {
     let now = cpu::counter();
     // SAFETY: the Arc moves into SCHED[me].current below, which keeps the VM
@@ -702,13 +708,10 @@ fn make_running(me: usize, s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'st
         vcpu.steal_ticks.fetch_add(now.saturating_sub(queued_at), Ordering::Relaxed);
         crate::pvtime::publish(&vm, vcpu);
     }
-    s.since = now;
     if vm.kind == VmKind::Guest && BUSY_FROM.load(Ordering::Relaxed) == 0 {
         BUSY_FROM.store(now, Ordering::Relaxed);
     }
-    GUEST_IN[me].store(if vm.kind == VmKind::Guest { now } else { 0 }, Ordering::Relaxed);
-    s.boost_pending = false;
-    s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
+    start_slice(me, s, &vm, now);
     s.timers.cancel(&VcpuRef { vm: vm.id, vcpu: index as u8 });
     CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
     CURRENT_VCPU[me].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);

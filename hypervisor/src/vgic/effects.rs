@@ -98,15 +98,6 @@ impl Effects {
         &self.phys[..self.len]
     }
 
-    /// Everything: physical effects first (so the physical GIC is set up
-    /// before a kicked vCPU runs), then kicks.
-    pub fn iter(&self) -> impl Iterator<Item = Effect> + '_ {
-        self.phys()
-            .iter()
-            .copied()
-            .chain(self.kicks().map(Effect::Kick))
-    }
-
     /// Takes back a kick of `vcpu` (what it was for is done).
     pub(super) fn unkick(&mut self, vcpu: usize) {
         self.kicks &= !(1u8 << (vcpu % MAX_VCPUS));
