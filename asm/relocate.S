@@ -67,9 +67,11 @@
 
 /*
  * The general registers of a trap frame at [sp]: x0..x29 as pairs at 8-byte
- * slots 0..29 (the caller handles x30, SP and the system registers).
+ * slots 0..29 (the caller handles x30, SP and the system registers). The
+ * _x17 halves are what a call may clobber besides x18 and x30 (AAPCS64),
+ * for entries that save only those.
  */
-.macro store_x2_to_x29
+.macro store_x2_to_x17
     stp     x2, x3, [sp, #2 * 8]
     stp     x4, x5, [sp, #4 * 8]
     stp     x6, x7, [sp, #6 * 8]
@@ -78,6 +80,10 @@
     stp     x12, x13, [sp, #12 * 8]
     stp     x14, x15, [sp, #14 * 8]
     stp     x16, x17, [sp, #16 * 8]
+.endm
+
+.macro store_x2_to_x29
+    store_x2_to_x17
     stp     x18, x19, [sp, #18 * 8]
     stp     x20, x21, [sp, #20 * 8]
     stp     x22, x23, [sp, #22 * 8]
@@ -86,7 +92,7 @@
     stp     x28, x29, [sp, #28 * 8]
 .endm
 
-.macro load_x0_to_x29
+.macro load_x0_to_x17
     ldp     x0, x1, [sp, #0 * 8]
     ldp     x2, x3, [sp, #2 * 8]
     ldp     x4, x5, [sp, #4 * 8]
@@ -96,6 +102,10 @@
     ldp     x12, x13, [sp, #12 * 8]
     ldp     x14, x15, [sp, #14 * 8]
     ldp     x16, x17, [sp, #16 * 8]
+.endm
+
+.macro load_x0_to_x29
+    load_x0_to_x17
     ldp     x18, x19, [sp, #18 * 8]
     ldp     x20, x21, [sp, #20 * 8]
     ldp     x22, x23, [sp, #22 * 8]

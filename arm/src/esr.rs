@@ -7,6 +7,11 @@
 
 use core::fmt;
 
+/// The raw EC of the classes the trap path tests first.
+pub const EC_HVC64: u8 = 0x16;
+pub const EC_SYSREG: u8 = 0x18;
+pub const EC_DATA_ABORT_LOWER_EL: u8 = 0x24;
+
 /// ESR_ELx.EC, the exception class (bits [31:26]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExceptionClass {
@@ -49,15 +54,15 @@ impl ExceptionClass {
             0x07 => SimdFp,
             0x0e => IllegalExecutionState,
             0x15 => Svc64,
-            0x16 => Hvc64,
+            EC_HVC64 => Hvc64,
             0x17 => Smc64,
-            0x18 => SysReg,
+            EC_SYSREG => SysReg,
             0x19 => Sve,
             0x1c => PointerAuth,
             0x20 => InstructionAbortLowerEl,
             0x21 => InstructionAbortSameEl,
             0x22 => PcAlignment,
-            0x24 => DataAbortLowerEl,
+            EC_DATA_ABORT_LOWER_EL => DataAbortLowerEl,
             0x25 => DataAbortSameEl,
             0x26 => SpAlignment,
             0x2c => FpException,
@@ -147,6 +152,18 @@ impl Esr {
     /// The raw exception class (EC, bits [31:26]).
     pub const fn ec(self) -> u8 {
         ((self.0 >> 26) & 0x3f) as u8
+    }
+
+    /// The general-purpose register the trapped instruction transfers, as
+    /// the syndrome names it (31: the zero register): SRT of a data abort
+    /// with a syndrome (ISV = 1), Rt of an MSR/MRS. None when there is none
+    /// (a data abort without a syndrome is answered without one).
+    pub const fn transfer_register(self) -> Option<u8> {
+        match self.ec() {
+            EC_DATA_ABORT_LOWER_EL if self.0 & (1 << 24) != 0 => Some(((self.0 >> 16) & 0x1f) as u8),
+            EC_SYSREG => Some(((self.0 >> 5) & 0x1f) as u8),
+            _ => None,
+        }
     }
 
     /// The fault status code of an abort (ISS.DFSC/IFSC, bits [5:0]).

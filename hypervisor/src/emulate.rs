@@ -14,17 +14,18 @@ use crate::arch::abort_access;
 use crate::sched::Next;
 use crate::vm::{vm_warn, EmulatedDevice, Exit, Mmio, Vcpu, Vm};
 
-/// A data abort at stage 2: an emulated device, or an access outside the
-/// VM's memory (answered with a synchronous external abort). Kept out of
-/// line so the other exits do not pay for its stack frame; the hot case, a
-/// guest reading a GIC register, is answered here with few registers live,
-/// everything else in `data_abort_slow`.
+/// A data abort at stage 2 on an emulated device, or `None` for an access
+/// with nothing behind it, untouched (the caller gives it to
+/// `fault::unbacked`). Kept out of line so the other exits do not pay for
+/// its stack frame; the hot case, a guest reading a GIC register, is
+/// answered here with few registers live, everything else in
+/// `data_abort_slow`.
 #[inline(never)]
-pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
+pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
     let ipa = el2::fault_ipa(frame.far);
     // A fault on the guest's own table walk is never an access to emulate.
     if esr::is_s1ptw(frame.esr) {
-        return crate::fault::unbacked(vm, vcpu, frame, ipa);
+        return None;
     }
     if let Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) = vm.emulated_region(ipa) {
         let abort = DataAbort::decode(frame.esr);
@@ -42,7 +43,7 @@ pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
                     frame.x[register as usize] = abort.load_value(value);
                 }
                 frame.elr += 4;
-                return Next::Resume;
+                return Some(Next::Resume);
             }
         }
     }
@@ -51,28 +52,28 @@ pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Next {
 
 /// Every other data abort (see `data_abort`).
 #[inline(never)]
-fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Next {
+fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Option<Next> {
     let (device, offset) = match vm.mmio_at(ipa) {
         Some(Mmio::Emulated(device, offset)) => (device, offset),
         Some(Mmio::Forwarded(window)) => {
             vcpu.count_exit(Exit::Mmio);
-            return match crate::ioreq::forward(vm, vcpu, frame, ipa, DataAbort::decode(frame.esr), window.post_writes) {
+            return Some(match crate::ioreq::forward(vm, vcpu, frame, ipa, DataAbort::decode(frame.esr), window.post_writes) {
                 Ok(next) => next,
                 Err(why) => {
                     vm_warn!(vm, "{}: vcpu{}: access to {:#x} dom0 cannot take ({why:?}); abort", vm.name, vcpu.index, ipa);
                     abort_access(frame);
                     Next::Resume
                 }
-            };
+            });
         }
-        None => return crate::fault::unbacked(vm, vcpu, frame, ipa),
+        None => return None,
     };
     vcpu.count_exit(Exit::Mmio);
     let abort = DataAbort::decode(frame.esr);
     let DataAbort::Emulatable { size, register, write, .. } = abort else {
         vm_warn!(vm, "{}: vcpu{}: {:?} access to {:#x} the hypervisor cannot decode (no ISV: load/store pair or writeback?); abort", vm.name, vcpu.index, device, ipa);
         abort_access(frame);
-        return Next::Resume;
+        return Some(Next::Resume);
     };
     let result = if write {
         let value = if register == 31 { 0 } else { frame.x[register as usize] };
@@ -99,7 +100,7 @@ fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Nex
             abort_access(frame);
         }
     }
-    Next::Resume
+    Some(Next::Resume)
 }
 
 /// An emulated device register write (out of line: it needs the effects

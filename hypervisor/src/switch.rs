@@ -27,10 +27,9 @@ pub fn set_stack_top(pcpu: usize, top: usize) {
 pub fn finish_trap(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, next: Next) {
     match next {
         Next::Resume => {
-            if vcpu.needs_flush.load(Ordering::Acquire) {
-                interrupts::flush_interrupts(vm, vcpu);
+            if !prepare_resume(vm, vcpu) {
+                schedule(frame, true)
             }
-            maybe_switch(vm, frame)
         }
         Next::Yield => schedule(frame, true),
         Next::Leave => {
@@ -76,13 +75,16 @@ fn idle_parked(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
     }
 }
 
-/// Switches away if asked to, or if the VM may not run any more (paused,
+/// Readies `vcpu` to go on after a trap: its list registers refilled if
+/// the vGIC has news for it. False if it must not go on now: the
+/// scheduler asked for the CPU, or the VM may not run any more (paused,
 /// stopped, destroyed). Cheap when nothing is due.
-#[inline]
-pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
-    if sched::resched_requested() || !vm.runnable() {
-        schedule(frame, true)
+#[inline(always)]
+pub fn prepare_resume(vm: &Vm, vcpu: &Vcpu) -> bool {
+    if vcpu.needs_flush.load(Ordering::Acquire) {
+        interrupts::flush_interrupts(vm, vcpu);
     }
+    !sched::resched_requested() && vm.runnable()
 }
 
 

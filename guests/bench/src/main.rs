@@ -21,7 +21,11 @@
 //! as its own instruction count, within 2 %), `bench.pause-ms=N` (wait N ms
 //! in WFI before the first operation, after printing `NOTE bench: pausing`:
 //! under `-icount shift=0,sleep=on` that is wall-clock time for a tracer to
-//! switch QEMU's instruction log on, see scripts/trace-bench.sh).
+//! switch QEMU's instruction log on, see scripts/trace-bench.sh),
+//! `bench.settle-ms=N` (wait N ms in WFI before each operation, default
+//! 20: the line printed before it goes through dom0's console, on another
+//! CPU, and under -icount what that CPU executes during the loop would
+//! count as the operation's time; 0 turns it off).
 //!
 //! Prints `RESULT bench: KEY=NS` for each operation, then one TEST line per
 //! operation (it completed; FAIL if an SGI, a timer or the hypervisor did not answer).
@@ -272,7 +276,12 @@ mod guest {
     }
 
     /// `f` between the two window marks.
-    fn traced<T>(f: impl FnOnce() -> T) -> T {
+    /// Runs one measurement: after `settle_ms` in WFI (see the module
+    /// comment), between the tracer's marks.
+    fn traced<T>(env: &Env, settle_ms: u64, f: impl FnOnce() -> T) -> T {
+        if settle_ms > 0 {
+            pause(env, settle_ms);
+        }
         bench_window_open();
         let r = f();
         bench_window_close();
@@ -304,6 +313,11 @@ mod guest {
             .and_then(Result::ok)
             .unwrap_or(20)
             .clamp(1, 10_000);
+        let settle = cmd
+            .get_u64("bench.settle-ms")
+            .and_then(Result::ok)
+            .unwrap_or(20)
+            .min(1000);
         let ops = cmd.get("bench.ops").unwrap_or("all");
         let want = |key: &str| ops == "all" || ops.split('+').any(|o| o == key);
         let cpus = &env.platform.cpus;
@@ -328,13 +342,13 @@ mod guest {
             Err(e) => check!(key, false, "{e}"),
         };
         if want("hypercall") {
-            result("hypercall", traced(|| hypercall(n)).map_err(Into::into));
+            result("hypercall", traced(env, settle, || hypercall(n)).map_err(Into::into));
         }
         if want("gicd-read") {
             let typer = env.platform.gic.gicd.base.as_u64() + GICD_TYPER;
             result(
                 "gicd-read",
-                Ok(traced(|| {
+                Ok(traced(env, settle, || {
                     per_op(n, &mut || {
                         black_box(read32(typer));
                     })
@@ -342,7 +356,7 @@ mod guest {
             );
         }
         if want("ipi") || want("eoi") {
-            match traced(|| ipi(n)) {
+            match traced(env, settle, || ipi(n)) {
                 Ok((i, e)) => {
                     result("ipi", Ok(i));
                     result("eoi", Ok(e));
@@ -354,13 +368,13 @@ mod guest {
             }
         }
         if want("timer") {
-            result("timer", traced(|| timer(env, timers)));
+            result("timer", traced(env, settle, || timer(env, timers)));
         }
         if want("uart-read") {
             let fr = env.platform.console.base.as_u64() + UARTFR;
             result(
                 "uart-read",
-                Ok(traced(|| {
+                Ok(traced(env, settle, || {
                     per_op(n, &mut || {
                         black_box(read32(fr));
                     })

@@ -21,3 +21,13 @@ pub enum GuestException {
     AArch32,
 }
 
+
+/// Whether the exception entry's fast path saves general-purpose register
+/// `x` in the frame. It saves only what a call may clobber (x0-x18, x30:
+/// AAPCS64's caller-saved registers); x19-x29 stay live in the CPU,
+/// preserved by the handler as the calling convention demands, until the
+/// entry completes the frame (`trap::Fast`). So a fast handler may read or
+/// write a guest register only when this holds (31 is the zero register).
+pub const fn fast_frame_has(x: u8) -> bool {
+    x < 19 || x >= 30
+}

@@ -35,7 +35,7 @@ pub mod fake;
 use fake as imp;
 
 mod frame;
-pub use frame::{GuestException, TrapFrame};
+pub use frame::{fast_frame_has, GuestException, TrapFrame};
 pub use imp::exception::fatal;
 pub use imp::{cpu, el2, gic, inject, psci, timer, vcpu};
 

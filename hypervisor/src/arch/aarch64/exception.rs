@@ -7,6 +7,9 @@ use core::fmt::{self, Write};
 pub use crate::arch::frame::GuestException;
 pub use hv_arm::TrapFrame;
 
+use crate::sched::Next;
+use crate::trap::Fast;
+
 /// Which of the 16 vector entries was taken.
 #[derive(Clone, Copy, Debug)]
 struct VectorKind(u64);
@@ -23,12 +26,65 @@ impl fmt::Display for VectorKind {
     }
 }
 
+/// The fast entries' answers (`vectors.S` `fast_entry`): 0 back to the
+/// VM at once, restoring only the fast frame; anything else, the frame is
+/// completed and `finish_guest_sync` / `finish_guest_irq` get the code.
+const FAST_RESUME: u64 = 0;
+const FAST_FULL: u64 = 1;
+const FAST_FINISH: u64 = 2; // + the Next
+
+fn fast_code(fast: Fast) -> u64 {
+    match fast {
+        Fast::Resume => FAST_RESUME,
+        Fast::Full => FAST_FULL,
+        Fast::Finish(Next::Resume) => FAST_FINISH,
+        Fast::Finish(Next::Yield) => FAST_FINISH + 1,
+        Fast::Finish(Next::Leave) => FAST_FINISH + 2,
+    }
+}
+
+fn finish_code(frame: &mut TrapFrame, code: u64) {
+    let next = match code - FAST_FINISH {
+        0 => Next::Resume,
+        1 => Next::Yield,
+        _ => Next::Leave,
+    };
+    crate::trap::finish(frame, next)
+}
+
 /// Called by the vector entry for synchronous exceptions from a VM (HVC,
-/// SMC, aborts, trapped instructions): the hot path, with an entry of its
-/// own so that it pays for no decoding of the vector kind.
+/// SMC, aborts, trapped instructions), the hot path, with the fast frame
+/// (x19-x29 live in the CPU, not in the frame).
 #[no_mangle]
-extern "C" fn handle_guest_sync(frame: &mut TrapFrame) {
-    crate::trap::handle_guest_sync(frame)
+extern "C" fn handle_guest_sync_fast(frame: &mut TrapFrame) -> u64 {
+    fast_code(crate::trap::guest_sync_fast(frame))
+}
+
+/// Called by the vector entry for IRQs from a VM, with the fast frame.
+#[no_mangle]
+extern "C" fn handle_guest_irq_fast(frame: &mut TrapFrame) -> u64 {
+    fast_code(crate::trap::guest_irq_fast(frame))
+}
+
+/// The rest of a synchronous exit whose fast handler said `code` (not
+/// FAST_RESUME), with the frame now complete.
+#[no_mangle]
+extern "C" fn finish_guest_sync(frame: &mut TrapFrame, code: u64) {
+    if code == FAST_FULL {
+        crate::trap::handle_guest_sync(frame)
+    } else {
+        finish_code(frame, code)
+    }
+}
+
+/// The rest of an IRQ exit whose fast handler said `code`.
+#[no_mangle]
+extern "C" fn finish_guest_irq(frame: &mut TrapFrame, code: u64) {
+    if code == FAST_FULL {
+        crate::trap::handle_lower(frame, GuestException::Irq)
+    } else {
+        finish_code(frame, code)
+    }
 }
 
 /// Called by every other vector entry with the saved frame: the exception entry
@@ -39,8 +95,6 @@ extern "C" fn handle_guest_sync(frame: &mut TrapFrame) {
 #[no_mangle]
 extern "C" fn handle_exception(frame: &mut TrapFrame, kind: u64) {
     match kind {
-        8 => crate::trap::handle_lower(frame, GuestException::Sync),
-        9 => crate::trap::handle_lower(frame, GuestException::Irq),
         10 => crate::trap::handle_lower(frame, GuestException::Fiq),
         11 => crate::trap::handle_lower(frame, GuestException::SError),
         12..=15 => crate::trap::handle_lower(frame, GuestException::AArch32),
