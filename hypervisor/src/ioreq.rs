@@ -246,7 +246,7 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
         frame.elr += 4;
         return Ok(Next::Resume);
     }
-    if answerer_elsewhere && wait_for_answer(page, vcpu, frame) {
+    if answerer_elsewhere && wait_for_answer(page, vm, vcpu, frame) {
         return Ok(Next::Resume);
     }
     // Give the CPU away until dom0 answers. An answer that came after the
@@ -269,7 +269,7 @@ const SPIN_MICROS: u64 = 20;
 /// Waits (at most `SPIN_MICROS`) for the answer to the vCPU's forwarded
 /// access, taking dom0's completions as they come; applies it and returns
 /// `true` if it came.
-fn wait_for_answer(page: Page, vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
+fn wait_for_answer(page: Page, vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
     let polling = page.word(CPL_POLLING_OFFSET);
     // Dom0 may skip IoComplete while we take completions ourselves.
     polling.fetch_add(1, Ordering::SeqCst);
@@ -277,7 +277,7 @@ fn wait_for_answer(page: Page, vcpu: &Vcpu, frame: &mut TrapFrame) -> bool {
     let mut answered = false;
     loop {
         if page.completions_waiting() {
-            answered |= take_completions(page, Some(vcpu)).is_ok_and(|(_, mine)| mine);
+            answered |= take_completions(page, Some((vm, vcpu))).is_ok_and(|(_, mine)| mine);
         }
         if answered || cpu::counter() >= deadline {
             break;
@@ -312,17 +312,20 @@ pub fn complete() -> Result<u64, Error> {
 
 /// Takes every completion in the ring, one at a time (the ring's lock is
 /// not held while a vCPU is woken), and gives each to its vCPU. Returns
-/// how many reached a vCPU, and whether one of them was `me`'s.
-fn take_completions(page: Page, me: Option<&Vcpu>) -> Result<(u64, bool), Error> {
+/// how many reached a vCPU, and whether one of them was `me`'s (the vCPU
+/// waiting in `wait_for_answer` on this CPU, of `me`'s VM).
+fn take_completions(page: Page, me: Option<(&Vm, &Vcpu)>) -> Result<(u64, bool), Error> {
     let (mut taken, mut mine) = (0, false);
     loop {
-        let c = {
+        let (c, more) = {
             let mut ring = COMPLETIONS.lock();
             ring.observe_prod(page.word(CPL_PROD_OFFSET).load(Ordering::Acquire)).map_err(|_| Error::InvalidParameter)?;
             let Some(slot) = ring.consumer_slot() else { break };
             let c = page.read_completion(slot);
             page.word(CPL_CONS_OFFSET).store(ring.consumed(), Ordering::Release);
-            c
+            // Seen now, taken next time round; what dom0 adds later is
+            // for whoever takes completions after it signals.
+            (c, !ring.is_empty())
         };
         match deliver(&c, me) {
             Some(was_me) => {
@@ -331,27 +334,41 @@ fn take_completions(page: Page, me: Option<&Vcpu>) -> Result<(u64, bool), Error>
             }
             None => drop_stale(c.seq),
         }
+        if !more {
+            break;
+        }
     }
     Ok((taken, mine))
 }
 
 /// Gives completion `c` to the vCPU waiting for it and wakes that vCPU;
-/// returns whether that was `me` (`None`: nobody waits for `c.seq`).
-fn deliver(c: &IoCompletion, me: Option<&Vcpu>) -> Option<bool> {
+/// returns whether that was `me` (`None`: nobody waits for `c.seq`). `me`
+/// waits on this CPU, RUNNING, and looks for its answer itself: it needs
+/// neither a look-up nor a wake-up.
+fn deliver(c: &IoCompletion, me: Option<(&Vm, &Vcpu)>) -> Option<bool> {
     let (id, index) = waiter_of(c.seq);
+    if let Some((_, vcpu)) = me.filter(|(vm, vcpu)| vm.id == id && vcpu.index == index) {
+        return give_answer(vcpu, c).then_some(true);
+    }
     let vm = vm::get(id)?;
     let vcpu = vm.vcpus.get(index)?;
-    {
-        let mut io = vcpu.io.lock();
-        // The seq check is also the instance check: a later VM with the
-        // same id waits for another seq.
-        if io.answer.is_some() || !io.pending.is_some_and(|p| p.seq == c.seq) {
-            return None;
-        }
-        io.answer = Some(IoAnswer { status: IoStatus::from_u32(c.status), data: c.data });
+    if !give_answer(vcpu, c) {
+        return None;
     }
     sched::wake_io(&vm, index);
-    Some(me.is_some_and(|me| core::ptr::eq(me, vcpu)))
+    Some(false)
+}
+
+/// Records `c` as `vcpu`'s answer if `vcpu` waits for it.
+fn give_answer(vcpu: &Vcpu, c: &IoCompletion) -> bool {
+    let mut io = vcpu.io.lock();
+    // The seq check is also the instance check: a later VM with the same
+    // id waits for another seq.
+    if io.answer.is_some() || !io.pending.is_some_and(|p| p.seq == c.seq) {
+        return false;
+    }
+    io.answer = Some(IoAnswer { status: IoStatus::from_u32(c.status), data: c.data });
+    true
 }
 
 /// On the vCPU's own CPU before it runs again: finish its forwarded access
