@@ -598,12 +598,13 @@ guest_tests() {
 # A Debian arm64 kernel, unchanged, with a busybox initramfs whose /init
 # runs the checks the command line names (scripts/lib/linux.sh).
 
-# linux_config FILE NAME CMDLINE VCPUS [EXTRA TOML LINES]: one autostarted VM.
+# linux_config FILE NAME CMDLINE VCPUS [EXTRA TOML LINES]: one autostarted VM
+# with $LINUX_MEMORY of RAM (default 256M).
 linux_config() {
     local file=$1 name=$2 cmdline=$3 vcpus=$4; shift 4
     {
         printf '[[vm]]\nname = "%s"\nkernel = "%s"\ninitrd = "%s"\n' "$name" "$LINUX_IMG" "$LINUX_INITRD"
-        printf 'cmdline = "console=ttyAMA0 %s"\nvcpus = %s\nmemory = "256M"\nautostart = true\n' "$cmdline" "$vcpus"
+        printf 'cmdline = "console=ttyAMA0 %s"\nvcpus = %s\nmemory = "%s"\nautostart = true\n' "$cmdline" "$vcpus" "${LINUX_MEMORY:-256M}"
         local l; for l in "$@"; do printf '%s\n' "$l"; done
     } >>"$file"
 }
@@ -700,6 +701,45 @@ linux_tests() {
             if [ -n "$steal" ] && [ "$steal" -gt 0 ]; then pass "linux $name: steal in /proc/stat ($steal ticks of 10 ms)"
             else fail "linux $name: steal in /proc/stat (got: ${steal:-nothing})"; fi
         fi
+    fi
+    # Overcommit at scale: 8 Linux guests with 4 vCPUs each (32 vCPUs) on
+    # 4 CPUs (GICv3), 128 MiB each. Every guest boots, runs the same fixed
+    # CPU-bound job on each of its vCPUs (hvtest=cpujob), and powers off.
+    # No soft lockup or RCU stall may appear, in the console or in any
+    # guest's kernel log; every guest must see steal in /proc/stat; and
+    # the VMs' CPU times (the hypervisor's end-of-run summary: boot plus
+    # the same job each) must be within 20 % of each other. About 85 s
+    # (OVERCOMMIT_LOOPS sets each job's awk loop count, default 100000).
+    local name=linux-overcommit
+    if [ -z "$filter" ] || [[ "$name" == *"$filter"* ]] || [[ linux == *"$filter"* ]]; then
+        cfg=$LOGS/linux-overcommit.toml; rm -f "$cfg"
+        local i want=() t0 secs
+        for i in $(seq 1 8); do
+            LINUX_MEMORY=128M linux_config "$cfg" "lx$i" "quiet hvtest=cpujob hvtest.loops=${OVERCOMMIT_LOOPS:-100000}" 4
+            want+=("lx$i: LINUX-GUEST: cpujob stalls: 0" "*** guest lx$i (VM $i): SystemOff")
+        done
+        t0=$(date +%s)
+        boot_test "$name" 0 "${want[@]}" "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
+            "!soft lockup" "!self-detected stall" "!detected stalls" "!rcu: INFO" \
+            -- --gic 3 --smp 4 --memory 2G --until-idle --timeout 300 --config "$cfg"
+        secs=$(( $(date +%s) - t0 ))
+        log=$LOGS/boot-$name.log
+        local ms=() steals=() nosteal=() min="" max="" c st
+        for i in $(seq 1 8); do
+            c=$(cpu_ms "$log" "lx$i")
+            st=$(sed -n "s/\r//; s/.*lx$i: LINUX-GUEST: cpujob steal: \([0-9]*\) ticks.*/\1/p" "$log" | head -n1)
+            ms+=("lx$i=${c:-?}") steals+=("lx$i=${st:-?}")
+            { [ -n "$st" ] && [ "$st" -gt 0 ]; } || nosteal+=("lx$i")
+            [ -n "$c" ] || { min=""; max=""; break; }
+            if [ -z "$min" ] || [ "$c" -lt "$min" ]; then min=$c; fi
+            if [ -z "$max" ] || [ "$c" -gt "$max" ]; then max=$c; fi
+        done
+        echo "      ${secs}s; CPU time (ms): ${ms[*]}"
+        echo "      steal (ticks of 10 ms): ${steals[*]}"
+        if [ ${#nosteal[@]} -eq 0 ]; then pass "linux $name: steal in every guest's /proc/stat"
+        else fail "linux $name: steal in every guest's /proc/stat (none in: ${nosteal[*]})"; fi
+        if within_percent "$min" "$max" 20; then pass "linux $name: CPU times within 20 % ($min..$max ms)"
+        else fail "linux $name: CPU times within 20 % (got ${min:-?}..${max:-?} ms)"; fi
     fi
     # Disk: the VM writes and syncs a marker, reboots (dom0 restarts it),
     # finds it; then the whole machine restarts on the same image.

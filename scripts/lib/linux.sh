@@ -31,6 +31,14 @@ LINUX_MODULES="virtio virtio_ring virtio_mmio virtio_blk virtio_net virtio_conso
 #               arm-pv: using stolen time PV", or "none"), then every CPU
 #               busy for 2 s, then the steal column of /proc/stat
 #               ("LINUX-GUEST: steal: N ticks of 1/100 s ...")
+#   cpujob      on every online CPU (taskset), one busybox awk loop of
+#               hvtest.loops iterations (default 100000): a fixed amount
+#               of work, so each VM's CPU time is its boot plus the same
+#               job. Then "LINUX-GUEST: cpujob: N jobs of L loops in S s",
+#               the steal column of /proc/stat in total and per CPU
+#               ("LINUX-GUEST: cpujob steal: N ticks ...; cpu0=N cpu1=N ..."),
+#               and the kernel log's soft lockup and RCU stall lines
+#               ("LINUX-GUEST: cpujob stalls: N", then each such line)
 #   disk        if /dev/vda starts with "HVTEST-PERSIST <hvtest.id>", say
 #               "disk: found"; else write that, sync, say "disk: written" and
 #               reboot -f (the VM is restarted and finds it)
@@ -60,7 +68,7 @@ for m in @MODULES@; do
     if insmod "/lib/modules/$m.ko"; then ok="$ok $m"; else failed="$failed $m"; fi
 done
 echo "LINUX-GUEST: modules loaded:${ok:- none}; failed:${failed:- none}"
-modes="" id="" ip="" peer="" stay=0 secs=20
+modes="" id="" ip="" peer="" stay=0 secs=20 loops=100000
 for arg in $(cat /proc/cmdline); do
     case $arg in
     hvtest=*) modes=$(echo "${arg#hvtest=}" | tr , " ") ;;
@@ -69,6 +77,7 @@ for arg in $(cat /proc/cmdline); do
     hvtest.peer=*) peer=${arg#hvtest.peer=} ;;
     hvtest.stay=*) stay=${arg#hvtest.stay=} ;;
     hvtest.secs=*) secs=${arg#hvtest.secs=} ;;
+    hvtest.loops=*) loops=${arg#hvtest.loops=} ;;
     esac
 done
 has() { case " $modes " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -103,6 +112,23 @@ if has steal; then
     done
     wait
     awk '"'"'/^cpu / { print "LINUX-GUEST: steal: " $9 " ticks of 1/100 s (user " $2 ", system " $4 ", idle " $5 ")" }'"'"' /proc/stat
+fi
+if has cpujob; then
+    read -r t0 _ </proc/uptime
+    n=0
+    for c in $(seq 0 $(( $(nproc) - 1 ))); do
+        taskset -c "$c" awk -v n="$loops" '"'"'BEGIN { for (i = 0; i < n; i++) s += i % 7 }'"'"' &
+        n=$((n + 1))
+    done
+    wait
+    read -r t1 _ </proc/uptime
+    echo "LINUX-GUEST: cpujob: $n jobs of $loops loops in $(awk -v a="$t0" -v b="$t1" '"'"'BEGIN { printf "%.2f", b - a }'"'"') s"
+    awk '"'"'/^cpu / { line = "LINUX-GUEST: cpujob steal: " $9 " ticks of 1/100 s (user " $2 ", system " $4 ", idle " $5 ");" }
+         /^cpu[0-9]/ { line = line " " $1 "=" $9 }
+         END { print line }'"'"' /proc/stat
+    stalls=$(dmesg | grep -E "soft lockup|self-detected stall|detected stalls|rcu: INFO")
+    echo "LINUX-GUEST: cpujob stalls: $(printf "%s" "$stalls" | grep -c .)"
+    [ -z "$stalls" ] || printf "%s\n" "$stalls" | sed "s/^/LINUX-GUEST: stall: /"
 fi
 if has disk; then
     want="HVTEST-PERSIST $id"
