@@ -715,9 +715,9 @@ linux_tests() {
     # vCPUs busy before any window starts and still busy after every
     # window ends (else the margins were too short for the guests' skew,
     # and that fails too), and the 8 figures must be within 20 % of each
-    # other. Only when asked for by name (filter `overcommit`): 139-147 s
-    # on a 2-core host shared with other work, and the window figures are
-    # not yet within 20 % (README, "What is missing").
+    # other. Only when asked for by name (`linux-overcommit`): 136-151 s on
+    # a 2-core host shared with other work, and neither figure is within
+    # 20 % reliably yet (README, "What is missing").
     local name=linux-overcommit
     if [[ "$filter" == *overcommit* ]] && [[ "$name" == *"$filter"* ]]; then
         cfg=$LOGS/linux-overcommit.toml; rm -f "$cfg"
