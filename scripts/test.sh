@@ -598,12 +598,13 @@ guest_tests() {
 # A Debian arm64 kernel, unchanged, with a busybox initramfs whose /init
 # runs the checks the command line names (scripts/lib/linux.sh).
 
-# linux_config FILE NAME CMDLINE VCPUS [EXTRA TOML LINES]: one autostarted VM.
+# linux_config FILE NAME CMDLINE VCPUS [EXTRA TOML LINES]: one autostarted VM
+# with $LINUX_MEMORY of RAM (default 256M).
 linux_config() {
     local file=$1 name=$2 cmdline=$3 vcpus=$4; shift 4
     {
         printf '[[vm]]\nname = "%s"\nkernel = "%s"\ninitrd = "%s"\n' "$name" "$LINUX_IMG" "$LINUX_INITRD"
-        printf 'cmdline = "console=ttyAMA0 %s"\nvcpus = %s\nmemory = "256M"\nautostart = true\n' "$cmdline" "$vcpus"
+        printf 'cmdline = "console=ttyAMA0 %s"\nvcpus = %s\nmemory = "%s"\nautostart = true\n' "$cmdline" "$vcpus" "${LINUX_MEMORY:-256M}"
         local l; for l in "$@"; do printf '%s\n' "$l"; done
     } >>"$file"
 }
@@ -700,6 +701,74 @@ linux_tests() {
             if [ -n "$steal" ] && [ "$steal" -gt 0 ]; then pass "linux $name: steal in /proc/stat ($steal ticks of 10 ms)"
             else fail "linux $name: steal in /proc/stat (got: ${steal:-nothing})"; fi
         fi
+    fi
+    # Overcommit at scale: 8 Linux guests with 4 vCPUs each (32 vCPUs) on
+    # 4 CPUs (GICv3), 128 MiB each. Every guest boots and keeps each of its
+    # vCPUs busy (hvtest=cpujob) for 20 + 10 + 20 s of its uptime, then
+    # powers off. No soft lockup or RCU stall may appear, in the console or
+    # in any guest's kernel log; every guest must see steal in /proc/stat;
+    # the VMs' CPU times for the whole run (the hypervisor's end-of-run
+    # summary) must be within 20 % of each other. And each guest measures
+    # the CPU time it got in the middle 10 s (the window less /proc/stat's
+    # steal and idle, summed over its vCPUs, over the window: CPUs' worth,
+    # 0.5 if 32 vCPUs share 4 CPUs evenly); the serial log must show all 32
+    # vCPUs busy before any window starts and still busy after every
+    # window ends (else the margins were too short for the guests' skew,
+    # and that fails too), and the 8 figures must be within 20 % of each
+    # other. Only when asked for by name (`linux-overcommit`): 136-151 s on
+    # a 2-core host shared with other work, and neither figure is within
+    # 20 % reliably yet (README, "What is missing").
+    local name=linux-overcommit
+    if [[ "$filter" == *overcommit* ]] && [[ "$name" == *"$filter"* ]]; then
+        cfg=$LOGS/linux-overcommit.toml; rm -f "$cfg"
+        local i want=() t0 secs
+        for i in $(seq 1 8); do
+            LINUX_MEMORY=128M linux_config "$cfg" "lx$i" "quiet hvtest=cpujob" 4
+            want+=("lx$i: LINUX-GUEST: cpujob stalls: 0" "*** guest lx$i (VM $i): SystemOff")
+        done
+        t0=$(date +%s)
+        boot_test "$name" 0 "${want[@]}" "all guests ended with SYSTEM_OFF" "${no_fail[@]}" \
+            "!soft lockup" "!self-detected stall" "!detected stalls" "!rcu: INFO" \
+            -- --gic 3 --smp 4 --memory 2G --until-idle --timeout 300 --config "$cfg"
+        secs=$(( $(date +%s) - t0 ))
+        log=$LOGS/boot-$name.log
+        # line_of TEXT first|last: the serial log's line number of TEXT's first or last appearance.
+        line_of() { grep -anF -- "$1" "$log" | cut -d: -f1 | sort -n | { if [ "$2" = first ]; then head -n1; else tail -n1; fi; }; }
+        local ms=() ran=() steals=() nosteal=() min="" max="" cmin="" cmax="" c r st
+        for i in $(seq 1 8); do
+            c=$(cpu_ms "$log" "lx$i")
+            if [ -z "$c" ]; then cmin=-; elif [ "$cmin" != - ]; then
+                if [ -z "$cmin" ] || [ "$c" -lt "$cmin" ]; then cmin=$c; fi
+                if [ -z "$cmax" ] || [ "$c" -gt "$cmax" ]; then cmax=$c; fi
+            fi
+            # "(0.512 CPUs)" as 512.
+            r=$(sed -n "s/\r//; s/.*lx$i: LINUX-GUEST: cpujob: window [0-9.]* s on 4 CPUs: ran [0-9.]* s (\([0-9]*\)\.\([0-9]\{3\}\) CPUs).*/\1\2/p" "$log" |
+                head -n1 | sed 's/^0*\(.\)/\1/')
+            st=$(sed -n "s/\r//; s/.*lx$i: LINUX-GUEST: cpujob steal: \([0-9]*\) ticks.*/\1/p" "$log" | head -n1)
+            ms+=("lx$i=${c:-?}") ran+=("lx$i=${r:-?}") steals+=("lx$i=${st:-?}")
+            { [ -n "$st" ] && [ "$st" -gt 0 ]; } || nosteal+=("lx$i")
+            if [ -z "$r" ]; then min=""; max=""; break; fi
+            if [ -z "$min" ] || [ "$r" -lt "$min" ]; then min=$r; fi
+            if [ -z "$max" ] || [ "$r" -gt "$max" ]; then max=$r; fi
+        done
+        echo "      ${secs}s; CPUs' worth each guest ran in its window (1/1000): ${ran[*]}"
+        echo "      CPU time for the whole run (ms; the hypervisor's summary): ${ms[*]}"
+        echo "      steal (ticks of 10 ms): ${steals[*]}"
+        [ "$cmin" = - ] && cmin=""
+        if within_percent "$cmin" "$cmax" 20; then pass "linux $name: CPU times for the whole run within 20 % ($cmin..$cmax ms)"
+        else fail "linux $name: CPU times for the whole run within 20 % (got ${cmin:-?}..${cmax:-?} ms)"; fi
+        if [ ${#nosteal[@]} -eq 0 ]; then pass "linux $name: steal in every guest's /proc/stat"
+        else fail "linux $name: steal in every guest's /proc/stat (none in: ${nosteal[*]})"; fi
+        # (dom0 may repeat a guest's line when it redraws its prompt.)
+        local busy first done_ last nbusy nidle
+        nbusy=$(grep -ao "lx[0-9]: LINUX-GUEST: cpujob: busy on cpu[0-9]" "$log" | sort -u | wc -l)
+        nidle=$(grep -ao "lx[0-9]: LINUX-GUEST: cpujob: idle on cpu[0-9]" "$log" | sort -u | wc -l)
+        busy=$(line_of "LINUX-GUEST: cpujob: busy on cpu" last) first=$(line_of "LINUX-GUEST: cpujob: window start" first)
+        last=$(line_of "LINUX-GUEST: cpujob: window end" last) done_=$(line_of "LINUX-GUEST: cpujob: idle on cpu" first)
+        if ! { [ "$nbusy" -ge 32 ] && [ "$nidle" -ge 32 ] && [ -n "$first" ] && [ -n "$last" ] && [ "$busy" -lt "$first" ] && [ "$last" -lt "$done_" ]; }; then
+            fail "linux $name: windows overlap ($nbusy busy and $nidle idle lines of 32; log lines: last busy ${busy:-?}, first window ${first:-?}, last window end ${last:-?}, first idle ${done_:-?})"
+        elif within_percent "$min" "$max" 20; then pass "linux $name: CPU shares in the window within 20 % ($min..$max thousandths of a CPU)"
+        else fail "linux $name: CPU shares in the window within 20 % (got ${min:-?}..${max:-?} thousandths of a CPU)"; fi
     fi
     # Disk: the VM writes and syncs a marker, reboots (dom0 restarts it),
     # finds it; then the whole machine restarts on the same image.

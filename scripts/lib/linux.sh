@@ -31,6 +31,22 @@ LINUX_MODULES="virtio virtio_ring virtio_mmio virtio_blk virtio_net virtio_conso
 #               arm-pv: using stolen time PV", or "none"), then every CPU
 #               busy for 2 s, then the steal column of /proc/stat
 #               ("LINUX-GUEST: steal: N ticks of 1/100 s ...")
+#   cpujob      every online CPU busy (one awk loop each, pinned with
+#               taskset) for hvtest.margin + hvtest.window + hvtest.margin
+#               seconds (defaults 20, 10, 20); each says "cpujob: busy on
+#               cpuN" as it starts and "cpujob: idle on cpuN" as it ends,
+#               /init "cpujob: spinning done" after them. The middle window is
+#               measured: "cpujob: window start" and "window end" at its
+#               ends, then "LINUX-GUEST: cpujob: window W s on N CPUs: ran
+#               R s (R/W CPUs), steal S s, idle I s; cpu0 ran=R0 ..." (ran:
+#               the window less /proc/stat's steal and idle, per CPU and
+#               summed; W is as read, a late wake-up makes it shorter). When
+#               guests' margins cover the skew between their windows, each
+#               measured its window while all were busy. Then the steal
+#               column of /proc/stat ("LINUX-GUEST: cpujob steal: N ticks
+#               of 1/100 s ..."), and the kernel log's soft lockup and RCU
+#               stall lines ("LINUX-GUEST: cpujob stalls: N", then each as
+#               "LINUX-GUEST: stall: ...")
 #   disk        if /dev/vda starts with "HVTEST-PERSIST <hvtest.id>", say
 #               "disk: found"; else write that, sync, say "disk: written" and
 #               reboot -f (the VM is restarted and finds it)
@@ -55,12 +71,7 @@ mount -t devtmpfs devtmpfs /dev
 echo "LINUX-GUEST: init reached, uptime $(cat /proc/uptime)"
 echo "LINUX-GUEST: dmesg $(dmesg | head -n1)"
 echo "LINUX-GUEST: dmesg $(dmesg | grep -m1 "Run /init as init process")"
-ok="" failed=""
-for m in @MODULES@; do
-    if insmod "/lib/modules/$m.ko"; then ok="$ok $m"; else failed="$failed $m"; fi
-done
-echo "LINUX-GUEST: modules loaded:${ok:- none}; failed:${failed:- none}"
-modes="" id="" ip="" peer="" stay=0 secs=20
+modes="" id="" ip="" peer="" stay=0 secs=20 window=10 margin=20
 for arg in $(cat /proc/cmdline); do
     case $arg in
     hvtest=*) modes=$(echo "${arg#hvtest=}" | tr , " ") ;;
@@ -69,9 +80,22 @@ for arg in $(cat /proc/cmdline); do
     hvtest.peer=*) peer=${arg#hvtest.peer=} ;;
     hvtest.stay=*) stay=${arg#hvtest.stay=} ;;
     hvtest.secs=*) secs=${arg#hvtest.secs=} ;;
+    hvtest.window=*) window=${arg#hvtest.window=} ;;
+    hvtest.margin=*) margin=${arg#hvtest.margin=} ;;
     esac
 done
 has() { case " $modes " in *" $1 "*) return 0 ;; esac; return 1; }
+if [ "$modes" = cpujob ]; then
+    # Nothing here needs them, and under heavy overcommit loading them
+    # takes seconds that differ from guest to guest.
+    echo "LINUX-GUEST: modules not loaded (hvtest=cpujob alone)"
+else
+    ok="" failed=""
+    for m in @MODULES@; do
+        if insmod "/lib/modules/$m.ko"; then ok="$ok $m"; else failed="$failed $m"; fi
+    done
+    echo "LINUX-GUEST: modules loaded:${ok:- none}; failed:${failed:- none}"
+fi
 if [ -n "$ip" ]; then
     ip link set eth0 up && ip addr add "$ip" dev eth0 && echo "LINUX-GUEST: eth0 $ip"
 fi
@@ -103,6 +127,52 @@ if has steal; then
     done
     wait
     awk '"'"'/^cpu / { print "LINUX-GUEST: steal: " $9 " ticks of 1/100 s (user " $2 ", system " $4 ", idle " $5 ")" }'"'"' /proc/stat
+fi
+if has cpujob; then
+    read -r t0 _ </proc/uptime
+    w0=$(( ${t0%.*} + margin )); w1=$((w0 + window)); end=$((w1 + margin)); cpus=$(nproc)
+    # One awk a CPU, reading the uptime between rounds of arithmetic; the
+    # one on CPU 0 also takes the snapshots (uptime, then /proc/stat: $5
+    # idle, $6 iowait, $9 steal, in 1/100 s) and reports: no fork or exec
+    # at the window edges, which can take seconds here.
+    for c in $(seq 0 $((cpus - 1))); do
+        taskset -c "$c" awk -v w0="$w0" -v w1="$w1" -v end="$end" -v me="$c" '"'"'
+            function up(  l, a) { getline l < "/proc/uptime"; close("/proc/uptime"); split(l, a, " "); return a[1] + 0 }
+            function snap(k,  l, f) {
+                t[k] = up()
+                while ((getline l < "/proc/stat") > 0) {
+                    split(l, f, " ")
+                    if (f[1] ~ /^cpu[0-9]/) { off[k, f[1]] = f[5] + f[6]; st[k, f[1]] = f[9]; if (k == 1) cpu[++n] = f[1] }
+                }
+                close("/proc/stat")
+            }
+            BEGIN {
+                k = 0
+                print "LINUX-GUEST: cpujob: busy on cpu" me; fflush()
+                while ((now = up()) < end) {
+                    if (me == 0 && k == 0 && now >= w0) { snap(1); k = 1; print "LINUX-GUEST: cpujob: window start"; fflush() }
+                    if (me == 0 && k == 1 && now >= w1) { snap(2); k = 2; print "LINUX-GUEST: cpujob: window end"; fflush() }
+                    for (i = 0; i < 2000; i++) s += i
+                }
+                print "LINUX-GUEST: cpujob: idle on cpu" me; fflush()
+                if (me != 0 || k != 2) exit
+                w = t[2] - t[1]; line = ""
+                for (i = 1; i <= n; i++) {
+                    c = cpu[i]; o = (off[2, c] - off[1, c]) / 100; x = (st[2, c] - st[1, c]) / 100
+                    r = w - o - x; R += r; S += x; O += o; line = line sprintf(" %s ran=%.2f", c, r)
+                }
+                printf "LINUX-GUEST: cpujob: window %.2f s on %d CPUs: ran %.2f s (%.3f CPUs), steal %.2f s, idle %.2f s;%s\n", w, n, R, R / w, S, O, line
+            }'"'"' &
+    done
+    echo "LINUX-GUEST: cpujob: spinning on $cpus CPUs"
+    wait
+    echo "LINUX-GUEST: cpujob: spinning done"
+    awk '"'"'/^cpu / { line = "LINUX-GUEST: cpujob steal: " $9 " ticks of 1/100 s (user " $2 ", system " $4 ", idle " $5 ");" }
+         /^cpu[0-9]/ { line = line " " $1 "=" $9 }
+         END { print line }'"'"' /proc/stat
+    stalls=$(dmesg | grep -E "soft lockup|self-detected stall|detected stalls|rcu: INFO")
+    echo "LINUX-GUEST: cpujob stalls: $(printf "%s" "$stalls" | grep -c .)"
+    [ -z "$stalls" ] || printf "%s\n" "$stalls" | sed "s/^/LINUX-GUEST: stall: /"
 fi
 if has disk; then
     want="HVTEST-PERSIST $id"
