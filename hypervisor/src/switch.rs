@@ -32,12 +32,12 @@ pub fn finish_trap(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, next: Next) {
             }
             maybe_switch(vm, frame)
         }
-        Next::Yield => schedule(frame, true),
+        Next::Yield => schedule(frame, sched::Out::Yield),
         Next::Leave => {
             if vcpu.sched.load(Ordering::Acquire) == sched::state::BLOCKED && sched::park(vm, vcpu) {
                 idle_parked(vm, vcpu, frame);
             } else {
-                schedule(frame, false)
+                schedule(frame, sched::Out::Leave)
             }
         }
     }
@@ -71,7 +71,7 @@ fn idle_parked(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
                 }
                 return;
             }
-            sched::Parked::SwitchOut => schedule(frame, false),
+            sched::Parked::SwitchOut => schedule(frame, sched::Out::Leave),
         }
     }
 }
@@ -81,15 +81,16 @@ fn idle_parked(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
 #[inline]
 pub fn maybe_switch(vm: &Vm, frame: &TrapFrame) {
     if sched::resched_requested() || !vm.runnable() {
-        schedule(frame, true)
+        schedule(frame, sched::Out::Preempt)
     }
 }
 
 
 /// Saves the running vCPU (whose registers are `frame`) and runs the next
-/// one, or idles. `requeue`: the current vCPU is still runnable.
-pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
-    sched::switch_out(requeue, |vcpu| save(vcpu, frame));
+/// one, or idles. `out`: whether and where the current vCPU goes back to
+/// the run queue.
+pub fn schedule(frame: &TrapFrame, out: sched::Out) -> ! {
+    sched::switch_out(out, |vcpu| save(vcpu, frame));
     run_next()
 }
 
