@@ -447,6 +447,7 @@ fn migrate(from: usize, to: usize) -> bool {
     vcpu.set_pcpu(to);
     ASSIGNED[from].fetch_sub(1, Ordering::Relaxed);
     ASSIGNED[to].fetch_add(1, Ordering::Relaxed);
+    end_lone_turn(&mut dst);
     dst.runq.push(r, false);
     publish_load(from, &src);
     publish_load(to, &dst);
@@ -463,15 +464,7 @@ fn enqueue(pcpu: usize, s: &mut CpuSched, vcpu: &Vcpu, r: VcpuRef, place: Place)
         s.io_waiting = s.io_waiting.saturating_sub(1);
         publish_load(pcpu, s);
     }
-    if s.runq.is_empty() && s.current.is_some() && !s.parked {
-        // The running vCPU had the CPU to itself: what it ran past its
-        // slice meanwhile took nothing from anyone and is no debt; its
-        // turn ends now.
-        let now = cpu::counter();
-        if now > s.slice_end {
-            s.slice_end = now;
-        }
-    }
+    end_lone_turn(s);
     let queued = match place {
         Place::Preempted => s.runq.push_preempted(r),
         _ => s.runq.push(r, place == Place::Front),
@@ -479,6 +472,18 @@ fn enqueue(pcpu: usize, s: &mut CpuSched, vcpu: &Vcpu, r: VcpuRef, place: Place)
     if queued {
         vcpu.queued_at.store(cpu::counter(), Ordering::Relaxed);
         publish_load(pcpu, s);
+    }
+}
+
+/// Before a vCPU joins `s`'s empty queue: the running vCPU had the CPU to
+/// itself, and what it ran past its slice meanwhile took nothing from
+/// anyone and is no debt; its turn ends now.
+fn end_lone_turn(s: &mut CpuSched) {
+    if s.runq.is_empty() && s.current.is_some() && !s.parked {
+        let now = cpu::counter();
+        if now > s.slice_end {
+            s.slice_end = now;
+        }
     }
 }
 
