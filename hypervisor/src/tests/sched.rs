@@ -49,16 +49,8 @@ fn a_vcpu_woken_on_its_own_cpu_preempts_a_running_guest_without_an_sgi() {
 
 #[test]
 fn switching_saves_the_running_vcpu_and_enters_the_next_queued_one() {
-    let _m = Machine::take();
-    let d0 = dom0();
-    let a = create_guest(&d0, "a", 1, 2 << 20, 0b10).expect("on CPU 1");
-    let b = create_guest(&d0, "b", 1, 2 << 20, 0b10).expect("on CPU 1");
-    for (vm, pc) in [(&a, 0x4000_0000u64), (&b, 0x4000_8000)] {
-        assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmSetEntry, &[vm.id.0 as u64, 0, pc, 0xd7b]).0, 0);
-        assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmStart, &[vm.id.0 as u64]).0, 0);
-    }
+    let (_m, a, _b) = a_and_b_on_cpu1();
     // CPU 1 runs `a` (first queued): it starts at its entry with x0 = 0xd7b.
-    fake::cpu::set_index(1);
     let entered = diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("entered a guest");
     assert_eq!((entered.0.elr, entered.0.x[0]), (0x4000_0000, 0xd7b));
     assert_eq!(a.vcpus[0].sched.load(Ordering::Acquire), state::RUNNING);
@@ -386,14 +378,14 @@ fn a_late_wake_up_leaves_a_vcpu_that_blocked_again_to_its_soft_timer() {
 }
 
 /// `a` and `b`, one vCPU each, started on CPU 1 (entries 0x4000_0000 and
-/// 0x4000_8000); this CPU is CPU 1.
+/// 0x4000_8000, x0 = 0xd7b); this CPU is CPU 1.
 fn a_and_b_on_cpu1() -> (Machine, alloc::sync::Arc<crate::vm::Vm>, alloc::sync::Arc<crate::vm::Vm>) {
     let m = Machine::take();
     let d0 = dom0();
     let a = create_guest(&d0, "a", 1, 2 << 20, 0b10).expect("on CPU 1");
     let b = create_guest(&d0, "b", 1, 2 << 20, 0b10).expect("on CPU 1");
     for (vm, pc) in [(&a, 0x4000_0000u64), (&b, 0x4000_8000)] {
-        assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmSetEntry, &[vm.id.0 as u64, 0, pc, 0]).0, 0);
+        assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmSetEntry, &[vm.id.0 as u64, 0, pc, 0xd7b]).0, 0);
         assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmStart, &[vm.id.0 as u64]).0, 0);
     }
     fake::cpu::set_index(1);
