@@ -252,7 +252,7 @@ sched_balance_test() {
 # answered (a table at least every 5 s), that every VM's CPU time grew
 # over each 2 s, that the spinners sharing a CPU got CPU time in
 # proportion to their weights within 10 % while they all spun, and every
-# guest's own verdicts (see its docstring). About 50 s and 35 s.
+# guest's own verdicts (see its docstring). 38-65 s and 29-39 s.
 scale_test() {
     local name=$1 gic=$2 vcpus=$3 secs=$4 G=$ROOT/target/guests
     [ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && return
