@@ -240,6 +240,62 @@ sched_balance_test() {
     fi
 }
 
+# scale_test NAME GIC VCPUS SECONDS: 16 VMs of VCPUS vCPUs each on QEMU
+# virt with 8 CPUs, a mixed load for SECONDS of guest time: 8 spinners
+# (spin.vcpus: every vCPU spins) in pairs of weights 2:1 (different
+# slice lengths), each pair pinned to one of CPUs 4-7; 4 disk guests writing, reading back and
+# comparing random runs of sectors on their own 4 MiB slices of dom0's
+# disk; 2 pairs of network guests exchanging frames through dom0's switch
+# for as long (send-for/recv-for). The disk and network guests are not
+# pinned. Dom0's shell types `list` every 2 s throughout; check_scale.py
+# then checks, from the tables and when they arrived, that the shell
+# answered (a table at least every 5 s), that every VM's CPU time grew
+# over each 2 s, that the spinners sharing a CPU got CPU time in
+# proportion to their weights within 10 % while they all spun, and every
+# guest's own verdicts (see its docstring). 38-65 s and 29-39 s.
+scale_test() {
+    local name=$1 gic=$2 vcpus=$3 secs=$4 G=$ROOT/target/guests
+    [ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && return
+    local cfg=$LOGS/$name.toml script=$LOGS/$name.script img=$LOGS/$name.img out k
+    local weights=("512 256" "256 128" "1024 512" "768 384")
+    rm -f "$img" && truncate -s 16M "$img" || { fail "boot $name"; echo "      cannot make $img"; return; }
+    vm_entry() { # NAME KERNEL CMDLINE [EXTRA LINES]
+        printf '[[vm]]\nname = "%s"\nkernel = "%s"\nmemory = "16M"\nvcpus = %s\ncmdline = "%s"\nautostart = true\n' "$1" "$2" "$vcpus" "$3"
+        shift 3; local l; for l in "$@"; do printf '%s\n' "$l"; done
+    }
+    # The spinners first: dom0 creates them within some 100 ms, so that
+    # they spin side by side for nearly all of their time.
+    {
+        for k in 0 1 2 3; do
+            local w=(${weights[$k]})
+            vm_entry "spin${k}a" "$G/spin.img" "spin.vcpus=$vcpus spin.windows=$((secs * 10))" "weight = ${w[0]}" "pin = [$((k + 4))]"
+            vm_entry "spin${k}b" "$G/spin.img" "spin.vcpus=$vcpus spin.windows=$((secs * 10))" "weight = ${w[1]}" "pin = [$((k + 4))]"
+        done
+        for k in 0 1 2 3; do
+            vm_entry "disk$k" "$G/virtio.img" "virtio.blk=stress:$((secs * 1000))" '[[vm.disk]]' "offset = \"$((k * 4))M\"" 'size = "4M"'
+        done
+        for k in 0 1; do
+            local smac=52:54:00:00:30:0$((2 * k)) rmac=52:54:00:00:30:0$((2 * k + 1))
+            vm_entry "netsend$k" "$G/virtio.img" "virtio.net=send-for:$((secs * 1000)) virtio.net.peer=$rmac" '[[vm.net]]' "mac = \"$smac\""
+            vm_entry "netrecv$k" "$G/virtio.img" "virtio.net=recv-for:$((secs * 1000)) virtio.net.peer=$smac" '[[vm.net]]' "mac = \"$rmac\""
+        done
+    } >"$cfg"
+    printf '%s\n' "timeout 90" "expect autostart: 16 of 16 VM(s) created and started" "every 2 list" \
+        "timeout $((secs + 60))" "count 16 : DONE " "every off" "send list" "expect   ID NAME" "expect dom0> " \
+        "send poweroff" "exit" >"$script"
+    local t0=$SECONDS
+    if out=$(python3 "$ROOT/scripts/lib/console_test.py" "$LOGS/boot-$name.log" "$script" -- \
+            "$ROOT/scripts/run.sh" --machine virt --gic "$gic" --smp 8 --timeout $((secs + 150)) --disk "$img" --config "$cfg"); then
+        if out=$(python3 "$ROOT/scripts/lib/check_scale.py" "$LOGS/boot-$name.log" "$cfg" 5); then
+            pass "boot $name ($((SECONDS - t0)) s)"; echo "      $out" | sed 's/; /\n      /g'
+        else
+            fail "boot $name"; echo "      $out" | sed 's/; /\n      /g'
+        fi
+    else
+        fail "boot $name"; echo "$out"
+    fi
+}
+
 guest_tests() {
     if ! "$ROOT/scripts/build-guests.sh" >"$LOGS/guests-build.log" 2>&1; then
         fail "build test guests"; cat "$LOGS/guests-build.log"; return
@@ -592,6 +648,10 @@ guest_tests() {
         fi
     fi
     sched_balance_test "$G"
+    # Scale: 16 VMs on 8 CPUs with a mixed load (scale_test above): 4
+    # vCPUs each for 24 s on GICv3 (64 vCPUs), 2 each for 16 s on GICv2.
+    scale_test scale-16x4-gicv3 3 4 24
+    scale_test scale-16x2-gicv2 2 2 16
 }
 
 # ---- Linux guests -----------------------------------------------------------

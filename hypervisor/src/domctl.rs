@@ -549,7 +549,7 @@ fn info(dom0: &Vm, id: u64, buffer: u64, len: u64) -> Result<u64, Error> {
     out.stop_syndrome = stop.syndrome;
     out.stop_address = stop.address;
     out.memory = vm.ram_size();
-    let ticks: u64 = vm.vcpus.iter().map(|v| v.run_ticks.load(Ordering::Relaxed)).sum();
+    let ticks: u64 = vm.vcpus.iter().map(|v| crate::sched::run_ticks(&vm, v)).sum();
     out.cpu_time_ns = (ticks as u128 * 1_000_000_000 / cpu::counter_frequency().max(1) as u128) as u64;
     out.exits = vm.exits();
     let name = vm.name.as_bytes();

@@ -40,6 +40,39 @@ pub enum Next {
     Leave,
 }
 
+/// Why the running vCPU leaves its CPU (`switch_out`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Out {
+    /// It is no longer runnable (blocked, waiting for dom0, off).
+    Leave,
+    /// It gives way (WFE, a full IO ring): to the back of the queue.
+    Yield,
+    /// The scheduler asked for the switch: its slice is over (to the back
+    /// of the queue), or a favoured vCPU preempted it in the middle of its
+    /// slice (right behind the favoured ones, to run the rest of its slice).
+    Preempt,
+}
+
+/// Where `enqueue` puts a vCPU in its CPU's run queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Back,
+    /// Favoured: dom0's, or woken for an interrupt.
+    Front,
+    /// Behind the favoured ones (`RunQueue::push_preempted`).
+    Preempted,
+}
+
+impl Place {
+    fn front_if(favoured: bool) -> Place {
+        if favoured {
+            Place::Front
+        } else {
+            Place::Back
+        }
+    }
+}
+
 /// A vCPU, as the run queues name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VcpuRef {
@@ -248,7 +281,7 @@ pub(crate) fn queue_runnable(vm: &Vm, index: usize, woken: bool) {
         // Dom0 (which serves IO) and vCPUs just woken from WFI (an interrupt
         // is waiting for them) go first; woken guests then run briefly and
         // block again, so a busy guest loses little.
-        enqueue(pcpu, &mut s, v, r, dom0 || woken);
+        enqueue(pcpu, &mut s, v, r, Place::front_if(dom0 || woken));
         s.boost_pending |= dom0 || woken;
         preempt = s.current.as_ref().is_none_or(|(cur, _)| (dom0 || woken) && cur.kind != VmKind::Dom0);
         if pcpu == me {
@@ -274,7 +307,7 @@ pub fn wake_io(vm: &Vm, index: usize) {
         return;
     }
     let (pcpu, mut s) = lock_home(v);
-    enqueue(pcpu, &mut s, v, VcpuRef { vm: vm.id, vcpu: index as u8 }, true);
+    enqueue(pcpu, &mut s, v, VcpuRef { vm: vm.id, vcpu: index as u8 }, Place::Front);
     s.boost_pending = true;
     let idle = s.current.is_none();
     if pcpu == cpu::index() {
@@ -414,6 +447,7 @@ fn migrate(from: usize, to: usize) -> bool {
     vcpu.set_pcpu(to);
     ASSIGNED[from].fetch_sub(1, Ordering::Relaxed);
     ASSIGNED[to].fetch_add(1, Ordering::Relaxed);
+    end_lone_turn(&mut dst);
     dst.runq.push(r, false);
     publish_load(from, &src);
     publish_load(to, &dst);
@@ -425,14 +459,31 @@ fn migrate(from: usize, to: usize) -> bool {
 /// Queues `r` (which is `vcpu`) on `s`, CPU `pcpu`'s scheduler; from now
 /// until it runs, its time is stolen from it. A vCPU already queued keeps
 /// its place and its wait.
-fn enqueue(pcpu: usize, s: &mut CpuSched, vcpu: &Vcpu, r: VcpuRef, favoured: bool) {
+fn enqueue(pcpu: usize, s: &mut CpuSched, vcpu: &Vcpu, r: VcpuRef, place: Place) {
     if vcpu.io_counted.swap(false, Ordering::Relaxed) {
         s.io_waiting = s.io_waiting.saturating_sub(1);
         publish_load(pcpu, s);
     }
-    if s.runq.push(r, favoured) {
+    end_lone_turn(s);
+    let queued = match place {
+        Place::Preempted => s.runq.push_preempted(r),
+        _ => s.runq.push(r, place == Place::Front),
+    };
+    if queued {
         vcpu.queued_at.store(cpu::counter(), Ordering::Relaxed);
         publish_load(pcpu, s);
+    }
+}
+
+/// Before a vCPU joins `s`'s empty queue: the running vCPU had the CPU to
+/// itself, and what it ran past its slice meanwhile took nothing from
+/// anyone and is no debt; its turn ends now.
+fn end_lone_turn(s: &mut CpuSched) {
+    if s.runq.is_empty() && s.current.is_some() && !s.parked {
+        let now = cpu::counter();
+        if now > s.slice_end {
+            s.slice_end = now;
+        }
     }
 }
 
@@ -498,9 +549,10 @@ pub fn resched_requested() -> bool {
 }
 
 /// Takes the running vCPU off this CPU: `save` stores its state, its run
-/// time is counted, and it goes back to the run queue if `requeue` and it
-/// is still running (not blocked, waiting or off).
-pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
+/// time is counted, and unless `out` is `Leave` it goes back to the run
+/// queue if it is still running (not blocked, waiting or off): where,
+/// `out` says.
+pub fn switch_out(out: Out, save: impl FnOnce(&Vcpu)) {
     let me = cpu::index();
     RESCHED[me].store(false, Ordering::Relaxed);
     let mut s = SCHED[me].lock();
@@ -522,13 +574,23 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
             }
         }
         save(vcpu);
+        let requeue = out != Out::Leave && now_state == state::RUNNING;
+        let mut balance = 0;
         if !core::mem::take(&mut s.parked) {
             count_run_time(me, &s, vcpu, now);
+            if vm.kind == VmKind::Guest {
+                // Charged as used; preempted before its slice ended, it
+                // keeps the rest, and its place.
+                let (budget, used) = (s.slice_end.saturating_sub(s.since), now.saturating_sub(s.since));
+                let preempted = requeue && out == Out::Preempt;
+                balance = schedpolicy::balance_after(budget, used, preempted, schedpolicy::max_debt(cpu::counter_frequency()));
+            }
         }
-        if requeue && now_state == state::RUNNING {
+        vcpu.slice_balance.store(balance, Ordering::Relaxed);
+        if requeue {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
             if vm.runnable() {
-                enqueue(me, &mut s, vcpu, r, false);
+                enqueue(me, &mut s, vcpu, r, if balance > 0 { Place::Preempted } else { Place::Back });
             }
         } else if now_state == state::IO_WAIT && !vcpu.io_counted.swap(true, Ordering::Relaxed) {
             // `wake_io` queues it (taking it out of this count) under this
@@ -538,6 +600,20 @@ pub fn switch_out(requeue: bool, save: impl FnOnce(&Vcpu)) {
         }
     }
     publish_load(me, &s);
+}
+
+/// Counter ticks `vcpu` of `vm` has run, its current stretch included
+/// if it is running now. (Its `run_ticks` grow only when it is switched
+/// out: a vCPU alone on its CPU may run for seconds without that.)
+pub fn run_ticks(vm: &Vm, vcpu: &Vcpu) -> u64 {
+    let (_, s) = lock_home(vcpu);
+    let counted = vcpu.run_ticks.load(Ordering::Relaxed);
+    match &s.current {
+        Some((cur, index)) if !s.parked && cur.id == vm.id && *index == vcpu.index => {
+            counted + cpu::counter().saturating_sub(s.since)
+        }
+        _ => counted,
+    }
 }
 
 /// Adds the running vCPU's time since it was switched in (or resumed)
@@ -610,7 +686,7 @@ pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
         if resume {
             let now = cpu::counter();
             s.parked = false;
-            start_slice(me, &mut s, vm, now);
+            start_slice(me, &mut s, vm, vcpu, now);
             RESCHED[me].store(false, Ordering::Relaxed);
             publish_load(me, &s);
             program_timer(&s, now);
@@ -666,6 +742,17 @@ pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
                 // stale entry, never run here.)
                 continue;
             }
+            if vm.kind == VmKind::Guest && !s.runq.is_empty() {
+                // It owes a whole slice or more: this turn pays for one,
+                // and it waits on at the back.
+                let full = slice_ticks(vm.weight, cpu::counter_frequency());
+                let balance = vcpu.slice_balance.load(Ordering::Relaxed);
+                if schedpolicy::turn_budget(full, balance).is_none() {
+                    vcpu.slice_balance.store(balance.saturating_add(full as i64), Ordering::Relaxed);
+                    s.runq.push(r, false);
+                    continue;
+                }
+            }
             return Some(make_running(me, &mut s, vm, r.vcpu as usize));
         }
         publish_load(me, &s);
@@ -677,12 +764,19 @@ pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
     }
 }
 
-/// A vCPU of `vm` starts running on CPU `me` at `now` (switched in, or
+/// `vcpu` of `vm` starts running on CPU `me` at `now` (switched in, or
 /// resumed where it was parked): its run time and slice count from here.
-fn start_slice(me: usize, s: &mut CpuSched, vm: &Vm, now: u64) {
+/// A guest's turn is its slice less what it owes, or what was left of its
+/// slice when a favoured vCPU preempted it (`schedpolicy::turn_budget`);
+/// a debt of a whole slice or more is forgiven when nothing else waits
+/// (`switch_in_next` skips its turn otherwise).
+fn start_slice(me: usize, s: &mut CpuSched, vm: &Vm, vcpu: &Vcpu, now: u64) {
     s.since = now;
     s.boost_pending = false;
-    s.slice_end = now + slice_ticks(vm.weight, cpu::counter_frequency());
+    let full = slice_ticks(vm.weight, cpu::counter_frequency());
+    let balance = vcpu.slice_balance.swap(0, Ordering::Relaxed);
+    let budget = if vm.kind == VmKind::Guest { schedpolicy::turn_budget(full, balance).unwrap_or(full) } else { full };
+    s.slice_end = now + budget;
     GUEST_IN[me].store(if vm.kind == VmKind::Guest { now } else { 0 }, Ordering::Relaxed);
 }
 
@@ -711,7 +805,7 @@ fn make_running(me: usize, s: &mut CpuSched, vm: Arc<Vm>, index: usize) -> (&'st
     if vm.kind == VmKind::Guest && BUSY_FROM.load(Ordering::Relaxed) == 0 {
         BUSY_FROM.store(now, Ordering::Relaxed);
     }
-    start_slice(me, s, &vm, now);
+    start_slice(me, s, &vm, vcpu, now);
     s.timers.cancel(&VcpuRef { vm: vm.id, vcpu: index as u8 });
     CURRENT_VM[me].store(Arc::as_ptr(&vm) as *mut Vm, Ordering::Relaxed);
     CURRENT_VCPU[me].store(vcpu as *const Vcpu as *mut Vcpu, Ordering::Relaxed);
@@ -827,7 +921,7 @@ pub fn queued_on(pcpu: usize) -> alloc::vec::Vec<VcpuRef> {
 #[cfg(test)]
 pub fn enqueue_for_test(pcpu: usize, vm: &Vm, index: usize) {
     let mut s = SCHED[pcpu].lock();
-    enqueue(pcpu, &mut s, &vm.vcpus[index], VcpuRef { vm: vm.id, vcpu: index as u8 }, false);
+    enqueue(pcpu, &mut s, &vm.vcpus[index], VcpuRef { vm: vm.id, vcpu: index as u8 }, Place::Back);
 }
 
 /// Test support: whether this CPU will switch at the end of the trap.

@@ -21,11 +21,51 @@ pub fn slice_ticks(weight: u32, counter_hz: u64) -> u64 {
     (counter_hz * BASE_SLICE_MS / 1000 * weight / DEFAULT_WEIGHT as u64).max(1)
 }
 
+/// A guest vCPU's turns are charged as used. Its balance (counter ticks)
+/// is what a favoured vCPU's preemption left of its last slice (> 0: it
+/// runs that much, at its place), or by how much its turns overran their
+/// slices (< 0: the EL2 timer came late, or a trap took long; under QEMU
+/// a CPU thread the host descheduled sees its timer interrupt tens of
+/// milliseconds late). Without the charge, that lateness comes on top of
+/// every turn alike, short or long, and evens out shares whatever the
+/// weights. Returns how long its next turn may be, or `None` if it still
+/// owes a whole slice: it skips this turn, which pays a slice of its
+/// debt (the caller adds `full` to the balance).
+pub fn turn_budget(full: u64, balance: i64) -> Option<u64> {
+    if balance > 0 {
+        return Some(balance as u64);
+    }
+    let budget = full as i64 + balance;
+    (budget > 0).then_some(budget as u64)
+}
+
+/// The balance after a turn with `budget` ticks of which it used `used`:
+/// the overrun as a debt (at most `max_debt`), the rest of its budget if
+/// a favoured vCPU `preempted` it, otherwise nothing (what a vCPU leaves
+/// by blocking or yielding is not kept).
+pub fn balance_after(budget: u64, used: u64, preempted: bool, max_debt: u64) -> i64 {
+    if used > budget {
+        -((used - budget).min(max_debt).min(i64::MAX as u64) as i64)
+    } else if preempted {
+        (budget - used).min(i64::MAX as u64) as i64
+    } else {
+        0
+    }
+}
+
+/// The most a vCPU may owe: a second (under QEMU on a loaded host, a CPU
+/// thread is at times descheduled for more than a tenth of that).
+pub fn max_debt(counter_hz: u64) -> u64 {
+    counter_hz
+}
+
 /// One physical CPU's runnable vCPUs (handles `T`), in the order they run.
-/// Favoured vCPUs (dom0's, woken for IO) go to the front.
+/// Favoured vCPUs (dom0's, woken for IO) go to the front; a vCPU they
+/// preempted goes right behind them (`push_preempted`), so it loses no
+/// turn. Each entry remembers whether it was queued as favoured.
 #[derive(Debug)]
 pub struct RunQueue<T> {
-    queue: VecDeque<T>,
+    queue: VecDeque<(T, bool)>,
 }
 
 impl<T: PartialEq + Clone> Default for RunQueue<T> {
@@ -42,20 +82,41 @@ impl<T: PartialEq + Clone> RunQueue<T> {
     /// Makes `v` runnable; a vCPU already queued is not queued twice.
     /// Returns whether it was newly queued.
     pub fn push(&mut self, v: T, favoured: bool) -> bool {
-        if self.queue.contains(&v) {
+        if self.contains(&v) {
             return false;
         }
         if favoured {
-            self.queue.push_front(v);
+            self.queue.push_front((v, true));
         } else {
-            self.queue.push_back(v);
+            self.queue.push_back((v, false));
         }
         true
     }
 
+    /// Queues `v`, which a favoured vCPU preempted in the middle of its
+    /// slice, behind the favoured ones and ahead of the others: it
+    /// continues its turn once they are done (with what was left of its
+    /// slice: the caller keeps that). Sent to the back instead, a vCPU with
+    /// a long slice (a high weight) would lose more of its turn to each
+    /// preemption than one with a short slice, and frequent preemptions
+    /// would even out shares whatever the weights. Returns whether it was
+    /// newly queued.
+    pub fn push_preempted(&mut self, v: T) -> bool {
+        if self.contains(&v) {
+            return false;
+        }
+        let at = self.queue.iter().position(|&(_, favoured)| !favoured).unwrap_or(self.queue.len());
+        self.queue.insert(at, (v, false));
+        true
+    }
+
+    fn contains(&self, v: &T) -> bool {
+        self.queue.iter().any(|(x, _)| x == v)
+    }
+
     /// The next vCPU to run, removed from the queue.
     pub fn pop(&mut self) -> Option<T> {
-        self.queue.pop_front()
+        self.queue.pop_front().map(|(v, _)| v)
     }
 
     /// Is anything waiting for this CPU?
@@ -69,24 +130,24 @@ impl<T: PartialEq + Clone> RunQueue<T> {
 
     /// Is a favoured vCPU waiting (then the running one is preempted)?
     pub fn front_is(&self, pred: impl Fn(&T) -> bool) -> bool {
-        self.queue.front().is_some_and(pred)
+        self.queue.front().is_some_and(|(v, _)| pred(v))
     }
 
     /// Removes `v` wherever it is (its VM is paused or destroyed).
     pub fn remove(&mut self, v: &T) {
-        self.queue.retain(|x| x != v);
+        self.queue.retain(|(x, _)| x != v);
     }
 
-    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
-        self.queue.retain(keep);
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.queue.retain(|(v, _)| keep(v));
     }
 
     /// Removes and returns the vCPU nearest the back that `movable`
     /// accepts: the one that would wait longest here (the balancer moves
     /// it to another CPU).
     pub fn take_last(&mut self, mut movable: impl FnMut(&T) -> bool) -> Option<T> {
-        let at = self.queue.iter().rposition(&mut movable)?;
-        self.queue.remove(at)
+        let at = self.queue.iter().rposition(|(v, _)| movable(v))?;
+        self.queue.remove(at).map(|(v, _)| v)
     }
 }
 
@@ -209,6 +270,77 @@ mod tests {
             q.push(id, false);
         }
         got
+    }
+
+    /// As `simulate`, with the scheduler's interrupt `late` ticks late at
+    /// every turn's end, each turn charged as used (`turn_budget`,
+    /// `balance_after`), or not (`charge` false: whole slices, as before).
+    fn simulate_late(vcpus: &[(u32, u32)], total: u64, hz: u64, late: u64, charge: bool) -> Vec<u64> {
+        let mut q = RunQueue::new();
+        for &(id, _) in vcpus {
+            q.push(id, false);
+        }
+        let mut got = vec![0u64; vcpus.len()];
+        let mut balance = vec![0i64; vcpus.len()];
+        let mut now = 0;
+        while now < total {
+            let id = q.pop().unwrap();
+            let (i, full) = (id as usize, slice_ticks(vcpus[id as usize].1, hz));
+            let budget = if charge { turn_budget(full, balance[i]) } else { Some(full) };
+            let Some(budget) = budget else {
+                balance[i] += full as i64;
+                q.push(id, false);
+                continue;
+            };
+            let run = (budget + late).min(total - now);
+            got[i] += run;
+            now += run;
+            balance[i] = balance_after(budget, run, false, max_debt(hz));
+            q.push(id, false);
+        }
+        got
+    }
+
+    #[test]
+    fn late_timer_interrupts_are_charged_and_shares_still_follow_weights() {
+        let hz = 62_500_000;
+        // 25 ms late at every turn's end: 10 ms and 40 ms slices become
+        // 35 and 65 ms turns, nowhere near 1:4 ...
+        let weights = [(0, 1024), (1, 256)];
+        let got = simulate_late(&weights, 30 * hz, hz, hz / 40, false);
+        let ratio = got[0] as f64 / got[1] as f64;
+        assert!(ratio < 2.0, "uncharged lateness evens shares out: {got:?}");
+        // ... unless the overrun is charged.
+        let got = simulate_late(&weights, 30 * hz, hz, hz / 40, true);
+        let ratio = got[0] as f64 / got[1] as f64;
+        assert!((ratio - 4.0).abs() < 0.2, "{got:?}: ratio {ratio}");
+    }
+
+    #[test]
+    fn turns_are_charged_as_used() {
+        let full = 1000;
+        assert_eq!(turn_budget(full, 0), Some(1000));
+        assert_eq!(turn_budget(full, 300), Some(300), "the rest of a preempted slice");
+        assert_eq!(turn_budget(full, -400), Some(600), "a debt shortens the next turn");
+        assert_eq!(turn_budget(full, -1000), None, "a whole slice owed: this turn is skipped");
+        assert_eq!(balance_after(1000, 1250, false, 10_000), -250);
+        assert_eq!(balance_after(1000, 90_000, true, 10_000), -10_000, "debts are capped");
+        assert_eq!(balance_after(1000, 400, true, 10_000), 600, "preempted: the rest is kept");
+        assert_eq!(balance_after(1000, 400, false, 10_000), 0, "blocked or yielded: nothing is kept");
+    }
+
+    #[test]
+    fn a_preempted_vcpu_goes_behind_the_favoured_ones_and_ahead_of_the_others() {
+        let mut q = RunQueue::new();
+        q.push(1, false);
+        q.push(2, false);
+        q.push(8, true);
+        q.push(9, true);
+        assert!(q.push_preempted(5));
+        assert!(!q.push_preempted(5), "already queued");
+        assert_eq!((q.pop(), q.pop(), q.pop(), q.pop(), q.pop()), (Some(9), Some(8), Some(5), Some(1), Some(2)));
+        q.push_preempted(5);
+        assert_eq!(q.pop(), Some(5), "with no favoured one waiting it runs next");
     }
 
     #[test]

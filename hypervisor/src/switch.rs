@@ -28,15 +28,15 @@ pub fn finish_trap(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame, next: Next) {
     match next {
         Next::Resume => {
             if !prepare_resume(vm, vcpu) {
-                schedule(frame, true)
+                schedule(frame, sched::Out::Preempt)
             }
         }
-        Next::Yield => schedule(frame, true),
+        Next::Yield => schedule(frame, sched::Out::Yield),
         Next::Leave => {
             if vcpu.sched.load(Ordering::Acquire) == sched::state::BLOCKED && sched::park(vm, vcpu) {
                 idle_parked(vm, vcpu, frame);
             } else {
-                schedule(frame, false)
+                schedule(frame, sched::Out::Leave)
             }
         }
     }
@@ -70,7 +70,7 @@ fn idle_parked(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
                 }
                 return;
             }
-            sched::Parked::SwitchOut => schedule(frame, false),
+            sched::Parked::SwitchOut => schedule(frame, sched::Out::Leave),
         }
     }
 }
@@ -89,9 +89,10 @@ pub fn prepare_resume(vm: &Vm, vcpu: &Vcpu) -> bool {
 
 
 /// Saves the running vCPU (whose registers are `frame`) and runs the next
-/// one, or idles. `requeue`: the current vCPU is still runnable.
-pub fn schedule(frame: &TrapFrame, requeue: bool) -> ! {
-    sched::switch_out(requeue, |vcpu| save(vcpu, frame));
+/// one, or idles. `out`: whether and where the current vCPU goes back to
+/// the run queue.
+pub fn schedule(frame: &TrapFrame, out: sched::Out) -> ! {
+    sched::switch_out(out, |vcpu| save(vcpu, frame));
     run_next()
 }
 

@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use hv_abi::hypercall::{FaultPolicy, StopReason, VmState, LOG_WRITE_BURST, MAX_VMS};
 use crate::sync::Mutex;
@@ -122,6 +122,11 @@ pub struct Vcpu {
     /// Counter value when it was last queued, `NOT_QUEUED` while it is
     /// not in a run queue. Written under its CPU's scheduler lock.
     pub queued_at: AtomicU64,
+    /// Its turns charged as used (`schedpolicy::turn_budget`), in counter
+    /// ticks: > 0 what was left of its slice when a favoured vCPU
+    /// preempted it, < 0 by how much its turns overran their slices.
+    /// Written under its CPU's scheduler lock; 0 while it runs.
+    pub slice_balance: AtomicI64,
     /// Exits by reason (`Exit`). Only the vCPU's own CPU writes them, so a
     /// plain load and store count without a read-modify-write loop.
     pub exits: [AtomicU64; 8],
@@ -153,6 +158,7 @@ impl Vcpu {
             steal_ticks: AtomicU64::new(0),
             io_counted: AtomicBool::new(false),
             queued_at: AtomicU64::new(NOT_QUEUED),
+            slice_balance: AtomicI64::new(0),
             exits: [const { AtomicU64::new(0) }; 8],
             io: Mutex::new(IoWait::default()),
             context: UnsafeCell::new(VcpuContext::reset(0, 0, mpidr, cntvoff)),

@@ -13,6 +13,10 @@ SCRIPT lines (blank lines and # comments ignored):
                        named by $HV_TEST_MONITOR (the command's QEMU must
                        have -monitor unix:PATH,server=on,wait=off)
   pause SECONDS        let the run go on (reading its output) for SECONDS
+  every SECONDS TEXT   from now on, type TEXT and Enter every SECONDS while
+                       the steps wait (`every off` stops it)
+  count N TEXT         wait (up to the step timeout) until TEXT is in the
+                       whole transcript N times
   exit                 wait for the command to end; its status must be 0
 In send and type TEXT, \xHH is the byte HH and \\ a backslash, e.g.
 `type \x01\x01\x01` for Ctrl-a three times (run.sh moves QEMU's own
@@ -69,14 +73,28 @@ def main():
             f.writelines("%d %.3f\n" % a for a in arrivals)
     seen = 0  # expects search from here
     step_timeout = 30.0
+    periodic = None  # [interval, text, when it is next due] (`every`)
+
+    def type_line(data):
+        for byte in data:
+            proc.stdin.write(bytes([byte]))
+            proc.stdin.flush()
+            time.sleep(0.02)
 
     def pump(deadline):
         """Reads output until the deadline; returns False at EOF."""
         while True:
+            if periodic and time.monotonic() >= periodic[2]:
+                try:
+                    type_line(periodic[1])
+                except BrokenPipeError:
+                    return False
+                periodic[2] = time.monotonic() + periodic[0]
             left = deadline - time.monotonic()
             if left <= 0:
                 return True
-            ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.2))
+            wait = min(left, 0.2, max(periodic[2] - time.monotonic(), 0.01) if periodic else left)
+            ready, _, _ = select.select([proc.stdout], [], [], wait)
             if ready:
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:
@@ -113,11 +131,22 @@ def main():
                 if not pump(deadline) and transcript.find(needle, seen) < 0:
                     return fail(f"the run ended before: {arg}")
         elif verb in ("send", "type"):
-            data = unescape(arg) + (b"\r" if verb == "send" else b"")
-            for byte in data:
-                proc.stdin.write(bytes([byte]))
-                proc.stdin.flush()
-                time.sleep(0.02)
+            type_line(unescape(arg) + (b"\r" if verb == "send" else b""))
+        elif verb == "every":
+            if arg == "off":
+                periodic = None
+            else:
+                secs, _, text = arg.partition(" ")
+                periodic = [float(secs), unescape(text) + b"\r", time.monotonic()]
+        elif verb == "count":
+            n, _, text = arg.partition(" ")
+            needle, n = text.encode(), int(n)
+            deadline = time.monotonic() + step_timeout
+            while transcript.count(needle) < n:
+                if time.monotonic() >= deadline:
+                    return fail(f"timed out after {step_timeout:.0f}s with {transcript.count(needle)} of {n}: {text}")
+                if not pump(deadline) and transcript.count(needle) < n:
+                    return fail(f"the run ended with {transcript.count(needle)} of {n}: {text}")
         elif verb == "monitor":
             path = os.environ.get("HV_TEST_MONITOR", "")
             try:

@@ -29,7 +29,11 @@
 //!   SPI, INTID 48 + slot, edge-rising (`blk-irq`; everything else polls).
 //! - `virtio.net=send:N` / `virtio.net=recv:N`: N Ethernet frames to or
 //!   from a peer VM on dom0's switch, windowed and acknowledged (see
-//!   `net.rs`); `net-send`, `net-recv` (`PASS N frames intact`),
+//!   `net.rs`); `send-for:MS` / `recv-for:MS`: as many as the sender
+//!   sends in MS milliseconds (it then tells the receiver how many);
+//!   `virtio.net.peer=MAC`: exchange with that peer only (when several
+//!   pairs share the switch);
+//!   `net-send`, `net-recv` (`PASS N frames intact`),
 //!   `net-flow-control` (no frame dropped). `virtio.net.window=W` changes
 //!   the sender's window (default 32; a window beyond the receiver's 128
 //!   buffers plus dom0's backlog of 64 makes the switch drop frames, which
@@ -225,18 +229,21 @@ mod guest {
             let (what, n) = mode.split_once(':').unwrap_or((mode, ""));
             match (netdev.as_mut(), what, parse_size(n).and_then(|n| u32::try_from(n).ok())) {
                 (None, _, _) => check!("net", false, "no network device"),
-                (Some(d), "send", Some(n)) => {
-                    let window = match cmd.get_u64("virtio.net.window") {
-                        Some(Ok(w)) if w > 0 => w.min(u64::from(u32::MAX)) as u32,
-                        _ => net::WINDOW,
-                    };
-                    net::mode_send(d, n, window)
+                (Some(d), "send" | "send-for" | "recv" | "recv-for", Some(n)) if what.ends_with("-for") || n < net::OPEN => {
+                    let amount = if what.ends_with("-for") { net::Amount::ForMs(n.into()) } else { net::Amount::Frames(n) };
+                    let only = cmd.get("virtio.net.peer").and_then(net::parse_mac);
+                    if what.starts_with("send") {
+                        let window = match cmd.get_u64("virtio.net.window") {
+                            Some(Ok(w)) if w > 0 => w.min(u64::from(u32::MAX)) as u32,
+                            _ => net::WINDOW,
+                        };
+                        net::mode_send(d, amount, window, only)
+                    } else {
+                        let delay = cmd.get_u64("virtio.net.rx-delay-us").and_then(Result::ok).unwrap_or(0);
+                        net::mode_recv(d, amount, delay, only)
+                    }
                 }
-                (Some(d), "recv", Some(n)) => {
-                    let delay = cmd.get_u64("virtio.net.rx-delay-us").and_then(Result::ok).unwrap_or(0);
-                    net::mode_recv(d, n, delay)
-                }
-                _ => check!("bootargs", false, "virtio.net: expected send:N or recv:N, got `{mode}`"),
+                _ => check!("bootargs", false, "virtio.net: expected send:N, recv:N, send-for:MS or recv-for:MS, got `{mode}`"),
             }
         }
 

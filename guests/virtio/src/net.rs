@@ -13,7 +13,12 @@
 //!   depending on `seq`;
 //! * ACK `seq` = the next sequence number the receiver expects
 //!   (cumulative), sent for a HELLO, every [`ACK_EVERY`] in-order frames,
-//!   for the last frame, and for any frame out of order or repeated.
+//!   for the last frame, and for any frame out of order or repeated;
+//! * END `seq` = the number of frames (sender → receiver, every 20 ms until
+//!   all are acknowledged), only in the timed modes `send-for:MS` /
+//!   `recv-for:MS`: there the sender sends frames for MS milliseconds with
+//!   `total` = [`OPEN`], and then says how many there were (the frames it
+//!   sends after that carry the number too).
 //!
 //! Flow control: the sender keeps at most [`WINDOW`] frames unacknowledged,
 //! well below the receiver's [`RX_BUFFERS`] posted buffers (which it
@@ -45,6 +50,9 @@ pub const MAGIC: [u8; 4] = *b"HVNT";
 pub const KIND_HELLO: u8 = 1;
 pub const KIND_DATA: u8 = 2;
 pub const KIND_ACK: u8 = 3;
+pub const KIND_END: u8 = 4;
+/// `total` while a timed sender has not yet decided how many frames it sends.
+pub const OPEN: u32 = u32::MAX;
 pub const MSG_HDR: usize = 20;
 pub const MIN_PAYLOAD: usize = 46;
 pub const MAX_PAYLOAD: usize = 1500;
@@ -255,9 +263,47 @@ pub fn mac_str(m: &[u8; 6]) -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 
-/// `send:N` with at most `window` frames unacknowledged.
-pub fn mode_send(n: &mut Net, total: u32, window: u32) {
+/// How much a mode exchanges: N frames, or as many as fit in MS ms.
+#[derive(Clone, Copy)]
+pub enum Amount {
+    Frames(u32),
+    ForMs(u64),
+}
+
+impl Amount {
+    /// The `total` frames carry at first.
+    fn total(self) -> u32 {
+        match self {
+            Amount::Frames(n) => n,
+            Amount::ForMs(_) => OPEN,
+        }
+    }
+
+    /// How long the exchange may take once started.
+    fn timeout_us(self) -> u64 {
+        match self {
+            Amount::Frames(_) => EXCHANGE_TIMEOUT_US,
+            Amount::ForMs(ms) => EXCHANGE_TIMEOUT_US + ms.saturating_mul(1000),
+        }
+    }
+}
+
+/// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// `send:N` (or `send-for:MS`) with at most `window` frames unacknowledged,
+/// to the first receiver that answers (`only`: to that one; several pairs
+/// may share the switch).
+pub fn mode_send(n: &mut Net, amount: Amount, window: u32, only: Option<[u8; 6]>) {
     let me = n.mac;
+    let mut total = amount.total();
     // Handshake: HELLO broadcasts until the receiver answers.
     let start = cpu::counter();
     let mut peer = None;
@@ -274,7 +320,7 @@ pub fn mode_send(n: &mut Net, total: u32, window: u32) {
         }
         for f in n.recv() {
             match parse(&f) {
-                Ok(Some(m)) if m.kind == KIND_ACK => {
+                Ok(Some(m)) if m.kind == KIND_ACK && only.is_none_or(|p| p == m.src) => {
                     peer = Some(m.src);
                     acked = m.seq;
                 }
@@ -292,10 +338,22 @@ pub fn mode_send(n: &mut Net, total: u32, window: u32) {
     let mark = crate::bench::marker();
     let t0 = cpu::counter();
     let mut next = acked;
+    // One past the highest sequence number sent (a timed run's total).
+    let mut high = next;
+    let mut last_end = None;
     let mut last_progress = cpu::counter();
     let (mut sent, mut retransmitted, mut stalls) = (0u64, 0u64, 0u32);
     let mut timed_out = false;
     while acked < total {
+        if let Amount::ForMs(ms) = amount {
+            if total == OPEN && cpu::elapsed_us(t0) >= ms.saturating_mul(1000) {
+                total = high;
+            }
+            if total != OPEN && last_end.is_none_or(|t| cpu::elapsed_us(t) >= 20_000) {
+                n.send(&build(peer, me, KIND_END, total, total, MIN_PAYLOAD));
+                last_end = Some(cpu::counter());
+            }
+        }
         // Fill the window.
         let mut queued = false;
         while next < total && next < acked.saturating_add(window) {
@@ -305,6 +363,7 @@ pub fn mode_send(n: &mut Net, total: u32, window: u32) {
             }
             queued = true;
             next += 1;
+            high = high.max(next);
             sent += 1;
         }
         if queued {
@@ -329,12 +388,13 @@ pub fn mode_send(n: &mut Net, total: u32, window: u32) {
             next = acked;
             last_progress = cpu::counter();
         }
-        if cpu::elapsed_us(t0) > EXCHANGE_TIMEOUT_US {
+        if cpu::elapsed_us(t0) > amount.timeout_us() {
             timed_out = true;
             break;
         }
     }
     let us = cpu::elapsed_us(t0);
+    let total = if total == OPEN { high } else { total };
     crate::bench::marker();
     println!("RESULT virtio: net-bench frames={total} transmissions={sent} mark={mark}");
     println!("RESULT virtio: net-sent frames={total} transmissions={sent} retransmitted={retransmitted} stalls={stalls} us={us}");
@@ -347,10 +407,13 @@ pub fn mode_send(n: &mut Net, total: u32, window: u32) {
     );
 }
 
-/// `recv:N`, pausing `delay_us` before each look at the receive queue (a
-/// slow receiver, to try the flow control).
-pub fn mode_recv(n: &mut Net, total: u32, delay_us: u64) {
+/// `recv:N` (or `recv-for:MS`), pausing `delay_us` before each look at
+/// the receive queue (a slow receiver, to try the flow control); from
+/// `only`, if given (frames of others count as foreign).
+pub fn mode_recv(n: &mut Net, amount: Amount, delay_us: u64, only: Option<[u8; 6]>) {
     let me = n.mac;
+    let mut total = amount.total();
+    let timed = matches!(amount, Amount::ForMs(_));
     let start = cpu::counter();
     let mut first: Option<u64> = None;
     let mut expected = 0u32;
@@ -366,8 +429,8 @@ pub fn mode_recv(n: &mut Net, total: u32, delay_us: u64) {
         let mut ack_to = None;
         for f in frames {
             let m = match parse(&f) {
-                Ok(Some(m)) => m,
-                Ok(None) => {
+                Ok(Some(m)) if only.is_none_or(|p| p == m.src) => m,
+                Ok(_) => {
                     foreign += 1;
                     continue;
                 }
@@ -379,7 +442,12 @@ pub fn mode_recv(n: &mut Net, total: u32, delay_us: u64) {
                     continue;
                 }
             };
-            if m.total != total {
+            // A timed sender's frames say OPEN until it knows how many
+            // it sends; the first number it gives holds.
+            if timed && total == OPEN && m.total != OPEN {
+                total = m.total;
+            }
+            if m.total != total && !(timed && m.total == OPEN) {
                 corrupt += 1;
                 if errors.len() < 3 {
                     errors.push(format!("frame says total {}, want {total}", m.total));
@@ -391,6 +459,15 @@ pub fn mode_recv(n: &mut Net, total: u32, delay_us: u64) {
                     if first.is_none() {
                         first = Some(cpu::counter());
                         peer = Some(m.src);
+                    }
+                    ack_to = Some(m.src);
+                }
+                KIND_END if timed => {
+                    if m.seq != total {
+                        corrupt += 1;
+                        if errors.len() < 3 {
+                            errors.push(format!("END says {} frames, want {total}", m.seq));
+                        }
                     }
                     ack_to = Some(m.src);
                 }
@@ -426,7 +503,7 @@ pub fn mode_recv(n: &mut Net, total: u32, delay_us: u64) {
         }
         match first {
             None if cpu::elapsed_us(start) > PEER_TIMEOUT_US => break,
-            Some(t) if cpu::elapsed_us(t) > EXCHANGE_TIMEOUT_US => break,
+            Some(t) if cpu::elapsed_us(t) > amount.timeout_us() => break,
             _ => {}
         }
     }

@@ -111,7 +111,7 @@ fn time_in_the_run_queue_is_stolen_time_and_the_guest_sees_it_before_it_runs() {
     assert_eq!(entered.0.elr, guest::RAM_BASE);
     assert_eq!(a.vcpus[0].sched.load(Ordering::Acquire), state::RUNNING);
     fake::cpu::advance(5000);
-    diverges(|| crate::switch::schedule(&TrapFrame::default(), true)).downcast::<Entered>().expect("entered b");
+    diverges(|| crate::switch::schedule(&TrapFrame::default(), crate::sched::Out::Yield)).downcast::<Entered>().expect("entered b");
     assert_eq!(b.vcpus[0].sched.load(Ordering::Acquire), state::RUNNING);
     let stolen_b = b.vcpus[0].steal_ticks.load(Ordering::Relaxed);
     assert!((5000..5100).contains(&stolen_b), "b waited 5000 ticks (the fake counter adds one per read): {stolen_b}");
@@ -121,7 +121,7 @@ fn time_in_the_run_queue_is_stolen_time_and_the_guest_sees_it_before_it_runs() {
     let stolen_a = a.vcpus[0].steal_ticks.load(Ordering::Relaxed);
     assert!(stolen_a < 100, "{stolen_a}");
     fake::cpu::advance(3000);
-    diverges(|| crate::switch::schedule(&TrapFrame::default(), true)).downcast::<Entered>().expect("entered a");
+    diverges(|| crate::switch::schedule(&TrapFrame::default(), crate::sched::Out::Yield)).downcast::<Entered>().expect("entered a");
     let stolen_a = a.vcpus[0].steal_ticks.load(Ordering::Relaxed);
     assert!((3000..3100).contains(&stolen_a), "{stolen_a}");
     assert_eq!(stolen_time(&a, 0).stolen_time, stolen_a * NS_PER_TICK);
@@ -138,7 +138,7 @@ fn time_blocked_in_wfi_or_paused_is_not_stolen() {
     fake::cpu::advance(10_000);
     // An interrupt wakes it: it preempts `a` and runs almost at once.
     sched::wake(&b, 0);
-    diverges(|| crate::switch::schedule(&TrapFrame::default(), true)).downcast::<Entered>().expect("entered b");
+    diverges(|| crate::switch::schedule(&TrapFrame::default(), crate::sched::Out::Preempt)).downcast::<Entered>().expect("entered b");
     assert!(b.vcpus[0].steal_ticks.load(Ordering::Relaxed) < 100, "blocked time is not stolen");
     // `a` waits behind b; its VM is paused meanwhile: the pause is not
     // stolen, and after unpause the wait starts afresh.

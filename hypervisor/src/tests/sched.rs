@@ -49,23 +49,15 @@ fn a_vcpu_woken_on_its_own_cpu_preempts_a_running_guest_without_an_sgi() {
 
 #[test]
 fn switching_saves_the_running_vcpu_and_enters_the_next_queued_one() {
-    let _m = Machine::take();
-    let d0 = dom0();
-    let a = create_guest(&d0, "a", 1, 2 << 20, 0b10).expect("on CPU 1");
-    let b = create_guest(&d0, "b", 1, 2 << 20, 0b10).expect("on CPU 1");
-    for (vm, pc) in [(&a, 0x4000_0000u64), (&b, 0x4000_8000)] {
-        assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmSetEntry, &[vm.id.0 as u64, 0, pc, 0xd7b]).0, 0);
-        assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmStart, &[vm.id.0 as u64]).0, 0);
-    }
+    let (_m, a, _b) = a_and_b_on_cpu1();
     // CPU 1 runs `a` (first queued): it starts at its entry with x0 = 0xd7b.
-    fake::cpu::set_index(1);
     let entered = diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("entered a guest");
     assert_eq!((entered.0.elr, entered.0.x[0]), (0x4000_0000, 0xd7b));
     assert_eq!(a.vcpus[0].sched.load(Ordering::Acquire), state::RUNNING);
     // `a` traps with some registers and yields: they are saved, `b` runs.
     let mut frame = TrapFrame { elr: 0x4000_0123, ..TrapFrame::default() };
     frame.x[7] = 77;
-    let entered = diverges(|| crate::switch::schedule(&frame, true)).downcast::<Entered>().expect("entered a guest");
+    let entered = diverges(|| crate::switch::schedule(&frame, sched::Out::Yield)).downcast::<Entered>().expect("entered a guest");
     assert_eq!(entered.0.elr, 0x4000_8000);
     assert_eq!(a.vcpus[0].sched.load(Ordering::Acquire), state::RUNNABLE);
     // SAFETY: `a` is not running (b is), and this test is its only user.
@@ -73,7 +65,7 @@ fn switching_saves_the_running_vcpu_and_enters_the_next_queued_one() {
     assert_eq!((saved.regs.elr, saved.regs.x[7]), (0x4000_0123, 77));
     assert_eq!(saved.arch.saves, 1);
     // Then `a` again, resuming where it was.
-    let entered = diverges(|| crate::switch::schedule(&TrapFrame::default(), true)).downcast::<Entered>().expect("entered a guest");
+    let entered = diverges(|| crate::switch::schedule(&TrapFrame::default(), sched::Out::Yield)).downcast::<Entered>().expect("entered a guest");
     assert_eq!((entered.0.elr, entered.0.x[7]), (0x4000_0123, 77));
 }
 
@@ -263,7 +255,7 @@ fn a_vcpu_woken_before_its_cpu_saved_it_is_not_pulled_until_saved() {
     // g, with the registers CPU 1 saved.
     fake::cpu::set_index(1);
     // SAFETY: g ran on CPU 1 until now; this test is its only user.
-    sched::switch_out(false, |v| unsafe { v.context_mut() }.regs = TrapFrame { elr: 0x4000_0444, ..TrapFrame::default() });
+    sched::switch_out(sched::Out::Leave, |v| unsafe { v.context_mut() }.regs = TrapFrame { elr: 0x4000_0444, ..TrapFrame::default() });
     fake::cpu::advance(1_000);
     fake::cpu::set_index(0);
     let entered = diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("CPU 0 pulls g");
@@ -334,7 +326,7 @@ fn a_vcpu_waiting_for_dom0_counts_in_its_cpus_load_until_answered() {
     assert_eq!(sched::load(1), 1);
     // A forwarded access: g waits for dom0 and leaves its CPU.
     g.vcpus[0].sched.store(state::IO_WAIT, Ordering::Release);
-    sched::switch_out(false, |_| {});
+    sched::switch_out(sched::Out::Leave, |_| {});
     assert_eq!(sched::load(1), 1, "an idle CPU 0 must not think CPU 1 has nothing");
     fake::cpu::set_index(0);
     sched::wake_io(&g, 0);
@@ -359,7 +351,7 @@ fn a_late_wake_up_leaves_a_vcpu_that_blocked_again_to_its_soft_timer() {
     let deadline = crate::arch::cpu::counter() + 500;
     fake::timer::set_vtimer_deadline(Some(deadline));
     assert_eq!(sched::block(&g, &g.vcpus[0]), sched::Next::Leave);
-    sched::switch_out(false, |_| {});
+    sched::switch_out(sched::Out::Leave, |_| {});
     assert_eq!(sched::soft_timer_of(&g, 0), Some(deadline));
     // The late half of the wake-up, on CPU 0.
     fake::cpu::set_index(0);
@@ -383,4 +375,101 @@ fn a_late_wake_up_leaves_a_vcpu_that_blocked_again_to_its_soft_timer() {
     assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), state::RUNNABLE, "woken at its timer");
     // (Runnable now, it may also have been pushed to idle CPU 0.)
     assert!(sched::queued_on(g.vcpus[0].pcpu()).contains(&r(&g)));
+}
+
+/// `a` and `b`, one vCPU each, started on CPU 1 (entries 0x4000_0000 and
+/// 0x4000_8000, x0 = 0xd7b); this CPU is CPU 1.
+fn a_and_b_on_cpu1() -> (Machine, alloc::sync::Arc<crate::vm::Vm>, alloc::sync::Arc<crate::vm::Vm>) {
+    let m = Machine::take();
+    let d0 = dom0();
+    let a = create_guest(&d0, "a", 1, 2 << 20, 0b10).expect("on CPU 1");
+    let b = create_guest(&d0, "b", 1, 2 << 20, 0b10).expect("on CPU 1");
+    for (vm, pc) in [(&a, 0x4000_0000u64), (&b, 0x4000_8000)] {
+        assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmSetEntry, &[vm.id.0 as u64, 0, pc, 0xd7b]).0, 0);
+        assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmStart, &[vm.id.0 as u64]).0, 0);
+    }
+    fake::cpu::set_index(1);
+    (m, a, b)
+}
+
+#[test]
+fn a_vcpu_that_overran_its_slice_skips_turns_until_it_has_paid() {
+    let (_m, a, b) = a_and_b_on_cpu1();
+    let slice = crate::schedpolicy::slice_ticks(256, 1_000_000);
+    let entered = diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("entered a");
+    assert_eq!(entered.0.elr, 0x4000_0000);
+    // Its timer interrupt comes 2.5 slices late (as a descheduled QEMU
+    // thread takes it): it owes that much.
+    fake::cpu::advance(slice + slice * 5 / 2);
+    let mut order = alloc::vec::Vec::new();
+    for _ in 0..4 {
+        diverges(|| crate::switch::schedule(&TrapFrame::default(), sched::Out::Preempt)).downcast::<Entered>().expect("entered");
+        order.push(sched::current().expect("running").0.id);
+        fake::cpu::advance(slice);
+    }
+    // `b` runs three turns while `a`'s two skipped turns pay two slices of
+    // its debt; then `a` runs the half slice it has left.
+    assert_eq!(order, [b.id, b.id, b.id, a.id]);
+    assert!(a.vcpus[0].steal_ticks.load(Ordering::Relaxed) >= 3 * slice, "its skipped turns were waits");
+}
+
+#[test]
+fn a_vcpu_preempted_by_a_woken_one_runs_the_rest_of_its_slice_before_the_others() {
+    let (_m, a, b) = a_and_b_on_cpu1();
+    let d0 = crate::vm::get(VmId(0)).expect("dom0");
+    let c = create_guest(&d0, "c", 1, 2 << 20, 0b10).expect("on CPU 1");
+    assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmSetEntry, &[c.id.0 as u64, 0, 0x4001_0000, 0]).0, 0);
+    fake::cpu::set_index(0);
+    assert_eq!(hypercall(&d0, hv_abi::hypercall::Function::VmStart, &[c.id.0 as u64]).0, 0);
+    fake::cpu::set_index(1);
+    let slice = crate::schedpolicy::slice_ticks(256, 1_000_000);
+    // `a` runs (b and c wait); `c` blocks as if in WFI long ago.
+    sched::forget_vm(&c, 2);
+    c.vcpus[0].sched.store(state::BLOCKED, Ordering::Release);
+    c.vcpus[0].queued_at.store(crate::vm::NOT_QUEUED, Ordering::Relaxed);
+    let entered = diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("entered a");
+    assert_eq!(entered.0.elr, 0x4000_0000);
+    // A fifth into its slice an interrupt wakes `c`: it preempts `a`.
+    fake::cpu::advance(slice / 5);
+    sched::wake(&c, 0);
+    let entered = diverges(|| crate::switch::schedule(&TrapFrame::default(), sched::Out::Preempt)).downcast::<Entered>().expect("entered c");
+    assert_eq!(entered.0.elr, 0x4001_0000);
+    assert_eq!(sched::queued_on(1), [VcpuRef { vm: a.id, vcpu: 0 }, VcpuRef { vm: b.id, vcpu: 0 }], "a goes back ahead of b");
+    let left = a.vcpus[0].slice_balance.load(Ordering::Relaxed);
+    assert!((slice as i64 * 3 / 4..=slice as i64 * 4 / 5).contains(&left), "a keeps the rest of its slice: {left}");
+    // `c` blocks again: `a` runs on, for what it had left.
+    c.vcpus[0].sched.store(state::BLOCKED, Ordering::Release);
+    diverges(|| crate::switch::schedule(&TrapFrame::default(), sched::Out::Leave)).downcast::<Entered>().expect("entered a");
+    assert_eq!(sched::current().expect("running").0.id, a.id);
+    assert_eq!(a.vcpus[0].slice_balance.load(Ordering::Relaxed), 0, "taken while it runs");
+}
+
+#[test]
+fn a_running_vcpus_cpu_time_includes_its_current_stretch() {
+    let (_m, a, _b) = a_and_b_on_cpu1();
+    diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("entered a");
+    fake::cpu::advance(7_000);
+    let t = sched::run_ticks(&a, &a.vcpus[0]);
+    assert!((7_000..7_100).contains(&t), "{t}");
+    assert_eq!(a.vcpus[0].run_ticks.load(Ordering::Relaxed), 0, "not yet counted at a switch");
+}
+
+#[test]
+fn time_a_vcpu_ran_alone_past_its_slice_is_no_debt() {
+    let (_m, a, b) = a_and_b_on_cpu1();
+    let slice = crate::schedpolicy::slice_ticks(256, 1_000_000);
+    // `b` blocks as if in WFI long ago: `a` has CPU 1 to itself.
+    sched::forget_vm(&b, 2);
+    b.vcpus[0].sched.store(state::BLOCKED, Ordering::Release);
+    b.vcpus[0].queued_at.store(crate::vm::NOT_QUEUED, Ordering::Relaxed);
+    diverges(|| crate::switch::run_next()).downcast::<Entered>().expect("entered a");
+    fake::cpu::advance(5 * slice);
+    // An interrupt wakes `b`: `a`'s turn ends, owing nothing.
+    sched::wake(&b, 0);
+    assert!(sched::resched_pending());
+    diverges(|| crate::switch::schedule(&TrapFrame::default(), sched::Out::Preempt)).downcast::<Entered>().expect("entered b");
+    assert_eq!(sched::current().expect("running").0.id, b.id);
+    let balance = a.vcpus[0].slice_balance.load(Ordering::Relaxed);
+    assert!((-(slice as i64) / 100..=0).contains(&balance), "{balance}");
+    assert_eq!(sched::queued_on(1), [VcpuRef { vm: a.id, vcpu: 0 }]);
 }

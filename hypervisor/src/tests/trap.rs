@@ -160,7 +160,7 @@ fn wfi_with_nothing_pending_blocks_and_wakes_at_the_virtual_timer() {
     // CPU has switched away (not while the vCPU stays loaded: its own
     // timer fires then).
     assert_eq!(sched::soft_timer_of(&g, 0), None);
-    sched::switch_out(false, |_| {});
+    sched::switch_out(sched::Out::Leave, |_| {});
     assert_eq!(sched::soft_timer_of(&g, 0), Some(deadline));
     fake::cpu::advance(1000);
     sched::on_timer();
