@@ -115,6 +115,11 @@ impl IrqBitmap {
         }
     }
 
+    /// Whether no bit is set.
+    pub fn is_empty(&self) -> bool {
+        self.summary == 0
+    }
+
     /// Whether `intid` is the only bit set.
     pub fn only(&self, intid: u32) -> bool {
         let i = (intid as usize / 64) % 16;

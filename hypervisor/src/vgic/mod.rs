@@ -373,6 +373,31 @@ impl Vgic {
         lrs: &mut impl ListRegisters,
         out: &mut Effects,
     ) -> Result<bool, VgicError> {
+        // The usual case (the virtual timer of a vCPU with nothing else
+        // queued): it goes straight to the LR, without passing through the
+        // queue (`latch` would queue it and kick, `place` take it out and
+        // the kick back), to the same state.
+        let bank = self.check_injection(intid, vcpu)?;
+        let free = !self.vcpus[bank].used & lr_mask(lrs.count().min(MAX_LRS));
+        let irq = self.irq(bank, intid);
+        let direct = (16..32).contains(&intid)
+            && free != 0
+            && irq.hw.is_some()
+            && irq.lr.is_none()
+            && irq.queued_on.is_none()
+            && !irq.active
+            && irq.enabled
+            && self.group_enabled(irq.group1)
+            && self.vcpus[bank].queue.is_empty();
+        if direct {
+            let irq = self.irq_mut(bank, intid);
+            if irq.line_driven {
+                irq.level = true; // it fired: its line is high
+            }
+            irq.latch = true;
+            self.place(bank, free.trailing_zeros() as usize, intid, lrs);
+            return Ok(true);
+        }
         self.inject_hw(intid, vcpu, out)?;
         let cpu = &self.vcpus[vcpu];
         let free = !cpu.used & lr_mask(lrs.count().min(MAX_LRS));

@@ -26,6 +26,7 @@ const OPEN_VMCR: u64 = 0xff00_0003;
 
 /// List Registers as the arch layer would hold them, plus the guest's
 /// side of the virtual CPU interface (acknowledge, EOI).
+#[derive(Clone)]
 struct FakeLrs {
     version: VgicVersion,
     regs: [u64; MAX_LRS],
@@ -1628,5 +1629,95 @@ fn wfi_has_work_only_for_what_the_cpu_interface_signals() {
         l.vmcr = vmcr(version, true, false, 0xff);
         flush(&mut g, 0, &mut l);
         assert!(g.has_work(0), "{version:?}: mask opened");
+    }
+}
+
+/// `inject_hw_loaded` (a hardware PPI of the vCPU loaded here) leaves the
+/// model and the list registers as `inject_hw` followed by the vCPU's next
+/// flush would, whether it takes its direct way to a free LR or not: the
+/// same LRs, the same view of every interrupt, the same answer to WFI.
+#[test]
+fn inject_hw_loaded_ends_as_inject_hw_and_a_flush_would() {
+    type Setup = fn(&mut Vgic, &mut FakeLrs);
+    let scenarios: [(&str, Setup); 8] = [
+        ("alone", |_, _| {}),
+        ("disabled", |g, _| {
+            let base = if g.version() == VgicVersion::V3 { REDIST_STRIDE + SGI_BASE } else { 0 };
+            let e = if g.version() == VgicVersion::V3 { rwr(g, 1, base + 0x180, Word, 1 << 27) } else { wr(g, 1, 0x180, Word, 1 << 27) };
+            let _ = e;
+        }),
+        ("groups off", |g, _| {
+            wr(g, 1, 0, Word, 0);
+        }),
+        ("another queued", |g, _| {
+            enable(g, 1, 29, 0x40);
+            g.link_hw(29, Some(1), 29).unwrap();
+            let mut e = Effects::new();
+            g.inject_hw(29, 1, &mut e).unwrap();
+        }),
+        ("already in an LR", |g, l| {
+            let mut e = Effects::new();
+            g.inject_hw(27, 1, &mut e).unwrap();
+            flush(g, 1, l);
+        }),
+        ("active", |g, l| {
+            let mut e = Effects::new();
+            g.inject_hw(27, 1, &mut e).unwrap();
+            flush(g, 1, l);
+            assert_eq!(l.ack(), Some(27));
+            sync(g, 1, l);
+        }),
+        ("no free LR", |g, l| {
+            enable(g, 1, 29, 0x40);
+            g.link_hw(29, Some(1), 29).unwrap();
+            let mut e = Effects::new();
+            g.inject_hw(29, 1, &mut e).unwrap();
+            flush(g, 1, l);
+            assert_eq!(l.ack(), Some(29));
+            sync(g, 1, l);
+        }),
+        ("line driven", |g, _| {
+            let mut e = Effects::new();
+            g.set_hw_line(27, 1, true, &mut e).unwrap();
+        }),
+    ];
+    for version in [VgicVersion::V2, VgicVersion::V3] {
+        for (name, setup) in scenarios {
+            let mut g = Vgic::new(version, 2, 64, mpidr).unwrap();
+            g.link_hw(27, Some(1), 27).unwrap();
+            enable(&mut g, 1, 27, 0xa0);
+            let lrs = if name == "no free LR" { 1 } else { 4 };
+            let mut l = FakeLrs::new(version, lrs);
+            setup(&mut g, &mut l);
+            g.check_invariants();
+            // The reference: inject, then the flush the kick asks for.
+            let (mut want, mut want_l) = (g.clone(), l.clone());
+            let mut e = Effects::new();
+            want.inject_hw(27, 1, &mut e).unwrap();
+            flush(&mut want, 1, &mut want_l);
+            // The loaded way, with a flush only if it says it did not place it.
+            let mut e = Effects::new();
+            let placed = g.inject_hw_loaded(27, 1, &mut l, &mut e).unwrap();
+            g.check_invariants();
+            if !placed {
+                flush(&mut g, 1, &mut l);
+            }
+            let lrs_of = |l: &FakeLrs| {
+                let mut v: Vec<(u32, u64)> = (0..l.n).filter(|&i| !l.lr(i).state.is_invalid()).map(|i| (l.lr(i).vintid, l.regs[i])).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(lrs_of(&l), lrs_of(&want_l), "{version:?} {name}: list registers");
+            for vcpu in 0..2 {
+                for intid in 0..96 {
+                    let view = |g: &Vgic| g.irq_view(intid, vcpu).map(|v| IrqView { in_lr: v.in_lr.map(|(c, _)| (c, 0)), ..v });
+                    assert_eq!(view(&g), view(&want), "{version:?} {name}: vcpu{vcpu} intid {intid}");
+                }
+                assert_eq!(g.has_work(vcpu), want.has_work(vcpu), "{version:?} {name}: vcpu{vcpu} has_work");
+            }
+            if name == "alone" || name == "line driven" {
+                assert!(placed, "{version:?} {name}: the direct way");
+            }
+        }
     }
 }
