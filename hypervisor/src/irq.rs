@@ -90,6 +90,10 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
             Some((_, index)) if intid < 32 => match current {
                 Some((vm, _)) => {
                     let mut lrs = gic::HwListRegisters;
+                    // Its usual way needs no effects pass.
+                    if vm.vgic.lock().place_hw_loaded(intid, index, &mut lrs) == Ok(true) {
+                        continue;
+                    }
                     match crate::interrupts::with_effects(vm, |fx| vm.vgic.lock().inject_hw_loaded(intid, index, &mut lrs, fx)) {
                         Ok(true) => continue,
                         Ok(false) => true,

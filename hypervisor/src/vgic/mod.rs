@@ -361,22 +361,13 @@ impl Vgic {
         Ok(())
     }
 
-    /// `inject_hw` of private interrupt `intid` (< 32) for `vcpu`, which is
-    /// loaded on this CPU with list registers `lrs`, as the last `flush`
-    /// left them: if the interrupt is all the vCPU has queued and an LR is
-    /// free, it goes straight into that LR, as the next flush would have
-    /// put it, and the vCPU needs no kick for it. Returns whether it did.
-    pub fn inject_hw_loaded(
-        &mut self,
-        intid: u32,
-        vcpu: usize,
-        lrs: &mut impl ListRegisters,
-        out: &mut Effects,
-    ) -> Result<bool, VgicError> {
-        // The usual case (the virtual timer of a vCPU with nothing else
-        // queued): it goes straight to the LR, without passing through the
-        // queue (`latch` would queue it and kick, `place` take it out and
-        // the kick back), to the same state.
+    /// The usual case of `inject_hw_loaded` (the virtual timer of a vCPU
+    /// with nothing else queued), which needs no effects: the interrupt
+    /// goes straight to a free LR without passing through the queue
+    /// (`latch` would queue it and kick, `place` take it out and the kick
+    /// back), to the same state. Returns whether it did; if not, nothing
+    /// changed.
+    pub fn place_hw_loaded(&mut self, intid: u32, vcpu: usize, lrs: &mut impl ListRegisters) -> Result<bool, VgicError> {
         let bank = self.check_injection(intid, vcpu)?;
         let free = !self.vcpus[bank].used & lr_mask(lrs.count().min(MAX_LRS));
         let irq = self.irq(bank, intid);
@@ -389,13 +380,31 @@ impl Vgic {
             && irq.enabled
             && self.group_enabled(irq.group1)
             && self.vcpus[bank].queue.is_empty();
-        if direct {
-            let irq = self.irq_mut(bank, intid);
-            if irq.line_driven {
-                irq.level = true; // it fired: its line is high
-            }
-            irq.latch = true;
-            self.place(bank, free.trailing_zeros() as usize, intid, lrs);
+        if !direct {
+            return Ok(false);
+        }
+        let irq = self.irq_mut(bank, intid);
+        if irq.line_driven {
+            irq.level = true; // it fired: its line is high
+        }
+        irq.latch = true;
+        self.place(bank, free.trailing_zeros() as usize, intid, lrs);
+        Ok(true)
+    }
+
+    /// `inject_hw` of private interrupt `intid` (< 32) for `vcpu`, which is
+    /// loaded on this CPU with list registers `lrs`, as the last `flush`
+    /// left them: if the interrupt is all the vCPU has queued and an LR is
+    /// free, it goes straight into that LR, as the next flush would have
+    /// put it, and the vCPU needs no kick for it. Returns whether it did.
+    pub fn inject_hw_loaded(
+        &mut self,
+        intid: u32,
+        vcpu: usize,
+        lrs: &mut impl ListRegisters,
+        out: &mut Effects,
+    ) -> Result<bool, VgicError> {
+        if self.place_hw_loaded(intid, vcpu, lrs)? {
             return Ok(true);
         }
         self.inject_hw(intid, vcpu, out)?;
@@ -500,6 +509,7 @@ impl Vgic {
     }
 
     /// Pending in the model (not counting an LR).
+    #[inline]
     fn model_pending(&self, bank: usize, intid: u32) -> bool {
         if self.is_v2_sgi(intid) {
             return self.vcpus[bank].sgi_sources[intid as usize] != 0;
