@@ -277,6 +277,9 @@ pub struct Disk {
     timeout_ms: u64,
     /// Requests that timed out, still the device's, with their tokens.
     stranded: Vec<(u16, Box<Request>)>,
+    /// `execute`'s requests in flight (empty between calls; kept for its
+    /// memory): (token, operation, when sent, request).
+    flight: Vec<(u16, usize, u64, Box<Request>)>,
     stall: Option<Stall>,
     /// Requests that timed out, and answers that came after that.
     timeouts: u64,
@@ -436,8 +439,7 @@ impl Disk {
     pub fn execute(&mut self, ops: &mut [BlockOp]) {
         self.take_answers();
         let ticks = cpu::counter_frequency().saturating_mul(self.timeout_ms) / 1000;
-        // (token, operation, when sent, request)
-        let mut flight: Vec<(u16, usize, u64, Box<Request>)> = Vec::new();
+        let mut flight = core::mem::take(&mut self.flight);
         let mut next = 0;
         loop {
             let mut sent = false;
@@ -505,6 +507,7 @@ impl Disk {
             }
             self.wait_for_answer(deadline);
         }
+        self.flight = flight;
         // Not sent: the disk stalled first.
         for op in ops.iter_mut().skip(next) {
             op.result = Err(BackendError);
@@ -797,6 +800,7 @@ fn start(mut transport: MmioTransport<'static>, base: u64, irq: Option<(u32, boo
         queue,
         timeout_ms: DEFAULT_TIMEOUT_MS,
         stranded: Vec::new(),
+        flight: Vec::new(),
         stall: None,
         timeouts: 0,
         late_answers: 0,
