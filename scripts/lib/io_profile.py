@@ -15,7 +15,8 @@ a guest may run code at the same virtual addresses, never from the same
 memory. A block is counted whole for the function its first instruction
 is in. Under each of the first --callers functions of a CPU: where it was
 entered from (the function that ran just before it on that CPU, other
-than itself), with how many entries per operation.
+than itself), with how many entries per operation: hints only, as some
+entries come out from a function that cannot lead there (docs/perf-notes.md).
 """
 import argparse
 import collections
