@@ -22,6 +22,8 @@
 #   hypercalls per request (dom0's iostat), the same in real time against
 #   bare QEMU's virtio-blk, and per frame between two guests through dom0's
 #   switch. IO_N (default 100) requests a row, IO_FRAMES (default 2000).
+# scripts/bench.sh --io-profile [OP] [WAIT]   one row of --io (default read-4k
+#   poll) profiled: per CPU, the functions its instructions ran in
 # scripts/bench.sh --scale     only the scale figures (scripts/lib/scalebench.sh):
 #   the bench guest's null hypercall, GIC distributor read, virtual IPI and
 #   forwarded UART read with 1, 4 and 16 VMs (the others busy spinners) on
@@ -36,6 +38,11 @@ source "$ROOT/scripts/lib/scalebench.sh"
 
 if [ "${1:-}" = --io ]; then
     io_bench
+    exit 0
+fi
+if [ "${1:-}" = --io-profile ]; then
+    shift
+    io_profile "$@"
     exit 0
 fi
 if [ "${1:-}" = --scale ]; then

@@ -38,7 +38,7 @@ case "$op" in
 esac
 ensure_qemu
 so=$ROOT/target/insn_hist.so src=$ROOT/tools/insn-count/insn_hist.c
-if [ ! -f "$so" ] || [ "$src" -nt "$so" ]; then
+if [ ! -f "$so" ] || [ "$src" -nt "$so" ] || [ "$ROOT/tools/insn-count/qemu_plugin_api.h" -nt "$so" ]; then
     cc -shared -fPIC -O2 -fvisibility=hidden -o "$so" "$src" || die "cannot build the profiling plugin (a C compiler is needed)"
 fi
 "$ROOT/scripts/build.sh" >/dev/null

@@ -26,6 +26,7 @@
 //! takes the consoles' output with [`Backends::take_output`] and feeds
 //! typed input with [`Backends::console_input`].
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
@@ -197,7 +198,8 @@ impl BlockBackend for DiskSlice {
 #[derive(Debug)]
 pub enum VirtioDevice {
     Console(MmioDevice<Console>),
-    Block(MmioDevice<Block<DiskSlice>>),
+    /// Boxed: a disk moves out to the IO worker and back every turn.
+    Block(Box<MmioDevice<Block<DiskSlice>>>),
     /// With its port on the switch.
     Net(MmioDevice<Net>, usize),
     /// A disk out with the IO worker for a turn ([`DiskTurn`]).
@@ -213,7 +215,7 @@ pub struct DiskTurn {
     slot: usize,
     /// The generation of the VM's devices it belongs to.
     generation: u64,
-    dev: MmioDevice<Block<DiskSlice>>,
+    dev: Box<MmioDevice<Block<DiskSlice>>>,
     /// Requests it took from its queue this turn.
     requests: u64,
     outcome: Outcome,
@@ -394,7 +396,7 @@ impl Backends {
                 VirtioSpec::Block { slice, read_only } => {
                     let mut d = MmioDevice::new(Block::new(slice, read_only));
                     d.set_budget(DISK_TURN);
-                    VirtioDevice::Block(d)
+                    VirtioDevice::Block(Box::new(d))
                 }
                 VirtioSpec::Net { mac } => {
                     let port = match self.ports.iter().position(Option::is_none) {

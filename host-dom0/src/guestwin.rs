@@ -86,14 +86,11 @@ impl Windows {
         self.by_vm.get(&vm).copied()
     }
 
-    /// A copy holding VM `vm`'s window alone (for the IO worker, which
-    /// works without the lock `Windows` lives under).
-    pub fn only(&self, vm: u16) -> Windows {
-        let mut w = Windows::new();
-        if let Some(window) = self.get(vm) {
-            w.insert(vm, window);
-        }
-        w
+    /// VM `vm`'s window alone, for the IO worker, which works without the
+    /// lock `Windows` lives under (a copy: no allocation, unlike a
+    /// `Windows` of one).
+    pub fn only(&self, vm: u16) -> Option<VmWindow> {
+        self.get(vm).map(|window| VmWindow { vm, window })
     }
 
     /// The dom0 address of `[gpa, gpa + len)` of VM `vm`'s RAM, if the
@@ -101,10 +98,44 @@ impl Windows {
     /// a guest puts in its descriptors). `len` 0 is refused too: there is
     /// nothing to copy, and no address to give.
     pub fn translate(&self, vm: u16, gpa: u64, len: usize) -> Option<u64> {
-        let w = self.by_vm.get(&vm)?;
-        let offset = gpa.checked_sub(w.gpa)?;
+        self.by_vm.get(&vm)?.translate(gpa, len)
+    }
+}
+
+impl Window {
+    /// The dom0 address of `[gpa, gpa + len)`, if the whole range lies in
+    /// the window (`len` 0 is refused: see [`Windows::translate`]).
+    pub fn translate(&self, gpa: u64, len: usize) -> Option<u64> {
+        let offset = gpa.checked_sub(self.gpa)?;
         let end = offset.checked_add(u64::try_from(len).ok()?)?;
-        (len > 0 && end <= w.size).then(|| w.base + offset)
+        (len > 0 && end <= self.size).then(|| self.base + offset)
+    }
+}
+
+/// One VM's window, apart from the others ([`Windows::only`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmWindow {
+    pub vm: u16,
+    pub window: Window,
+}
+
+/// What turns a VM's guest physical range into a dom0 address: every
+/// window, or one VM's.
+pub trait Translate {
+    /// As [`Windows::translate`].
+    fn translate(&self, vm: u16, gpa: u64, len: usize) -> Option<u64>;
+}
+
+impl Translate for Windows {
+    fn translate(&self, vm: u16, gpa: u64, len: usize) -> Option<u64> {
+        Windows::translate(self, vm, gpa, len)
+    }
+}
+
+/// `None`: the VM has no window; nothing translates.
+impl Translate for Option<VmWindow> {
+    fn translate(&self, vm: u16, gpa: u64, len: usize) -> Option<u64> {
+        self.as_ref().filter(|w| w.vm == vm)?.window.translate(gpa, len)
     }
 }
 
@@ -127,6 +158,20 @@ mod tests {
         assert_eq!(w.translate(1, u64::MAX - 2, 8), None, "wrapping");
         assert_eq!(w.translate(1, RAM, 0), None, "empty");
         assert_eq!(w.translate(2, RAM, 16), None, "another VM has no window");
+    }
+
+    #[test]
+    fn one_vms_window_translates_as_all_of_them_do_for_that_vm_only() {
+        let mut w = Windows::new();
+        w.insert(1, Window { base: AREA_BASE, gpa: RAM, size: 16 << 20 });
+        w.insert(2, Window { base: AREA_BASE + (16 << 20), gpa: RAM, size: 2 << 20 });
+        let one = w.only(2);
+        for (gpa, len) in [(RAM, 16), (RAM + (2 << 20) - 4, 4), (RAM + (2 << 20) - 4, 5), (RAM - 1, 2), (u64::MAX - 2, 8), (RAM, 0)] {
+            assert_eq!(Translate::translate(&one, 2, gpa, len), w.translate(2, gpa, len), "{gpa:#x}+{len}");
+        }
+        assert_eq!(Translate::translate(&one, 1, RAM, 16), None, "another VM's range");
+        assert_eq!(w.only(3), None);
+        assert_eq!(Translate::translate(&w.only(3), 3, RAM, 16), None);
     }
 
     #[test]

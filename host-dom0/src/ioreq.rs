@@ -36,7 +36,7 @@ use crate::arch::aarch64::{cpu, gic, hypercall};
 use crate::backend::{Backends, Hyp, IoStats, SharedDisk, VirtioSpec};
 use crate::drivers::virtio_blk::Disk;
 use crate::backlog::Backlog;
-use crate::guestwin::{self, Window, Windows};
+use crate::guestwin::{self, Translate, Window, Windows};
 use hv_virtio::block::BackendError;
 
 /// Offset of `RingHeader::cap` within a header.
@@ -122,9 +122,9 @@ struct Port {
 /// Backends' requests to the hypervisor, as hypercalls, and their access
 /// to guests' RAM: through the VM's window when it has one, else by
 /// `VmCopy`.
-struct Hypercalls<'a>(&'a Windows);
+struct Hypercalls<'a, W: Translate = Windows>(&'a W);
 
-impl Hyp for Hypercalls<'_> {
+impl<W: Translate> Hyp for Hypercalls<'_, W> {
     fn set_irq(&mut self, vm: u16, intid: u32, level: bool) {
         irq_line(vm, intid, if level { IrqAction::Raise } else { IrqAction::Lower });
     }
@@ -146,7 +146,7 @@ impl Hyp for Hypercalls<'_> {
             // SAFETY: `[at, at + len)` lies in a window the hypervisor
             // mapped for this VM (Normal memory, readable) and that stays
             // mapped while the port lock is held (see above).
-            unsafe { copy_from_window(at as *const u8, buf) };
+            unsafe { crate::wincopy::copy_from_window(at as *const u8, buf) };
             return Ok(());
         }
         if buf.len() as u64 > MAX_COPY {
@@ -159,7 +159,7 @@ impl Hyp for Hypercalls<'_> {
     fn write_guest(&mut self, vm: u16, gpa: u64, data: &[u8]) -> Result<(), ()> {
         if let Some(at) = self.0.translate(vm, gpa, data.len()) {
             // SAFETY: as in `read_guest`; the window is writable.
-            unsafe { copy_to_window(data, at as *mut u8) };
+            unsafe { crate::wincopy::copy_to_window(data, at as *mut u8) };
             return Ok(());
         }
         if data.len() as u64 > MAX_COPY {
@@ -179,74 +179,6 @@ fn irq_line(vm: u16, intid: u32, action: IrqAction) {
     CALLS_IRQ.fetch_add(1, Ordering::Relaxed);
     if hypercall::irq_line(u32::from(vm), intid, action).is_err() {
         IRQ_FAILED.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Copies guest RAM at `src` into `dst` with volatile loads, the accesses
-/// of [`hv_abi::copy::access_plan`] (the aligned middle as a tight loop of
-/// 8-byte loads, `hv_abi::copy::split`): the guest may change the bytes
-/// meanwhile (it owns them), so they are read once each, never assumed
-/// stable, and the compiler may neither repeat nor merge the loads. What
-/// the backend then does with the copy is validated as the virtio code
-/// always did.
-///
-/// # Safety
-/// `src..src + dst.len()` must be mapped readable memory for the whole call.
-unsafe fn copy_from_window(src: *const u8, dst: &mut [u8]) {
-    let (head, words, tail) = hv_abi::copy::split(src as usize, dst.len());
-    let body = head + words * 8;
-    let pieces = hv_abi::copy::access_plan(src as usize, head)
-        .chain(hv_abi::copy::access_plan(src as usize + body, tail).map(|(o, n)| (o + body, n)));
-    for (i, size) in pieces {
-        let out = &mut dst[i..i + size];
-        // SAFETY: `src + i .. src + i + size` is inside the caller's range
-        // and aligned to `size` (`access_plan`).
-        unsafe {
-            let p = src.add(i);
-            match size {
-                4 => out.copy_from_slice(&(p as *const u32).read_volatile().to_ne_bytes()),
-                2 => out.copy_from_slice(&(p as *const u16).read_volatile().to_ne_bytes()),
-                _ => out[0] = p.read_volatile(),
-            }
-        }
-    }
-    let out = dst[head..body].as_mut_ptr();
-    for k in 0..words {
-        // SAFETY: `src + head` is 8-byte aligned (`split`) and word `k` is
-        // inside the caller's range; `out` has room for `words` words.
-        unsafe { (out.add(8 * k) as *mut u64).write_unaligned((src.add(head + 8 * k) as *const u64).read_volatile()) };
-    }
-}
-
-/// Copies `src` into guest RAM at `dst` with volatile stores, as
-/// `copy_from_window` reads.
-///
-/// # Safety
-/// `dst..dst + src.len()` must be mapped writable memory for the whole call
-/// that no Rust reference points into.
-unsafe fn copy_to_window(src: &[u8], dst: *mut u8) {
-    let (head, words, tail) = hv_abi::copy::split(dst as usize, src.len());
-    let body = head + words * 8;
-    let pieces = hv_abi::copy::access_plan(dst as usize, head)
-        .chain(hv_abi::copy::access_plan(dst as usize + body, tail).map(|(o, n)| (o + body, n)));
-    for (i, size) in pieces {
-        let b = &src[i..i + size];
-        // SAFETY: `dst + i .. dst + i + size` is inside the caller's range
-        // and aligned to `size` (`access_plan`).
-        unsafe {
-            let p = dst.add(i);
-            match size {
-                4 => (p as *mut u32).write_volatile(u32::from_ne_bytes(b.try_into().unwrap_or_default())),
-                2 => (p as *mut u16).write_volatile(u16::from_ne_bytes(b.try_into().unwrap_or_default())),
-                _ => p.write_volatile(b[0]),
-            }
-        }
-    }
-    let from = src[head..body].as_ptr();
-    for k in 0..words {
-        // SAFETY: `dst + head` is 8-byte aligned (`split`) and word `k` is
-        // inside the caller's range; `from` holds `words` words.
-        unsafe { (dst.add(head + 8 * k) as *mut u64).write_volatile((from.add(8 * k) as *const u64).read_unaligned()) };
     }
 }
 

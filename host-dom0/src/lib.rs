@@ -16,7 +16,8 @@
 //!   and where kernel, initrd and device tree go in guest RAM), `vmview`
 //!   (the `list` table and `info VM` report), `iodev` (the MMIO test
 //!   device every guest gets through IO forwarding, and the request →
-//!   completion backend), `pl011` (the guest PL011
+//!   completion backend), `wincopy` (copies to and from a guest's RAM
+//!   window, volatile on the guest's side), `pl011` (the guest PL011
 //!   device model dom0 will serve forwarded console accesses with; not yet
 //!   wired to the hypervisor);
 //! - `drivers::sdhci` (SD card state machine, tested against a fake
@@ -45,6 +46,7 @@ pub mod pl011;
 pub mod ring;
 pub mod vmview;
 pub mod wake;
+pub mod wincopy;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;

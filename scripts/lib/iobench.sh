@@ -24,12 +24,18 @@
 # comparison. The frame run is made under -icount with the plugin.
 #
 # IO_N (default 100) 4 KiB requests a row; IO_FRAMES (default 2000) frames.
+#
+# io_profile OP WAIT (scripts/bench.sh --io-profile): only the disk run
+# under -icount, with the plugin also profiling the row OP (read-4k,
+# write-4k, read-1m, write-1m) WAIT (poll, irq): per CPU, the functions of
+# the hypervisor, dom0 and the guest that row's instructions ran in, per
+# request (scripts/lib/io_profile.py).
 
 # io_plugin: builds the plugin into target/ (a C compiler is needed) and
 # prints its path, or nothing when it cannot be built.
 io_plugin() {
     local src=$ROOT/tools/insn-count/insn_count.c so=$ROOT/target/insn_count.so
-    if [ ! -f "$so" ] || [ "$src" -nt "$so" ]; then
+    if [ ! -f "$so" ] || [ "$src" -nt "$so" ] || [ "$ROOT/tools/insn-count/qemu_plugin_api.h" -nt "$so" ]; then
         mkdir -p "$ROOT/target"
         cc -shared -fPIC -O2 -fvisibility=hidden -o "$so" "$src" >&2 || { note "no instruction counts: cannot build $src"; return 0; }
     fi
@@ -140,4 +146,30 @@ io_bench() {
     io_net net-icount --icount -- $(io_plugin_args "$dir/net-icount.marks")
     python3 "$ROOT/scripts/lib/iobench_report.py" "$dir" "$n" "$frames"
     if [ -n "${IO_KEEP:-}" ]; then note "io bench logs kept in $dir"; else rm -rf "$dir"; fi
+}
+
+# io_profile OP WAIT: see the header.
+io_profile() {
+    local op=${1:-read-4k} wait=${2:-poll} n=${IO_N:-100} dir plugin guest k=-1 i=0 o w reqs
+    for w in poll irq; do
+        for o in read-4k write-4k read-1m write-1m; do
+            [ "$o/$w" = "$op/$wait" ] && k=$((2 * i))
+            i=$((i + 1))
+        done
+    done
+    [ "$k" -ge 0 ] || die "usage: scripts/bench.sh --io-profile [read-4k|write-4k|read-1m|write-1m] [poll|irq]"
+    reqs=$n; [[ $op = *-1m ]] && reqs=$((n / 8 > 2 ? n / 8 : 2))
+    ensure_qemu
+    guest=$("$ROOT/scripts/build-guests.sh" virtio)
+    "$ROOT/scripts/build.sh" >/dev/null
+    plugin=$(io_plugin)
+    [ -n "$plugin" ] || die "io profile: the plugin did not build"
+    dir=$(mktemp -d)
+    io_blk_hv hv-icount --icount -- -plugin "$plugin,out=$dir/marks,profile=$dir/profile,from=$k"
+    local T=$ROOT/target
+    python3 "$ROOT/scripts/lib/io_profile.py" "$dir/profile" "$reqs" --nm "$(llvm_tool nm)" --top "${IO_TOP:-25}" \
+        --hv "$T/aarch64-unknown-none-softfloat/release/hypervisor@0x40080000" \
+        --dom0 "$T/aarch64-unknown-none/release/host-dom0@0x50080000" \
+        --guest "$T/aarch64-unknown-none/release/guest-virtio@0x40080000"
+    if [ -n "${IO_KEEP:-}" ]; then note "io profile kept in $dir"; else rm -rf "$dir"; fi
 }

@@ -52,6 +52,16 @@ class Symbols:
         raise SystemExit(f"trace_profile: no symbol {name}")
 
 
+def domain_symbols(args):
+    """Each domain's symbols from --hv, --dom0 and --guest (ELF@BASE), and
+    the address range dom0's code runs in."""
+    syms = {}
+    for dom in ("hv", "dom0", "guest"):
+        elf, base = getattr(args, dom).rsplit("@", 1)
+        syms[dom] = Symbols(elf, int(base, 0), args.nm)
+    return syms, (syms["dom0"].base, syms["dom0"].base + (256 << 20))
+
+
 def short(name):
     """Drops Rust hashes and generic noise: a::b::c::h0123 -> a::b::c."""
     name = re.sub(r"::h[0-9a-f]{16}$", "", name)
@@ -112,12 +122,7 @@ def main():
                     help="only lines between a line matching SPEC OPEN and the next matching SPEC CLOSE")
     args = ap.parse_args()
 
-    syms = {}
-    for dom in ("hv", "dom0", "guest"):
-        elf, base = getattr(args, dom).rsplit("@", 1)
-        syms[dom] = Symbols(elf, int(base, 0), args.nm)
-    dom0_lo = syms["dom0"].base
-    dom0_hi = dom0_lo + (256 << 20)
+    syms, (dom0_lo, dom0_hi) = domain_symbols(args)
 
     def spec(text):
         """A set of (domain, pc, previous domain or None)."""

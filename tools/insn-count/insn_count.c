@@ -20,6 +20,24 @@
  * guest's own instructions, the hypervisor's and dom0's; a CPU waiting in
  * WFI executes nothing, one polling executes its loop.
  *
+ * With `profile=PATH` it also writes, at exit, a profile of the window
+ * between markers `from=K` and K+1 (default 0): one line per translated
+ * block that ran in it, per CPU,
+ *
+ *     block CPU VADDR DELTA INSNS
+ *
+ * VADDR being the block's virtual address, DELTA the host address of its
+ * first instruction minus VADDR (code at the same virtual address in
+ * different address spaces, the hypervisor's and a guest's, differs in
+ * DELTA), INSNS what the CPU executed of it in the window. Spin-waiting is
+ * not set apart there (scripts/lib/io_profile.py names the functions).
+ * Then one line per pair of blocks run one after the other on a CPU in
+ * the window (how a function was entered: its callers),
+ *
+ *     edge CPU FROM TO TIMES
+ *
+ * FROM and TO being the blocks' virtual addresses.
+ *
  * The plugin API it uses is declared in qemu_plugin_api.h. Built by
  * scripts/lib/iobench.sh: cc -shared -fPIC -O2 -fvisibility=hidden.
  */
@@ -64,15 +82,60 @@ static struct {
 struct block {
     uint64_t pc;
     uint64_t insns;
+    uint64_t delta;
     bool hint;
+    /* With a profile: instructions executed in the window, per CPU. */
+    uint64_t *in_window;
+    struct block *next;
 };
 static int ncpus;
 static FILE *out;
 static uint64_t seq;
 
+/* The profile: its file, the marker opening the window, whether the
+ * window is open, and every block translated (a list, pushed atomically). */
+static const char *profile_path;
+static uint64_t profile_from;
+static bool profiling;
+static struct block *blocks;
+/* Per CPU, its own thread only: the block it executed last. */
+static struct block *last[MAX_CPUS];
+/* The window's edges between blocks: an open-addressing table keyed by
+ * (CPU, from, to), written under a lock (the plugin's callbacks may run
+ * on several threads). A full table drops edges. */
+#define EDGES (1u << 20)
+static struct edge {
+    const struct block *from, *to;
+    unsigned cpu;
+    uint64_t times;
+} *edges;
+static int edge_lock;
+
+static void count_edge(unsigned cpu, const struct block *from, const struct block *to)
+{
+    uint64_t h = ((uintptr_t)from * 0x9e3779b97f4a7c15ull) ^ ((uintptr_t)to * 0xc2b2ae3d27d4eb4full) ^ cpu;
+    while (__atomic_exchange_n(&edge_lock, 1, __ATOMIC_ACQUIRE)) {
+    }
+    for (unsigned i = 0; i < 64; i++) {
+        struct edge *e = &edges[(h + i) & (EDGES - 1)];
+        if (e->times == 0) {
+            *e = (struct edge){from, to, cpu, 1};
+            break;
+        }
+        if (e->from == from && e->to == to && e->cpu == cpu) {
+            e->times++;
+            break;
+        }
+    }
+    __atomic_store_n(&edge_lock, 0, __ATOMIC_RELEASE);
+}
+
 static void on_marker(unsigned int vcpu, void *udata)
 {
     (void)udata;
+    if (profile_path) {
+        __atomic_store_n(&profiling, seq == profile_from, __ATOMIC_RELAXED);
+    }
     fprintf(out, "mark %" PRIu64 " %u", seq++, vcpu);
     for (int i = 0; i < ncpus; i++) {
         fprintf(out, " %" PRIu64 ":%" PRIu64, __atomic_load_n(&counts[i], __ATOMIC_RELAXED),
@@ -89,6 +152,13 @@ static void on_block(unsigned int vcpu, void *udata)
         return;
     }
     uint64_t now = __atomic_add_fetch(&counts[vcpu], b->insns, __ATOMIC_RELAXED);
+    if (b->in_window && __atomic_load_n(&profiling, __ATOMIC_RELAXED)) {
+        __atomic_fetch_add(&b->in_window[vcpu], b->insns, __ATOMIC_RELAXED);
+        if (last[vcpu]) {
+            count_edge(vcpu, last[vcpu], b);
+        }
+    }
+    last[vcpu] = (struct block *)b;
     if (!b->hint) {
         return;
     }
@@ -118,6 +188,16 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
     b->pc = qemu_plugin_tb_vaddr(tb);
     b->insns = n;
+    if (profile_path) {
+        b->in_window = calloc(ncpus, sizeof *b->in_window);
+        if (!b->in_window) {
+            abort();
+        }
+        b->delta = n ? (uint64_t)(uintptr_t)qemu_plugin_insn_haddr(qemu_plugin_tb_get_insn(tb, 0)) - b->pc : 0;
+        b->next = __atomic_load_n(&blocks, __ATOMIC_RELAXED);
+        while (!__atomic_compare_exchange_n(&blocks, &b->next, b, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         uint32_t word = 0;
@@ -143,6 +223,24 @@ static void on_qemu_exit(qemu_plugin_id_t id, void *udata)
     }
     fputc('\n', out);
     fclose(out);
+    FILE *prof = profile_path ? fopen(profile_path, "w") : NULL;
+    if (!prof) {
+        return;
+    }
+    for (struct block *b = __atomic_load_n(&blocks, __ATOMIC_ACQUIRE); b; b = b->next) {
+        for (int i = 0; i < ncpus; i++) {
+            if (b->in_window[i]) {
+                fprintf(prof, "block %d %" PRIx64 " %" PRIx64 " %" PRIu64 "\n", i, b->pc, b->delta, b->in_window[i]);
+            }
+        }
+    }
+    for (unsigned i = 0; i < EDGES; i++) {
+        if (edges[i].times) {
+            fprintf(prof, "edge %u %" PRIx64 " %" PRIx64 " %" PRIu64 "\n", edges[i].cpu, edges[i].from->pc,
+                    edges[i].to->pc, edges[i].times);
+        }
+    }
+    fclose(prof);
 }
 
 EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
@@ -153,10 +251,17 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int
             path = argv[i] + 4;
         } else if (strncmp(argv[i], "wait_loop=", 10) == 0) {
             wait_loop = strtoull(argv[i] + 10, NULL, 10);
+        } else if (strncmp(argv[i], "profile=", 8) == 0) {
+            profile_path = argv[i] + 8;
+        } else if (strncmp(argv[i], "from=", 5) == 0) {
+            profile_from = strtoull(argv[i] + 5, NULL, 10);
         }
     }
     if (!path || !info->system_emulation || !(out = fopen(path, "w"))) {
-        fprintf(stderr, "insn_count: needs system emulation and out=PATH (a writable file); wait_loop=N is optional\n");
+        fprintf(stderr, "insn_count: needs system emulation and out=PATH (a writable file); wait_loop=N, profile=PATH and from=K are optional\n");
+        return 1;
+    }
+    if (profile_path && !(edges = calloc(EDGES, sizeof *edges))) {
         return 1;
     }
     ncpus = info->system.smp_vcpus < MAX_CPUS ? info->system.smp_vcpus : MAX_CPUS;

@@ -36,5 +36,6 @@ void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, vcpu_udata_
 void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, vcpu_udata_cb cb,
                                             enum qemu_plugin_cb_flags flags, void *udata);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, udata_cb cb, void *udata);
+void *qemu_plugin_insn_haddr(const struct qemu_plugin_insn *insn);
 
 #endif

@@ -69,6 +69,11 @@ const _: () = assert!((OP_LEN as u64).is_multiple_of(SECTOR_SIZE));
 /// Data bytes of the operations handed to the backend at once (the
 /// buffers of one batch are in memory together).
 const BATCH_BYTES: usize = 256 * 1024;
+/// Data buffers kept from one batch for the next, in bytes at most: a
+/// request's buffer is then neither allocated nor zeroed again (the
+/// backend fills a read's, the guest's data a write's, before either is
+/// used). Small, as every disk keeps its own.
+const SPARE_BYTES: usize = 16 * 1024;
 
 /// A backend could not do what was asked (the guest gets `IOERR`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,10 +216,39 @@ pub struct Block<B> {
     read_only: bool,
     serial: [u8; ID_BYTES],
     stats: BlockStats,
+    /// Data buffers of earlier operations, for the next ones (at most
+    /// [`SPARE_BYTES`] together). What they hold is stale and never read:
+    /// a buffer is overwritten whole before an operation uses it.
+    spare: Vec<Vec<u8>>,
+    /// Scratch vectors kept between notifications (their memory, not their
+    /// contents: both are empty between calls), so that a request costs no
+    /// allocation for them.
+    jobs: Vec<Job>,
+    batch: Batch,
+}
+
+/// The operations handed to the backend together, and for each, its job
+/// and the offset of its piece in the request's data.
+#[derive(Debug, Default)]
+struct Batch {
+    places: Vec<(usize, u64)>,
+    ops: Vec<BlockOp>,
+}
+
+impl Batch {
+    fn push(&mut self, job: usize, off: u64, op: BlockOp) {
+        self.places.push((job, off));
+        self.ops.push(op);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
 }
 
 /// A request taken from the queue, parsed; done in a batch with the other
 /// requests of its turn, then answered.
+#[derive(Debug)]
 struct Job {
     chain: Chain,
     /// Offset of the status byte in the chain's writable part.
@@ -225,6 +259,7 @@ struct Job {
 }
 
 /// What a [`Job`] asks of the backend.
+#[derive(Debug)]
 enum Work {
     /// Answered without it: the status and the data bytes written (GET_ID,
     /// or a request refused).
@@ -243,7 +278,7 @@ impl<B: BlockBackend> Block<B> {
     /// A block device over `backend`; `read_only` offers
     /// `VIRTIO_BLK_F_RO` and fails writes.
     pub fn new(backend: B, read_only: bool) -> Self {
-        Block { backend, read_only, serial: [0; ID_BYTES], stats: BlockStats::default() }
+        Block { backend, read_only, serial: [0; ID_BYTES], stats: BlockStats::default(), spare: Vec::new(), jobs: Vec::new(), batch: Batch::default() }
     }
 
     /// Sets the ID string `GET_ID` returns (NUL-padded, cut at 20 bytes).
@@ -332,8 +367,7 @@ impl<B: BlockBackend> Block<B> {
     /// (a flush alone, after everything before it), read data put into the
     /// guest's buffers as each batch ends.
     fn run(&mut self, mem: &mut dyn GuestMemory, jobs: &mut [Job]) {
-        // (job, offset of the piece in the request's data, operation)
-        let mut batch: Vec<(usize, u64, BlockOp)> = Vec::new();
+        let mut batch = core::mem::take(&mut self.batch);
         let mut bytes = 0usize;
         for j in 0..jobs.len() {
             let (sector, len, write) = match jobs[j].work {
@@ -341,7 +375,7 @@ impl<B: BlockBackend> Block<B> {
                 Work::Out { sector, len } => (sector, len, true),
                 Work::Flush => {
                     self.execute(mem, jobs, &mut batch);
-                    batch.push((j, 0, BlockOp::new(OpKind::Flush)));
+                    batch.push(j, 0, BlockOp::new(OpKind::Flush));
                     self.execute(mem, jobs, &mut batch);
                     bytes = 0;
                     continue;
@@ -357,32 +391,49 @@ impl<B: BlockBackend> Block<B> {
                 }
                 let at = sector.saturating_add(off / SECTOR_SIZE);
                 let kind = if write {
-                    let mut data = vec![0; n];
+                    let mut data = self.buffer(n);
                     if jobs[j].chain.read_at(mem, HEADER_LEN.saturating_add(off), &mut data).is_err() {
                         jobs[j].failed = true;
                         break;
                     }
                     OpKind::Write { sector: at, data }
                 } else {
-                    OpKind::Read { sector: at, buf: vec![0; n] }
+                    OpKind::Read { sector: at, buf: self.buffer(n) }
                 };
-                batch.push((j, off, BlockOp::new(kind)));
+                batch.push(j, off, BlockOp::new(kind));
                 bytes += n;
                 off += n as u64;
             }
         }
         self.execute(mem, jobs, &mut batch);
+        self.batch = batch;
+    }
+
+    /// A data buffer of `n` bytes whose contents are whatever they are: a
+    /// spare one of that size, else a new one.
+    fn buffer(&mut self, n: usize) -> Vec<u8> {
+        match self.spare.iter().position(|b| b.len() == n) {
+            Some(i) => self.spare.swap_remove(i),
+            None => vec![0; n],
+        }
+    }
+
+    /// Keeps `buf` for a later operation if there is room among the spares.
+    fn keep(&mut self, buf: Vec<u8>) {
+        let kept: usize = self.spare.iter().map(Vec::len).sum();
+        if !buf.is_empty() && kept + buf.len() <= SPARE_BYTES {
+            self.spare.push(buf);
+        }
     }
 
     /// Hands `batch` to the backend, then records failures and copies read
     /// data to the guest; empties `batch`.
-    fn execute(&mut self, mem: &mut dyn GuestMemory, jobs: &mut [Job], batch: &mut Vec<(usize, u64, BlockOp)>) {
+    fn execute(&mut self, mem: &mut dyn GuestMemory, jobs: &mut [Job], batch: &mut Batch) {
         if batch.is_empty() {
             return;
         }
-        let (places, mut ops): (Vec<(usize, u64)>, Vec<BlockOp>) = batch.drain(..).map(|(j, off, op)| ((j, off), op)).unzip();
-        self.backend.execute(&mut ops);
-        for ((j, off), op) in places.into_iter().zip(ops) {
+        self.backend.execute(&mut batch.ops);
+        for ((j, off), op) in batch.places.drain(..).zip(batch.ops.drain(..)) {
             let Some(job) = jobs.get_mut(j) else { continue };
             match (&op.result, &op.kind) {
                 (Err(_), _) => job.failed = true,
@@ -392,6 +443,11 @@ impl<B: BlockBackend> Block<B> {
                     }
                 }
                 (Ok(()), _) => {}
+            }
+            match op.kind {
+                OpKind::Read { buf, .. } => self.keep(buf),
+                OpKind::Write { data, .. } => self.keep(data),
+                OpKind::Flush => {}
             }
         }
     }
@@ -470,7 +526,24 @@ impl<B: BlockBackend> Device for Block<B> {
         }
         // Take up to `budget` requests, do their disk work together (the
         // backend may have it all in flight at once), then answer them.
-        let mut jobs = Vec::new();
+        let mut jobs = core::mem::take(&mut self.jobs);
+        let result = self.take_and_serve(queue, mem, budget, &mut jobs, &mut served);
+        jobs.clear();
+        self.jobs = jobs;
+        result.map(|()| served)
+    }
+}
+
+impl<B: BlockBackend> Block<B> {
+    /// `process`'s work, into `jobs` (empty on entry).
+    fn take_and_serve(
+        &mut self,
+        queue: &mut Queue,
+        mem: &mut dyn GuestMemory,
+        budget: usize,
+        jobs: &mut Vec<Job>,
+        served: &mut Served,
+    ) -> Result<(), QueueError> {
         loop {
             if jobs.len() >= budget {
                 served.more = queue.available(mem)? > 0;
@@ -479,12 +552,12 @@ impl<B: BlockBackend> Device for Block<B> {
             let Some(chain) = queue.pop(mem)? else { break };
             jobs.push(self.parse(mem, chain));
         }
-        self.run(mem, &mut jobs);
-        for job in &jobs {
+        self.run(mem, jobs);
+        for job in jobs.iter() {
             let used = self.finish(mem, job);
             queue.push_used(mem, job.chain.head(), used)?;
             served.completed = served.completed.saturating_add(1);
         }
-        Ok(served)
+        Ok(())
     }
 }

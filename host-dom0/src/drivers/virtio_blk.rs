@@ -198,10 +198,20 @@ struct Request {
 
 impl Request {
     fn new(kind: u32, sector: u64, data: Vec<u8>) -> Box<Request> {
-        let mut header = [0u8; 16];
-        header[..4].copy_from_slice(&kind.to_le_bytes());
-        header[8..].copy_from_slice(&sector.to_le_bytes());
-        Box::new(Request { header, data, status: [0xff], kind })
+        let mut r = Box::new(Request { header: [0; 16], data: Vec::new(), status: [0xff], kind });
+        r.set(kind, sector, data);
+        r
+    }
+
+    /// Makes `self` (new, or a spare one) the request `kind` at `sector`
+    /// with `data`, its status not yet written by the device.
+    fn set(&mut self, kind: u32, sector: u64, data: Vec<u8>) {
+        self.header = [0; 16];
+        self.header[..4].copy_from_slice(&kind.to_le_bytes());
+        self.header[8..].copy_from_slice(&sector.to_le_bytes());
+        self.data = data;
+        self.status = [0xff];
+        self.kind = kind;
     }
 
     /// What the request is, for messages.
@@ -251,13 +261,16 @@ unsafe fn pop(queue: &mut VirtQueue<DmaHal, QUEUE_SIZE>, token: u16, r: &mut Req
 }
 
 /// Puts `r`'s buffer back into `op` (a read's data, or a write's).
-fn give_back(op: &mut BlockOp, r: Box<Request>) {
+fn give_back(op: &mut BlockOp, r: &mut Request) {
     match &mut op.kind {
-        OpKind::Read { buf, .. } => *buf = r.data,
-        OpKind::Write { data, .. } => *data = r.data,
+        OpKind::Read { buf, .. } => *buf = core::mem::take(&mut r.data),
+        OpKind::Write { data, .. } => *data = core::mem::take(&mut r.data),
         OpKind::Flush => {}
     }
 }
+
+/// Answered requests `Disk` keeps for reuse.
+const SPARE_REQUESTS: usize = 8;
 
 /// Since when the disk has been stalled, and what first went unanswered.
 struct Stall {
@@ -277,6 +290,12 @@ pub struct Disk {
     timeout_ms: u64,
     /// Requests that timed out, still the device's, with their tokens.
     stranded: Vec<(u16, Box<Request>)>,
+    /// `execute`'s requests in flight (empty between calls; kept for its
+    /// memory): (token, operation, when sent, request).
+    flight: Vec<(u16, usize, u64, Box<Request>)>,
+    /// Requests the device answered, for `execute` to use again (at most
+    /// `SPARE_REQUESTS`): no allocation per request.
+    spare: Vec<Box<Request>>,
     stall: Option<Stall>,
     /// Requests that timed out, and answers that came after that.
     timeouts: u64,
@@ -436,8 +455,7 @@ impl Disk {
     pub fn execute(&mut self, ops: &mut [BlockOp]) {
         self.take_answers();
         let ticks = cpu::counter_frequency().saturating_mul(self.timeout_ms) / 1000;
-        // (token, operation, when sent, request)
-        let mut flight: Vec<(u16, usize, u64, Box<Request>)> = Vec::new();
+        let mut flight = core::mem::take(&mut self.flight);
         let mut next = 0;
         loop {
             let mut sent = false;
@@ -455,11 +473,11 @@ impl Disk {
                         sent = true;
                     }
                     Err(virtio_drivers::Error::QueueFull) if !flight.is_empty() => {
-                        give_back(&mut ops[next], r);
+                        give_back(&mut ops[next], &mut r);
                         break;
                     }
                     Err(_) => {
-                        give_back(&mut ops[next], r);
+                        give_back(&mut ops[next], &mut r);
                         ops[next].result = Err(BackendError);
                         next += 1;
                     }
@@ -478,7 +496,10 @@ impl Disk {
                     // what `push` added for it.
                     let popped = unsafe { pop(&mut self.queue, token, &mut r) };
                     let ok = popped.is_ok() && r.status[0] == S_OK;
-                    give_back(&mut ops[op], r);
+                    give_back(&mut ops[op], &mut r);
+                    if self.spare.len() < SPARE_REQUESTS {
+                        self.spare.push(r);
+                    }
                     ops[op].result = if ok { Ok(()) } else { Err(BackendError) };
                     answered = true;
                 } else if !self.take_answers() {
@@ -505,6 +526,7 @@ impl Disk {
             }
             self.wait_for_answer(deadline);
         }
+        self.flight = flight;
         // Not sent: the disk stalled first.
         for op in ops.iter_mut().skip(next) {
             op.result = Err(BackendError);
@@ -545,7 +567,14 @@ impl Disk {
             op.result = Err(BackendError);
             return None;
         }
-        Some(Request::new(kind, sector, core::mem::take(data)))
+        let data = core::mem::take(data);
+        Some(match self.spare.pop() {
+            Some(mut r) => {
+                r.set(kind, sector, data);
+                r
+            }
+            None => Request::new(kind, sector, data),
+        })
     }
 
     /// A request (`what`) got no answer in time: the disk is stalled from
@@ -797,6 +826,8 @@ fn start(mut transport: MmioTransport<'static>, base: u64, irq: Option<(u32, boo
         queue,
         timeout_ms: DEFAULT_TIMEOUT_MS,
         stranded: Vec::new(),
+        flight: Vec::new(),
+        spare: Vec::new(),
         stall: None,
         timeouts: 0,
         late_answers: 0,

@@ -487,3 +487,54 @@ fn requests_of_one_notification_go_to_the_backend_together_and_a_flush_alone() {
     let read = peek(&mem, statuses[4].1, 1024);
     assert!(read[..512].iter().all(|&b| b == 0x11) && read[512..].iter().all(|&b| b == 0x22));
 }
+
+/// A `MemDisk` whose reads from sector `bad` on fail.
+struct FailsFrom {
+    disk: MemDisk,
+    bad: u64,
+}
+
+impl BlockBackend for FailsFrom {
+    fn capacity_sectors(&self) -> u64 {
+        self.disk.capacity_sectors()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BackendError> {
+        if sector >= self.bad {
+            return Err(BackendError);
+        }
+        self.disk.read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), BackendError> {
+        self.disk.write(sector, data)
+    }
+    fn flush(&mut self) -> Result<(), BackendError> {
+        self.disk.flush()
+    }
+}
+
+#[test]
+fn a_failed_read_after_others_leaves_the_guest_buffer_untouched() {
+    // Data buffers are reused between requests: what an earlier request
+    // read or wrote must never reach the guest through a failed one.
+    let mut mem = memory();
+    let disk = MemDisk::from_bytes(pattern(64 * 512, 3));
+    let mut dev = MmioDevice::new(Block::new(FailsFrom { disk, bad: 32 }, false));
+    let mut drv = Driver::probe(&mut dev, &mut mem, VIRTIO_BLK_F_FLUSH, 8);
+    let mut read = |mem: &mut VecMemory, dev: &mut MmioDevice<Block<FailsFrom>>, sector: u64| {
+        let h = drv.buffer(mem, &header(VIRTIO_BLK_T_IN, sector));
+        let data = drv.buffer(mem, &[0xA5; 4096]);
+        let s = drv.buffer(mem, &[0xFF]);
+        drv.submit(mem, 0, &[r(h, 16), w(data, 4096), w(s, 1)]);
+        let _ = drv.notify(dev, mem, 0);
+        (peek(mem, s, 1)[0], peek(mem, data, 4096))
+    };
+    let (status, data) = read(&mut mem, &mut dev, 8);
+    assert_eq!(status, VIRTIO_BLK_S_OK);
+    assert_eq!(data, pattern(64 * 512, 3)[8 * 512..16 * 512]);
+    let (status, data) = read(&mut mem, &mut dev, 32);
+    assert_eq!(status, VIRTIO_BLK_S_IOERR);
+    assert!(data.iter().all(|&b| b == 0xA5), "the failed read wrote into the guest's buffer");
+    let (status, data) = read(&mut mem, &mut dev, 0);
+    assert_eq!(status, VIRTIO_BLK_S_OK);
+    assert_eq!(data, pattern(64 * 512, 3)[..8 * 512]);
+}
