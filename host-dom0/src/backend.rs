@@ -685,9 +685,12 @@ impl Backends {
                     Ok(0)
                 }
             };
-            // A read of UARTDR makes room for queued input; any access may
-            // change the interrupt line.
-            refill_and_signal(req.vm, uart, hyp);
+            // A read of UARTDR makes room for queued input, and it and any
+            // write may change the interrupt line; reading another register
+            // (UARTFR before every byte a driver sends) changes neither.
+            if dir == Direction::Write || offset & !3 == crate::pl011::reg::DR {
+                refill_and_signal(req.vm, uart, hyp);
+            }
             return result;
         }
         if let Some(offset) = window_offset(req.addr, VIRTIO_BASE, u64::from(VIRTIO_SLOTS) * VIRTIO_STRIDE) {
@@ -976,6 +979,32 @@ mod tests {
         assert_eq!(rd(&mut b, h), b'b');
         // FIFO empty: the receive interrupts are gone.
         assert_eq!(h.0.last(), Some(&(5, UART_INTID, false)));
+    }
+
+    #[test]
+    fn only_reading_uartdr_or_writing_refills_the_fifo_and_touches_the_line() {
+        use crate::pl011::fr;
+        let mut b = Backends::new();
+        let h = &mut Lines::default();
+        b.attach_uart(1);
+        enable_uart(&mut b, 1, h);
+        // More input than the FIFO holds: the rest waits in the backend.
+        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        b.console_input(1, &text, h);
+        h.0.clear();
+        // Status reads (a driver polls UARTFR before every byte) move
+        // nothing and leave the line alone.
+        for reg in [reg::FR, reg::RIS, reg::IMSC, reg::CR] {
+            b.handle(&r(3, 1, UART_BASE + reg, 4), h);
+        }
+        assert!(h.0.is_empty(), "no line change from status reads: {:?}", h.0);
+        assert_eq!(uart_fr(&mut b, h, 1) & fr::RXFE, 0, "input waiting in the FIFO");
+        // Every byte still comes out in order through UARTDR reads, each
+        // of which makes room for the next.
+        let got: Vec<u8> = (0..40).map(|seq| b.handle(&r(10 + seq, 1, UART_BASE + reg::DR, 4), h).data as u8).collect();
+        assert_eq!(got, text);
+        assert_ne!(uart_fr(&mut b, h, 1) & fr::RXFE, 0, "FIFO empty");
+        assert_eq!(h.0.last(), Some(&(1, UART_INTID, false)), "the last read lowered the line");
     }
 
     #[test]
