@@ -142,6 +142,7 @@ pub fn create(platform: &Platform, host_dtb: &[u8], settings: &Dom0Settings<'_>)
         }
     }
     // Dom0's vCPU i runs on physical CPU i.
+    crate::ioreq::set_dom0_placement(&(0..mpidrs.len()).collect::<Vec<_>>());
     let vcpu_list: Vec<Vcpu> = mpidrs
         .iter()
         .enumerate()

@@ -13,7 +13,7 @@
 //! takers of completions on the completion ring (`COMPLETIONS`), each for
 //! a few dozen instructions; no other lock is shared between VMs.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use hv_abi::hypercall::{Error, IO_EVENT_INTID, MAX_VCPUS, MAX_VMS};
 use hv_abi::ioreq::{
@@ -151,6 +151,33 @@ pub fn forget_vm(vm: &Vm) -> usize {
         .count()
 }
 
+/// For each physical CPU, the dom0 vCPU a request made there signals: one
+/// on another CPU when dom0 has one (it can answer while the requester
+/// waits at EL2), bit 7 set if so. Dom0's vCPUs never move (vCPU i runs on
+/// CPU i), so it is worked out once, when dom0 is made
+/// (`set_dom0_placement`), not looked up in dom0's vCPUs per request.
+static ANSWERER: [AtomicU8; cpu::MAX_CPUS] = [const { AtomicU8::new(NO_ANSWERER) }; cpu::MAX_CPUS];
+const NO_ANSWERER: u8 = u8::MAX;
+const ANSWERER_ELSEWHERE: u8 = 0x80;
+
+/// Records that dom0's vCPU i runs on physical CPU `pcpus[i]`.
+pub fn set_dom0_placement(pcpus: &[usize]) {
+    for (me, slot) in ANSWERER.iter().enumerate() {
+        let target = pcpus.iter().position(|&p| p != me).unwrap_or(0);
+        let elsewhere = pcpus.get(target).is_some_and(|&p| p != me);
+        slot.store(target as u8 | if elsewhere { ANSWERER_ELSEWHERE } else { 0 }, Ordering::Relaxed);
+    }
+}
+
+/// The dom0 vCPU to signal for a request made on CPU `me`, and whether it
+/// runs on another CPU (vCPU 0, here, before dom0's placement is known).
+fn answerer(me: usize) -> (usize, bool) {
+    match ANSWERER.get(me).map_or(NO_ANSWERER, |a| a.load(Ordering::Relaxed)) {
+        NO_ANSWERER => (0, false),
+        a => (usize::from(a & !ANSWERER_ELSEWHERE), a & ANSWERER_ELSEWHERE != 0),
+    }
+}
+
 /// Why an access cannot go to dom0 (the caller injects an abort).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unforwardable {
@@ -199,10 +226,7 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     let posted = write && post_writes;
     // Signal a dom0 vCPU on another physical CPU if there is one: it can
     // answer while this CPU waits.
-    let me = cpu::index();
-    let dom0 = vm::get(VmId(0));
-    let target = dom0.as_ref().and_then(|d| d.vcpus.iter().position(|v| v.pcpu() != me)).unwrap_or(0);
-    let answerer_elsewhere = dom0.as_ref().and_then(|d| d.vcpus.get(target)).is_some_and(|v| v.pcpu() != me);
+    let (target, answerer_elsewhere) = answerer(cpu::index());
     {
         let mut requests = REQUESTS.lock();
         if requests.ring.observe_cons(page.word(REQ_CONS_OFFSET).load(Ordering::Acquire)).is_err() {
@@ -237,7 +261,7 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     // `RingHeader::polling` for why the barrier makes this safe).
     core::sync::atomic::fence(Ordering::SeqCst);
     let polled = page.word(REQ_POLLING_OFFSET).load(Ordering::Relaxed) != 0;
-    if let Some(dom0) = dom0.filter(|_| !polled) {
+    if let Some(dom0) = (!polled).then(|| vm::get(VmId(0))).flatten() {
         interrupts::with_effects(&dom0, |fx| {
             let _ = dom0.vgic.lock().pulse(IO_EVENT_INTID, target, fx);
         });
@@ -397,6 +421,7 @@ pub fn finish(vcpu: &Vcpu, frame: &mut TrapFrame) {
 #[cfg(any(test, fuzzing))]
 pub fn reset_for_test() {
     PAGE.store(0, Ordering::Release);
+    ANSWERER.iter().for_each(|a| a.store(NO_ANSWERER, Ordering::Relaxed));
     *REQUESTS.lock() = Requests { ring: EMPTY_RING, count: 1 };
     *COMPLETIONS.lock() = EMPTY_RING;
 }

@@ -81,6 +81,7 @@ pub fn dom0() -> Arc<Vm> {
     let stage2 = Stage2Tables::new().expect("tables");
     let vgic = Vgic::new(VgicVersion::V3, 1, 64, |i| i as u64).expect("vGIC");
     sched::place_fixed(0);
+    crate::ioreq::set_dom0_placement(&[0]);
     let vm = Arc::new(Vm::new(VmSpec {
         id: VmId(0),
         name: "dom0".into(),
