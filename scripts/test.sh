@@ -256,7 +256,7 @@ sched_balance_test() {
 # Only when asked for by name (`scripts/test.sh --boot-only scale`): in a
 # full run both failed because dom0's shell stopped taking typed input
 # while the guests were busy (it came back once they were done), which
-# 20 runs of their own did not show (README "What is missing").
+# 16 runs of their own showed at most once (README "What is missing").
 scale_test() {
     local name=$1 gic=$2 vcpus=$3 secs=$4 G=$ROOT/target/guests
     [[ "$filter" == *scale* ]] || return 0
