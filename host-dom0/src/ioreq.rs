@@ -243,7 +243,8 @@ pub fn init(blob: &[u8]) {
         }
     };
     *PORT.lock() = Some(Port { req, cpl, backend: Backends::new(), windows: Windows::new(), backlog: Backlog::new() });
-    if let Err(e) = gic::enable(IO_EVENT_INTID, false, on_io_event) {
+    // Bulk work: the console's receive interrupt goes first (see `gic`).
+    if let Err(e) = gic::enable_bulk(IO_EVENT_INTID, false, on_io_event) {
         PORT.lock().take();
         log::warn!("IO forwarding: IO event interrupt {IO_EVENT_INTID}: {e}: off");
         return;

@@ -2,8 +2,8 @@
 //! registers), programmed as the GIC architecture specification (IHI 0048B,
 //! IHI 0069) describes, since under the hypervisor every register is emulated.
 //!
-//! All interrupts are Group 1 (non-secure) at one priority; SPIs go to the
-//! boot CPU. Handlers are registered per INTID in a small lock-free table.
+//! All interrupts are Group 1 (non-secure), at one priority but for bulk
+//! work (`enable_bulk`), which waits behind them; SPIs go to the boot CPU. Handlers are registered per INTID in a small lock-free table.
 //! Register offsets and fields are `hv_arm::gic`'s; every access is one
 //! `hv-mmio` load or store, which the hypervisor can emulate.
 
@@ -20,8 +20,15 @@ use hv_devtree::platform::{Gic as GicDesc, GicVersion, MemRegion};
 
 /// Priority of every enabled interrupt (lower is more urgent).
 const PRIORITY: u8 = 0xa0;
+/// Priority of bulk work's interrupt (the hypervisor's IO event): a
+/// device's (the console's receive interrupt) goes first when both are
+/// pending, or a steady stream of guest requests would keep it waiting.
+const BULK_PRIORITY: u8 = 0xb0;
 /// Priority mask: let everything more urgent than 0xf0 through.
 const PMR: u32 = 0xf0;
+
+/// PPIs (bit = INTID) enabled at the bulk priority.
+static BULK_PPIS: AtomicU32 = AtomicU32::new(0);
 
 /// A window of 32-bit (and some 8/64-bit) MMIO registers.
 #[derive(Clone, Copy)]
@@ -154,6 +161,14 @@ pub fn enable(intid: u32, level_triggered: bool, handler: fn()) -> Result<(), &'
     Ok(())
 }
 
+/// [`enable`] at the bulk-work priority (below the devices'), on this CPU
+/// for a PPI: what the other CPUs take with [`enable_ppi_here`] keeps it.
+pub fn enable_bulk(intid: u32, level_triggered: bool, handler: fn()) -> Result<(), &'static str> {
+    enable(intid, level_triggered, handler)?;
+    GIC.get().ok_or("no GIC")?.set_priority(intid, BULK_PRIORITY);
+    Ok(())
+}
+
 /// Puts `handler` for `intid` in a free slot of the handler table.
 fn register(intid: u32, handler: fn()) -> Result<(), &'static str> {
     let slot = HANDLERS
@@ -175,6 +190,9 @@ pub fn enable_ppi_here(intid: u32, level_triggered: bool) -> Result<(), &'static
         return Err("no handler registered");
     }
     gic.enable(intid, level_triggered);
+    if BULK_PPIS.load(Ordering::Acquire) & (1 << intid) != 0 {
+        gic.set_priority(intid, BULK_PRIORITY);
+    }
     Ok(())
 }
 
@@ -372,6 +390,16 @@ impl Gic {
         match &self.cpu {
             Cpu::V2 { .. } => self.gicd,
             Cpu::V3 { gicr, .. } => Mmio(gicr[cpu::index()].load(Ordering::Acquire) + gicr::SGI_BASE),
+        }
+    }
+
+    /// Sets `intid`'s priority (a PPI's on this CPU); remembers bulk PPIs
+    /// for the other CPUs' `enable_ppi_here`.
+    fn set_priority(&self, intid: u32, priority: u8) {
+        let regs = if intid < 32 { self.banked() } else { self.gicd };
+        regs.write8(gicd::IPRIORITYR + intid as usize, priority);
+        if (16..32).contains(&intid) && priority == BULK_PRIORITY {
+            BULK_PPIS.fetch_or(1 << intid, Ordering::AcqRel);
         }
     }
 
