@@ -72,8 +72,7 @@ pub fn guest_sync_fast(frame: &mut TrapFrame) -> Fast {
 /// A physical IRQ while a VM ran: handled with the fast frame (interrupt
 /// handling never touches the VM's registers).
 #[inline(always)]
-pub fn guest_irq_fast(frame: &mut TrapFrame) -> Fast {
-    let _ = frame;
+pub fn guest_irq_fast() -> Fast {
     let Some((vm, vcpu)) = sched::current() else {
         return Fast::Full;
     };

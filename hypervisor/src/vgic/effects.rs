@@ -82,15 +82,7 @@ impl Effects {
 
     /// vCPUs to kick, in index order.
     pub fn kicks(&self) -> impl Iterator<Item = usize> + '_ {
-        let mut left = self.kicks;
-        core::iter::from_fn(move || {
-            if left == 0 {
-                return None;
-            }
-            let v = left.trailing_zeros() as usize;
-            left &= left - 1;
-            Some(v)
-        })
+        super::set_bits(u16::from(self.kicks))
     }
 
     /// Physical-GIC effects, in the order the guest's write implied them.

@@ -125,16 +125,22 @@ pub struct Vgic {
     shared: Vec<Irq>,
 }
 
-/// The LR numbers whose bits are set in `used`, in ascending order.
-fn lr_bits(mut used: u16) -> impl Iterator<Item = usize> {
+/// The numbers of the bits set in `word`, in ascending order (LRs in use,
+/// vCPUs to kick).
+fn set_bits(mut word: u16) -> impl Iterator<Item = usize> {
     core::iter::from_fn(move || {
-        if used == 0 {
+        if word == 0 {
             return None;
         }
-        let slot = used.trailing_zeros() as usize;
-        used &= used - 1;
-        Some(slot)
+        let bit = word.trailing_zeros() as usize;
+        word &= word - 1;
+        Some(bit)
     })
+}
+
+/// The LR numbers whose bits are set in `used`, in ascending order.
+fn lr_bits(used: u16) -> impl Iterator<Item = usize> {
+    set_bits(used)
 }
 
 /// The bits of LRs 0..n.

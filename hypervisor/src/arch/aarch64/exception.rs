@@ -44,9 +44,9 @@ fn fast_code(fast: Fast) -> u64 {
 }
 
 fn finish_code(frame: &mut TrapFrame, code: u64) {
-    let next = match code - FAST_FINISH {
-        0 => Next::Resume,
-        1 => Next::Yield,
+    let next = match code {
+        FAST_FINISH => Next::Resume,
+        c if c == FAST_FINISH + 1 => Next::Yield,
         _ => Next::Leave,
     };
     crate::trap::finish(frame, next)
@@ -62,8 +62,8 @@ extern "C" fn handle_guest_sync_fast(frame: &mut TrapFrame) -> u64 {
 
 /// Called by the vector entry for IRQs from a VM, with the fast frame.
 #[no_mangle]
-extern "C" fn handle_guest_irq_fast(frame: &mut TrapFrame) -> u64 {
-    fast_code(crate::trap::guest_irq_fast(frame))
+extern "C" fn handle_guest_irq_fast(_frame: &mut TrapFrame) -> u64 {
+    fast_code(crate::trap::guest_irq_fast())
 }
 
 /// The rest of a synchronous exit whose fast handler said `code` (not

@@ -117,22 +117,24 @@ complete_and_finish:
     blr     x2
     b       exception_return
 
-/* Back to the VM from a fast frame: x19-x29 were never stored. */
+/*
+ * Back to the VM with the whole frame: x19-x29 from it, then on as from a
+ * fast frame.
+ */
+exception_return:
+    ldr     x19, [sp, #19 * 8]
+    ldp     x20, x21, [sp, #20 * 8]
+    ldp     x22, x23, [sp, #22 * 8]
+    ldp     x24, x25, [sp, #24 * 8]
+    ldp     x26, x27, [sp, #26 * 8]
+    ldp     x28, x29, [sp, #28 * 8]
+/* Back to the VM from a fast frame: x19-x29 hold the VM's values already. */
 fast_return:
     ldp     x0, x1, [sp, #32 * 8]
     msr     elr_el2, x0
     msr     spsr_el2, x1
     load_x0_to_x17
     ldr     x18, [sp, #18 * 8]
-    ldr     x30, [sp, #30 * 8]
-    add     sp, sp, #FRAME_SIZE
-    eret
-
-exception_return:
-    ldp     x0, x1, [sp, #32 * 8]
-    msr     elr_el2, x0
-    msr     spsr_el2, x1
-    load_x0_to_x29
     ldr     x30, [sp, #30 * 8]
     add     sp, sp, #FRAME_SIZE
     eret
