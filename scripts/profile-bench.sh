@@ -9,7 +9,7 @@
 # what runs once (boot, the result lines) cancels out.
 #
 # scripts/profile-bench.sh OP [--gic 2|3] [--pinned] [--n N] [--top N]
-#   OP: hypercall | gicd-read | eoi | ipi | timer | uart-read
+#   OP: hypercall | gicd-read | eoi | ipi | timer | uart-read | uart-fwd
 # The guest's own figure for each run is printed too (bench.sh's number).
 #   --pinned: dom0.vcpus=1 and the guest pinned to CPU 1 (default: dom0's
 #             default vCPUs, guest unpinned, as scripts/bench.sh)
@@ -33,8 +33,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$op" in
-    hypercall|gicd-read|eoi|ipi|uart-read|timer) ;;
-    *) die "unknown operation '$op' (hypercall gicd-read eoi ipi timer uart-read)" ;;
+    hypercall|gicd-read|eoi|ipi|uart-read|uart-fwd|timer) ;;
+    *) die "unknown operation '$op' (hypercall gicd-read eoi ipi timer uart-read uart-fwd)" ;;
 esac
 ensure_qemu
 so=$ROOT/target/insn_hist.so src=$ROOT/tools/insn-count/insn_hist.c

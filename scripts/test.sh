@@ -366,7 +366,7 @@ guest_tests() {
     # the figures themselves are not judged here).
     boot_test bench-guest 0 "${common[@]}" "TEST bench: icount: PASS" "RESULT bench: hypercall=" \
         "RESULT bench: gicd-read=" "RESULT bench: eoi=" "RESULT bench: ipi=" "RESULT bench: timer=" \
-        "RESULT bench: uart-read=" "GUEST bench: DONE 9 passed, 0 failed" "all with SYSTEM_OFF" \
+        "RESULT bench: uart-read=" "RESULT bench: uart-fwd=" "GUEST bench: DONE 10 passed, 0 failed" "all with SYSTEM_OFF" \
         -- --machine virt --gic 2 --smp 2 --icount --until-idle --timeout 120 \
         --vm "kernel=$G/bench.img,cmdline=bench.icount=1 bench.n=50 bench.timers=3,vcpus=2,memory=16M"
     # Overcommit as a bare guest sees it (guests/pvtime): the SMCCC answers

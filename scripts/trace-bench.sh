@@ -4,7 +4,7 @@
 # guest code the operation's instructions run through (docs/perf-notes.md).
 #
 # scripts/trace-bench.sh OP [--gic 2|3] [--pinned] [--sleep-off] [--n N] [--top N] [--keep DIR]
-#   OP: hypercall | gicd-read | ipi | timer | timer-spin | uart-read
+#   OP: hypercall | gicd-read | ipi | timer | timer-spin | uart-read | uart-fwd
 #   --pinned: dom0.vcpus=1 and the guest pinned to CPU 1 (default: dom0's
 #             default vCPUs, guest unpinned, as scripts/bench.sh)
 #   --sleep-off: -icount shift=0,sleep=off as scripts/bench.sh (idle time
@@ -47,14 +47,14 @@ while [ $# -gt 0 ]; do
 done
 trap_from_guest=hv:el2_vectors+0x400@guest
 case "$op" in
-    hypercall|gicd-read|uart-read) from=$trap_from_guest to=$trap_from_guest key=$op ops=$op ;;
+    hypercall|gicd-read|uart-read|uart-fwd) from=$trap_from_guest to=$trap_from_guest key=$op ops=$op ;;
     # From the SGI write trapping (the last trap from the guest before the
     # handler: vCPU 1 trapped its WFI before the send) to the handler.
     ipi) from=$trap_from_guest to=guest:on_sgi key=ipi ops=ipi ;;
     # The last physical IRQ the hypervisor takes (running a VM, or idle at
     # EL2: its WFI returns) before the guest's timer handler runs.
     timer|timer-spin) from=hv:el2_vectors+0x280,hv:el2_vectors+0x480,hv:el2_idle_wake to=guest:on_timer key=timer ops=timer ;;
-    *) die "unknown operation '$op' (hypercall gicd-read ipi timer timer-spin uart-read)" ;;
+    *) die "unknown operation '$op' (hypercall gicd-read ipi timer timer-spin uart-read uart-fwd)" ;;
 esac
 export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
 ensure_qemu

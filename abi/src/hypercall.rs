@@ -22,7 +22,8 @@ pub const VERSION_MAJOR: u16 = 1;
 /// `WAITING_ELSEWHERE` request flag, the rings' `polling` words.
 /// 1.2: `GuestMap`, `GuestUnmap`, `VmConfigure` (the per-VM fault policy),
 /// `VmInfo::log_dropped`.
-pub const VERSION_MINOR: u16 = 2;
+/// 1.3: `IoShadow` (register values the hypervisor answers reads with).
+pub const VERSION_MINOR: u16 = 3;
 
 pub const fn version() -> u64 {
     ((VERSION_MAJOR as u64) << 16) | VERSION_MINOR as u64
@@ -126,7 +127,28 @@ pub enum Function {
     /// Set one of a guest's options (dom0 only; VM `Created`): `(x1 = VM
     /// id, x2 =` [`VmOption`]`, x3 = value)`.
     VmConfigure = BASE + 20,
+    /// Publish the value of one register dom0 emulates, for the
+    /// hypervisor to answer the guest's reads of it without a request
+    /// (dom0 only): `(x1 = VM id, x2 = the register's IPA, 4-byte aligned,
+    /// inside one of the VM's `IoMap` windows, x3 = the value (u32) or
+    /// [`SHADOW_NONE`], x4 = the `seq` of the latest request to that
+    /// window dom0 has handled (0 if none), x5 = keep mask)`. Until a guest
+    /// write to the window invalidates it, a read of 1, 2 or 4 bytes inside
+    /// the register gets the value's bytes. A write at window offset `4i`
+    /// (i < 64) with bit `i` of the keep mask set leaves the value valid;
+    /// any other write to the window makes it invalid as the write
+    /// traps, and reads go to dom0 again until dom0 publishes anew. `Busy`
+    /// (nothing published) if a write to the window that dom0 had not
+    /// handled at `seq` already made the value invalid: dom0 publishes
+    /// again once it has. At most [`IO_SHADOWS`] registers per VM
+    /// (`NoMemory` beyond). docs/hypercalls.md, "Register shadows".
+    IoShadow = BASE + 21,
 }
+
+/// `IoShadow`'s x3 for "no value": reads go to dom0 again.
+pub const SHADOW_NONE: u64 = 1 << 32;
+/// How many registers of one VM `IoShadow` can publish.
+pub const IO_SHADOWS: usize = 2;
 
 /// Lines a VM may write with `LogWrite` at once before the rate limit.
 pub const LOG_WRITE_BURST: u32 = 32;
@@ -226,7 +248,7 @@ pub const IO_EVENT_INTID: u32 = 31;
 
 impl Function {
     /// Every function, in ID order.
-    pub const ALL: [Function; 21] = [
+    pub const ALL: [Function; 22] = [
         Function::Version,
         Function::LogRead,
         Function::LogWrite,
@@ -248,6 +270,7 @@ impl Function {
         Function::GuestMap,
         Function::GuestUnmap,
         Function::VmConfigure,
+        Function::IoShadow,
     ];
     pub const fn from_id(id: u32) -> Option<Self> {
         Some(match id {
@@ -272,6 +295,7 @@ impl Function {
             x if x == Self::GuestMap as u32 => Self::GuestMap,
             x if x == Self::GuestUnmap as u32 => Self::GuestUnmap,
             x if x == Self::VmConfigure as u32 => Self::VmConfigure,
+            x if x == Self::IoShadow as u32 => Self::IoShadow,
             _ => return None,
         })
     }

@@ -76,7 +76,7 @@ impl Services {
             vms.poll_console(prompt, line);
         }
         // VMs that reset themselves (it asks the hypervisor every 250 ms).
-        vms.watch();
+        vms.watch(prompt, line);
         self.tick.wake()
     }
 }

@@ -14,8 +14,13 @@
 //!   the guest's output; when it is full the caller says so with
 //!   [`Pl011::set_tx_blocked`], and until it is unblocked `UARTFR` reads
 //!   `TXFF` and `BUSY` (not `TXFE`), as a FIFO waiting for a slow line
-//!   would. A guest that writes `UARTDR` anyway loses the byte, as on the
-//!   hardware; it is counted in [`Pl011Stats::tx_overrun`]. A byte written
+//!   would. The hypervisor may answer `UARTFR` reads with a value dom0
+//!   published earlier ([`Pl011::flags`], `IoShadow`), so a guest can see
+//!   "not full" for a moment after the line blocked: up to [`TX_GRACE`]
+//!   bytes written after the block still go out (counted in
+//!   [`Pl011Stats::tx_after_full`]). A guest that writes `UARTDR` beyond
+//!   that loses the byte, as on the hardware; it is counted in
+//!   [`Pl011Stats::tx_overrun`]. A byte written
 //!   to `UARTDR` goes out even while `UARTEN`/`TXE` are clear (earlycon
 //!   writes to the UART as reset left it; QEMU does the same); such bytes
 //!   are counted in [`Pl011Stats::tx_while_disabled`].
@@ -39,6 +44,14 @@
 /// The register map, the bits and the identification bytes are the
 /// PL011's one definition, shared with the console driver and the guests.
 pub use hv_arm::pl011::{cr, fr, int, lcr_h, reg, rsr, FIFO_DEPTH, ID_BYTES};
+
+/// Bytes a blocked line still takes: what a guest may write on flag reads
+/// answered from a value published before the block. Dom0 publishes the
+/// new flags as it blocks the line, so those are the posted writes
+/// already in the request ring (64 at most) and, per vCPU, one transmit
+/// FIFO's worth (32 bytes, 8 vCPUs) that a driver fills on one look at
+/// `UARTFR` or its transmit interrupt.
+pub const TX_GRACE: u32 = 64 + 8 * 32;
 
 /// `UARTIFLS` value after reset: both trigger levels at half full.
 const IFLS_RESET: u32 = 0x12;
@@ -87,8 +100,11 @@ pub struct Pl011Stats {
     pub rx_dropped_full: u64,
     /// Received bytes dropped because `UARTEN` or `RXE` was clear.
     pub rx_dropped_disabled: u64,
-    /// Bytes the guest wrote to `UARTDR` while `UARTFR` said `TXFF`: lost.
+    /// Bytes the guest wrote to `UARTDR` while `UARTFR` said `TXFF`, beyond
+    /// [`TX_GRACE`]: lost.
     pub tx_overrun: u64,
+    /// Bytes the line took while blocked, within [`TX_GRACE`].
+    pub tx_after_full: u64,
 }
 
 /// One guest's PL011.
@@ -110,6 +126,8 @@ pub struct Pl011 {
     dmacr: u32,
     /// The line takes no bytes now (dom0's buffer is full).
     tx_blocked: bool,
+    /// Bytes the blocked line still takes ([`TX_GRACE`]).
+    tx_grace: u32,
     stats: Pl011Stats,
 }
 
@@ -137,12 +155,14 @@ impl Pl011 {
             ris: 0,
             dmacr: 0,
             tx_blocked: false,
+            tx_grace: 0,
             stats: Pl011Stats {
                 tx_bytes: 0,
                 tx_while_disabled: 0,
                 rx_dropped_full: 0,
                 rx_dropped_disabled: 0,
                 tx_overrun: 0,
+                tx_after_full: 0,
             },
         }
     }
@@ -165,6 +185,9 @@ impl Pl011 {
         let before = self.irq_level();
         if self.tx_blocked && !blocked && self.tx_enabled() {
             self.ris |= int::TX;
+        }
+        if blocked && !self.tx_blocked {
+            self.tx_grace = TX_GRACE;
         }
         self.tx_blocked = blocked;
         self.irq_level() != before
@@ -345,6 +368,26 @@ impl Pl011 {
         }
     }
 
+    /// `UARTFR` as a read would return it now.
+    pub fn flags(&self) -> u32 {
+        self.fr()
+    }
+
+    /// The registers whose writes leave [`flags`](Self::flags) as it is,
+    /// bit i for offset 4i (the mask `IoShadow` takes): all but `UARTLCR_H`
+    /// (its `FEN` sets the receive FIFO's depth and flushes it) and
+    /// `UARTCR` (loopback), and `UARTDR` only outside loopback (there a
+    /// write fills the receiver). A blocked line changes the flags too,
+    /// but dom0 does that itself (and publishes).
+    pub fn flags_keep_mask(&self) -> u64 {
+        let all_below_dmacr = (1u64 << (reg::DMACR / 4 + 1)) - 1;
+        let mut keep = all_below_dmacr & !(1 << (reg::LCR_H / 4)) & !(1 << (reg::CR / 4));
+        if self.cr & cr::LBE != 0 {
+            keep &= !(1 << (reg::DR / 4));
+        }
+        keep
+    }
+
     fn fr(&self) -> u32 {
         let mut fr = if self.tx_blocked { fr::TXFF | fr::BUSY } else { fr::TXFE };
         if self.rx_count == 0 {
@@ -384,12 +427,17 @@ impl Pl011 {
 
     fn transmit(&mut self, byte: u8) -> Option<u8> {
         let enabled = self.tx_enabled();
-        if self.tx_blocked && self.cr & cr::LBE == 0 {
-            // The FIFO is full (`TXFF`): the byte is lost.
-            self.stats.tx_overrun += 1;
-            return None;
+        let full = self.tx_blocked && self.cr & cr::LBE == 0;
+        if full {
+            if self.tx_grace == 0 {
+                // The FIFO is full (`TXFF`): the byte is lost.
+                self.stats.tx_overrun += 1;
+                return None;
+            }
+            self.tx_grace -= 1;
+            self.stats.tx_after_full += 1;
         }
-        if enabled {
+        if enabled && !full {
             self.ris |= int::TX;
         }
         if self.cr & cr::LBE != 0 {
@@ -513,7 +561,13 @@ mod tests {
         assert!(!uart.irq_level());
         assert!(!uart.set_tx_blocked(true), "blocking raises nothing");
         assert_eq!(r(&mut uart, reg::FR) & (fr::TXFF | fr::TXFE | fr::BUSY), fr::TXFF | fr::BUSY);
-        // A driver that ignores TXFF loses the byte, counted; no TX interrupt.
+        // Bytes written on a stale "not full" go out, up to TX_GRACE,
+        // without a TX interrupt; a driver that ignores TXFF beyond that
+        // loses the byte, counted.
+        for _ in 0..TX_GRACE {
+            assert_eq!(w(&mut uart, reg::DR, b'g'.into()).transmitted, Some(b'g'));
+        }
+        assert_eq!(uart.stats().tx_after_full, u64::from(TX_GRACE));
         assert_eq!(w(&mut uart, reg::DR, b'x'.into()).transmitted, None);
         assert_eq!(uart.stats().tx_overrun, 1);
         assert!(!uart.irq_level());
@@ -521,11 +575,68 @@ mod tests {
         assert_eq!(r(&mut uart, reg::FR) & (fr::TXFF | fr::TXFE | fr::BUSY), fr::TXFE);
         assert_eq!(r(&mut uart, reg::RIS) & int::TX, int::TX);
         assert_eq!(w(&mut uart, reg::DR, b'y'.into()).transmitted, Some(b'y'));
+        // The next block has its grace again.
+        uart.set_tx_blocked(true);
+        assert_eq!(w(&mut uart, reg::DR, b'z'.into()).transmitted, Some(b'z'));
+        uart.set_tx_blocked(false);
         // A reset does not unblock a blocked line (dom0's buffer is still full).
         uart.set_tx_blocked(true);
         uart.reset();
         assert!(uart.tx_blocked());
         assert_eq!(r(&mut uart, reg::FR) & fr::TXFF, fr::TXFF);
+    }
+
+    /// What `IoShadow` relies on: a write to a register the keep mask
+    /// names never changes `UARTFR`, whatever the state and the value.
+    #[test]
+    fn writes_the_keep_mask_names_leave_the_flags_alone() {
+        let states: [fn() -> Pl011; 4] = [
+            Pl011::new,
+            enabled_with_fifos,
+            || {
+                let mut u = enabled_with_fifos();
+                for b in 0..5 {
+                    u.push_rx(b);
+                }
+                u
+            },
+            || {
+                let mut u = enabled_with_fifos();
+                u.set_tx_blocked(true);
+                u.push_rx(1);
+                u
+            },
+        ];
+        let mut kept = 0;
+        for make in states {
+            for loopback in [false, true] {
+                let mut base = make();
+                if loopback {
+                    let cr = r(&mut base, reg::CR);
+                    w(&mut base, reg::CR, cr | cr::LBE);
+                }
+                let mask = base.flags_keep_mask();
+                for offset in (0..=reg::DMACR).step_by(4).filter(|o| mask & 1 << (o / 4) != 0) {
+                    for value in [0, 0x41, 0xffff_ffff, lcr_h::FEN, cr::LBE] {
+                        let mut uart = base.clone();
+                        let before = uart.flags();
+                        let _ = uart.write(offset, 4, value);
+                        assert_eq!(uart.flags(), before, "write {value:#x} at {offset:#x} (loopback {loopback})");
+                        kept += 1;
+                    }
+                }
+                assert_eq!(mask & 1 << (reg::DR / 4) != 0, !loopback);
+            }
+        }
+        assert!(kept > 50);
+        // The two registers that do change them are left out.
+        let mut uart = enabled_with_fifos();
+        uart.push_rx(1);
+        let mask = uart.flags_keep_mask();
+        assert_eq!(mask & (1 << (reg::LCR_H / 4) | 1 << (reg::CR / 4)), 0);
+        let before = uart.flags();
+        w(&mut uart, reg::LCR_H, 0);
+        assert_ne!(uart.flags(), before, "FEN off flushes the receive FIFO");
     }
 
     #[test]

@@ -407,8 +407,11 @@ fn iostat() {
                 "IO forwarding: {} requests handled, {} errors ({} malformed), {} events",
                 s.stats.handled, s.stats.errors, s.stats.malformed, s.events
             );
-            let [copy, irq, complete] = s.calls;
-            println!("  backend hypercalls: {copy} VmCopy, {irq} IrqLine, {complete} IoComplete; {} virtio-blk requests", s.stats.blk_requests);
+            let [copy, irq, complete, shadow] = s.calls;
+            println!(
+                "  backend hypercalls: {copy} VmCopy, {irq} IrqLine, {complete} IoComplete; {} virtio-blk requests; {shadow} IoShadow",
+                s.stats.blk_requests
+            );
             if s.stats.output_dropped > 0 || s.stats.input_dropped > 0 {
                 println!("  guest consoles: {} output bytes dropped, {} typed bytes dropped", s.stats.output_dropped, s.stats.input_dropped);
             }

@@ -708,7 +708,9 @@ impl Toolstack {
     /// Restarts the VMs that reset themselves (PSCI SYSTEM_RESET): each is
     /// destroyed and created again from its configuration, under the same
     /// name. Asks the hypervisor at most every `WATCH_MILLIS`.
-    pub fn watch(&mut self) {
+    /// What it prints goes above the shell's `prompt` and partly typed
+    /// `line`, as guest output does (`poll_console`).
+    pub fn watch(&mut self, prompt: &str, line: &str) {
         let now = cpu::counter();
         if now.wrapping_sub(self.last_watch) < cpu::counter_frequency() * WATCH_MILLIS / 1000 {
             return;
@@ -724,25 +726,29 @@ impl Toolstack {
                 })
             })
             .collect();
+        let mut text = Vec::new();
         for id in resets {
             let Some(cfg) = self.live.get(&id).cloned() else { continue };
             // Print what it said last before its console goes.
-            let mut text = Vec::new();
             for (vm, bytes) in ioreq::take_output() {
                 self.mux.output(vm, &bytes, now, &mut text);
             }
-            console::write_bytes(&text);
-            if let Err(e) = destroy_vm(id) {
-                println!("[dom0] VM {id} ({}) reset itself, but VmDestroy failed: {}", cfg.name, e.description());
-                self.live.remove(&id);
-                continue;
-            }
-            self.forget(id);
-            match self.create(&cfg, true) {
-                Ok(new) => println!("[dom0] VM {id} ({}) reset itself: restarted as VM {new}", cfg.name),
-                Err(e) => println!("[dom0] VM {id} ({}) reset itself; restarting it failed: {e}", cfg.name),
-            }
+            let note = match destroy_vm(id) {
+                Err(e) => {
+                    self.live.remove(&id);
+                    format!("[dom0] VM {id} ({}) reset itself, but VmDestroy failed: {}\r\n", cfg.name, e.description())
+                }
+                Ok(()) => {
+                    self.forget(id);
+                    match self.create(&cfg, true) {
+                        Ok(new) => format!("[dom0] VM {id} ({}) reset itself: restarted as VM {new}\r\n", cfg.name),
+                        Err(e) => format!("[dom0] VM {id} ({}) reset itself; restarting it failed: {e}\r\n", cfg.name),
+                    }
+                }
+            };
+            text.extend_from_slice(note.as_bytes());
         }
+        self.print_above_prompt(&text, prompt, line);
     }
 
     /// VM `id` is destroyed: its backends and console go.

@@ -54,6 +54,7 @@ pub fn handle(dom0: &Vm, f: Function, frame: &mut TrapFrame) -> Result<u64, Erro
         Function::GuestMap => crate::guestmap::map(dom0, a[1], a[2], a[3], a[4]),
         Function::GuestUnmap => crate::guestmap::unmap(dom0, a[1], a[2]),
         Function::VmConfigure => configure(a[1], a[2], a[3]),
+        Function::IoShadow => io_shadow(a[1], a[2], a[3], a[4], a[5]),
         Function::MemInfo => {
             let (total, free) = machine_frames::stats().ok_or(Error::NoMemory)?;
             frame.x[1] = total as u64;
@@ -530,6 +531,16 @@ fn io_map(id: u64, base: u64, size: u64, flags: u64) -> Result<u64, Error> {
         return Err(Error::InvalidParameter);
     }
     vm.forwarded.write().push(Forwarded { base, size, post_writes: flags & IO_MAP_POST_WRITES != 0 });
+    Ok(0)
+}
+
+/// `IoShadow`: dom0 publishes the value of a register in one of a
+/// guest's `IoMap` windows, for the hypervisor to answer reads with
+/// (`ioshadow`).
+fn io_shadow(id: u64, reg: u64, value: u64, seq: u64, keep: u64) -> Result<u64, Error> {
+    let vm = guest_vm(id)?;
+    let window = vm.forwarded_at(reg).ok_or(Error::InvalidParameter)?;
+    crate::ioreq::serialized(|| vm.shadows.publish(reg, window.base, window.size, value, crate::ioreq::request_count(seq), keep))?;
     Ok(0)
 }
 

@@ -223,7 +223,7 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     let page = Page::get().ok_or(Unforwardable::NoIoPage)?;
     let data = if write && register != 31 { frame.x[register as usize] & size.mask() } else { 0 };
     let dir = if write { Direction::Write } else { Direction::Read };
-    let posted = write && post_writes;
+    let mut posted = write && post_writes;
     // Signal a dom0 vCPU on another physical CPU if there is one: it can
     // answer while this CPU waits.
     let (target, answerer_elsewhere) = answerer(cpu::index());
@@ -237,7 +237,16 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
             // Ring full: let dom0 run; the guest repeats the access.
             return Ok(Next::Yield);
         };
+        // Back-pressure: with the ring half full, a write that could be
+        // posted waits for dom0 like a read (a guest sending bytes as
+        // fast as it traps would otherwise fill the ring and spin on it).
+        posted &= requests.ring.len() < POST_LIMIT;
         let seq = seq_for(requests.count, vm.id, vcpu.index);
+        if write {
+            // Before dom0 can see the write: a value it published that
+            // the write may change is not handed out any more.
+            vm.shadows.note_write(ipa, requests.count);
+        }
         requests.count += 1;
         let mut request = if posted {
             IoRequest::posted(seq, vm.id.0, vcpu.index as u16, size.bytes() as u8, ipa, data)
@@ -285,6 +294,23 @@ pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: Dat
     }
     Ok(Next::Leave)
 }
+
+/// Runs `f` while no request can be pushed: `IoShadow` publishes under
+/// it, so that a write is noted entirely before or after the publication
+/// (`ioshadow`).
+pub fn serialized<R>(f: impl FnOnce() -> R) -> R {
+    let _requests = REQUESTS.lock();
+    f()
+}
+
+/// The count in a request's `seq` (`seq_for`): later requests have
+/// higher counts.
+pub fn request_count(seq: u64) -> u64 {
+    seq >> WAITER_BITS
+}
+
+/// Requests in the ring from which a posted write waits for its answer.
+const POST_LIMIT: u32 = IO_RING_SLOTS / 2;
 
 /// How long a vCPU waits at EL2 for dom0 (on another CPU) to answer before
 /// it gives its CPU away: about two round trips' worth.

@@ -52,6 +52,7 @@ mod guestmap;
 mod hypercall;
 mod interrupts;
 mod ioreq;
+mod ioshadow;
 mod irq;
 mod machine;
 mod pvtime;

@@ -321,6 +321,9 @@ pub struct Vm {
     pub regions: Vec<EmulatedRegion>,
     /// IPA windows whose accesses go to dom0 (`IoMap`): (base, size).
     pub forwarded: crate::sync::RwLock<Vec<Forwarded>>,
+    /// Registers in those windows whose reads the hypervisor answers with
+    /// the value dom0 published (`IoShadow`).
+    pub shadows: crate::ioshadow::IoShadows,
     /// Physical PPIs hardware-linked to each of its vCPUs.
     pub hw_ppis: Vec<u32>,
     /// The page of its vCPUs' stolen-time structures (`pvtime`), mapped
@@ -387,6 +390,7 @@ impl Vm {
             ram_live: crate::sync::RwLock::new(true),
             regions: spec.regions,
             forwarded: crate::sync::RwLock::new(Vec::new()),
+            shadows: crate::ioshadow::IoShadows::new(),
             hw_ppis: spec.hw_ppis,
             pv_time: spec.pv_time,
             vgic: Mutex::new(spec.vgic),

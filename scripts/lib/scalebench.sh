@@ -29,7 +29,7 @@ name = "bench"
 kernel = "$bench_img"
 memory = "16M"
 vcpus = 2
-cmdline = "bench.n=$n bench.ops=hypercall+gicd-read+ipi+uart-read"
+cmdline = "bench.n=$n bench.ops=hypercall+gicd-read+ipi+uart-fwd"
 autostart = true
 pin = [1, 2]
 TOML

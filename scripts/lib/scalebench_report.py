@@ -10,12 +10,12 @@ import sys
 
 RUNS = (1, 4, 16)
 # The bench guest's traced windows, in the order it runs them.
-OPS = ("hypercall", "gicd-read", "ipi", "uart-read")
+OPS = ("hypercall", "gicd-read", "ipi", "uart-fwd")
 LABEL = {
     "hypercall": "null hypercall round trip",
     "gicd-read": "trapped GIC distributor read",
     "ipi": "virtual IPI (sent until handled)",
-    "uart-read": "UART read forwarded to dom0",
+    "uart-fwd": "UART read forwarded to dom0",
 }
 MEASURED_CPUS = (0, 1, 2)  # dom0 and the measured VM
 

@@ -11,7 +11,8 @@
 //! | `eoi` | EOI of a handled interrupt | the EOI write of each SGI of `ipi`, bracketed by counter reads, minus two back-to-back reads |
 //! | `ipi` | virtual IPI | vCPU 0 reads the counter and sends SGI 1 to vCPU 1 (waiting in WFI); vCPU 1's handler reads the counter first thing; the difference, minus two back-to-back reads |
 //! | `timer` | virtual timer latency | CNTV_CVAL = now + 10 ms, WFI; the handler reads the counter first thing; the excess over CVAL |
-//! | `uart-read` | guest UART read | UARTFR of the console PL011, N times, minus an empty loop (dom0 emulates a guest's PL011 when its toolstack made the VM) |
+//! | `uart-read` | guest UART status read | UARTFR of the console PL011, N times, minus an empty loop (dom0 emulates a guest's PL011 when its toolstack made the VM, and publishes UARTFR's value for the hypervisor to answer with: what a driver reads before every byte) |
+//! | `uart-fwd` | guest UART read forwarded to dom0 and back | UARTRIS of the same PL011 (always a request to dom0), N times, minus an empty loop |
 //!
 //! Bootargs: `bench.n=N` (iterations of each loop, default 2000),
 //! `bench.timers=N` (10 ms timers, default 20), `bench.ops=a+b+...` (only
@@ -49,6 +50,7 @@ mod guest {
 
     const SGI: u32 = 1;
     const UARTFR: u64 = 0x18;
+    const UARTRIS: u64 = 0x3c;
     const GICD_TYPER: u64 = 0x4;
 
     /// vCPU 1: SGIs handled, the counter at the last one's handler entry,
@@ -180,7 +182,7 @@ mod guest {
 
     fn read32(addr: u64) -> u32 {
         // SAFETY: a GIC or PL011 register the device tree names, mapped as
-        // Device memory; GICD_TYPER and UARTFR reads have no side effects.
+        // Device memory; GICD_TYPER, UARTFR and UARTRIS reads have no side effects.
         unsafe { hv_mmio::read32(addr as usize) }
     }
 
@@ -370,16 +372,18 @@ mod guest {
         if want("timer") {
             result("timer", traced(env, settle, || timer(env, timers)));
         }
-        if want("uart-read") {
-            let fr = env.platform.console.base.as_u64() + UARTFR;
-            result(
-                "uart-read",
-                Ok(traced(env, settle, || {
-                    per_op(n, &mut || {
-                        black_box(read32(fr));
-                    })
-                })),
-            );
+        for (key, offset) in [("uart-read", UARTFR), ("uart-fwd", UARTRIS)] {
+            if want(key) {
+                let reg = env.platform.console.base.as_u64() + offset;
+                result(
+                    key,
+                    Ok(traced(env, settle, || {
+                        per_op(n, &mut || {
+                            black_box(read32(reg));
+                        })
+                    })),
+                );
+            }
         }
         STOP.store(true, Ordering::SeqCst);
         if READY.load(Ordering::SeqCst) {

@@ -129,9 +129,22 @@ fn posted_write_goes_into_the_ring_and_the_vcpu_goes_on() {
 fn ring_full_lets_dom0_run_and_the_guest_repeats_the_access() {
     let s = setup(true);
     fake::el2::set_fault_ipa(WINDOW);
-    for i in 0..hv_abi::ioreq::IO_RING_SLOTS {
+    let half = hv_abi::ioreq::IO_RING_SLOTS / 2;
+    for i in 0..half {
         let mut frame = TrapFrame { esr: data_abort_esr(4, 0, true), elr: 0x100, ..TrapFrame::default() };
         assert_eq!(trap(&s.g, 0, &mut frame, GuestException::Sync), Next::Resume, "write {i}");
+    }
+    // The other half: reads of vCPUs of other guests, each waiting.
+    let mut others = alloc::vec::Vec::new();
+    for n in 0..half as usize / 8 {
+        let g = create_guest(&s.d0, &alloc::format!("o{n}"), 8, 2 << 20, 0).expect("created");
+        assert_eq!(hypercall(&s.d0, Function::IoMap, &[g.id.0 as u64, WINDOW, 0x1000, 1]).0, 0);
+        g.set_state(VmState::Running);
+        for v in 0..8 {
+            let mut frame = TrapFrame { esr: data_abort_esr(4, 0, false), elr: 0x100, ..TrapFrame::default() };
+            assert_eq!(trap(&g, v, &mut frame, GuestException::Sync), Next::Leave, "read of {n}/{v} waits");
+        }
+        others.push(g);
     }
     let mut frame = TrapFrame { esr: data_abort_esr(4, 0, true), elr: 0x100, ..TrapFrame::default() };
     assert_eq!(trap(&s.g, 0, &mut frame, GuestException::Sync), Next::Yield);
@@ -306,4 +319,69 @@ fn a_late_answer_for_a_destroyed_vm_never_reaches_the_next_vm_with_its_id() {
     assert_eq!(hypercall(&s.d0, Function::IoComplete, &[]).0, 1);
     crate::ioreq::finish(&g2.vcpus[0], &mut frame2);
     assert_eq!(frame2.x[5], 0x77);
+}
+
+/// `IoShadow`: a published register's reads are answered without a
+/// request; a posted write the keep mask names leaves it, another write
+/// invalidates it (reads go to dom0 again), and a publication dom0 made
+/// before it handled that write is refused.
+#[test]
+fn a_published_register_is_read_without_dom0_until_a_write_may_change_it() {
+    use hv_abi::hypercall::{Error, SHADOW_NONE};
+    let s = setup(true);
+    let g = s.g.id.0 as u64;
+    let publish = |value: u64, seq: u64| hypercall(&s.d0, Function::IoShadow, &[g, WINDOW + 0x18, value, seq, 1]).0;
+    // Only inside a window, only 4-byte aligned, only dom0's guests.
+    assert_eq!(hypercall(&s.d0, Function::IoShadow, &[g, WINDOW + 0x1000, 0x90, 0, 1]).0, Error::InvalidParameter.code());
+    assert_eq!(hypercall(&s.d0, Function::IoShadow, &[g, WINDOW + 0x1a, 0x90, 0, 1]).0, Error::InvalidParameter.code());
+    assert_eq!(hypercall(&s.g, Function::IoShadow, &[g, WINDOW + 0x18, 0x90, 0, 1]).0, Error::Denied.code());
+    assert_eq!(publish(0xffff_ff90, 0), 0);
+    let read = |far: u64| {
+        fake::el2::set_fault_ipa(WINDOW + far);
+        let mut frame = TrapFrame { esr: data_abort_esr(4, 3, false), far, elr: 0x4000_0100, ..TrapFrame::default() };
+        let next = trap(&s.g, 0, &mut frame, GuestException::Sync);
+        (next, frame.x[3], frame.elr)
+    };
+    assert_eq!(read(0x18), (Next::Resume, 0xffff_ff90, 0x4000_0104));
+    assert_eq!(word(s.page, REQ_PROD_OFFSET).load(Ordering::Acquire), 0, "no request");
+    let write = |far: u64| {
+        fake::el2::set_fault_ipa(WINDOW + far);
+        let mut frame = TrapFrame { esr: data_abort_esr(4, 2, true), far, elr: 0x4000_0200, ..TrapFrame::default() };
+        assert_eq!(trap(&s.g, 0, &mut frame, GuestException::Sync), Next::Resume, "posted");
+    };
+    // The data register (offset 0, kept): still answered here.
+    write(0);
+    assert_eq!(read(0x18).1, 0xffff_ff90);
+    // Line control (0x2c): the next read is a request to dom0.
+    write(0x2c);
+    let lcr = request(s.page, 1);
+    assert_eq!(read(0x18).0, Next::Leave, "waits for dom0");
+    assert_eq!(request(s.page, 2).addr, WINDOW + 0x18);
+    assert_eq!(publish(0x10, request(s.page, 0).seq), Error::Busy.code(), "worked out before the LCR write was handled");
+    assert_eq!(publish(0x10, lcr.seq), 0);
+    s.g.vcpus[0].io.lock().pending = None; // the forwarded read above, not answered in this test
+    assert_eq!(read(0x18).1, 0x10);
+    assert_eq!(publish(SHADOW_NONE, lcr.seq), 0);
+    assert_eq!(read(0x18).0, Next::Leave, "withdrawn: to dom0 again");
+}
+
+/// With the request ring half full, a write to a posted window waits for
+/// dom0 like a read: back-pressure on a guest writing as fast as it traps.
+#[test]
+fn posted_writes_wait_once_the_ring_is_half_full() {
+    let s = setup(true);
+    fake::el2::set_fault_ipa(WINDOW);
+    let write = || {
+        let mut frame = TrapFrame { esr: data_abort_esr(4, 2, true), far: 0, elr: 0x4000_0200, ..TrapFrame::default() };
+        trap(&s.g, 0, &mut frame, GuestException::Sync)
+    };
+    let half = hv_abi::ioreq::IO_RING_SLOTS as usize / 2;
+    for i in 0..half {
+        assert_eq!(write(), Next::Resume, "write {i} posted");
+        assert!(request(s.page, i).is_posted());
+    }
+    assert_ne!(write(), Next::Resume, "the vCPU waits for dom0's answer");
+    let r = request(s.page, half);
+    assert!(!r.is_posted(), "dom0 answers it");
+    assert_eq!(s.g.vcpus[0].io.lock().pending.map(|p| p.seq), Some(r.seq));
 }

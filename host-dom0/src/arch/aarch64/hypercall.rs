@@ -2,7 +2,7 @@
 //! Only call these when the device tree has a `/hypervisor` node: on bare
 //! hardware an unknown HVC is UNDEFINED.
 
-use hv_abi::hypercall::{decode_result, CopyDirection, Error, Function, IrqAction, VmInfo, VmOption};
+use hv_abi::hypercall::{decode_result, CopyDirection, Error, Function, IrqAction, VmInfo, VmOption, SHADOW_NONE};
 
 /// `Version`: the hypervisor's ABI version (major << 16 | minor).
 pub fn version() -> Result<u64, Error> {
@@ -100,6 +100,16 @@ pub fn io_setup(page: u64) -> Result<(), Error> {
 /// dom0; `flags`: `hv_abi::ioreq::IO_MAP_POST_WRITES` or 0.
 pub fn io_map(id: u32, base: u64, size: u64, flags: u64) -> Result<(), Error> {
     decode_result(call(Function::IoMap, &[u64::from(id), base, size, flags])[0]).map(drop)
+}
+
+/// `IoShadow`: the hypervisor answers VM `id`'s reads of the register at
+/// `reg` with `value` (`None`: with a request again), as of dom0 having
+/// handled the window's requests up to `seq`; writes at window offsets in
+/// `keep` leave it valid. `Busy`: a write dom0 has not handled yet came
+/// first.
+pub fn io_shadow(id: u32, reg: u64, value: Option<u32>, seq: u64, keep: u64) -> Result<(), Error> {
+    let value = value.map_or(SHADOW_NONE, u64::from);
+    decode_result(call(Function::IoShadow, &[u64::from(id), reg, value, seq, keep])[0]).map(drop)
 }
 
 /// `VmConfigure`: sets `option` of the `Created` VM `id` to `value`.
