@@ -10,7 +10,7 @@ use log::{trace, warn};
 
 use crate::arch::gic;
 use crate::sched;
-use crate::vgic::ListRegisters;
+use crate::vgic::{HwPlaced, ListRegisters};
 use crate::vm::{self, Vcpu, Vm, VmId};
 
 /// The INTID field of an interrupt acknowledge (GICC_IAR / ICC_IAR1_EL1).
@@ -91,7 +91,7 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
                 Some((vm, _)) => {
                     let mut lrs = gic::HwListRegisters;
                     // Its usual way needs no effects pass.
-                    if vm.vgic.lock().place_hw_loaded(intid, index, &mut lrs) == Ok(true) {
+                    if matches!(vm.vgic.lock().place_hw_loaded(intid, index, &mut lrs), Ok(HwPlaced::Yes { .. })) {
                         continue;
                     }
                     match crate::interrupts::with_effects(vm, |fx| vm.vgic.lock().inject_hw_loaded(intid, index, &mut lrs, fx)) {
