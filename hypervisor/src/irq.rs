@@ -9,8 +9,9 @@ use core::sync::atomic::{AtomicU16, Ordering};
 use log::{trace, warn};
 
 use crate::arch::gic;
+use crate::arch::timer::VTIMER_PPI;
 use crate::sched;
-use crate::vgic::ListRegisters;
+use crate::vgic::{HwPlaced, ListRegisters};
 use crate::vm::{self, Vcpu, Vm, VmId};
 
 /// The INTID field of an interrupt acknowledge (GICC_IAR / ICC_IAR1_EL1).
@@ -37,10 +38,18 @@ pub fn spi_owner(intid: u32) -> Option<VmId> {
 
 /// Takes every pending physical interrupt. `current`: the VM and vCPU this
 /// CPU was running (None when idle).
-#[inline(never)]
+#[inline(always)]
 pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
+    handle_irqs_from(gic::acknowledge(), current);
+}
+
+/// `handle_irqs` with the first interrupt acknowledged already: `first`,
+/// as `gic::acknowledge` returned it.
+#[inline(never)]
+fn handle_irqs_from(first: u32, current: Option<(&Vm, &Vcpu)>) {
+    let mut acknowledged = Some(first);
     loop {
-        let iar = gic::acknowledge();
+        let iar = acknowledged.take().unwrap_or_else(gic::acknowledge);
         let intid = iar & IAR_INTID;
         if intid >= FIRST_SPECIAL_INTID {
             return;
@@ -91,7 +100,7 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
                 Some((vm, _)) => {
                     let mut lrs = gic::HwListRegisters;
                     // Its usual way needs no effects pass.
-                    if vm.vgic.lock().place_hw_loaded(intid, index, &mut lrs) == Ok(true) {
+                    if matches!(vm.vgic.lock().place_hw_loaded(intid, index, &mut lrs), Ok(HwPlaced::Yes { .. })) {
                         continue;
                     }
                     match crate::interrupts::with_effects(vm, |fx| vm.vgic.lock().inject_hw_loaded(intid, index, &mut lrs, fx)) {
@@ -121,6 +130,36 @@ pub fn handle_irqs(current: Option<(&Vm, &Vcpu)>) {
             }
         }
     }
+}
+
+/// Takes every pending physical interrupt while `vcpu` of `vm` is parked
+/// on this CPU (`switch::idle_parked`), as `handle_irqs` would, with its
+/// usual wake-up first: its own virtual timer goes straight into a free
+/// list register (`Vgic::place_hw_loaded`) without the general dispatch.
+/// Returns true if that was all that came and the vCPU's CPU interface
+/// signals it: the vCPU then has work (`Vgic::has_work` would say so).
+/// False says nothing: ask `has_work`.
+pub fn handle_irqs_parked(vm: &Vm, vcpu: &Vcpu) -> bool {
+    let iar = gic::acknowledge();
+    if iar & IAR_INTID != VTIMER_PPI {
+        handle_irqs_from(iar, Some((vm, vcpu)));
+        return false;
+    }
+    let placed = vm.vgic.lock().place_hw_loaded(VTIMER_PPI, vcpu.index, &mut gic::HwListRegisters);
+    let Ok(HwPlaced::Yes { signalled }) = placed else {
+        // Not its usual case (or not linked): the general way, from the
+        // start (nothing was done with it yet).
+        handle_irqs_from(iar, Some((vm, vcpu)));
+        return false;
+    };
+    // Hardware-linked: the guest's EOI deactivates it.
+    gic::priority_drop(iar);
+    let next = gic::acknowledge();
+    if next & IAR_INTID >= FIRST_SPECIAL_INTID {
+        return signalled;
+    }
+    handle_irqs_from(next, Some((vm, vcpu)));
+    false
 }
 
 /// Interrupts taken while this CPU idles.

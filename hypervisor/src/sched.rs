@@ -101,11 +101,28 @@ struct CpuSched {
     /// nothing else to run (`park`): it does not count in the load, and
     /// its time here is not run time.
     parked: bool,
+    /// (weight, its full slice in counter ticks): `full_slice`'s last
+    /// answer.
+    slice_cache: Option<(u32, u64)>,
 }
 
 impl CpuSched {
     const fn new() -> Self {
-        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false, io_waiting: 0, parked: false }
+        CpuSched { runq: RunQueue::new(), timers: SoftTimers::new(), current: None, since: 0, slice_end: 0, boost_pending: false, io_waiting: 0, parked: false, slice_cache: None }
+    }
+
+    /// `slice_ticks` for `weight`, worked out again only when the weight
+    /// differs from the last one asked (a CPU's vCPUs mostly share one):
+    /// every resume of a parked vCPU starts a slice.
+    fn full_slice(&mut self, weight: u32) -> u64 {
+        match self.slice_cache {
+            Some((w, ticks)) if w == weight => ticks,
+            _ => {
+                let ticks = slice_ticks(weight, cpu::counter_frequency());
+                self.slice_cache = Some((weight, ticks));
+                ticks
+            }
+        }
     }
 
     /// Runnable vCPUs here, the running one included, and those waiting
@@ -672,16 +689,18 @@ pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
     let ours = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
     let mut s = SCHED[me].lock();
     if !crate::machine::stopping() && vm.runnable() {
-        let resume = if s.runq.is_empty() {
-            has_work && vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        // Whether it resumes, and whether it was taken out of the run
+        // queue for that.
+        let (resume, dequeued) = if s.runq.is_empty() {
+            (has_work && vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok(), false)
         } else if s.runq.len() == 1 && s.runq.front_is(|r| *r == ours) && vcpu.sched.load(Ordering::Acquire) == state::RUNNABLE {
             // Woken by another CPU: queued here, alone.
             let _ = s.runq.pop();
             vcpu.sched.store(state::RUNNING, Ordering::Release);
             vcpu.queued_at.store(NOT_QUEUED, Ordering::Relaxed);
-            true
+            (true, true)
         } else {
-            false
+            (false, false)
         };
         if resume {
             let now = cpu::counter();
@@ -689,7 +708,17 @@ pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
             start_slice(me, &mut s, vm, vcpu, now);
             RESCHED[me].store(false, Ordering::Relaxed);
             publish_load(me, &s);
-            program_timer(&s, now);
+            // With the run queue empty before and after, the EL2 timer is
+            // as it should be: nothing waits, so no slice end, and every
+            // change that brings a soft timer or a waiting vCPU forward
+            // reprograms it (`switch_out` then `run_next`, `enqueue` here,
+            // `on_kick` after a remote one). What it may still hold is a
+            // deadline too early (a cancelled soft timer, a vCPU queued
+            // and pulled away again): one interrupt `on_timer` answers and
+            // reprograms. This is the timer's wake-up path.
+            if dequeued {
+                program_timer(&s, now);
+            }
             return Parked::Resume;
         }
         if s.runq.is_empty() {
@@ -773,7 +802,7 @@ pub fn switch_in_next() -> Option<(&'static Vm, &'static Vcpu)> {
 fn start_slice(me: usize, s: &mut CpuSched, vm: &Vm, vcpu: &Vcpu, now: u64) {
     s.since = now;
     s.boost_pending = false;
-    let full = slice_ticks(vm.weight, cpu::counter_frequency());
+    let full = s.full_slice(vm.weight);
     let balance = vcpu.slice_balance.swap(0, Ordering::Relaxed);
     let budget = if vm.kind == VmKind::Guest { schedpolicy::turn_budget(full, balance).unwrap_or(full) } else { full };
     s.slice_end = now + budget;

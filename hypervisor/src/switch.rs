@@ -53,15 +53,17 @@ fn idle_parked(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) {
             timer::set_hyp_deadline(Some(cpu::counter() + cpu::counter_frequency() / 1000));
         }
         cpu::wait_for_interrupt();
-        crate::irq::handle_irqs(Some((vm, vcpu)));
+        let mut signalled = crate::irq::handle_irqs_parked(vm, vcpu);
         // An interrupt injected from this CPU only marks the vCPU (it is
         // the current one here): look whether it can take it now.
         if vcpu.needs_flush.load(Ordering::Acquire) {
             interrupts::flush_interrupts(vm, vcpu);
+            signalled = false; // the flush may have changed the LRs: ask
         }
         // (Woken already if another CPU made it pending; a PPI may have
-        // gone straight into a list register, without a flush.)
-        let has_work = vcpu.sched.load(Ordering::Acquire) == sched::state::BLOCKED && vm.vgic.lock().has_work(vcpu.index);
+        // gone straight into a list register, without a flush, and if it
+        // was its virtual timer, the vGIC said then whether it signals.)
+        let has_work = vcpu.sched.load(Ordering::Acquire) == sched::state::BLOCKED && (signalled || vm.vgic.lock().has_work(vcpu.index));
         match sched::parked_next(vm, vcpu, has_work) {
             sched::Parked::Wait => {}
             sched::Parked::Resume => {

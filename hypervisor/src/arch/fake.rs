@@ -62,6 +62,7 @@ pub fn take_events() -> Vec<Event> {
 pub fn reset() {
     take_events();
     gic::PENDING.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    gic::set_vmcr(gic::OPEN_VMCR);
     cpu::set_index(0);
     el2::set_fault_ipa(0);
     timer::set_vtimer_deadline(None);
@@ -154,6 +155,7 @@ pub mod cpu {
 }
 
 pub mod gic {
+    use core::sync::atomic::{AtomicU64, Ordering};
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
@@ -228,10 +230,21 @@ pub mod gic {
 
         fn set_underflow_irq(&mut self, _on: bool) {}
 
-        /// Both groups enabled, priority mask open (v2 and v3 layouts).
+        /// As `set_vmcr` left it: at first both groups enabled, the
+        /// priority mask open (v2 and v3 layouts).
         fn vmcr(&self) -> u64 {
-            0xff00_0003
+            VMCR.load(Ordering::Relaxed)
         }
+    }
+
+    static VMCR: AtomicU64 = AtomicU64::new(OPEN_VMCR);
+    /// Both groups enabled, priority mask open (v2 and v3 layouts).
+    pub const OPEN_VMCR: u64 = 0xff00_0003;
+
+    /// The guest's virtual CPU interface controls (GICH_VMCR /
+    /// ICH_VMCR_EL2) as the loaded vCPU set them.
+    pub fn set_vmcr(value: u64) {
+        VMCR.store(value, Ordering::Relaxed);
     }
 }
 

@@ -473,3 +473,61 @@ fn time_a_vcpu_ran_alone_past_its_slice_is_no_debt() {
     assert!((-(slice as i64) / 100..=0).contains(&balance), "{balance}");
     assert_eq!(sched::queued_on(1), [VcpuRef { vm: a.id, vcpu: 0 }]);
 }
+
+/// A parked vCPU that resumes in place leaves its CPU's EL2 timer armed
+/// for what is due there (the soft timers; no slice end, as nothing else
+/// waits), whether it had an interrupt of its own (the timer is left as
+/// `park` armed it) or was woken from another CPU and taken out of the run
+/// queue (where the kick had armed the slice end).
+#[test]
+fn a_parked_vcpu_resumed_in_place_leaves_the_el2_timer_to_the_soft_timers() {
+    let _m = Machine::take();
+    let d0 = dom0();
+    let h = started_guest(&d0, "h", 0b010, 0);
+    let g = started_guest(&d0, "g", 0b010, 0);
+    fake::cpu::set_index(1);
+    let slice = crate::schedpolicy::slice_ticks(256, crate::arch::cpu::counter_frequency());
+    // The EL2 timer of CPU 1 as last armed.
+    let mut armed = None;
+    let follow = |armed: &mut Option<u64>| {
+        for e in fake::take_events() {
+            if let Event::HypTimer { cpu: 1, deadline } = e {
+                *armed = deadline;
+            }
+        }
+    };
+    // h runs first and blocks with its virtual timer far ahead: switched
+    // out, its soft timer armed.
+    let (vm, _) = sched::switch_in_next().expect("h runs");
+    assert_eq!(vm.id, h.id);
+    let far = crate::arch::cpu::counter() + 50 * slice;
+    fake::timer::set_vtimer_deadline(Some(far));
+    assert_eq!(sched::block(&h, &h.vcpus[0]), sched::Next::Leave);
+    sched::switch_out(sched::Out::Leave, |_| {});
+    fake::timer::set_vtimer_deadline(None);
+    let (vm, _) = sched::switch_in_next().expect("g runs");
+    assert_eq!(vm.id, g.id);
+    let park = |g: &crate::vm::Vm| {
+        assert_eq!(sched::block(g, &g.vcpus[0]), sched::Next::Leave);
+        assert!(sched::park(g, &g.vcpus[0]), "nothing else to run: parked");
+    };
+    park(&g);
+    follow(&mut armed);
+    assert_eq!(armed, Some(far), "parked: h's soft timer");
+    // Its own interrupt wakes it.
+    assert_eq!(sched::parked_next(&g, &g.vcpus[0], true), sched::Parked::Resume);
+    follow(&mut armed);
+    assert_eq!(armed, Some(far), "resumed with its own interrupt");
+    // Parked again at once (its slice not over), then woken from CPU 0:
+    // queued on CPU 1, whose kick arms the slice end (someone waits).
+    park(&g);
+    fake::cpu::set_index(0);
+    sched::wake(&g, 0);
+    fake::cpu::set_index(1);
+    sched::on_kick();
+    follow(&mut armed);
+    assert!(armed.is_some_and(|d| d < far), "the kick armed the slice end: {armed:?}");
+    assert_eq!(sched::parked_next(&g, &g.vcpus[0], false), sched::Parked::Resume);
+    follow(&mut armed);
+    assert_eq!(armed, Some(far), "resumed from the run queue: nothing waits, so no slice end");
+}

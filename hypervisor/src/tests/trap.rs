@@ -309,3 +309,90 @@ fn the_fast_entry_leaves_exits_that_need_the_whole_frame_untouched() {
     let mut wfi = TrapFrame { esr: esr(ec::WFX, 0), elr: 0x4000_4000, ..TrapFrame::default() };
     assert!(matches!(guest_sync_fast(&mut wfi), Fast::Finish(_)));
 }
+
+/// A parked vCPU's wake-up (`irq::handle_irqs_parked`: its virtual timer
+/// first, straight into a list register) ends as the general way
+/// (`handle_irqs`, the flush a kick asks for, then `has_work`) would: the
+/// same list registers, vGIC state, machine events and answer to "has it
+/// work", whatever else is pending with the timer and whatever state the
+/// timer's interrupt is in.
+#[test]
+fn a_parked_vcpus_timer_wake_up_ends_as_the_general_way_would() {
+    use crate::vgic::{AccessSize::Word, Effects, ListRegisters};
+    type Setup = fn(&crate::vm::Vm);
+    let enable_27 = |g: &crate::vm::Vm| {
+        let mut fx = Effects::new();
+        let mut vgic = g.vgic.lock();
+        vgic.dist_write(0, 0, Word, 3, &mut fx).expect("GICD_CTLR");
+        vgic.redist_write(0, 0x1_0100, Word, 1 << 27, &mut fx).expect("GICR_ISENABLER0");
+        vgic.redist_write(0, 0x1_0400 + 24, Word, 0xa0 << 24, &mut fx).expect("GICR_IPRIORITYR6");
+    };
+    let scenarios: [(&str, &[u32], Setup); 10] = [
+        ("timer alone", &[27], |_| {}),
+        // Placed, but the guest's priority mask holds it back.
+        ("timer masked", &[27], |_| fake::gic::set_vmcr(0x8000_0003)),
+        ("timer, then an interrupt nobody owns", &[27, 77], |_| {}),
+        ("an interrupt nobody owns, then the timer", &[77, 27], |_| {}),
+        ("timer, then the kick", &[27, fake::gic::SGI_KICK], |_| {}),
+        ("the kick alone", &[fake::gic::SGI_KICK], |_| {}),
+        ("timer disabled by the guest", &[27], |g| {
+            let mut fx = Effects::new();
+            g.vgic.lock().redist_write(0, 0x1_0180, Word, 1 << 27, &mut fx).expect("GICR_ICENABLER0");
+        }),
+        ("groups off", &[27], |g| {
+            let mut fx = Effects::new();
+            g.vgic.lock().dist_write(0, 0, Word, 0, &mut fx).expect("GICD_CTLR");
+        }),
+        ("timer already in a list register", &[27], |g| {
+            crate::interrupts::with_effects(g, |fx| g.vgic.lock().inject_hw(27, 0, fx)).expect("inject");
+            crate::interrupts::flush_interrupts(g, &g.vcpus[0]);
+        }),
+        ("another interrupt queued", &[27], |g| {
+            let mut fx = Effects::new();
+            g.vgic.lock().redist_write(0, 0x1_0100, Word, 1 << 3, &mut fx).expect("GICR_ISENABLER0");
+            crate::interrupts::with_effects(g, |fx| g.vgic.lock().pulse(3, 0, fx)).expect("SGI 3");
+        }),
+    ];
+    let lrs = || -> Vec<u64> { (0..4).map(|i| fake::gic::HwListRegisters.read(i)).collect() };
+    let views = |g: &crate::vm::Vm| -> Vec<_> { (0..96).map(|i| g.vgic.lock().irq_view(i, 0)).collect() };
+    for (name, pending, setup) in scenarios {
+        let (_m, g) = guest_machine();
+        sched::make_current(g.clone(), 0);
+        let vcpu = &g.vcpus[0];
+        enable_27(&g);
+        setup(&g);
+        crate::interrupts::flush_interrupts(&g, vcpu);
+        vcpu.sched.store(sched::state::BLOCKED, Ordering::Release);
+        fake::take_events();
+        let (vgic0, lrs0) = (g.vgic.lock().clone(), lrs());
+        let mut runs = Vec::new();
+        for parked in [false, true] {
+            *g.vgic.lock() = vgic0.clone();
+            (0..4).for_each(|i| fake::gic::HwListRegisters.write(i, lrs0[i]));
+            vcpu.needs_flush.store(false, Ordering::Release);
+            pending.iter().for_each(|&i| fake::gic::raise(i));
+            // What `switch::idle_parked` does after its WFI.
+            let mut signalled = false;
+            if parked {
+                signalled = crate::irq::handle_irqs_parked(&g, vcpu);
+            } else {
+                crate::irq::handle_irqs(Some((&g, vcpu)));
+            }
+            if vcpu.needs_flush.load(Ordering::Acquire) {
+                crate::interrupts::flush_interrupts(&g, vcpu);
+                signalled = false;
+            }
+            let has_work = g.vgic.lock().has_work(0);
+            assert!(!signalled || has_work, "{name}: signalled, so it has work");
+            assert_eq!(fake::gic::acknowledge(), fake::gic::SPURIOUS, "{name}: everything taken");
+            runs.push((signalled || has_work, lrs(), views(&g), fake::take_events()));
+            if parked && name == "timer alone" {
+                assert!(signalled, "{name}: the direct way");
+            }
+        }
+        assert_eq!(runs[0], runs[1], "{name}: the general way, then the parked one");
+        if name == "timer alone" {
+            assert!(runs[0].0, "{name}: the timer gives it work");
+        }
+    }
+}

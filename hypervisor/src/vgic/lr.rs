@@ -133,6 +133,9 @@ impl ListRegister {
     /// [12:10], EOI [19]; Priority [27:23]; State [29:28]; Grp1 [30]; HW [31].
     /// ICH_LR<n>_EL2: vINTID [31:0]; HW=1: pINTID [44:32] (10 bits used);
     /// HW=0: EOI [41]; Priority [55:48]; Group [60]; HW [61]; State [63:62].
+    /// Inlined: where the fields are known (`Vgic::place_hw_loaded`, on
+    /// the timer's wake-up path) most of it folds away.
+    #[inline(always)]
     pub fn encode(&self, version: VgicVersion) -> u64 {
         match version {
             VgicVersion::V2 => {

@@ -71,6 +71,17 @@ pub enum VgicError {
     EffectsFull,
 }
 
+/// What `Vgic::place_hw_loaded` did with a hardware PPI of the loaded vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HwPlaced {
+    /// Not its usual case: nothing changed (take the general way).
+    No,
+    /// In a free list register, pending. `signalled`: the vCPU's CPU
+    /// interface (as of the last flush) lets it through, so `has_work` is
+    /// true for the vCPU now and need not be asked.
+    Yes { signalled: bool },
+}
+
 /// A snapshot of one interrupt, for the arch layer (e.g. to mirror a
 /// HW-linked PPI onto the physical CPU on context switch) and for tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,31 +382,55 @@ impl Vgic {
     /// with nothing else queued), which needs no effects: the interrupt
     /// goes straight to a free LR without passing through the queue
     /// (`latch` would queue it and kick, `place` take it out and the kick
-    /// back), to the same state. Returns whether it did; if not, nothing
-    /// changed.
-    pub fn place_hw_loaded(&mut self, intid: u32, vcpu: usize, lrs: &mut impl ListRegisters) -> Result<bool, VgicError> {
-        let bank = self.check_injection(intid, vcpu)?;
-        let free = !self.vcpus[bank].used & lr_mask(lrs.count().min(MAX_LRS));
-        let irq = self.irq(bank, intid);
-        let direct = (16..32).contains(&intid)
-            && free != 0
-            && irq.hw.is_some()
-            && irq.lr.is_none()
-            && irq.queued_on.is_none()
-            && !irq.active
-            && irq.enabled
-            && self.group_enabled(irq.group1)
-            && self.vcpus[bank].queue.is_empty();
-        if !direct {
-            return Ok(false);
+    /// back), to the same state. If it did not, nothing changed. It is on
+    /// the timer's wake-up path, so it reaches the vCPU's bank once and
+    /// writes what `place` would for this one case (a hardware PPI, pending
+    /// only; `inject_hw_loaded_ends_as_inject_hw_and_a_flush_would` holds
+    /// the two together).
+    pub fn place_hw_loaded(&mut self, intid: u32, vcpu: usize, lrs: &mut impl ListRegisters) -> Result<HwPlaced, VgicError> {
+        self.check_injection(intid, vcpu)?;
+        if !(16..32).contains(&intid) {
+            return Ok(HwPlaced::No);
         }
-        let irq = self.irq_mut(bank, intid);
+        let (version, ctlr) = (self.version, self.ctlr);
+        let lr_count = lrs.count().min(MAX_LRS);
+        let cpu = &mut self.vcpus[vcpu];
+        let free = !cpu.used & lr_mask(lr_count);
+        let queue_empty = cpu.queue.is_empty();
+        let irq = &mut cpu.private[intid as usize];
+        let Some(phys) = irq.hw else { return Ok(HwPlaced::No) };
+        let group_on = ctlr & (1 << u32::from(irq.group1)) != 0;
+        if free == 0 || !queue_empty || irq.lr.is_some() || irq.queued_on.is_some() || irq.active || !irq.enabled || !group_on {
+            return Ok(HwPlaced::No);
+        }
+        let slot = free.trailing_zeros() as usize;
         if irq.line_driven {
             irq.level = true; // it fired: its line is high
         }
-        irq.latch = true;
-        self.place(bank, free.trailing_zeros() as usize, intid, lrs);
-        Ok(true)
+        // As `place` leaves a latched, enabled, inactive interrupt: the
+        // latch moves into the LR.
+        irq.latch = false;
+        irq.lr_latch = true;
+        irq.lr_source = 0;
+        irq.lr_state = LrState::PENDING;
+        irq.lr_acked = false;
+        irq.lr_group1 = irq.group1;
+        irq.lr_priority = irq.priority;
+        irq.lr = Some((vcpu as u8, slot as u8));
+        let lr = ListRegister {
+            vintid: intid,
+            state: LrState::PENDING,
+            priority: irq.priority,
+            group1: irq.group1,
+            hw: Some(phys),
+            eoi: false,
+            source: 0,
+        };
+        cpu.slots[slot] = Some(intid);
+        cpu.used |= 1 << slot;
+        let signalled = cpu.cpuif.signals(lr.group1, lr.priority);
+        lrs.write(slot, lr.encode(version));
+        Ok(HwPlaced::Yes { signalled })
     }
 
     /// `inject_hw` of private interrupt `intid` (< 32) for `vcpu`, which is
@@ -410,7 +445,7 @@ impl Vgic {
         lrs: &mut impl ListRegisters,
         out: &mut Effects,
     ) -> Result<bool, VgicError> {
-        if self.place_hw_loaded(intid, vcpu, lrs)? {
+        if self.place_hw_loaded(intid, vcpu, lrs)? != HwPlaced::No {
             return Ok(true);
         }
         self.inject_hw(intid, vcpu, out)?;

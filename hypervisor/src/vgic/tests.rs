@@ -1639,8 +1639,18 @@ fn wfi_has_work_only_for_what_the_cpu_interface_signals() {
 #[test]
 fn inject_hw_loaded_ends_as_inject_hw_and_a_flush_would() {
     type Setup = fn(&mut Vgic, &mut FakeLrs);
-    let scenarios: [(&str, Setup); 8] = [
+    let scenarios: [(&str, Setup); 11] = [
         ("alone", |_, _| {}),
+        // The guest's CPU interface holds it back (priority mask, group
+        // off): placed all the same, but not signalled.
+        ("masked", |g, l| {
+            l.vmcr = vmcr(g.version(), true, true, 0x80);
+            flush(g, 1, l);
+        }),
+        ("group off in the CPU interface", |g, l| {
+            l.vmcr = vmcr(g.version(), true, false, 0xf0);
+            flush(g, 1, l);
+        }),
         ("disabled", |g, _| {
             let base = if g.version() == VgicVersion::V3 { REDIST_STRIDE + SGI_BASE } else { 0 };
             let e = if g.version() == VgicVersion::V3 { rwr(g, 1, base + 0x180, Word, 1 << 27) } else { wr(g, 1, 0x180, Word, 1 << 27) };
@@ -1680,6 +1690,10 @@ fn inject_hw_loaded_ends_as_inject_hw_and_a_flush_would() {
             let mut e = Effects::new();
             g.set_hw_line(27, 1, true, &mut e).unwrap();
         }),
+        ("line driven, sampled low", |g, _| {
+            let mut e = Effects::new();
+            g.set_hw_line(27, 1, false, &mut e).unwrap();
+        }),
     ];
     for version in [VgicVersion::V2, VgicVersion::V3] {
         for (name, setup) in scenarios {
@@ -1695,6 +1709,19 @@ fn inject_hw_loaded_ends_as_inject_hw_and_a_flush_would() {
             let mut e = Effects::new();
             want.inject_hw(27, 1, &mut e).unwrap();
             flush(&mut want, 1, &mut want_l);
+            // The direct way alone: where it places the interrupt, it says
+            // whether the vCPU now has work as `has_work` would.
+            let (mut direct, mut direct_l) = (g.clone(), l.clone());
+            match direct.place_hw_loaded(27, 1, &mut direct_l).unwrap() {
+                HwPlaced::No => {
+                    assert_eq!(direct_l.regs, l.regs, "{version:?} {name}: not placed, LRs untouched");
+                    assert!((0..96).all(|i| direct.irq_view(i, 1) == g.irq_view(i, 1)), "{version:?} {name}: not placed, model untouched");
+                }
+                HwPlaced::Yes { signalled } => {
+                    assert_eq!(signalled, want.has_work(1), "{version:?} {name}: signalled");
+                    assert_eq!(direct_l.regs, want_l.regs, "{version:?} {name}: the direct way's LRs");
+                }
+            }
             // The loaded way, with a flush only if it says it did not place it.
             let mut e = Effects::new();
             let placed = g.inject_hw_loaded(27, 1, &mut l, &mut e).unwrap();
@@ -1707,15 +1734,41 @@ fn inject_hw_loaded_ends_as_inject_hw_and_a_flush_would() {
                 v.sort();
                 v
             };
-            assert_eq!(lrs_of(&l), lrs_of(&want_l), "{version:?} {name}: list registers");
-            for vcpu in 0..2 {
-                for intid in 0..96 {
-                    let view = |g: &Vgic| g.irq_view(intid, vcpu).map(|v| IrqView { in_lr: v.in_lr.map(|(c, _)| (c, 0)), ..v });
-                    assert_eq!(view(&g), view(&want), "{version:?} {name}: vcpu{vcpu} intid {intid}");
+            let same = |g: &Vgic, l: &FakeLrs, want: &Vgic, want_l: &FakeLrs, stage: &str| {
+                assert_eq!(lrs_of(l), lrs_of(want_l), "{version:?} {name} {stage}: list registers");
+                for vcpu in 0..2 {
+                    for intid in 0..96 {
+                        let view = |g: &Vgic| g.irq_view(intid, vcpu).map(|v| IrqView { in_lr: v.in_lr.map(|(c, _)| (c, 0)), ..v });
+                        assert_eq!(view(g), view(want), "{version:?} {name} {stage}: vcpu{vcpu} intid {intid}");
+                    }
+                    assert_eq!(g.has_work(vcpu), want.has_work(vcpu), "{version:?} {name} {stage}: vcpu{vcpu} has_work");
                 }
-                assert_eq!(g.has_work(vcpu), want.has_work(vcpu), "{version:?} {name}: vcpu{vcpu} has_work");
+            };
+            same(&g, &l, &want, &want_l, "injected");
+            // The guest takes it and EOIs it: nothing of it is left over
+            // (a latch left behind would deliver it twice).
+            let (mut taken, mut taken_l, mut want_taken, mut want_taken_l) = (g.clone(), l.clone(), want.clone(), want_l.clone());
+            for (g, l) in [(&mut taken, &mut taken_l), (&mut want_taken, &mut want_taken_l)] {
+                if l.ack() == Some(27) {
+                    l.eoi(27);
+                }
+                sync(g, 1, l);
+                flush(g, 1, l);
             }
-            if name == "alone" || name == "line driven" {
+            same(&taken, &taken_l, &want_taken, &want_taken_l, "taken");
+            // The guest disables it before taking it: the LR is evicted at
+            // the next flush, and what it held (the latch) goes back to the
+            // model, where it shows once it is enabled again.
+            for (g, l) in [(&mut g, &mut l), (&mut want, &mut want_l)] {
+                let base = if version == VgicVersion::V3 { REDIST_STRIDE + SGI_BASE } else { 0 };
+                let _ = if version == VgicVersion::V3 { rwr(g, 1, base + 0x180, Word, 1 << 27) } else { wr(g, 1, 0x180, Word, 1 << 27) };
+                sync(g, 1, l);
+                flush(g, 1, l);
+                let _ = if version == VgicVersion::V3 { rwr(g, 1, base + 0x100, Word, 1 << 27) } else { wr(g, 1, 0x100, Word, 1 << 27) };
+                flush(g, 1, l);
+            }
+            same(&g, &l, &want, &want_l, "evicted and enabled again");
+            if ["alone", "line driven", "line driven, sampled low", "masked", "group off in the CPU interface"].contains(&name) {
                 assert!(placed, "{version:?} {name}: the direct way");
             }
         }
