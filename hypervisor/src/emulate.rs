@@ -16,18 +16,48 @@ use crate::vm::{vm_warn, EmulatedDevice, Exit, Mmio, Vcpu, Vm};
 
 /// A data abort at stage 2 on an emulated device, or `None` for an access
 /// with nothing behind it, untouched (the caller gives it to
-/// `fault::unbacked`). Kept out of line so the other exits do not pay for
-/// its stack frame; the hot case, a guest reading a GIC register, is
-/// answered here with few registers live, everything else in
-/// `data_abort_slow`.
-#[inline(never)]
+/// `fault::unbacked`). Nothing a VM does here can panic the hypervisor.
+///
+/// The hottest case, a 32-bit load of a distributor register that never
+/// changes (GICD_TYPER, GICD_IIDR, the ID registers), is answered inline
+/// here: one mask-and-compare of the syndrome, one compare of the IPA with
+/// the distributor's window, the value from the VM's copy (`DistFixed`)
+/// without the vGIC's lock. Everything else goes out of line to
+/// `data_abort_emulated`, so the trap entry that inlines this does not pay
+/// for its stack frame.
+#[inline(always)]
 pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
+    let syndrome = frame.esr;
+    if esr::is_described_word_load(syndrome) {
+        if let Some(value) = vm.gicd.offset_of(el2::fault_ipa(frame.far)).and_then(|offset| vm.gicd.fixed.word_read(offset)) {
+            vcpu.count_exit(Exit::Mmio);
+            let register = esr::transfer_register_of_abort(syndrome);
+            if register != 31 {
+                frame.x[register] = esr::word_load_value(syndrome, value);
+            }
+            frame.elr += 4;
+            return Some(Next::Resume);
+        }
+    }
+    data_abort_emulated(vm, vcpu, frame)
+}
+
+/// A data abort `data_abort` did not answer inline: the other reads of
+/// the GIC (distributor, then redistributors) are answered here with few
+/// registers live, everything else in `data_abort_slow`.
+#[inline(never)]
+fn data_abort_emulated(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
     let ipa = el2::fault_ipa(frame.far);
     // A fault on the guest's own table walk is never an access to emulate.
     if esr::is_s1ptw(frame.esr) {
         return None;
     }
-    if let Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) = vm.emulated_region(ipa) {
+    // The distributor's window first (one compare), then the region list.
+    let region = match vm.gicd.offset_of(ipa) {
+        Some(offset) => Some((EmulatedDevice::GicDistributor, offset)),
+        None => vm.emulated_region(ipa),
+    };
+    if let Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) = region {
         let abort = DataAbort::decode(frame.esr);
         if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
             if crate::vgic::is_private_pending_read(device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {

@@ -112,6 +112,40 @@ pub(super) fn id_register(version: VgicVersion, index: u64) -> u32 {
     }
 }
 
+/// The distributor registers whose values are fixed when the vGIC is made
+/// (GICD_TYPER from the version, vCPU and SPI counts; GICD_IIDR; the ID
+/// registers): a copy the trap's hot path answers 32-bit loads of them
+/// from without the vGIC's lock (`emulate::data_abort`). Nothing can change
+/// these values afterwards, so the copy cannot go stale, and a lock-free read
+/// of it is as consistent as one under the lock. Every other register is
+/// `None` here and left to `Vgic::dist_read`.
+#[derive(Clone, Copy, Debug)]
+pub struct DistFixed {
+    version: VgicVersion,
+    typer: u32,
+    /// The offset of the first ID register (GICD_PIDR4) in this version's
+    /// frame.
+    id_base: u64,
+}
+
+impl DistFixed {
+    /// A fixed register's value for a 32-bit load at `offset`, or `None`
+    /// for any other register (or an offset outside the frame).
+    #[inline(always)]
+    pub fn word_read(&self, offset: u64) -> Option<u32> {
+        const TYPER: u64 = gicd::TYPER as u64;
+        const IIDR_AT: u64 = gicd::IIDR as u64;
+        match offset {
+            TYPER => Some(self.typer),
+            IIDR_AT => Some(IIDR),
+            _ => {
+                let index = offset.wrapping_sub(self.id_base);
+                (index < ID_REGISTERS_FROM_END as u64 && index % 4 == 0).then(|| id_register(self.version, index / 4))
+            }
+        }
+    }
+}
+
 /// Reject offsets outside `frame` and accesses not naturally aligned.
 pub(super) fn check_frame(offset: u64, size: AccessSize, frame: u64) -> Result<(), VgicError> {
     if offset >= frame || frame - offset < size.bytes() {
@@ -187,6 +221,15 @@ impl Vgic {
         };
         allow(size, sizes)?;
         Ok(reg)
+    }
+
+    /// The registers of the distributor that never change (`DistFixed`).
+    pub fn dist_fixed(&self) -> DistFixed {
+        let frame = match self.version {
+            VgicVersion::V2 => V2_DIST_SIZE,
+            VgicVersion::V3 => V3_DIST_SIZE,
+        };
+        DistFixed { version: self.version, typer: self.typer(), id_base: frame - ID_REGISTERS_FROM_END as u64 }
     }
 
     /// Emulate a guest load from the distributor frame. `vcpu` is the

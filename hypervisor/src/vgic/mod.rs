@@ -30,7 +30,7 @@ mod tests;
 use alloc::vec::Vec;
 
 pub use crate::esr::AccessSize;
-pub use dist::{V2_DIST_SIZE, V3_DIST_SIZE};
+pub use dist::{DistFixed, V2_DIST_SIZE, V3_DIST_SIZE};
 pub use effects::{Effect, Effects, MAX_PHYS_EFFECTS};
 pub use redist::is_private_pending_read;
 pub use lr::{CpuInterface, ListRegister, ListRegisters, LrState};
