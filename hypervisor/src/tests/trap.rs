@@ -368,10 +368,10 @@ fn every_distributor_load_through_the_fast_path_matches_the_locked_read() {
                         let syndrome = data_abort_esr(bytes, 5, false) | sse_sf;
                         let expected = vm.vgic.lock().dist_read(vcpu, offset, size);
                         let start = TrapFrame { esr: syndrome, far: offset & 0xfff, elr: 0x4000_1000, spsr: SPSR_EL1H, x: [SENTINEL; 31], ..TrapFrame::default() };
-                        let mut fast = start.clone();
+                        let mut fast = start;
                         assert_eq!(guest_sync_fast(&mut fast), Fast::Resume, "{version:?} {offset:#x} {bytes}");
                         let fast_events = fake::take_events();
-                        let mut full = start.clone();
+                        let mut full = start;
                         assert_eq!(crate::trap::dispatch(&vm, &vm.vcpus[vcpu], &mut full, GuestException::Sync), Next::Resume);
                         let full_events = fake::take_events();
                         let what = format!("{version:?} vCPU {vcpu} offset {offset:#x} {bytes} bytes, SSE/SF {sse_sf:#x}: {expected:?}");

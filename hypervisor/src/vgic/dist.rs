@@ -140,7 +140,7 @@ impl DistFixed {
             IIDR_AT => Some(IIDR),
             _ => {
                 let index = offset.wrapping_sub(self.id_base);
-                (index < ID_REGISTERS_FROM_END as u64 && index % 4 == 0).then(|| id_register(self.version, index / 4))
+                (index < ID_REGISTERS_FROM_END as u64 && index.is_multiple_of(4)).then(|| id_register(self.version, index / 4))
             }
         }
     }
