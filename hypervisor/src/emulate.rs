@@ -23,13 +23,14 @@ use crate::vm::{vm_warn, EmulatedDevice, Exit, Mmio, Vcpu, Vm};
 /// here: one mask-and-compare of the syndrome, one compare of the IPA with
 /// the distributor's window, the value from the VM's copy (`DistFixed`)
 /// without the vGIC's lock. Everything else goes out of line to
-/// `data_abort_emulated`, so the trap entry that inlines this does not pay
-/// for its stack frame.
+/// `data_abort_emulated` with the IPA, so the trap entry that inlines this
+/// does not pay for its stack frame.
 #[inline(always)]
 pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
     let syndrome = frame.esr;
+    let ipa = el2::fault_ipa(frame.far);
     if esr::is_described_word_load(syndrome) {
-        if let Some(value) = vm.gicd.offset_of(el2::fault_ipa(frame.far)).and_then(|offset| vm.gicd.fixed.word_read(offset)) {
+        if let Some(value) = vm.gicd.offset_of(ipa).and_then(|offset| vm.gicd.fixed.word_read(offset)) {
             vcpu.count_exit(Exit::Mmio);
             let register = esr::transfer_register_of_abort(syndrome);
             if register != 31 {
@@ -39,42 +40,46 @@ pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
             return Some(Next::Resume);
         }
     }
-    data_abort_emulated(vm, vcpu, frame)
+    data_abort_emulated(vm, vcpu, frame, ipa)
 }
 
-/// A data abort `data_abort` did not answer inline: the other reads of
-/// the GIC (distributor, then redistributors) are answered here with few
-/// registers live, everything else in `data_abort_slow`.
+/// A data abort at `ipa` that `data_abort` did not answer inline: the
+/// other GIC reads go to `gic_read`, everything else to `data_abort_slow`.
+/// Only tail calls, so no stack frame: a forwarded access (the guest's
+/// UART) passes through for a region look-up.
 #[inline(never)]
-fn data_abort_emulated(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
-    let ipa = el2::fault_ipa(frame.far);
+fn data_abort_emulated(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Option<Next> {
     // A fault on the guest's own table walk is never an access to emulate.
     if esr::is_s1ptw(frame.esr) {
         return None;
     }
-    // The distributor's window first (one compare), then the region list.
-    let region = match vm.gicd.offset_of(ipa) {
-        Some(offset) => Some((EmulatedDevice::GicDistributor, offset)),
-        None => vm.emulated_region(ipa),
-    };
-    if let Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) = region {
-        let abort = DataAbort::decode(frame.esr);
-        if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
-            if crate::vgic::is_private_pending_read(device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {
-                crate::interrupts::sample_vtimer_line(vm, vcpu);
+    match vm.emulated_region(ipa) {
+        Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) => gic_read(vm, vcpu, frame, ipa, device, offset),
+        _ => data_abort_slow(vm, vcpu, frame, ipa),
+    }
+}
+
+/// A data abort in a GIC frame: a read the syndrome describes is answered
+/// here with few registers live (under the vGIC's lock), anything else
+/// (writes, refused reads) in `data_abort_slow`.
+#[inline(never)]
+fn gic_read(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, device: EmulatedDevice, offset: u64) -> Option<Next> {
+    let abort = DataAbort::decode(frame.esr);
+    if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
+        if crate::vgic::is_private_pending_read(device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {
+            crate::interrupts::sample_vtimer_line(vm, vcpu);
+        }
+        let value = match device {
+            EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size),
+            _ => vm.vgic.lock().redist_read(vcpu.index, offset, size),
+        };
+        if let Ok(value) = value {
+            vcpu.count_exit(Exit::Mmio);
+            if register != 31 {
+                frame.x[register as usize] = abort.load_value(value);
             }
-            let value = match device {
-                EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size),
-                _ => vm.vgic.lock().redist_read(vcpu.index, offset, size),
-            };
-            if let Ok(value) = value {
-                vcpu.count_exit(Exit::Mmio);
-                if register != 31 {
-                    frame.x[register as usize] = abort.load_value(value);
-                }
-                frame.elr += 4;
-                return Some(Next::Resume);
-            }
+            frame.elr += 4;
+            return Some(Next::Resume);
         }
     }
     data_abort_slow(vm, vcpu, frame, ipa)

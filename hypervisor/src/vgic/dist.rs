@@ -121,11 +121,13 @@ pub(super) fn id_register(version: VgicVersion, index: u64) -> u32 {
 /// `None` here and left to `Vgic::dist_read`.
 #[derive(Clone, Copy, Debug)]
 pub struct DistFixed {
-    version: VgicVersion,
     typer: u32,
     /// The offset of the first ID register (GICD_PIDR4) in this version's
     /// frame.
     id_base: u64,
+    /// The ID registers' values (each fits a byte), read with an index
+    /// rather than a call.
+    ids: [u8; ID_REGISTERS_FROM_END / 4],
 }
 
 impl DistFixed {
@@ -140,7 +142,11 @@ impl DistFixed {
             IIDR_AT => Some(IIDR),
             _ => {
                 let index = offset.wrapping_sub(self.id_base);
-                (index < ID_REGISTERS_FROM_END as u64 && index.is_multiple_of(4)).then(|| id_register(self.version, index / 4))
+                if index < ID_REGISTERS_FROM_END as u64 && index.is_multiple_of(4) {
+                    Some(u32::from(self.ids[(index / 4) as usize]))
+                } else {
+                    None
+                }
             }
         }
     }
@@ -229,7 +235,12 @@ impl Vgic {
             VgicVersion::V2 => V2_DIST_SIZE,
             VgicVersion::V3 => V3_DIST_SIZE,
         };
-        DistFixed { version: self.version, typer: self.typer(), id_base: frame - ID_REGISTERS_FROM_END as u64 }
+        DistFixed {
+            typer: self.typer(),
+            id_base: frame - ID_REGISTERS_FROM_END as u64,
+            // The values are bytes (IHI 0048B and IHI 0069, "Identification registers").
+            ids: core::array::from_fn(|i| id_register(self.version, i as u64) as u8),
+        }
     }
 
     /// Emulate a guest load from the distributor frame. `vcpu` is the
