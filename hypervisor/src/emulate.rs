@@ -20,17 +20,21 @@ use crate::vm::{vm_warn, EmulatedDevice, Exit, Mmio, Vcpu, Vm};
 ///
 /// The hottest case, a 32-bit load of a distributor register that never
 /// changes (GICD_TYPER, GICD_IIDR, the ID registers), is answered inline
-/// here: one mask-and-compare of the syndrome, one compare of the IPA with
-/// the distributor's window, the value from the VM's copy (`DistFixed`)
-/// without the vGIC's lock. Everything else goes out of line to
-/// `data_abort_emulated` with the IPA, so the trap entry that inlines this
-/// does not pay for its stack frame.
+/// here: one compare of the IPA with the distributor's window, one
+/// mask-and-compare of the syndrome, the value from the VM's copy
+/// (`DistFixed`) without the vGIC's lock. Other accesses to the window go
+/// straight to `gic_access`, the rest to `data_abort_emulated`, both out of
+/// line with the IPA, so the trap entry that inlines this does not pay for
+/// their stack frames.
 #[inline(always)]
 pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
     let syndrome = frame.esr;
     let ipa = el2::fault_ipa(frame.far);
+    let Some(offset) = vm.gicd.offset_of(ipa) else {
+        return data_abort_emulated(vm, vcpu, frame, ipa);
+    };
     if esr::is_described_word_load(syndrome) {
-        if let Some(value) = vm.gicd.offset_of(ipa).and_then(|offset| vm.gicd.fixed.word_read(offset)) {
+        if let Some(value) = vm.gicd.fixed.word_read(offset) {
             vcpu.count_exit(Exit::Mmio);
             let register = esr::transfer_register_of_abort(syndrome);
             if register != 31 {
@@ -40,11 +44,15 @@ pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
             return Some(Next::Resume);
         }
     }
-    data_abort_emulated(vm, vcpu, frame, ipa)
+    // A fault on the guest's own table walk is never an access to emulate.
+    if esr::is_s1ptw(syndrome) {
+        return None;
+    }
+    gic_access(vm, vcpu, frame, ipa, EmulatedDevice::GicDistributor, offset)
 }
 
-/// A data abort at `ipa` that `data_abort` did not answer inline: the
-/// other GIC reads go to `gic_read`, everything else to `data_abort_slow`.
+/// A data abort at `ipa` outside the distributor's window: the
+/// redistributors go to `gic_access`, everything else to `data_abort_slow`.
 /// Only tail calls, so no stack frame: a forwarded access (the guest's
 /// UART) passes through for a region look-up.
 #[inline(never)]
@@ -54,7 +62,7 @@ fn data_abort_emulated(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) ->
         return None;
     }
     match vm.emulated_region(ipa) {
-        Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) => gic_read(vm, vcpu, frame, ipa, device, offset),
+        Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) => gic_access(vm, vcpu, frame, ipa, device, offset),
         _ => data_abort_slow(vm, vcpu, frame, ipa),
     }
 }
@@ -63,7 +71,7 @@ fn data_abort_emulated(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) ->
 /// here with few registers live (under the vGIC's lock), anything else
 /// (writes, refused reads) in `data_abort_slow`.
 #[inline(never)]
-fn gic_read(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, device: EmulatedDevice, offset: u64) -> Option<Next> {
+fn gic_access(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, device: EmulatedDevice, offset: u64) -> Option<Next> {
     let abort = DataAbort::decode(frame.esr);
     if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
         if crate::vgic::is_private_pending_read(device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {
