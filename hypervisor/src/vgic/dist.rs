@@ -11,7 +11,7 @@
 
 use hv_arm::gic::{gicd, GICD_CTLR, GICD_IROUTER, GICD_TYPER, ID_REGISTERS_FROM_END, IROUTER_AFFINITY_MASK};
 
-use super::{AccessSize, Effect, Effects, Vgic, VgicError, VgicVersion, MAX_PHYS_EFFECTS};
+use super::{AccessSize, Effect, Effects, Irq, Vgic, VgicError, VgicVersion, MAX_PHYS_EFFECTS};
 
 /// GICv2 distributor frame size (4 KiB).
 pub const V2_DIST_SIZE: u64 = gicd::V2_FRAME_SIZE as u64;
@@ -170,6 +170,12 @@ pub(super) fn allow(size: AccessSize, allowed: &[AccessSize]) -> Result<(), Vgic
     } else {
         Err(VgicError::BadAccessSize)
     }
+}
+
+/// Bit i: `bit(i, &irqs[i])` (at most 32 interrupts).
+#[inline(always)]
+fn word_of(irqs: &[Irq], bit: impl Fn(u32, &Irq) -> bool) -> u32 {
+    irqs.iter().zip(0..32).fold(0, |v, (irq, i)| v | (u32::from(bit(i, irq)) << i))
 }
 
 const WORD: &[AccessSize] = &[AccessSize::Word];
@@ -426,23 +432,17 @@ impl Vgic {
 
     // ----- register groups shared with the redistributor -----
 
+    /// A bit-per-interrupt register word (`first` a multiple of 32): one
+    /// loop per register kind over the word's interrupts as a slice, not a
+    /// look-up and a match per bit.
     pub(super) fn read_bits(&self, bank: usize, first: u32, reg: BitReg) -> u32 {
-        let mut v = 0;
-        for i in 0..32 {
-            let intid = first + i;
-            if !self.exists(intid) {
-                break;
-            }
-            let irq = self.irq(bank, intid);
-            let bit = match reg {
-                BitReg::Group => irq.group1,
-                BitReg::SetEnable | BitReg::ClearEnable => irq.enabled,
-                BitReg::SetPending | BitReg::ClearPending => self.visible_pending(bank, intid),
-                BitReg::SetActive | BitReg::ClearActive => self.visible_active(bank, intid),
-            };
-            v |= u32::from(bit) << i;
+        let irqs = self.irq_word(bank, first);
+        match reg {
+            BitReg::Group => word_of(irqs, |_, irq| irq.group1),
+            BitReg::SetEnable | BitReg::ClearEnable => word_of(irqs, |_, irq| irq.enabled),
+            BitReg::SetPending | BitReg::ClearPending => word_of(irqs, |i, _| self.visible_pending(bank, first + i)),
+            BitReg::SetActive | BitReg::ClearActive => word_of(irqs, |_, irq| Self::irq_visible_active(irq)),
         }
-        v
     }
 
     pub(super) fn write_bits(

@@ -300,6 +300,53 @@ fn fixed_distributor_registers_read_as_the_locked_read_does() {
     }
 }
 
+/// The bit-per-interrupt words (IGROUPR, ISENABLER/ICENABLER,
+/// ISPENDR/ICPENDR, ISACTIVER/ICACTIVER) read bit for bit what each
+/// interrupt's own view says, for every word of the distributor (and on
+/// v3 the redistributors' SGI/PPI words) and the word past the last
+/// interrupt, every vCPU, after patterns were written to the set registers.
+#[test]
+fn bit_register_words_match_each_interrupts_view() {
+    for version in [VgicVersion::V2, VgicVersion::V3] {
+        for spis in [0, 32, 64] {
+            let vcpus = 2;
+            let mut g = Vgic::new(version, vcpus, spis, mpidr).unwrap();
+            let words = (32 + spis).div_ceil(32) as u64;
+            for (vcpu, pattern) in [(0, 0x9249_2492u64), (1, 0x5a5a_a5a5)] {
+                for base in [0x080, 0x100, 0x200, 0x300] {
+                    for w in 0..words {
+                        if version == VgicVersion::V3 && w == 0 {
+                            rwr(&mut g, vcpu, vcpu as u64 * REDIST_STRIDE + SGI_BASE + base, Word, pattern);
+                        } else {
+                            wr(&mut g, vcpu, base + 4 * w, Word, pattern.rotate_left(w as u32));
+                        }
+                    }
+                }
+            }
+            for vcpu in 0..vcpus {
+                for w in 0..words + 1 {
+                    for (set, clear, field) in [(0x080, 0x080, 0), (0x100, 0x180, 1), (0x200, 0x280, 2), (0x300, 0x380, 3)] {
+                        let read = |g: &mut Vgic, offset: u64| {
+                            if version == VgicVersion::V3 && w == 0 {
+                                rrd(g, vcpu, vcpu as u64 * REDIST_STRIDE + SGI_BASE + offset, Word)
+                            } else {
+                                rd(g, vcpu, offset + 4 * w, Word)
+                            }
+                        };
+                        let word = read(&mut g, set);
+                        assert_eq!(read(&mut g, clear), word, "{version:?} set and clear registers agree");
+                        for i in 0..32 {
+                            let intid = (w * 32 + i) as u32;
+                            let expected = g.irq_view(intid, vcpu).is_some_and(|v| [v.group1, v.enabled, v.pending, v.active][field]);
+                            assert_eq!(word >> i & 1 == 1, expected, "{version:?} {spis} SPIs, vCPU {vcpu}, INTID {intid}, register {set:#x}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn v2_ctlr_holds_both_group_enables() {
     let mut g = v2(1);
