@@ -374,21 +374,22 @@ fn every_distributor_load_through_the_fast_path_matches_the_locked_read() {
                         let mut full = start;
                         assert_eq!(crate::trap::dispatch(&vm, &vm.vcpus[vcpu], &mut full, GuestException::Sync), Next::Resume);
                         let full_events = fake::take_events();
-                        let what = format!("{version:?} vCPU {vcpu} offset {offset:#x} {bytes} bytes, SSE/SF {sse_sf:#x}: {expected:?}");
-                        assert_eq!(fast, full, "{what}: the fast and the full entry");
-                        assert_eq!(fast_events, full_events, "{what}");
+                        // Formatted only for a failure's message.
+                        let what = || format!("{version:?} vCPU {vcpu} offset {offset:#x} {bytes} bytes, SSE/SF {sse_sf:#x}: {expected:?}");
+                        assert_eq!(fast, full, "{}: the fast and the full entry", what());
+                        assert_eq!(fast_events, full_events, "{}", what());
                         match expected {
                             Ok(raw) => {
-                                assert_eq!(fast.x[5], DataAbort::decode(syndrome).load_value(raw), "{what}");
-                                assert_eq!(fast.elr, 0x4000_1004, "{what}: stepped over");
-                                assert!(fast_events.is_empty(), "{what}: {fast_events:?}");
+                                assert_eq!(fast.x[5], DataAbort::decode(syndrome).load_value(raw), "{}", what());
+                                assert_eq!(fast.elr, 0x4000_1004, "{}: stepped over", what());
+                                assert!(fast_events.is_empty(), "{}: {fast_events:?}", what());
                                 if bytes == 4 && vm.gicd.fixed.word_read(offset).is_some() {
                                     fixed_answers += 1;
                                 }
                             }
                             Err(_) => {
-                                assert_eq!(fast.x[5], SENTINEL, "{what}: the register is untouched");
-                                assert!(matches!(fast_events[..], [Event::InjectAbort { .. }]), "{what}: {fast_events:?}");
+                                assert_eq!(fast.x[5], SENTINEL, "{}: the register is untouched", what());
+                                assert!(matches!(fast_events[..], [Event::InjectAbort { .. }]), "{}: {fast_events:?}", what());
                             }
                         }
                     }
