@@ -16,35 +16,78 @@ use crate::vm::{vm_warn, EmulatedDevice, Exit, Mmio, Vcpu, Vm};
 
 /// A data abort at stage 2 on an emulated device, or `None` for an access
 /// with nothing behind it, untouched (the caller gives it to
-/// `fault::unbacked`). Kept out of line so the other exits do not pay for
-/// its stack frame; the hot case, a guest reading a GIC register, is
-/// answered here with few registers live, everything else in
-/// `data_abort_slow`.
-#[inline(never)]
+/// `fault::unbacked`). Nothing a VM does here can panic the hypervisor.
+///
+/// The hottest case, a 32-bit load of a distributor register that never
+/// changes (GICD_TYPER, GICD_IIDR, the ID registers), is answered inline
+/// here: one compare of the IPA with the distributor's window, one
+/// mask-and-compare of the syndrome, the value from the VM's copy
+/// (`DistFixed`) without the vGIC's lock. Other accesses to the window go
+/// straight to `gic_access`, the rest to `data_abort_emulated`, both out of
+/// line with the IPA, so the trap entry that inlines this does not pay for
+/// their stack frames.
+#[inline(always)]
 pub fn data_abort(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) -> Option<Next> {
+    let syndrome = frame.esr;
     let ipa = el2::fault_ipa(frame.far);
+    let Some(offset) = vm.gicd.offset_of(ipa) else {
+        return data_abort_emulated(vm, vcpu, frame, ipa);
+    };
+    if esr::is_described_word_load(syndrome) {
+        if let Some(value) = vm.gicd.fixed.word_read(offset) {
+            vcpu.count_exit(Exit::Mmio);
+            let register = esr::transfer_register_of_abort(syndrome);
+            if register != 31 {
+                frame.x[register] = esr::word_load_value(syndrome, value);
+            }
+            frame.elr += 4;
+            return Some(Next::Resume);
+        }
+    }
+    // A fault on the guest's own table walk is never an access to emulate.
+    if esr::is_s1ptw(syndrome) {
+        return None;
+    }
+    gic_access(vm, vcpu, frame, ipa, EmulatedDevice::GicDistributor, offset)
+}
+
+/// A data abort at `ipa` outside the distributor's window: the
+/// redistributors go to `gic_access`, everything else to `data_abort_slow`.
+/// Only tail calls, so no stack frame: a forwarded access (the guest's
+/// UART) passes through for a region look-up.
+#[inline(never)]
+fn data_abort_emulated(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Option<Next> {
     // A fault on the guest's own table walk is never an access to emulate.
     if esr::is_s1ptw(frame.esr) {
         return None;
     }
-    if let Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) = vm.emulated_region(ipa) {
-        let abort = DataAbort::decode(frame.esr);
-        if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
-            if crate::vgic::is_private_pending_read(device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {
-                crate::interrupts::sample_vtimer_line(vm, vcpu);
+    match vm.emulated_region(ipa) {
+        Some((device @ (EmulatedDevice::GicDistributor | EmulatedDevice::GicRedistributors), offset)) => gic_access(vm, vcpu, frame, ipa, device, offset),
+        _ => data_abort_slow(vm, vcpu, frame, ipa),
+    }
+}
+
+/// A data abort in a GIC frame: a read the syndrome describes is answered
+/// here with few registers live (under the vGIC's lock), anything else
+/// (writes, refused reads) in `data_abort_slow`.
+#[inline(never)]
+fn gic_access(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, device: EmulatedDevice, offset: u64) -> Option<Next> {
+    let abort = DataAbort::decode(frame.esr);
+    if let DataAbort::Emulatable { size, register, write: false, .. } = abort {
+        if crate::vgic::is_private_pending_read(device == EmulatedDevice::GicRedistributors, offset, vcpu.index) {
+            crate::interrupts::sample_vtimer_line(vm, vcpu);
+        }
+        let value = match device {
+            EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size),
+            _ => vm.vgic.lock().redist_read(vcpu.index, offset, size),
+        };
+        if let Ok(value) = value {
+            vcpu.count_exit(Exit::Mmio);
+            if register != 31 {
+                frame.x[register as usize] = abort.load_value(value);
             }
-            let value = match device {
-                EmulatedDevice::GicDistributor => vm.vgic.lock().dist_read(vcpu.index, offset, size),
-                _ => vm.vgic.lock().redist_read(vcpu.index, offset, size),
-            };
-            if let Ok(value) = value {
-                vcpu.count_exit(Exit::Mmio);
-                if register != 31 {
-                    frame.x[register as usize] = abort.load_value(value);
-                }
-                frame.elr += 4;
-                return Some(Next::Resume);
-            }
+            frame.elr += 4;
+            return Some(Next::Resume);
         }
     }
     data_abort_slow(vm, vcpu, frame, ipa)

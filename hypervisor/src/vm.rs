@@ -46,6 +46,36 @@ pub struct EmulatedRegion {
     pub device: EmulatedDevice,
 }
 
+/// A VM's GIC distributor window, found once when the VM is made: the trap
+/// path checks an abort's IPA against it with one compare before any other
+/// look-up, and answers loads of the registers that never change from
+/// `fixed` (`emulate::data_abort`).
+#[derive(Clone, Copy, Debug)]
+pub struct GicdWindow {
+    base: u64,
+    /// 0 if the VM has no distributor region (nothing matches).
+    size: u64,
+    pub fixed: crate::vgic::DistFixed,
+}
+
+impl GicdWindow {
+    fn new(regions: &[EmulatedRegion], vgic: &Vgic) -> Self {
+        let region = regions.iter().find(|r| r.device == EmulatedDevice::GicDistributor);
+        GicdWindow {
+            base: region.map_or(0, |r| r.base.as_u64()),
+            size: region.map_or(0, |r| r.size),
+            fixed: vgic.dist_fixed(),
+        }
+    }
+
+    /// The offset of `ipa` in the window, if it is inside.
+    #[inline(always)]
+    pub fn offset_of(&self, ipa: u64) -> Option<u64> {
+        let offset = ipa.wrapping_sub(self.base);
+        (offset < self.size).then_some(offset)
+    }
+}
+
 /// vCPU power states (PSCI).
 pub mod power {
     pub const OFF: u8 = 0;
@@ -319,6 +349,8 @@ pub struct Vm {
     /// before the chunks go back to the allocator.
     pub ram_live: crate::sync::RwLock<bool>,
     pub regions: Vec<EmulatedRegion>,
+    /// The distributor's entry of `regions`, for the trap's hot path.
+    pub gicd: GicdWindow,
     /// IPA windows whose accesses go to dom0 (`IoMap`): (base, size).
     pub forwarded: crate::sync::RwLock<Vec<Forwarded>>,
     /// Registers in those windows whose reads the hypervisor answers with
@@ -388,6 +420,7 @@ impl Vm {
             stage2: Mutex::new(Some(spec.stage2)),
             ram: spec.ram,
             ram_live: crate::sync::RwLock::new(true),
+            gicd: GicdWindow::new(&spec.regions, &spec.vgic),
             regions: spec.regions,
             forwarded: crate::sync::RwLock::new(Vec::new()),
             shadows: crate::ioshadow::IoShadows::new(),

@@ -11,7 +11,7 @@
 
 use hv_arm::gic::{gicd, GICD_CTLR, GICD_IROUTER, GICD_TYPER, ID_REGISTERS_FROM_END, IROUTER_AFFINITY_MASK};
 
-use super::{AccessSize, Effect, Effects, Vgic, VgicError, VgicVersion, MAX_PHYS_EFFECTS};
+use super::{AccessSize, Effect, Effects, Irq, Vgic, VgicError, VgicVersion, MAX_PHYS_EFFECTS};
 
 /// GICv2 distributor frame size (4 KiB).
 pub const V2_DIST_SIZE: u64 = gicd::V2_FRAME_SIZE as u64;
@@ -112,6 +112,46 @@ pub(super) fn id_register(version: VgicVersion, index: u64) -> u32 {
     }
 }
 
+/// The distributor registers whose values are fixed when the vGIC is made
+/// (GICD_TYPER from the version, vCPU and SPI counts; GICD_IIDR; the ID
+/// registers): a copy the trap's hot path answers 32-bit loads of them
+/// from without the vGIC's lock (`emulate::data_abort`). Nothing can change
+/// these values afterwards, so the copy cannot go stale, and a lock-free read
+/// of it is as consistent as one under the lock. Every other register is
+/// `None` here and left to `Vgic::dist_read`.
+#[derive(Clone, Copy, Debug)]
+pub struct DistFixed {
+    typer: u32,
+    /// The offset of the first ID register (GICD_PIDR4) in this version's
+    /// frame.
+    id_base: u64,
+    /// The ID registers' values (each fits a byte), read with an index
+    /// rather than a call.
+    ids: [u8; ID_REGISTERS_FROM_END / 4],
+}
+
+impl DistFixed {
+    /// A fixed register's value for a 32-bit load at `offset`, or `None`
+    /// for any other register (or an offset outside the frame).
+    #[inline(always)]
+    pub fn word_read(&self, offset: u64) -> Option<u32> {
+        const TYPER: u64 = gicd::TYPER as u64;
+        const IIDR_AT: u64 = gicd::IIDR as u64;
+        match offset {
+            TYPER => Some(self.typer),
+            IIDR_AT => Some(IIDR),
+            _ => {
+                let index = offset.wrapping_sub(self.id_base);
+                if index < ID_REGISTERS_FROM_END as u64 && index.is_multiple_of(4) {
+                    Some(u32::from(self.ids[(index / 4) as usize]))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
 /// Reject offsets outside `frame` and accesses not naturally aligned.
 pub(super) fn check_frame(offset: u64, size: AccessSize, frame: u64) -> Result<(), VgicError> {
     if offset >= frame || frame - offset < size.bytes() {
@@ -130,6 +170,12 @@ pub(super) fn allow(size: AccessSize, allowed: &[AccessSize]) -> Result<(), Vgic
     } else {
         Err(VgicError::BadAccessSize)
     }
+}
+
+/// Bit i: `bit(i, &irqs[i])` (at most 32 interrupts).
+#[inline(always)]
+fn word_of(irqs: &[Irq], bit: impl Fn(u32, &Irq) -> bool) -> u32 {
+    irqs.iter().zip(0..32).fold(0, |v, (irq, i)| v | (u32::from(bit(i, irq)) << i))
 }
 
 const WORD: &[AccessSize] = &[AccessSize::Word];
@@ -187,6 +233,20 @@ impl Vgic {
         };
         allow(size, sizes)?;
         Ok(reg)
+    }
+
+    /// The registers of the distributor that never change (`DistFixed`).
+    pub fn dist_fixed(&self) -> DistFixed {
+        let frame = match self.version {
+            VgicVersion::V2 => V2_DIST_SIZE,
+            VgicVersion::V3 => V3_DIST_SIZE,
+        };
+        DistFixed {
+            typer: self.typer(),
+            id_base: frame - ID_REGISTERS_FROM_END as u64,
+            // The values are bytes (IHI 0048B and IHI 0069, "Identification registers").
+            ids: core::array::from_fn(|i| id_register(self.version, i as u64) as u8),
+        }
     }
 
     /// Emulate a guest load from the distributor frame. `vcpu` is the
@@ -372,23 +432,17 @@ impl Vgic {
 
     // ----- register groups shared with the redistributor -----
 
+    /// A bit-per-interrupt register word (`first` a multiple of 32): one
+    /// loop per register kind over the word's interrupts as a slice, not a
+    /// look-up and a match per bit.
     pub(super) fn read_bits(&self, bank: usize, first: u32, reg: BitReg) -> u32 {
-        let mut v = 0;
-        for i in 0..32 {
-            let intid = first + i;
-            if !self.exists(intid) {
-                break;
-            }
-            let irq = self.irq(bank, intid);
-            let bit = match reg {
-                BitReg::Group => irq.group1,
-                BitReg::SetEnable | BitReg::ClearEnable => irq.enabled,
-                BitReg::SetPending | BitReg::ClearPending => self.visible_pending(bank, intid),
-                BitReg::SetActive | BitReg::ClearActive => self.visible_active(bank, intid),
-            };
-            v |= u32::from(bit) << i;
+        let irqs = self.irq_word(bank, first);
+        match reg {
+            BitReg::Group => word_of(irqs, |_, irq| irq.group1),
+            BitReg::SetEnable | BitReg::ClearEnable => word_of(irqs, |_, irq| irq.enabled),
+            BitReg::SetPending | BitReg::ClearPending => word_of(irqs, |i, _| self.visible_pending(bank, first + i)),
+            BitReg::SetActive | BitReg::ClearActive => word_of(irqs, |_, irq| Self::irq_visible_active(irq)),
         }
-        v
     }
 
     pub(super) fn write_bits(

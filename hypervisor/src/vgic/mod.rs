@@ -30,7 +30,7 @@ mod tests;
 use alloc::vec::Vec;
 
 pub use crate::esr::AccessSize;
-pub use dist::{V2_DIST_SIZE, V3_DIST_SIZE};
+pub use dist::{DistFixed, V2_DIST_SIZE, V3_DIST_SIZE};
 pub use effects::{Effect, Effects, MAX_PHYS_EFFECTS};
 pub use redist::is_private_pending_read;
 pub use lr::{CpuInterface, ListRegister, ListRegisters, LrState};
@@ -568,8 +568,23 @@ impl Vgic {
             || (irq.lr.is_some() && irq.lr_state.pending && !irq.clear_pending_req)
     }
 
+    /// The interrupts `first..first + 32` that exist (`first` a multiple
+    /// of 32): bank `bank`'s private ones, or a run of the shared ones.
+    fn irq_word(&self, bank: usize, first: u32) -> &[Irq] {
+        if first < 32 {
+            &self.vcpus[bank].private
+        } else {
+            let start = (first - 32) as usize;
+            let end = (start + 32).min(self.shared.len());
+            self.shared.get(start..end).unwrap_or(&[])
+        }
+    }
+
     fn visible_active(&self, bank: usize, intid: u32) -> bool {
-        let irq = self.irq(bank, intid);
+        Self::irq_visible_active(self.irq(bank, intid))
+    }
+
+    fn irq_visible_active(irq: &Irq) -> bool {
         match irq.lr {
             None => irq.active,
             Some(_) => irq.set_active_req || (irq.lr_state.active && !irq.clear_active_req),
