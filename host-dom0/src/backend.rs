@@ -711,7 +711,9 @@ impl Backends {
             // (UARTFR before every byte a driver sends) changes neither.
             if dir == Direction::Write || offset & !3 == crate::pl011::reg::DR {
                 refill_and_signal(req.vm, uart, hyp);
-            } else {
+            } else if offset & !3 == crate::pl011::reg::FR {
+                // The hypervisor did not answer it: nothing published yet,
+                // or a write made the value invalid.
                 publish_flags(req.vm, uart, hyp);
             }
             return result;

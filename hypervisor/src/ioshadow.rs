@@ -80,7 +80,11 @@ impl IoShadows {
         let bytes = size.bytes();
         for slot in &self.slots {
             let reg = slot.reg.load(Ordering::Acquire);
-            if reg == 0 || ipa < reg || ipa - reg + bytes > 4 {
+            if reg == 0 {
+                // Slots are taken in order and never given back.
+                return None;
+            }
+            if ipa < reg || ipa - reg + bytes > 4 {
                 continue;
             }
             let word = slot.word.load(Ordering::Acquire);
