@@ -412,27 +412,15 @@ pub const WARNING_BUDGET: u32 = 64;
 macro_rules! vm_warn {
     ($vm:expr, $($arg:tt)*) => {{
         let vm: &$crate::vm::Vm = $vm;
-        if vm.take_warning() {
+        let n = vm.warnings.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        if n < $crate::vm::WARNING_BUDGET {
             log::warn!($($arg)*);
+        } else if n == $crate::vm::WARNING_BUDGET {
+            log::warn!("{}: further warnings about this VM are suppressed", vm.name);
         }
     }};
 }
 pub(crate) use vm_warn;
-
-impl Vm {
-    /// Counts a warning about this VM: whether it is within the
-    /// `WARNING_BUDGET` (the first one past it says that the rest are
-    /// suppressed). Out of line, so `vm_warn!` expands to a call, not to
-    /// this and a second log line at every use.
-    #[inline(never)]
-    pub fn take_warning(&self) -> bool {
-        let n = self.warnings.fetch_add(1, Ordering::Relaxed);
-        if n == WARNING_BUDGET {
-            log::warn!("{}: further warnings about this VM are suppressed", self.name);
-        }
-        n < WARNING_BUDGET
-    }
-}
 
 impl Vm {
     pub fn state(&self) -> VmState {
