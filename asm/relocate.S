@@ -20,10 +20,19 @@
  *
  * \base holds the runtime address of __image_start. Applies every
  * R_AARCH64_RELATIVE relocation in [__rela_start, __rela_end):
- * *(base + r_offset) = base + r_addend, then zeroes [__bss_start, __bss_end)
- * (16-byte aligned by linker.ld). Runs with the MMU off, so plain stores reach
- * memory. Any other relocation type branches to \fail. Clobbers \t0..\t4 and
- * the flags; \base is preserved. Falls through when done.
+ * *(base + r_offset) = base + r_addend, and every relative relocation packed
+ * in [__relr_start, __relr_end) (the images link with
+ * --pack-dyn-relocs=relr, so that is where lld puts them): *word += base.
+ * Then zeroes [__bss_start, __bss_end) (16-byte aligned by linker.ld). Runs
+ * with the MMU off, so plain stores reach memory. Any other relocation type
+ * branches to \fail. Clobbers \t0..\t4 and the flags; \base is preserved.
+ * Falls through when done.
+ *
+ * RELR (the ELF gABI's SHT_RELR): a stream of 64-bit entries. An even
+ * entry is the link-time address of a word to relocate; the next entry's
+ * bitmap starts at the word after it. An odd entry is a bitmap: bit i
+ * (1..63) set means relocate the word (i - 1) words after the current
+ * position, which then moves on by 63 words.
  */
 .macro relocate_and_clear_bss base, fail, t0, t1, t2, t3, t4
     adr_l   \t0, __rela_start
@@ -37,13 +46,36 @@
     add     \t4, \t4, \base
     str     \t4, [\base, \t2]
     b       1b
-2:  adr_l   \t0, __bss_start
-    adr_l   \t1, __bss_end
+2:  adr_l   \t0, __relr_start
+    adr_l   \t1, __relr_end
+    mov     \t2, \base                  // where the next bitmap starts
 3:  cmp     \t0, \t1
-    b.hs    4f
-    stp     xzr, xzr, [\t0], #16
+    b.hs    7f
+    ldr     \t3, [\t0], #8
+    tbnz    \t3, #0, 4f
+    add     \t2, \t3, \base             // an address: relocate that word
+    ldr     \t4, [\t2]
+    add     \t4, \t4, \base
+    str     \t4, [\t2], #8              // the bitmap after it starts at the next
     b       3b
-4:
+4:  lsr     \t3, \t3, #1                // a bitmap: bit k now means word k;
+    orr     \t3, \t3, #(1 << 63)        // a stop bit after the 63 words
+5:  tbz     \t3, #0, 6f
+    ldr     \t4, [\t2]
+    add     \t4, \t4, \base
+    str     \t4, [\t2]
+6:  add     \t2, \t2, #8
+    lsr     \t3, \t3, #1
+    cmp     \t3, #1                     // only the stop bit left: 63 words done
+    b.ne    5b
+    b       3b
+7:  adr_l   \t0, __bss_start
+    adr_l   \t1, __bss_end
+8:  cmp     \t0, \t1
+    b.hs    9f
+    stp     xzr, xzr, [\t0], #16
+    b       8b
+9:
 .endm
 
 /*

@@ -12,6 +12,6 @@ fn main() {
         // core/alloc are precompiled without PIC: allow dynamic relocations in
         // read-only data; boot.S applies them with the MMU off.
         println!("cargo:rustc-link-arg-bins=-znotext");
-        println!("cargo:rustc-link-arg-bins=--pack-dyn-relocs=none");
+        println!("cargo:rustc-link-arg-bins=--pack-dyn-relocs=relr");
     }
 }

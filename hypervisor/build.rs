@@ -12,7 +12,7 @@ fn main() {
         // absolute addresses. Allow dynamic relocations there; boot.S applies
         // them with the MMU off, before any section becomes read-only.
         println!("cargo:rustc-link-arg-bins=-znotext");
-        println!("cargo:rustc-link-arg-bins=--pack-dyn-relocs=none");
+        println!("cargo:rustc-link-arg-bins=--pack-dyn-relocs=relr");
     }
     let version = std::process::Command::new("git")
         .args(["describe", "--always", "--dirty", "--tags"])

@@ -10,6 +10,6 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-pie");
         println!("cargo:rustc-link-arg-bins=--no-dynamic-linker");
         println!("cargo:rustc-link-arg-bins=-znotext");
-        println!("cargo:rustc-link-arg-bins=--pack-dyn-relocs=none");
+        println!("cargo:rustc-link-arg-bins=--pack-dyn-relocs=relr");
     }
 }

@@ -453,11 +453,21 @@ macro_rules! vm_warn {
         if n < $crate::vm::WARNING_BUDGET {
             log::warn!($($arg)*);
         } else if n == $crate::vm::WARNING_BUDGET {
-            log::warn!("{}: further warnings about this VM are suppressed", vm.name);
+            vm.warnings_suppressed();
         }
     }};
 }
 pub(crate) use vm_warn;
+
+impl Vm {
+    /// `vm_warn!`'s last word about this VM. Out of line and cold: every use
+    /// of the macro would otherwise carry this second log line.
+    #[cold]
+    #[inline(never)]
+    pub fn warnings_suppressed(&self) {
+        log::warn!("{}: further warnings about this VM are suppressed", self.name);
+    }
+}
 
 impl Vm {
     pub fn state(&self) -> VmState {

@@ -78,6 +78,9 @@ impl Uart {
         Uart { regs }
     }
 
+    // Not inlined: a console path, not a fast one; inlined, each caller
+    // carried both UARTs' wait loops.
+    #[inline(never)]
     pub fn write_byte(&self, byte: u8) {
         match self.regs {
             Regs::Pl011(r) => {

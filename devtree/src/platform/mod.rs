@@ -193,6 +193,9 @@ pub struct Psci {
 
 impl Platform {
     /// Parses and checks a flattened device tree blob. Never panics.
+    // Not inlined: its callers are compiled for speed and would take the
+    // parsing (compiled for size, see Cargo.toml) in with them.
+    #[inline(never)]
     pub fn from_fdt(blob: &[u8]) -> Result<Platform, PlatformError> {
         let checked = blob::check(blob)?;
         let fdt = checked.fdt()?;
