@@ -583,7 +583,7 @@ fn passthrough_spis(tree: &Tree<'_>, alive: &Alive, gic: usize) -> Vec<u32> {
     for i in (0..tree.nodes.len()).filter(|&i| alive.usable(tree, i) && i != gic && !under(tree, i, Some(gic))) {
         spis.extend(gic_spis(tree, i, gic));
     }
-    spis.sort_unstable();
+    crate::sort::small(&mut spis);
     spis.dedup();
     spis
 }
@@ -832,7 +832,7 @@ fn page_merge(regions: Vec<MemRegion>) -> Vec<MemRegion> {
             Some((start, end))
         })
         .collect();
-    spans.sort_unstable();
+    crate::sort::small(&mut spans);
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (s, e) in spans {
         match merged.last_mut() {

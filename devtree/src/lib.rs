@@ -11,4 +11,5 @@ pub mod dom0;
 pub mod fdt_format;
 pub mod guest;
 pub mod platform;
+mod sort;
 pub mod writer;

@@ -169,7 +169,7 @@ fn describe(platform: &Platform, dtb: PhysAddr, dtb_size: u64) {
     debug!("timer: {:?}", platform.timer);
     debug!("PSCI: {:?}", platform.psci);
     debug!("console interrupt: {:?}", platform.console.irq);
-    debug!("bootargs: {:?}", platform.bootargs);
+    debug!("bootargs: \"{}\"", platform.bootargs);
 }
 
 /// Computes free RAM, starts the page allocator and grows the heap.

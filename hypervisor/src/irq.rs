@@ -19,21 +19,21 @@ const IAR_INTID: u32 = 0x3ff;
 /// INTIDs from here on are special (1023: nothing pending).
 const FIRST_SPECIAL_INTID: u32 = 1020;
 
-/// Which VM each physical SPI was given to (`NO_OWNER`: none).
-static SPI_OWNER: [AtomicU16; 1024] = [const { AtomicU16::new(NO_OWNER) }; 1024];
-const NO_OWNER: u16 = u16::MAX;
+/// Which VM each physical SPI was given to: its id + 1, 0 for none (so
+/// that the table is zero at boot: .bss, not 2 KiB of the image).
+static SPI_OWNER: [AtomicU16; 1024] = [const { AtomicU16::new(0) }; 1024];
 
 /// Gives physical SPI `intid` to `vm`.
 pub fn set_spi_owner(intid: u32, vm: VmId) {
     if let Some(slot) = SPI_OWNER.get(intid as usize) {
-        slot.store(vm.0, Ordering::Relaxed);
+        slot.store(vm.0.saturating_add(1), Ordering::Relaxed);
     }
 }
 
 /// The VM a physical SPI belongs to.
 pub fn spi_owner(intid: u32) -> Option<VmId> {
     let owner = SPI_OWNER.get(intid as usize)?.load(Ordering::Relaxed);
-    (owner != NO_OWNER).then_some(VmId(owner))
+    owner.checked_sub(1).map(VmId)
 }
 
 /// Takes every pending physical interrupt. `current`: the VM and vCPU this

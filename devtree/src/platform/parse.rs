@@ -74,7 +74,7 @@ fn memory(tree: &Tree<'_>) -> Result<Vec<MemRegion>, PlatformError> {
     if out.is_empty() {
         return Err(ErrorKind::NoMemory.into());
     }
-    out.sort_unstable();
+    crate::sort::small(&mut out);
     Ok(out)
 }
 
@@ -91,7 +91,7 @@ fn reserved(tree: &Tree<'_>, memreserve: &[(u64, u64)]) -> Result<Vec<MemRegion>
             }
         }
     }
-    out.sort_unstable();
+    crate::sort::small(&mut out);
     Ok(out)
 }
 
