@@ -18,7 +18,12 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
     let value = if rt == 31 { 0 } else { frame.x[rt] };
     match sysreg_policy::policy(access) {
         SysRegPolicy::GicSgi1r => {
-            if let Err(e) = crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
+            // The usual SGI, to one other vCPU waiting for it: pending and
+            // queued there, and that vCPU kicked, without an effects pass.
+            let direct = vm.vgic.lock().sgi1r_write_one(vcpu.index, value);
+            if let Some(target) = direct {
+                crate::interrupts::kick(vm, target);
+            } else if let Err(e) = crate::interrupts::with_effects(vm, |effects| vm.vgic.lock().sgi1r_write(vcpu.index, value, effects)) {
                 vm_warn!(vm, "{}: vcpu{}: ICC_SGI1R_EL1 write {value:#x} refused: {e:?}", vm.name, vcpu.index);
             }
         }

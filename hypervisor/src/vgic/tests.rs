@@ -1721,3 +1721,79 @@ fn inject_hw_loaded_ends_as_inject_hw_and_a_flush_would() {
         }
     }
 }
+
+/// `sgi1r_write_one` (an SGI to one other vCPU that waits for it) leaves
+/// the model as `sgi1r_write` does and asks for the same kick; for any
+/// other write it says so and changes nothing.
+#[test]
+fn sgi1r_write_one_ends_as_sgi1r_write_or_does_nothing() {
+    type Setup = fn(&mut Vgic, &mut FakeLrs);
+    let to = |vcpu: usize| Sgi1r::to_pe(5, mpidr(vcpu)).encode();
+    // (name, the write from vCPU 0, setup, whether the direct way takes it)
+    let scenarios: [(&str, u64, Setup, bool); 12] = [
+        ("alone", to(1), |_, _| {}, true),
+        ("to the other cluster", to(4), |_, _| {}, true),
+        ("something else queued", to(1), |g, _| {
+            enable(g, 1, 6, 0x40);
+            let mut e = Effects::new();
+            g.pulse(6, 1, &mut e).unwrap();
+        }, true),
+        ("to itself", to(0), |_, _| {}, false),
+        ("two targets", to(1) | 0b11, |_, _| {}, false),
+        ("all others", (1 << 40) | (5 << 24), |_, _| {}, false),
+        ("no target", to(1) & !0xffff, |_, _| {}, false),
+        ("disabled", to(1), |g, _| {
+            rwr(g, 1, REDIST_STRIDE + SGI_BASE + 0x180, Word, 1 << 5);
+        }, false),
+        ("group off", to(1), |g, _| {
+            wr(g, 0, 0, Word, 0b10);
+        }, false),
+        ("already pending", to(1), |g, _| {
+            let mut e = Effects::new();
+            g.pulse(5, 1, &mut e).unwrap();
+        }, false),
+        ("in an LR", to(1), |g, l| {
+            let mut e = Effects::new();
+            g.pulse(5, 1, &mut e).unwrap();
+            flush(g, 1, l);
+        }, false),
+        ("active", to(1), |g, l| {
+            let mut e = Effects::new();
+            g.pulse(5, 1, &mut e).unwrap();
+            flush(g, 1, l);
+            assert_eq!(l.ack(), Some(5));
+            sync(g, 1, l);
+            l.eoi(5);
+        }, false),
+    ];
+    for (name, value, setup, direct) in scenarios {
+        let mut g = v3(8);
+        for vcpu in 0..8 {
+            enable(&mut g, vcpu, 5, 0x80);
+        }
+        let mut l = FakeLrs::new(VgicVersion::V3, 4);
+        setup(&mut g, &mut l);
+        g.check_invariants();
+        let before = format!("{g:?}");
+        let mut want = g.clone();
+        let mut e = Effects::new();
+        want.sgi1r_write(0, value, &mut e).unwrap();
+        match g.sgi1r_write_one(0, value) {
+            Some(target) => {
+                g.check_invariants();
+                assert!(direct, "{name}: took the direct way");
+                assert_eq!(format!("{g:?}"), format!("{want:?}"), "{name}: the model");
+                assert_eq!(kicks(&e), [target], "{name}: the kick");
+                assert!(e.phys().is_empty());
+            }
+            None => {
+                assert!(!direct, "{name}: not the direct way");
+                assert_eq!(format!("{g:?}"), before, "{name}: changed nothing");
+            }
+        }
+    }
+    // A v2 vGIC ignores the register; the direct way does not take it.
+    let mut g = v2(2);
+    enable(&mut g, 1, 5, 0x80);
+    assert_eq!(g.sgi1r_write_one(0, to(1)), None);
+}
