@@ -260,31 +260,13 @@ impl Vgic {
             }
         }
 
-        // Every contender fits in a free LR (the usual case: one or two
-        // queued): no choosing, each takes the lowest free one.
+        if self.place_if_all_fit(vcpu, lr_mask, lrs) {
+            return Ok(());
+        }
         let contends = |vgic: &Self, intid: u32| {
             let irq = vgic.irq(vcpu, intid);
             irq.active || vgic.group_enabled(irq.group1)
         };
-        let free = (!self.vcpus[vcpu].used & lr_mask).count_ones() as usize;
-        let mut fitting = [0u32; MAX_LRS];
-        let mut count = 0;
-        for intid in self.vcpus[vcpu].queue.iter().filter(|&intid| contends(self, intid)) {
-            if count == free {
-                count = usize::MAX; // more than fit
-                break;
-            }
-            fitting[count] = intid;
-            count += 1;
-        }
-        if count <= free {
-            for &intid in &fitting[..count] {
-                let slot = (!self.vcpus[vcpu].used & lr_mask).trailing_zeros() as usize;
-                self.place(vcpu, slot, intid, lrs);
-            }
-            lrs.set_underflow_irq(false);
-            return Ok(());
-        }
 
         // The best `n` contenders from the queue, sorted.
         let mut best = [(Claim::Deliverable, 0u8, 0u32); MAX_LRS];
@@ -343,6 +325,50 @@ impl Vgic {
         }
         lrs.set_underflow_irq(left_over);
         Ok(())
+    }
+
+    /// `flush` of a vCPU none of whose LRs is in use (nothing to read
+    /// back, reconcile or take out) when every contender fits: the same
+    /// LRs, without effects (there are none then). Returns whether it was
+    /// that case; if not, nothing changed but the CPU interface controls
+    /// it read (`flush` reads them again).
+    pub fn flush_unused(&mut self, vcpu: usize, lrs: &mut impl ListRegisters) -> bool {
+        let Some(cpu) = self.vcpus.get(vcpu) else {
+            return false;
+        };
+        let lr_mask = lr_mask(lrs.count().min(MAX_LRS));
+        if cpu.used & lr_mask != 0 {
+            return false;
+        }
+        let cpuif = CpuInterface::from_vmcr(self.version, lrs.vmcr());
+        self.vcpus[vcpu].cpuif = cpuif;
+        self.place_if_all_fit(vcpu, lr_mask, lrs)
+    }
+
+    /// The end of `flush` when every contender for an LR fits in a free
+    /// one (the usual case: one or two queued): no choosing, each takes
+    /// the lowest free LR. Returns false (nothing done) if they do not.
+    fn place_if_all_fit(&mut self, vcpu: usize, lr_mask: u16, lrs: &mut impl ListRegisters) -> bool {
+        let contends = |vgic: &Self, intid: u32| {
+            let irq = vgic.irq(vcpu, intid);
+            irq.active || vgic.group_enabled(irq.group1)
+        };
+        let free = (!self.vcpus[vcpu].used & lr_mask).count_ones() as usize;
+        let mut fitting = [0u32; MAX_LRS];
+        let mut count = 0;
+        for intid in self.vcpus[vcpu].queue.iter().filter(|&intid| contends(self, intid)) {
+            if count == free {
+                return false; // more than fit
+            }
+            fitting[count] = intid;
+            count += 1;
+        }
+        for &intid in &fitting[..count] {
+            let slot = (!self.vcpus[vcpu].used & lr_mask).trailing_zeros() as usize;
+            self.place(vcpu, slot, intid, lrs);
+        }
+        lrs.set_underflow_irq(false);
+        true
     }
 
     fn claim(&self, cpuif: CpuInterface, active: bool, group1: bool) -> Claim {

@@ -1797,3 +1797,77 @@ fn sgi1r_write_one_ends_as_sgi1r_write_or_does_nothing() {
     enable(&mut g, 1, 5, 0x80);
     assert_eq!(g.sgi1r_write_one(0, to(1)), None);
 }
+
+/// `flush_unused` (no LR in use) leaves the model and the list registers
+/// as `flush` does, or says it does not apply and leaves them alone.
+#[test]
+fn flush_unused_ends_as_flush_or_does_nothing() {
+    type Setup = fn(&mut Vgic, &mut FakeLrs);
+    fn pend(g: &mut Vgic, intid: u32) {
+        enable(g, 1, intid, 0x40 + intid as u8);
+        let mut e = Effects::new();
+        g.pulse(intid, 1, &mut e).unwrap();
+    }
+    let scenarios: [(&str, Setup, bool); 8] = [
+        ("nothing queued", |_, _| {}, true),
+        ("one SGI", |g, _| pend(g, 5), true),
+        ("an SGI and a PPI", |g, _| {
+            pend(g, 5);
+            pend(g, 20);
+        }, true),
+        ("more than fit", |g, _| {
+            for intid in [1, 2, 3, 4, 5] {
+                pend(g, intid);
+            }
+        }, false),
+        ("group off in the CPU interface", |g, l| {
+            pend(g, 5);
+            l.vmcr = 0xff00_0000;
+        }, true),
+        ("an LR in use", |g, l| {
+            pend(g, 5);
+            flush(g, 1, l);
+            pend(g, 6);
+        }, false),
+        ("an LR done with, not read back", |g, l| {
+            pend(g, 5);
+            flush(g, 1, l);
+            assert_eq!(l.ack(), Some(5));
+            l.eoi(5);
+            pend(g, 6);
+        }, false),
+        ("done with and read back", |g, l| {
+            pend(g, 5);
+            flush(g, 1, l);
+            assert_eq!(l.ack(), Some(5));
+            l.eoi(5);
+            sync(g, 1, l);
+            pend(g, 6);
+        }, true),
+    ];
+    for version in [VgicVersion::V2, VgicVersion::V3] {
+        for (name, setup, direct) in scenarios {
+            let mut g = Vgic::new(version, 2, 64, mpidr).unwrap();
+            let mut l = FakeLrs::new(version, 4);
+            setup(&mut g, &mut l);
+            g.check_invariants();
+            let (before, before_l, before_cpuif) = (format!("{g:?}"), l.regs, g.vcpus[1].cpuif);
+            let (mut want, mut want_l) = (g.clone(), l.clone());
+            sync(&mut want, 1, &mut want_l);
+            flush(&mut want, 1, &mut want_l);
+            if g.flush_unused(1, &mut l) {
+                g.check_invariants();
+                assert!(direct, "{version:?} {name}: took the direct way");
+                assert_eq!(l.regs, want_l.regs, "{version:?} {name}: list registers");
+                assert_eq!(l.underflow, want_l.underflow, "{version:?} {name}: underflow");
+                assert_eq!(format!("{g:?}"), format!("{want:?}"), "{version:?} {name}: the model");
+            } else {
+                assert!(!direct, "{version:?} {name}: not the direct way");
+                assert_eq!(l.regs, before_l, "{version:?} {name}: list registers untouched");
+                // Only the CPU interface controls it read may differ.
+                g.vcpus[1].cpuif = before_cpuif;
+                assert_eq!(format!("{g:?}"), before, "{version:?} {name}: the model untouched");
+            }
+        }
+    }
+}
