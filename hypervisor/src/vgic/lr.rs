@@ -353,7 +353,17 @@ impl Vgic {
             let irq = vgic.irq(vcpu, intid);
             irq.active || vgic.group_enabled(irq.group1)
         };
-        let free = (!self.vcpus[vcpu].used & lr_mask).count_ones() as usize;
+        let cpu = &self.vcpus[vcpu];
+        let free = !cpu.used & lr_mask;
+        // The most common case by far: one interrupt queued.
+        if let Some(intid) = cpu.queue.single() {
+            if free != 0 && contends(self, intid) {
+                self.place(vcpu, free.trailing_zeros() as usize, intid, lrs);
+                lrs.set_underflow_irq(false);
+                return true;
+            }
+        }
+        let free = free.count_ones() as usize;
         let mut fitting = [0u32; MAX_LRS];
         let mut count = 0;
         for intid in self.vcpus[vcpu].queue.iter().filter(|&intid| contends(self, intid)) {

@@ -1871,3 +1871,21 @@ fn flush_unused_ends_as_flush_or_does_nothing() {
         }
     }
 }
+
+#[test]
+fn irq_bitmap_single_is_the_one_bit_set_or_none() {
+    let mut q = IrqBitmap::default();
+    assert_eq!(q.single(), None);
+    for intid in [0, 5, 63, 64, 300, 1023] {
+        q.set(intid);
+        assert_eq!(q.single(), Some(intid));
+        for other in [1, 65, 700] {
+            q.set(other);
+            assert_eq!(q.single(), None, "{intid} and {other}");
+            q.clear(other);
+        }
+        assert_eq!(q.single(), Some(intid));
+        q.clear(intid);
+        assert_eq!(q.single(), None);
+    }
+}
