@@ -353,6 +353,13 @@ pub fn on_kick() {
         return;
     }
     let s = SCHED[me].lock();
+    if s.runq.is_empty() {
+        // Nothing was queued here (a parked vCPU claimed by `wake`, a
+        // re-flush): no slice to time, and the soft timers are as this CPU
+        // last programmed them, or fewer (other CPUs only cancel them; an
+        // early EL2 timer interrupt then reprograms it).
+        return;
+    }
     program_timer(&s, cpu::counter());
     // Something was queued here by another CPU: run it now if it went to
     // the front (dom0, or a vCPU woken from WFI) and a guest is running.
@@ -706,7 +713,8 @@ pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
     let ours = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
     let mut s = SCHED[me].lock();
     if !crate::machine::stopping() && vm.runnable() {
-        let resume = if s.runq.is_empty() {
+        let alone = s.runq.is_empty();
+        let resume = if alone {
             if vcpu.parking.load(Ordering::Acquire) == parking::WOKEN {
                 // Made runnable by `wake`, which left it to this CPU.
                 vcpu.sched.store(state::RUNNING, Ordering::Release);
@@ -730,7 +738,12 @@ pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
             start_slice(me, &mut s, vm, vcpu, now);
             RESCHED[me].store(false, Ordering::Relaxed);
             publish_load(me, &s);
-            program_timer(&s, now);
+            if !alone {
+                program_timer(&s, now);
+            }
+            // (Else nothing waits here: its slice is not timed, and the EL2
+            // timer is as `park` or a kick programmed it, for the soft
+            // timers, at worst early: an early interrupt reprograms it.)
             return Parked::Resume;
         }
         if s.runq.is_empty() {
