@@ -89,6 +89,8 @@ pub fn idle_stop_check() -> bool {
 
 /// When the guests were first seen quiet with some not stopped (0: not).
 static STALL_SINCE: AtomicU64 = AtomicU64::new(0);
+/// When an idle loop next looks at the guests (`stall_check`).
+static STALL_NEXT_LOOK: AtomicU64 = AtomicU64::new(0);
 /// The stall report was printed.
 static STALL_SAID: AtomicBool = AtomicBool::new(false);
 /// How long the guests may all be quiet, under `hv.until_idle`, before the
@@ -104,6 +106,12 @@ fn stall_check() {
         return;
     }
     let now = cpu::counter();
+    // Looked at every 10 ms at most: an idle loop entered for every
+    // interrupt (a parked vCPU's) pays only this.
+    if now < STALL_NEXT_LOOK.load(Ordering::Relaxed) {
+        return;
+    }
+    STALL_NEXT_LOOK.store(now + cpu::counter_frequency() / 100, Ordering::Relaxed);
     let since = STALL_SINCE.load(Ordering::Relaxed);
     if since == 0 || !sched::guests_quiet_since(since, crate::machine::online_cpus()) {
         STALL_SINCE.store(now, Ordering::Relaxed);
