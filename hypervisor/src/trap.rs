@@ -7,7 +7,7 @@
 //! stopped only by its own request or by its owner's policy (`fault`).
 
 use crate::arch::{el2, inject, GuestException, TrapFrame};
-use crate::esr::{Esr, ExceptionClass, EC_DATA_ABORT_LOWER_EL, EC_HVC64};
+use crate::esr::{Esr, ExceptionClass, EC_DATA_ABORT_LOWER_EL, EC_HVC64, EC_SYSREG};
 use crate::sched::{self, Next};
 use crate::vm::{vm_warn, Exit, Vcpu, Vm};
 
@@ -147,6 +147,9 @@ fn handle_sync<const FULL: bool>(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) ->
             vcpu.count_exit(Exit::Hvc);
             Some(crate::hypercall::handle(vm, vcpu, frame))
         }
+        // (Here, not in `handle_other`: a guest's SGI write often names one
+        // of x19-x29, and the full entry runs `handle_other` again.)
+        EC_SYSREG if !FULL && !fast_frame_has_register(esr) => None,
         _ => handle_other::<FULL>(vm, vcpu, frame, esr),
     }
 }
@@ -183,7 +186,6 @@ fn handle_other<const FULL: bool>(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, e
                 crate::interrupts::wait_for_interrupt(vm, vcpu)
             }
         }
-        ExceptionClass::SysReg if !FULL && !fast_frame_has_register(esr) => return None,
         ExceptionClass::SysReg => {
             vcpu.count_exit(Exit::SysReg);
             crate::sysreg_trap::handle(vm, vcpu, frame);
