@@ -443,25 +443,32 @@ impl Vgic {
     }
 
     /// Put queued `intid` into free LR `slot`, moving its pending (one v2
-    /// SGI source, or the latch) and active state into the LR.
+    /// SGI source, or the latch) and active state into the LR. (The vCPU's
+    /// bank and the interrupt are looked up once: this runs for every
+    /// interrupt a vCPU takes.)
     pub(super) fn place(&mut self, vcpu: usize, slot: usize, intid: u32, lrs: &mut impl ListRegisters) {
-        let pending = self.irq(vcpu, intid).enabled && self.model_pending(vcpu, intid);
-        let mut source = 0u8;
-        if self.is_v2_sgi(intid) && pending {
-            let srcs = &mut self.vcpus[vcpu].sgi_sources[intid as usize];
-            source = srcs.trailing_zeros() as u8;
-            *srcs &= !(1 << source);
-        }
         let version = self.version;
-        if let Some(q) = self.irq(vcpu, intid).queued_on {
-            self.vcpus[q as usize].queue.clear(intid);
-        }
-        let irq = self.irq_mut(vcpu, intid);
+        let v2_sgi = self.is_v2_sgi(intid);
+        let Self { vcpus, shared, .. } = self;
+        let Some(cpu) = vcpus.get_mut(vcpu) else { return };
+        let irq = if intid < 32 { cpu.private.get_mut(intid as usize) } else { shared.get_mut(intid as usize - 32) };
+        let (Some(irq), Some(held)) = (irq, cpu.slots.get_mut(slot)) else { return };
+        let mut source = 0u8;
+        let pending = if v2_sgi {
+            let srcs = &mut cpu.sgi_sources[intid as usize % 16];
+            let pending = irq.enabled && *srcs != 0;
+            if pending {
+                source = srcs.trailing_zeros() as u8;
+                *srcs &= !(1 << source);
+            }
+            pending
+        } else {
+            irq.enabled && (irq.latch || (!irq.edge && irq.hw.is_none() && irq.level))
+        };
         let state = LrState {
             pending,
             active: irq.active,
         };
-        let level_sw = !irq.edge && irq.hw.is_none();
         let lr = ListRegister {
             vintid: intid,
             state,
@@ -469,7 +476,7 @@ impl Vgic {
             group1: irq.group1,
             hw: irq.hw,
             // Level interrupts: exit on EOI to resample the line.
-            eoi: level_sw,
+            eoi: !irq.edge && irq.hw.is_none(),
             source,
         };
         irq.lr_latch = pending && (irq.latch || intid < 16);
@@ -483,9 +490,14 @@ impl Vgic {
         irq.lr_group1 = lr.group1;
         irq.lr_priority = lr.priority;
         irq.lr = Some((vcpu as u8, slot as u8));
-        irq.queued_on = None;
-        self.vcpus[vcpu].slots[slot] = Some(intid);
-        self.vcpus[vcpu].used |= 1 << slot;
+        let queued_on = irq.queued_on.take();
+        *held = Some(intid);
+        cpu.used |= 1 << slot;
+        if let Some(q) = queued_on {
+            if let Some(c) = vcpus.get_mut(q as usize) {
+                c.queue.clear(intid);
+            }
+        }
         lrs.write(slot, lr.encode(version));
     }
 
