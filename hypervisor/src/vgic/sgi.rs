@@ -45,10 +45,13 @@ impl Vgic {
         if self.version != VgicVersion::V3 || sgi.irm || vcpu >= self.vcpus.len() {
             return None;
         }
-        let mut hits = self.vcpus.iter().enumerate().filter(|(_, c)| sgi.targets(c.mpidr)).map(|(t, _)| t);
-        let (Some(target), None) = (hits.next(), hits.next()) else {
+        // One bit in the target list: the one PE with that affinity.
+        if !sgi.target_list.is_power_of_two() {
             return None;
-        };
+        }
+        let aff0 = u64::from(sgi.rs) * 16 + u64::from(sgi.target_list.trailing_zeros());
+        let mpidr = (u64::from(sgi.aff3) << 32) | (u64::from(sgi.aff2) << 16) | (u64::from(sgi.aff1) << 8) | aff0;
+        let target = self.vcpus.iter().position(|c| c.mpidr & super::AFFINITY_MASK == mpidr)?;
         let intid = u32::from(sgi.intid);
         let group_on = self.group_enabled(self.vcpus.get(target)?.private.get(intid as usize)?.group1);
         let cpu = self.vcpus.get_mut(target)?;
