@@ -342,6 +342,15 @@ impl Vgic {
         }
         let cpuif = CpuInterface::from_vmcr(self.version, lrs.vmcr());
         self.vcpus[vcpu].cpuif = cpuif;
+        // One interrupt queued (a vCPU woken for it): straight to LR 0.
+        if let Some(intid) = self.vcpus[vcpu].queue.single() {
+            let irq = self.irq(vcpu, intid);
+            if lr_mask != 0 && (irq.active || self.group_enabled(irq.group1)) {
+                self.place(vcpu, 0, intid, lrs);
+                lrs.set_underflow_irq(false);
+                return true;
+            }
+        }
         self.place_if_all_fit(vcpu, lr_mask, lrs)
     }
 
