@@ -128,8 +128,9 @@ pub fn dispatch(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, exception: GuestExc
     }
 }
 
-/// The trap table: exception class → handler, the two hottest exits
-/// (emulated MMIO, hypercalls) tested first, the rest out of line. With
+/// The trap table: exception class → handler, the three hottest exits
+/// (emulated MMIO, hypercalls, system registers) tested first, the rest
+/// out of line. With
 /// `FULL` false (the fast frame) an exit that needs a register the fast
 /// frame lacks, or may report the VM's registers (a crash), is left alone:
 /// `None`, nothing done.
@@ -147,9 +148,15 @@ fn handle_sync<const FULL: bool>(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) ->
             vcpu.count_exit(Exit::Hvc);
             Some(crate::hypercall::handle(vm, vcpu, frame))
         }
-        // (Here, not in `handle_other`: a guest's SGI write often names one
-        // of x19-x29, and the full entry runs `handle_other` again.)
+        // Trapped system registers (a guest's SGIs on GICv3) here too: an
+        // SGI write often names one of x19-x29, so its fast entry hands it
+        // to the full one, which should not pay the table below as well.
         EC_SYSREG if !FULL && !fast_frame_has_register(esr) => None,
+        EC_SYSREG => {
+            vcpu.count_exit(Exit::SysReg);
+            crate::sysreg_trap::handle(vm, vcpu, frame);
+            Some(Next::Resume)
+        }
         _ => handle_other::<FULL>(vm, vcpu, frame, esr),
     }
 }
@@ -185,11 +192,6 @@ fn handle_other<const FULL: bool>(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, e
             } else {
                 crate::interrupts::wait_for_interrupt(vm, vcpu)
             }
-        }
-        ExceptionClass::SysReg => {
-            vcpu.count_exit(Exit::SysReg);
-            crate::sysreg_trap::handle(vm, vcpu, frame);
-            Next::Resume
         }
         other => {
             vcpu.count_exit(Exit::Other);
