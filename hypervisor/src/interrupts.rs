@@ -97,6 +97,11 @@ pub fn with_effects<R>(vm: &Vm, f: impl FnOnce(&mut Effects) -> R) -> R {
 pub fn flush_interrupts(vm: &Vm, vcpu: &Vcpu) {
     vcpu.needs_flush.store(false, Ordering::Relaxed);
     let mut lrs = HwListRegisters;
+    // No LR in use (the vCPU was woken, its last interrupt done): its way
+    // needs no read-back and no effects pass.
+    if vm.vgic.lock().flush_unused(vcpu.index, &mut lrs) {
+        return;
+    }
     let result = with_effects(vm, |effects| {
         let mut vgic = vm.vgic.lock();
         vgic.sync(vcpu.index, &mut lrs, effects).and_then(|()| vgic.flush(vcpu.index, &mut lrs, effects))

@@ -53,11 +53,18 @@ static IDLE_STOP_DEADLINE: AtomicU64 = AtomicU64::new(0);
 /// it and dom0 has been quiet (every vCPU waiting for an interrupt, no IO
 /// request unread) for 50 ms, or after 2 s. Returns whether an end is still
 /// pending (the caller then wakes up again soon to check).
+#[inline]
 pub fn idle_stop_check() -> bool {
     if !IDLE_STOP.load(Ordering::Acquire) {
         stall_check();
         return false;
     }
+    idle_stop_pending()
+}
+
+/// The rest of [`idle_stop_check`] once an end was asked for.
+#[inline(never)]
+fn idle_stop_pending() -> bool {
     let quiet = vm::get(VmId(0)).is_none_or(|d| {
         d.vcpus.iter().all(|v| {
             let s = v.sched.load(Ordering::Acquire);
@@ -89,6 +96,8 @@ pub fn idle_stop_check() -> bool {
 
 /// When the guests were first seen quiet with some not stopped (0: not).
 static STALL_SINCE: AtomicU64 = AtomicU64::new(0);
+/// When an idle loop next looks at the guests (`stall_check`).
+static STALL_NEXT_LOOK: AtomicU64 = AtomicU64::new(0);
 /// The stall report was printed.
 static STALL_SAID: AtomicBool = AtomicBool::new(false);
 /// How long the guests may all be quiet, under `hv.until_idle`, before the
@@ -99,11 +108,23 @@ const STALL_SECONDS: u64 = 10;
 /// no guest vCPU has run anywhere for `STALL_SECONDS` while some guest has
 /// not stopped, says once what each of its vCPUs waits for, so that a run
 /// that ends by its timeout tells why. From each CPU's idle loop.
+#[inline]
 fn stall_check() {
     if !UNTIL_IDLE.load(Ordering::Relaxed) || STALL_SAID.load(Ordering::Relaxed) {
         return;
     }
     let now = cpu::counter();
+    // Looked at every 10 ms at most: an idle loop entered for every
+    // interrupt (a parked vCPU's) pays only this.
+    if now >= STALL_NEXT_LOOK.load(Ordering::Relaxed) {
+        stall_look(now);
+    }
+}
+
+/// [`stall_check`]'s look at the guests, at `now`.
+#[inline(never)]
+fn stall_look(now: u64) {
+    STALL_NEXT_LOOK.store(now + cpu::counter_frequency() / 100, Ordering::Relaxed);
     let since = STALL_SINCE.load(Ordering::Relaxed);
     if since == 0 || !sched::guests_quiet_since(since, crate::machine::online_cpus()) {
         STALL_SINCE.store(now, Ordering::Relaxed);

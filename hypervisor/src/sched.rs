@@ -26,6 +26,21 @@ use crate::vm::{self, power, Vcpu, Vm, VmId, VmKind, NOT_QUEUED};
 
 pub use crate::vm::state;
 
+/// A vCPU's `Vcpu::parking`: whether it is parked on its CPU and whether
+/// a wake-up claimed it there. A wake-up that makes a parked vCPU
+/// runnable (`wake`) claims it (`PARKED` → `WOKEN`) instead of queueing
+/// it: its CPU, kicked, resumes it in place (`parked_next`) or, if it
+/// switches it out instead, queues it (`switch_out`). Only the vCPU's own
+/// CPU sets `PARKED` (`park`, under its scheduler lock, the vCPU blocked)
+/// and takes it back to `NONE` (when it resumes the vCPU or switches it
+/// out), so a claim either reaches that CPU while it still has the vCPU
+/// parked, or fails and the waker queues the vCPU as for any other.
+pub mod parking {
+    pub const NONE: u8 = 0;
+    pub const PARKED: u8 = 1;
+    pub const WOKEN: u8 = 2;
+}
+
 /// What the vCPU that trapped does next, as its trap handler decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -268,7 +283,14 @@ pub fn wake(vm: &Vm, index: usize) {
         state::RUNNABLE => true,
         _ => false,
     };
-    if queue {
+    // Parked on its CPU (and claimed there by this wake-up, or by an
+    // earlier one): that CPU resumes it, or queues it; no queue here.
+    let claimed = if woken {
+        v.parking.compare_exchange(parking::PARKED, parking::WOKEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    } else {
+        queue && v.parking.load(Ordering::Acquire) == parking::WOKEN
+    };
+    if queue && !claimed {
         queue_runnable(vm, index, woken);
         return;
     }
@@ -348,6 +370,13 @@ pub fn on_kick() {
         return;
     }
     let s = SCHED[me].lock();
+    if s.runq.is_empty() {
+        // Nothing was queued here (a parked vCPU claimed by `wake`, a
+        // re-flush): no slice to time, and the soft timers are as this CPU
+        // last programmed them, or fewer (other CPUs only cancel them; an
+        // early EL2 timer interrupt then reprograms it).
+        return;
+    }
     program_timer(&s, cpu::counter());
     // Something was queued here by another CPU: run it now if it went to
     // the front (dom0, or a vCPU woken from WFI) and a guest is running.
@@ -582,6 +611,9 @@ pub fn switch_out(out: Out, save: impl FnOnce(&Vcpu)) {
         }
         let vcpu = &vm.vcpus[index];
         let r = VcpuRef { vm: vm.id, vcpu: index as u8 };
+        // Before the state is read: a wake-up that claimed it parked made
+        // it runnable first, and left queueing it to this CPU.
+        let claimed = s.parked && vcpu.parking.swap(parking::NONE, Ordering::AcqRel) == parking::WOKEN;
         let now_state = vcpu.sched.load(Ordering::Acquire);
         if now_state == state::BLOCKED {
             // Read from the CPU before `save` stops the timer. (If a wake
@@ -608,6 +640,14 @@ pub fn switch_out(out: Out, save: impl FnOnce(&Vcpu)) {
             vcpu.sched.store(state::RUNNABLE, Ordering::Release);
             if vm.runnable() {
                 enqueue(me, &mut s, vcpu, r, if balance > 0 { Place::Preempted } else { Place::Back });
+            }
+        } else if claimed {
+            // Woken where it was parked, switched out before it ran: queued
+            // as `queue_runnable` would have (a paused VM's unpause queues
+            // its runnable vCPUs).
+            if vm.runnable() {
+                enqueue(me, &mut s, vcpu, r, Place::Front);
+                s.boost_pending = true;
             }
         } else if now_state == state::IO_WAIT && !vcpu.io_counted.swap(true, Ordering::Relaxed) {
             // `wake_io` queues it (taking it out of this count) under this
@@ -661,6 +701,7 @@ pub fn park(vm: &Vm, vcpu: &Vcpu) -> bool {
     let now = cpu::counter();
     count_run_time(me, &s, vcpu, now);
     s.parked = true;
+    vcpu.parking.store(parking::PARKED, Ordering::Release);
     if GUEST_IN[me].swap(0, Ordering::Relaxed) != 0 {
         GUEST_OUT[me].store(now, Ordering::Relaxed);
     }
@@ -689,36 +730,37 @@ pub fn parked_next(vm: &Vm, vcpu: &Vcpu, has_work: bool) -> Parked {
     let ours = VcpuRef { vm: vm.id, vcpu: vcpu.index as u8 };
     let mut s = SCHED[me].lock();
     if !crate::machine::stopping() && vm.runnable() {
-        // Whether it resumes, and whether it was taken out of the run
-        // queue for that.
-        let (resume, dequeued) = if s.runq.is_empty() {
-            (has_work && vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok(), false)
+        let alone = s.runq.is_empty();
+        let resume = if alone {
+            if vcpu.parking.load(Ordering::Acquire) == parking::WOKEN {
+                // Made runnable by `wake`, which left it to this CPU.
+                vcpu.sched.store(state::RUNNING, Ordering::Release);
+                true
+            } else {
+                has_work && vcpu.sched.compare_exchange(state::BLOCKED, state::RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            }
         } else if s.runq.len() == 1 && s.runq.front_is(|r| *r == ours) && vcpu.sched.load(Ordering::Acquire) == state::RUNNABLE {
             // Woken by another CPU: queued here, alone.
             let _ = s.runq.pop();
             vcpu.sched.store(state::RUNNING, Ordering::Release);
             vcpu.queued_at.store(NOT_QUEUED, Ordering::Relaxed);
-            (true, true)
+            true
         } else {
-            (false, false)
+            false
         };
         if resume {
             let now = cpu::counter();
             s.parked = false;
+            vcpu.parking.store(parking::NONE, Ordering::Release);
             start_slice(me, &mut s, vm, vcpu, now);
             RESCHED[me].store(false, Ordering::Relaxed);
             publish_load(me, &s);
-            // With the run queue empty before and after, the EL2 timer is
-            // as it should be: nothing waits, so no slice end, and every
-            // change that brings a soft timer or a waiting vCPU forward
-            // reprograms it (`switch_out` then `run_next`, `enqueue` here,
-            // `on_kick` after a remote one). What it may still hold is a
-            // deadline too early (a cancelled soft timer, a vCPU queued
-            // and pulled away again): one interrupt `on_timer` answers and
-            // reprograms. This is the timer's wake-up path.
-            if dequeued {
+            if !alone {
                 program_timer(&s, now);
             }
+            // (Else nothing waits here: its slice is not timed, and the EL2
+            // timer is as `park` or a kick programmed it, for the soft
+            // timers, at worst early: an early interrupt reprograms it.)
             return Parked::Resume;
         }
         if s.runq.is_empty() {

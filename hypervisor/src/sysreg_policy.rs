@@ -34,6 +34,14 @@ pub const fn policy(access: SysRegAccess) -> SysRegPolicy {
     }
 }
 
+/// The ISS fields that name the register and the direction of a trapped
+/// access (ISS [21:0], EC 0x18), all but Rt [9:5].
+pub const ISS_WITHOUT_RT: u64 = 0x3f_fc1f;
+/// Those fields of an MSR ICC_SGI1R_EL1 (op0 3, op2 5, op1 0, CRn 12,
+/// CRm 11, a write): `esr & ISS_WITHOUT_RT == SGI1R_WRITE` picks out the
+/// hottest trapped register without decoding the syndrome.
+pub const SGI1R_WRITE: u64 = (3 << 20) | (5 << 17) | (12 << 10) | (11 << 1);
+
 /// The answer to a trapped system register access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SysRegPolicy {
@@ -74,5 +82,20 @@ mod tests {
         assert_eq!(policy(access(3, 0, 5, 3, 0, true)), SysRegPolicy::ReadsAsZeroWritesIgnored);
         // An implementation-defined register (CRn 15) is UNDEF.
         assert_eq!(policy(access(3, 1, 15, 2, 0, true)), SysRegPolicy::Undefined);
+    }
+
+    #[test]
+    fn the_sgi1r_write_pattern_is_exactly_the_writes_of_icc_sgi1r_el1() {
+        for rt in 0..32u64 {
+            let esr = SGI1R_WRITE | (rt << 5) | (0x18 << 26) | (1 << 25);
+            assert_eq!(esr & ISS_WITHOUT_RT, SGI1R_WRITE);
+            let a = SysRegAccess::decode(esr);
+            assert_eq!((policy(a), a.rt, a.read), (SysRegPolicy::GicSgi1r, rt as u8, false));
+            // A read, or any other register: not the pattern.
+            assert_ne!((esr | 1) & ISS_WITHOUT_RT, SGI1R_WRITE);
+            for field in [20, 17, 14, 10, 1] {
+                assert_ne!((esr ^ (1 << field)) & ISS_WITHOUT_RT, SGI1R_WRITE, "bit {field}");
+            }
+        }
     }
 }

@@ -13,6 +13,10 @@ use crate::vm::{vm_warn, Vcpu, Vm};
 
 #[inline(never)]
 pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
+    if frame.esr & sysreg_policy::ISS_WITHOUT_RT == sysreg_policy::SGI1R_WRITE && sgi1r_write_one(vm, vcpu, frame) {
+        frame.elr += 4;
+        return;
+    }
     let access = SysRegAccess::decode(frame.esr);
     let rt = access.rt as usize;
     let value = if rt == 31 { 0 } else { frame.x[rt] };
@@ -52,4 +56,18 @@ pub fn handle(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame) {
         }
     }
     frame.elr += 4;
+}
+
+/// The usual ICC_SGI1R_EL1 write, an SGI to one other vCPU waiting for it:
+/// pending and queued there, and that vCPU kicked, without an effects
+/// pass. Returns false (nothing done) for any other.
+#[inline(always)]
+fn sgi1r_write_one(vm: &Vm, vcpu: &Vcpu, frame: &TrapFrame) -> bool {
+    let rt = ((frame.esr >> 5) & 0x1f) as usize;
+    let value = frame.x.get(rt).copied().unwrap_or(0); // 31: XZR
+    let direct = vm.vgic.lock().sgi1r_write_one(vcpu.index, value);
+    if let Some(target) = direct {
+        crate::interrupts::kick(vm, target);
+    }
+    direct.is_some()
 }

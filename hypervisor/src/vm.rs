@@ -140,6 +140,9 @@ pub struct Vcpu {
     pub needs_flush: AtomicBool,
     /// Scheduler state (`sched::state`).
     pub sched: AtomicU8,
+    /// Whether it is parked on its CPU (`sched::park`) and whether a
+    /// wake-up claimed it there (`sched::parking`).
+    pub parking: AtomicU8,
     /// Counter ticks this vCPU has run.
     pub run_ticks: AtomicU64,
     /// Counter ticks it waited in a run queue (runnable, not running): its
@@ -184,6 +187,7 @@ impl Vcpu {
             start: Mutex::new(VcpuStart::default()),
             needs_flush: AtomicBool::new(false),
             sched: AtomicU8::new(0),
+            parking: AtomicU8::new(0),
             run_ticks: AtomicU64::new(0),
             steal_ticks: AtomicU64::new(0),
             io_counted: AtomicBool::new(false),

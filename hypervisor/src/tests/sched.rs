@@ -477,8 +477,8 @@ fn time_a_vcpu_ran_alone_past_its_slice_is_no_debt() {
 /// A parked vCPU that resumes in place leaves its CPU's EL2 timer armed
 /// for what is due there (the soft timers; no slice end, as nothing else
 /// waits), whether it had an interrupt of its own (the timer is left as
-/// `park` armed it) or was woken from another CPU and taken out of the run
-/// queue (where the kick had armed the slice end).
+/// `park` armed it) or was woken from another CPU (which claims it
+/// without queueing it: the kick arms nothing).
 #[test]
 fn a_parked_vcpu_resumed_in_place_leaves_the_el2_timer_to_the_soft_timers() {
     let _m = Machine::take();
@@ -519,15 +519,120 @@ fn a_parked_vcpu_resumed_in_place_leaves_the_el2_timer_to_the_soft_timers() {
     follow(&mut armed);
     assert_eq!(armed, Some(far), "resumed with its own interrupt");
     // Parked again at once (its slice not over), then woken from CPU 0:
-    // queued on CPU 1, whose kick arms the slice end (someone waits).
+    // claimed for CPU 1, not queued (`Vcpu::parking`), so its kick finds
+    // nothing waiting and arms no slice end; it resumes in place with the
+    // EL2 timer still for h's soft timer.
     park(&g);
     fake::cpu::set_index(0);
     sched::wake(&g, 0);
     fake::cpu::set_index(1);
     sched::on_kick();
     follow(&mut armed);
-    assert!(armed.is_some_and(|d| d < far), "the kick armed the slice end: {armed:?}");
+    assert_eq!(armed, Some(far), "the kick found nothing queued: {armed:?}");
     assert_eq!(sched::parked_next(&g, &g.vcpus[0], false), sched::Parked::Resume);
     follow(&mut armed);
-    assert_eq!(armed, Some(far), "resumed from the run queue: nothing waits, so no slice end");
+    assert_eq!(armed, Some(far), "resumed in place: nothing waits, so no slice end");
+}
+
+
+/// `g` (one vCPU, pinned to CPU 1) runs there, blocks in WFI and is parked
+/// (`sched::park`); this CPU is then CPU 0, and the events so far are gone.
+fn parked_on_cpu1(d0: &alloc::sync::Arc<crate::vm::Vm>) -> alloc::sync::Arc<crate::vm::Vm> {
+    let g = started_guest(d0, "g", 0b010, 0);
+    fake::cpu::set_index(1);
+    let (vm, vcpu) = sched::switch_in_next().expect("g runs on CPU 1");
+    assert_eq!((vm.id, vcpu.index), (g.id, 0));
+    assert_eq!(sched::block(&g, &g.vcpus[0]), sched::Next::Leave);
+    assert!(sched::park(&g, &g.vcpus[0]), "nothing else for CPU 1: parked");
+    assert_eq!(g.vcpus[0].parking.load(Ordering::Acquire), sched::parking::PARKED);
+    fake::cpu::set_index(0);
+    fake::take_events();
+    g
+}
+
+#[test]
+fn waking_a_parked_vcpu_kicks_its_cpu_which_resumes_it_in_place() {
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = parked_on_cpu1(&d0);
+    sched::wake(&g, 0);
+    // As the general path for a blocked vCPU: runnable, and its CPU kicked
+    // once; but not queued, its CPU resumes it where it is.
+    assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), state::RUNNABLE);
+    assert_eq!(fake::take_events(), [Event::Sgi { intid: SGI_KICK, target: 1, from: 0 }]);
+    assert!(sched::queued_on(1).is_empty(), "{:?}", sched::queued_on(1));
+    // A second wake-up changes nothing.
+    sched::wake(&g, 0);
+    assert!(sched::queued_on(1).is_empty());
+    assert_eq!(g.vcpus[0].parking.load(Ordering::Acquire), sched::parking::WOKEN);
+    fake::cpu::set_index(1);
+    assert_eq!(sched::parked_next(&g, &g.vcpus[0], false), sched::Parked::Resume);
+    assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), state::RUNNING);
+    assert_eq!(g.vcpus[0].parking.load(Ordering::Acquire), sched::parking::NONE);
+    assert_eq!(sched::loaded_on(1), (Some((g.id, 0, false)), 0), "running again, not parked");
+    // Blocked again (no longer parked), a wake-up takes the general path.
+    assert_eq!(sched::block(&g, &g.vcpus[0]), sched::Next::Leave);
+    sched::switch_out(sched::Out::Leave, |_| {});
+    fake::cpu::set_index(0);
+    sched::wake(&g, 0);
+    assert_eq!(sched::queued_on(1), [r(&g)]);
+}
+
+#[test]
+fn a_parked_vcpu_woken_then_switched_out_is_queued_by_its_cpu() {
+    // Its CPU found something else to run before it resumed the vCPU the
+    // wake-up left to it: switching it out must queue it (the wake-up did
+    // not), in front, as the general path does for a woken vCPU.
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = parked_on_cpu1(&d0);
+    let h = started_guest(&d0, "h", 0b010, 0);
+    sched::wake(&g, 0);
+    assert_eq!(sched::queued_on(1), [r(&h)]);
+    fake::cpu::set_index(1);
+    assert_eq!(sched::parked_next(&g, &g.vcpus[0], false), sched::Parked::SwitchOut);
+    sched::switch_out(sched::Out::Leave, |_| {});
+    assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), state::RUNNABLE);
+    assert_eq!(g.vcpus[0].parking.load(Ordering::Acquire), sched::parking::NONE);
+    assert_eq!(sched::queued_on(1), [r(&g), r(&h)]);
+    assert_eq!(sched::soft_timer_of(&g, 0), None);
+    let (vm, _) = sched::switch_in_next().expect("g runs");
+    assert_eq!(vm.id, g.id);
+}
+
+#[test]
+fn a_parked_vcpu_switched_out_unwoken_is_left_to_the_general_wake_up() {
+    // Switched out while nobody had claimed it: blocked, with its soft
+    // timer; a wake-up after that queues it, as for any blocked vCPU.
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = parked_on_cpu1(&d0);
+    let h = started_guest(&d0, "h", 0b010, 0);
+    fake::cpu::set_index(1);
+    assert_eq!(sched::parked_next(&g, &g.vcpus[0], false), sched::Parked::SwitchOut);
+    sched::switch_out(sched::Out::Leave, |_| {});
+    assert_eq!(g.vcpus[0].sched.load(Ordering::Acquire), state::BLOCKED);
+    assert_eq!(g.vcpus[0].parking.load(Ordering::Acquire), sched::parking::NONE);
+    assert_eq!(sched::queued_on(1), [r(&h)]);
+    fake::cpu::set_index(0);
+    sched::wake(&g, 0);
+    assert_eq!(sched::queued_on(1), [r(&g), r(&h)]);
+}
+
+#[test]
+fn a_vcpu_woken_before_it_parked_is_queued_and_not_parked() {
+    // The wake-up came between its block and `park`: nothing to claim, so
+    // it is queued, and `park` refuses (it is runnable).
+    let _m = Machine::take();
+    let d0 = dom0();
+    let g = started_guest(&d0, "g", 0b010, 0);
+    fake::cpu::set_index(1);
+    sched::switch_in_next().expect("g runs on CPU 1");
+    assert_eq!(sched::block(&g, &g.vcpus[0]), sched::Next::Leave);
+    fake::cpu::set_index(0);
+    sched::wake(&g, 0);
+    assert_eq!(sched::queued_on(1), [r(&g)]);
+    fake::cpu::set_index(1);
+    assert!(!sched::park(&g, &g.vcpus[0]));
+    assert_eq!(g.vcpus[0].parking.load(Ordering::Acquire), sched::parking::NONE);
 }

@@ -126,6 +126,13 @@ impl IrqBitmap {
         self.summary == 1 << i && self.words[i] == 1 << (intid % 64)
     }
 
+    /// The one bit set, if exactly one is.
+    pub fn single(&self) -> Option<u32> {
+        let i = self.summary.trailing_zeros();
+        let word = *self.words.get(i as usize)?;
+        (self.summary.is_power_of_two() && word.is_power_of_two()).then(|| i * 64 + word.trailing_zeros())
+    }
+
     #[cfg(test)]
     pub fn test(&self, intid: u32) -> bool {
         self.words[(intid as usize / 64) % 16] & (1 << (intid % 64)) != 0

@@ -263,31 +263,13 @@ impl Vgic {
             }
         }
 
-        // Every contender fits in a free LR (the usual case: one or two
-        // queued): no choosing, each takes the lowest free one.
+        if self.place_if_all_fit(vcpu, lr_mask, lrs) {
+            return Ok(());
+        }
         let contends = |vgic: &Self, intid: u32| {
             let irq = vgic.irq(vcpu, intid);
             irq.active || vgic.group_enabled(irq.group1)
         };
-        let free = (!self.vcpus[vcpu].used & lr_mask).count_ones() as usize;
-        let mut fitting = [0u32; MAX_LRS];
-        let mut count = 0;
-        for intid in self.vcpus[vcpu].queue.iter().filter(|&intid| contends(self, intid)) {
-            if count == free {
-                count = usize::MAX; // more than fit
-                break;
-            }
-            fitting[count] = intid;
-            count += 1;
-        }
-        if count <= free {
-            for &intid in &fitting[..count] {
-                let slot = (!self.vcpus[vcpu].used & lr_mask).trailing_zeros() as usize;
-                self.place(vcpu, slot, intid, lrs);
-            }
-            lrs.set_underflow_irq(false);
-            return Ok(());
-        }
 
         // The best `n` contenders from the queue, sorted.
         let mut best = [(Claim::Deliverable, 0u8, 0u32); MAX_LRS];
@@ -346,6 +328,69 @@ impl Vgic {
         }
         lrs.set_underflow_irq(left_over);
         Ok(())
+    }
+
+    /// `flush` of a vCPU none of whose LRs is in use (nothing to read
+    /// back, reconcile or take out) when every contender fits: the same
+    /// LRs, without effects (there are none then). Returns whether it was
+    /// that case; if not, nothing changed but the CPU interface controls
+    /// it read (`flush` reads them again).
+    pub fn flush_unused(&mut self, vcpu: usize, lrs: &mut impl ListRegisters) -> bool {
+        let Some(cpu) = self.vcpus.get(vcpu) else {
+            return false;
+        };
+        let lr_mask = lr_mask(lrs.count().min(MAX_LRS));
+        if cpu.used & lr_mask != 0 {
+            return false;
+        }
+        let cpuif = CpuInterface::from_vmcr(self.version, lrs.vmcr());
+        self.vcpus[vcpu].cpuif = cpuif;
+        // One interrupt queued (a vCPU woken for it): straight to LR 0.
+        if let Some(intid) = self.vcpus[vcpu].queue.single() {
+            let irq = self.irq(vcpu, intid);
+            if lr_mask != 0 && (irq.active || self.group_enabled(irq.group1)) {
+                self.place(vcpu, 0, intid, lrs);
+                lrs.set_underflow_irq(false);
+                return true;
+            }
+        }
+        self.place_if_all_fit(vcpu, lr_mask, lrs)
+    }
+
+    /// The end of `flush` when every contender for an LR fits in a free
+    /// one (the usual case: one or two queued): no choosing, each takes
+    /// the lowest free LR. Returns false (nothing done) if they do not.
+    fn place_if_all_fit(&mut self, vcpu: usize, lr_mask: u16, lrs: &mut impl ListRegisters) -> bool {
+        let contends = |vgic: &Self, intid: u32| {
+            let irq = vgic.irq(vcpu, intid);
+            irq.active || vgic.group_enabled(irq.group1)
+        };
+        let cpu = &self.vcpus[vcpu];
+        let free = !cpu.used & lr_mask;
+        // The most common case by far: one interrupt queued.
+        if let Some(intid) = cpu.queue.single() {
+            if free != 0 && contends(self, intid) {
+                self.place(vcpu, free.trailing_zeros() as usize, intid, lrs);
+                lrs.set_underflow_irq(false);
+                return true;
+            }
+        }
+        let free = free.count_ones() as usize;
+        let mut fitting = [0u32; MAX_LRS];
+        let mut count = 0;
+        for intid in self.vcpus[vcpu].queue.iter().filter(|&intid| contends(self, intid)) {
+            if count == free {
+                return false; // more than fit
+            }
+            fitting[count] = intid;
+            count += 1;
+        }
+        for &intid in &fitting[..count] {
+            let slot = (!self.vcpus[vcpu].used & lr_mask).trailing_zeros() as usize;
+            self.place(vcpu, slot, intid, lrs);
+        }
+        lrs.set_underflow_irq(false);
+        true
     }
 
     fn claim(&self, cpuif: CpuInterface, active: bool, group1: bool) -> Claim {
@@ -410,25 +455,32 @@ impl Vgic {
     }
 
     /// Put queued `intid` into free LR `slot`, moving its pending (one v2
-    /// SGI source, or the latch) and active state into the LR.
+    /// SGI source, or the latch) and active state into the LR. (The vCPU's
+    /// bank and the interrupt are looked up once: this runs for every
+    /// interrupt a vCPU takes.)
     pub(super) fn place(&mut self, vcpu: usize, slot: usize, intid: u32, lrs: &mut impl ListRegisters) {
-        let pending = self.irq(vcpu, intid).enabled && self.model_pending(vcpu, intid);
-        let mut source = 0u8;
-        if self.is_v2_sgi(intid) && pending {
-            let srcs = &mut self.vcpus[vcpu].sgi_sources[intid as usize];
-            source = srcs.trailing_zeros() as u8;
-            *srcs &= !(1 << source);
-        }
         let version = self.version;
-        if let Some(q) = self.irq(vcpu, intid).queued_on {
-            self.vcpus[q as usize].queue.clear(intid);
-        }
-        let irq = self.irq_mut(vcpu, intid);
+        let v2_sgi = self.is_v2_sgi(intid);
+        let Self { vcpus, shared, .. } = self;
+        let Some(cpu) = vcpus.get_mut(vcpu) else { return };
+        let irq = if intid < 32 { cpu.private.get_mut(intid as usize) } else { shared.get_mut(intid as usize - 32) };
+        let (Some(irq), Some(held)) = (irq, cpu.slots.get_mut(slot)) else { return };
+        let mut source = 0u8;
+        let pending = if v2_sgi {
+            let srcs = &mut cpu.sgi_sources[intid as usize % 16];
+            let pending = irq.enabled && *srcs != 0;
+            if pending {
+                source = srcs.trailing_zeros() as u8;
+                *srcs &= !(1 << source);
+            }
+            pending
+        } else {
+            irq.enabled && (irq.latch || (!irq.edge && irq.hw.is_none() && irq.level))
+        };
         let state = LrState {
             pending,
             active: irq.active,
         };
-        let level_sw = !irq.edge && irq.hw.is_none();
         let lr = ListRegister {
             vintid: intid,
             state,
@@ -436,7 +488,7 @@ impl Vgic {
             group1: irq.group1,
             hw: irq.hw,
             // Level interrupts: exit on EOI to resample the line.
-            eoi: level_sw,
+            eoi: !irq.edge && irq.hw.is_none(),
             source,
         };
         irq.lr_latch = pending && (irq.latch || intid < 16);
@@ -450,9 +502,14 @@ impl Vgic {
         irq.lr_group1 = lr.group1;
         irq.lr_priority = lr.priority;
         irq.lr = Some((vcpu as u8, slot as u8));
-        irq.queued_on = None;
-        self.vcpus[vcpu].slots[slot] = Some(intid);
-        self.vcpus[vcpu].used |= 1 << slot;
+        let queued_on = irq.queued_on.take();
+        *held = Some(intid);
+        cpu.used |= 1 << slot;
+        if let Some(q) = queued_on {
+            if let Some(c) = vcpus.get_mut(q as usize) {
+                c.queue.clear(intid);
+            }
+        }
         lrs.write(slot, lr.encode(version));
     }
 

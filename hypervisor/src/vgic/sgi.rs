@@ -35,6 +35,36 @@ impl Vgic {
         Ok(())
     }
 
+    /// The usual ICC_SGI1R_EL1 write, an SGI to one other vCPU that waits
+    /// for it (enabled, its group on, inactive, neither queued nor in an
+    /// LR), done without an effects pass: it is made pending and queued,
+    /// as `sgi1r_write` would, and the vCPU to kick is returned. `None`
+    /// for any other write, and then nothing changed (`sgi1r_write` it).
+    pub fn sgi1r_write_one(&mut self, vcpu: usize, value: u64) -> Option<usize> {
+        let sgi = Sgi1r::decode(value);
+        if self.version != VgicVersion::V3 || sgi.irm || vcpu >= self.vcpus.len() {
+            return None;
+        }
+        // One bit in the target list: the one PE with that affinity.
+        if !sgi.target_list.is_power_of_two() {
+            return None;
+        }
+        let aff0 = u64::from(sgi.rs) * 16 + u64::from(sgi.target_list.trailing_zeros());
+        let mpidr = (u64::from(sgi.aff3) << 32) | (u64::from(sgi.aff2) << 16) | (u64::from(sgi.aff1) << 8) | aff0;
+        let target = self.vcpus.iter().position(|c| c.mpidr & super::AFFINITY_MASK == mpidr)?;
+        let intid = u32::from(sgi.intid);
+        let group_on = self.group_enabled(self.vcpus.get(target)?.private.get(intid as usize)?.group1);
+        let cpu = self.vcpus.get_mut(target)?;
+        let irq = cpu.private.get_mut(intid as usize)?;
+        if target == vcpu || !group_on || !irq.enabled || irq.active || irq.lr.is_some() || irq.queued_on.is_some() {
+            return None;
+        }
+        irq.latch = true;
+        irq.queued_on = Some(target as u8);
+        cpu.queue.set(intid);
+        Some(target)
+    }
+
     /// GICD_SGIR: TargetListFilter [25:24], CPUTargetList [23:16],
     /// SGIINTID [3:0].
     pub(super) fn sgir_write(&mut self, vcpu: usize, value: u32, out: &mut Effects) {

@@ -1869,3 +1869,171 @@ fn inject_hw_loaded_ends_as_inject_hw_and_a_flush_would() {
         }
     }
 }
+
+/// `sgi1r_write_one` (an SGI to one other vCPU that waits for it) leaves
+/// the model as `sgi1r_write` does and asks for the same kick; for any
+/// other write it says so and changes nothing.
+#[test]
+fn sgi1r_write_one_ends_as_sgi1r_write_or_does_nothing() {
+    type Setup = fn(&mut Vgic, &mut FakeLrs);
+    let to = |vcpu: usize| Sgi1r::to_pe(5, mpidr(vcpu)).encode();
+    // (name, the write from vCPU 0, setup, whether the direct way takes it)
+    let scenarios: [(&str, u64, Setup, bool); 12] = [
+        ("alone", to(1), |_, _| {}, true),
+        ("to the other cluster", to(4), |_, _| {}, true),
+        ("something else queued", to(1), |g, _| {
+            enable(g, 1, 6, 0x40);
+            let mut e = Effects::new();
+            g.pulse(6, 1, &mut e).unwrap();
+        }, true),
+        ("to itself", to(0), |_, _| {}, false),
+        ("two targets", to(1) | 0b11, |_, _| {}, false),
+        ("all others", (1 << 40) | (5 << 24), |_, _| {}, false),
+        ("no target", to(1) & !0xffff, |_, _| {}, false),
+        ("disabled", to(1), |g, _| {
+            rwr(g, 1, REDIST_STRIDE + SGI_BASE + 0x180, Word, 1 << 5);
+        }, false),
+        ("group off", to(1), |g, _| {
+            wr(g, 0, 0, Word, 0b10);
+        }, false),
+        ("already pending", to(1), |g, _| {
+            let mut e = Effects::new();
+            g.pulse(5, 1, &mut e).unwrap();
+        }, false),
+        ("in an LR", to(1), |g, l| {
+            let mut e = Effects::new();
+            g.pulse(5, 1, &mut e).unwrap();
+            flush(g, 1, l);
+        }, false),
+        ("active", to(1), |g, l| {
+            let mut e = Effects::new();
+            g.pulse(5, 1, &mut e).unwrap();
+            flush(g, 1, l);
+            assert_eq!(l.ack(), Some(5));
+            sync(g, 1, l);
+            l.eoi(5);
+        }, false),
+    ];
+    for (name, value, setup, direct) in scenarios {
+        let mut g = v3(8);
+        for vcpu in 0..8 {
+            enable(&mut g, vcpu, 5, 0x80);
+        }
+        let mut l = FakeLrs::new(VgicVersion::V3, 4);
+        setup(&mut g, &mut l);
+        g.check_invariants();
+        let before = format!("{g:?}");
+        let mut want = g.clone();
+        let mut e = Effects::new();
+        want.sgi1r_write(0, value, &mut e).unwrap();
+        match g.sgi1r_write_one(0, value) {
+            Some(target) => {
+                g.check_invariants();
+                assert!(direct, "{name}: took the direct way");
+                assert_eq!(format!("{g:?}"), format!("{want:?}"), "{name}: the model");
+                assert_eq!(kicks(&e), [target], "{name}: the kick");
+                assert!(e.phys().is_empty());
+            }
+            None => {
+                assert!(!direct, "{name}: not the direct way");
+                assert_eq!(format!("{g:?}"), before, "{name}: changed nothing");
+            }
+        }
+    }
+    // A v2 vGIC ignores the register; the direct way does not take it.
+    let mut g = v2(2);
+    enable(&mut g, 1, 5, 0x80);
+    assert_eq!(g.sgi1r_write_one(0, to(1)), None);
+}
+
+/// `flush_unused` (no LR in use) leaves the model and the list registers
+/// as `flush` does, or says it does not apply and leaves them alone.
+#[test]
+fn flush_unused_ends_as_flush_or_does_nothing() {
+    type Setup = fn(&mut Vgic, &mut FakeLrs);
+    fn pend(g: &mut Vgic, intid: u32) {
+        enable(g, 1, intid, 0x40 + intid as u8);
+        let mut e = Effects::new();
+        g.pulse(intid, 1, &mut e).unwrap();
+    }
+    let scenarios: [(&str, Setup, bool); 8] = [
+        ("nothing queued", |_, _| {}, true),
+        ("one SGI", |g, _| pend(g, 5), true),
+        ("an SGI and a PPI", |g, _| {
+            pend(g, 5);
+            pend(g, 20);
+        }, true),
+        ("more than fit", |g, _| {
+            for intid in [1, 2, 3, 4, 5] {
+                pend(g, intid);
+            }
+        }, false),
+        ("group off in the CPU interface", |g, l| {
+            pend(g, 5);
+            l.vmcr = 0xff00_0000;
+        }, true),
+        ("an LR in use", |g, l| {
+            pend(g, 5);
+            flush(g, 1, l);
+            pend(g, 6);
+        }, false),
+        ("an LR done with, not read back", |g, l| {
+            pend(g, 5);
+            flush(g, 1, l);
+            assert_eq!(l.ack(), Some(5));
+            l.eoi(5);
+            pend(g, 6);
+        }, false),
+        ("done with and read back", |g, l| {
+            pend(g, 5);
+            flush(g, 1, l);
+            assert_eq!(l.ack(), Some(5));
+            l.eoi(5);
+            sync(g, 1, l);
+            pend(g, 6);
+        }, true),
+    ];
+    for version in [VgicVersion::V2, VgicVersion::V3] {
+        for (name, setup, direct) in scenarios {
+            let mut g = Vgic::new(version, 2, 64, mpidr).unwrap();
+            let mut l = FakeLrs::new(version, 4);
+            setup(&mut g, &mut l);
+            g.check_invariants();
+            let (before, before_l, before_cpuif) = (format!("{g:?}"), l.regs, g.vcpus[1].cpuif);
+            let (mut want, mut want_l) = (g.clone(), l.clone());
+            sync(&mut want, 1, &mut want_l);
+            flush(&mut want, 1, &mut want_l);
+            if g.flush_unused(1, &mut l) {
+                g.check_invariants();
+                assert!(direct, "{version:?} {name}: took the direct way");
+                assert_eq!(l.regs, want_l.regs, "{version:?} {name}: list registers");
+                assert_eq!(l.underflow, want_l.underflow, "{version:?} {name}: underflow");
+                assert_eq!(format!("{g:?}"), format!("{want:?}"), "{version:?} {name}: the model");
+            } else {
+                assert!(!direct, "{version:?} {name}: not the direct way");
+                assert_eq!(l.regs, before_l, "{version:?} {name}: list registers untouched");
+                // Only the CPU interface controls it read may differ.
+                g.vcpus[1].cpuif = before_cpuif;
+                assert_eq!(format!("{g:?}"), before, "{version:?} {name}: the model untouched");
+            }
+        }
+    }
+}
+
+#[test]
+fn irq_bitmap_single_is_the_one_bit_set_or_none() {
+    let mut q = IrqBitmap::default();
+    assert_eq!(q.single(), None);
+    for intid in [0, 5, 63, 64, 300, 1023] {
+        q.set(intid);
+        assert_eq!(q.single(), Some(intid));
+        for other in [1, 65, 700] {
+            q.set(other);
+            assert_eq!(q.single(), None, "{intid} and {other}");
+            q.clear(other);
+        }
+        assert_eq!(q.single(), Some(intid));
+        q.clear(intid);
+        assert_eq!(q.single(), None);
+    }
+}
