@@ -197,6 +197,23 @@ impl IoRequest {
         [self.seq, packed, self.addr, self.data]
     }
 
+    /// Decodes a slot read as four little-endian 8-byte words (the
+    /// counterpart of `to_words`; not validated): a consumer copies the
+    /// slot out with four loads.
+    pub const fn from_words(w: [u64; 4]) -> Self {
+        IoRequest {
+            seq: w[0],
+            vm: w[1] as u16,
+            vcpu: (w[1] >> 16) as u16,
+            size: (w[1] >> 32) as u8,
+            dir: (w[1] >> 40) as u8,
+            flags: (w[1] >> 48) as u8,
+            reserved: (w[1] >> 56) as u8,
+            addr: w[2],
+            data: w[3],
+        }
+    }
+
     /// Decodes a slot copied out of shared memory (not validated).
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
         IoRequest {
@@ -277,6 +294,12 @@ impl IoCompletion {
         put(&mut out, offset_of!(IoCompletion, status), self.status.to_le_bytes());
         put(&mut out, offset_of!(IoCompletion, reserved), self.reserved.to_le_bytes());
         out
+    }
+
+    /// The slot as three little-endian 8-byte words (the bytes of
+    /// `to_bytes`, eight at a time).
+    pub const fn to_words(&self) -> [u64; 3] {
+        [self.seq, self.data, self.status as u64 | (self.reserved as u64) << 32]
     }
 
     /// Decodes a slot read as three little-endian 8-byte words (the
@@ -641,6 +664,11 @@ mod tests {
         let read = IoRequest::new(u64::MAX, u16::MAX, u16::MAX, Direction::Read, 8, u64::MAX - 1, 0);
         assert_eq!(word_bytes::<{ IoRequest::SIZE }>(&read.to_words()), read.to_bytes());
         assert_eq!(IoRequest::from_bytes(&word_bytes(&read.to_words())), read);
+        for req in [r, read] {
+            let b = req.to_bytes();
+            let words: [u64; 4] = core::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()));
+            assert_eq!(IoRequest::from_words(words), req, "from_words reads the slot's bytes");
+        }
     }
 
     #[test]
@@ -649,6 +677,7 @@ mod tests {
         let b = c.to_bytes();
         let words: [u64; 3] = core::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap()));
         assert_eq!(IoCompletion::from_words(words), c);
+        assert_eq!(c.to_words(), words, "to_words gives the slot's bytes");
     }
 
     #[test]

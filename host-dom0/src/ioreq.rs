@@ -91,20 +91,14 @@ fn word64(offset: usize) -> &'static AtomicU64 {
 /// acquire load of `prod` orders these after the hypervisor's writes).
 fn read_request(slot: usize) -> IoRequest {
     let base = request_slot_offset(slot);
-    let mut bytes = [0u8; IoRequest::SIZE];
-    for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
-        chunk.copy_from_slice(&word64(base + i * 8).load(Ordering::Relaxed).to_le_bytes());
-    }
-    IoRequest::from_bytes(&bytes)
+    IoRequest::from_words(core::array::from_fn(|i| u64::from_le(word64(base + i * 8).load(Ordering::Relaxed))))
 }
 
 /// Writes completion slot `slot` (the caller then release-stores `prod`).
 fn write_completion(slot: usize, c: &IoCompletion) {
     let base = completion_slot_offset(slot);
-    for (i, chunk) in c.to_bytes().chunks_exact(8).enumerate() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        word64(base + i * 8).store(u64::from_le_bytes(w), Ordering::Relaxed);
+    for (i, w) in c.to_words().into_iter().enumerate() {
+        word64(base + i * 8).store(w.to_le(), Ordering::Relaxed);
     }
 }
 

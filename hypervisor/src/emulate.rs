@@ -96,18 +96,6 @@ fn gic_access(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, device: Emu
 /// Every other data abort (see `data_abort`).
 #[inline(never)]
 fn data_abort_slow(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64) -> Option<Next> {
-    // A read of a register dom0 published the value of (`IoShadow`,
-    // only ever inside one of its windows): answered here.
-    if let abort @ DataAbort::Emulatable { size, register, write: false, .. } = DataAbort::decode(frame.esr) {
-        if let Some(value) = vm.shadows.read(ipa, size) {
-            vcpu.count_exit(Exit::Mmio);
-            if register != 31 {
-                frame.x[register as usize] = abort.load_value(value);
-            }
-            frame.elr += 4;
-            return Some(Next::Resume);
-        }
-    }
     let (device, offset) = match vm.mmio_at(ipa) {
         Some(Mmio::Emulated(device, offset)) => (device, offset),
         Some(Mmio::Forwarded(window)) => {

@@ -220,6 +220,17 @@ pub fn setup(dom0: &Vm, ipa: u64) -> Result<u64, Error> {
 /// and the guest repeats the access (`Yield`).
 pub fn forward(vm: &Vm, vcpu: &Vcpu, frame: &mut TrapFrame, ipa: u64, abort: DataAbort, post_writes: bool) -> Result<Next, Unforwardable> {
     let DataAbort::Emulatable { size, register, write, .. } = abort else { return Err(Unforwardable::NoSyndrome) };
+    // A read of a register dom0 published the value of (`IoShadow`):
+    // answered here, no request.
+    if !write {
+        if let Some(value) = vm.shadows.read(ipa, size) {
+            if register != 31 {
+                frame.x[register as usize] = abort.load_value(value);
+            }
+            frame.elr += 4;
+            return Ok(Next::Resume);
+        }
+    }
     let page = Page::get().ok_or(Unforwardable::NoIoPage)?;
     let data = if write && register != 31 { frame.x[register as usize] & size.mask() } else { 0 };
     let dir = if write { Direction::Write } else { Direction::Read };
