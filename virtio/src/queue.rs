@@ -119,70 +119,10 @@ pub struct Desc {
 /// readable buffers as one byte stream and writes the writable ones as
 /// another (virtio 1.x message framing, §2.6.4: no particular split into
 /// descriptors may be assumed).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chain {
     head: u16,
-    descs: Descs,
-}
-
-impl PartialEq for Chain {
-    fn eq(&self, other: &Self) -> bool {
-        self.head == other.head && self.descriptors() == other.descriptors()
-    }
-}
-
-impl Eq for Chain {}
-
-/// Descriptors a chain keeps without allocating: a virtio-blk request is
-/// three (header, data, status), a console or network buffer one or two.
-const INLINE_DESCS: usize = 4;
-
-/// A chain's descriptors: the first [`INLINE_DESCS`] in place, a longer
-/// chain all of them on the heap (so a request's chain costs no
-/// allocation, which was a fair part of a small request's work).
-#[derive(Clone, Debug)]
-struct Descs {
-    inline: [Desc; INLINE_DESCS],
-    /// How many of `inline` are the chain's, while `spill` is empty.
-    len: usize,
-    /// The whole chain once it is longer than `inline`.
-    spill: Vec<Desc>,
-}
-
-impl Descs {
-    fn new() -> Self {
-        Descs { inline: [Desc { addr: 0, len: 0, writable: false }; INLINE_DESCS], len: 0, spill: Vec::new() }
-    }
-
-    fn as_slice(&self) -> &[Desc] {
-        if self.spill.is_empty() { self.inline.get(..self.len).unwrap_or(&[]) } else { &self.spill }
-    }
-
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    /// The descriptors `descs`, pushed in order.
-    #[cfg(test)]
-    fn of(descs: &[Desc]) -> Self {
-        let mut all = Descs::new();
-        for &d in descs {
-            all.push(d);
-        }
-        all
-    }
-
-    fn push(&mut self, d: Desc) {
-        if self.spill.is_empty() {
-            if let Some(slot) = self.inline.get_mut(self.len) {
-                *slot = d;
-                self.len += 1;
-                return;
-            }
-            self.spill.extend_from_slice(&self.inline);
-        }
-        self.spill.push(d);
-    }
+    descs: Vec<Desc>,
 }
 
 impl Chain {
@@ -193,25 +133,24 @@ impl Chain {
 
     /// The descriptors, in chain order.
     pub fn descriptors(&self) -> &[Desc] {
-        self.descs.as_slice()
+        &self.descs
     }
 
     /// Total bytes of the device-readable buffers.
     pub fn readable_len(&self) -> u64 {
-        sum_len(self.descriptors().iter().filter(|d| !d.writable))
+        sum_len(self.descs.iter().filter(|d| !d.writable))
     }
 
     /// Total bytes of the device-writable buffers.
     pub fn writable_len(&self) -> u64 {
-        sum_len(self.descriptors().iter().filter(|d| d.writable))
+        sum_len(self.descs.iter().filter(|d| d.writable))
     }
 
     /// Checks that readable buffers come before writable ones and that the
     /// chain holds at most `max_len` bytes.
     pub fn check(&self, max_len: u64) -> Result<(), ChainError> {
-        let descs = self.descriptors();
-        let first_writable = descs.iter().position(|d| d.writable).unwrap_or(descs.len());
-        if descs.iter().skip(first_writable).any(|d| !d.writable) {
+        let first_writable = self.descs.iter().position(|d| d.writable).unwrap_or(self.descs.len());
+        if self.descs.iter().skip(first_writable).any(|d| !d.writable) {
             return Err(ChainError::Misordered);
         }
         let len = self.readable_len().saturating_add(self.writable_len());
@@ -223,7 +162,7 @@ impl Chain {
 
     /// Reads `buf.len()` bytes at `offset` of the readable stream.
     pub fn read_at(&self, mem: &dyn GuestMemory, offset: u64, buf: &mut [u8]) -> Result<(), ChainError> {
-        let segs = self.descriptors().iter().filter(|d| !d.writable);
+        let segs = self.descs.iter().filter(|d| !d.writable);
         for_each_piece(segs, offset, buf.len(), |gpa, range| {
             let dst = buf.get_mut(range).ok_or(ChainError::Short)?;
             mem.read(gpa, dst).map_err(ChainError::Memory)
@@ -232,7 +171,7 @@ impl Chain {
 
     /// Writes `data` at `offset` of the writable stream.
     pub fn write_at(&self, mem: &mut dyn GuestMemory, offset: u64, data: &[u8]) -> Result<(), ChainError> {
-        let segs = self.descriptors().iter().filter(|d| d.writable);
+        let segs = self.descs.iter().filter(|d| d.writable);
         for_each_piece(segs, offset, data.len(), |gpa, range| {
             let src = data.get(range).ok_or(ChainError::Short)?;
             mem.write(gpa, src).map_err(ChainError::Memory)
@@ -420,7 +359,7 @@ impl Queue {
         if head >= self.size {
             return Err(QueueError::HeadOutOfRange { head });
         }
-        let mut descs = Descs::new();
+        let mut descs = Vec::new();
         let mut index = head;
         loop {
             if descs.len() >= usize::from(self.size) {
@@ -633,30 +572,6 @@ mod tests {
     }
 
     #[test]
-    fn chains_of_every_length_around_the_inline_ones_come_out_whole() {
-        // Up to INLINE_DESCS descriptors are kept in place, more on the
-        // heap: chains on both sides of that, and across it, are copied
-        // out in order and compare equal only to themselves.
-        for n in 1..=(2 * INLINE_DESCS as u16 + 1) {
-            let (mut q, mut m) = setup(16);
-            let want: Vec<Desc> = (0..n)
-                .map(|i| Desc { addr: BASE + 0x4000 + 0x100 * u64::from(i), len: 10 + u32::from(i), writable: i + 1 == n })
-                .collect();
-            for (i, d) in (0..n).zip(&want) {
-                let flags = if d.writable { VIRTQ_DESC_F_WRITE } else { 0 } | if i + 1 < n { VIRTQ_DESC_F_NEXT } else { 0 };
-                // Linked backwards through the table, so order matters.
-                put_desc(&mut m, 15 - i, d.addr, d.len, flags, 14 - i);
-            }
-            offer(&mut m, 0, 16, 15);
-            let c = q.pop(&m).unwrap().unwrap();
-            assert_eq!(c.descriptors(), &want[..], "{n} descriptors");
-            assert_eq!(c.readable_len(), want.iter().filter(|d| !d.writable).map(|d| u64::from(d.len)).sum::<u64>());
-            assert_eq!(c, Chain { head: 15, descs: Descs::of(&want) });
-            assert_ne!(c, Chain { head: 15, descs: Descs::of(&want[..want.len() - 1]) }, "{n}: one fewer");
-        }
-    }
-
-    #[test]
     fn chain_using_every_descriptor_once_is_not_a_loop() {
         let (mut q, mut m) = setup(4);
         for i in 0..4 {
@@ -755,13 +670,13 @@ mod tests {
         m.write(BASE + 0x100, b"defgh").unwrap();
         let c = Chain {
             head: 0,
-            descs: Descs::of(&[
+            descs: alloc::vec![
                 Desc { addr: BASE, len: 3, writable: false },
                 Desc { addr: BASE + 0x100, len: 5, writable: false },
                 Desc { addr: BASE + 0x200, len: 2, writable: true },
                 Desc { addr: BASE + 0x300, len: 0, writable: true },
                 Desc { addr: BASE + 0x400, len: 4, writable: true },
-            ]),
+            ],
         };
         let mut b = [0u8; 4];
         c.read_at(&m, 2, &mut b).unwrap();
@@ -779,10 +694,10 @@ mod tests {
     fn readable_after_writable_is_misordered() {
         let c = Chain {
             head: 0,
-            descs: Descs::of(&[
+            descs: alloc::vec![
                 Desc { addr: BASE, len: 3, writable: true },
                 Desc { addr: BASE, len: 3, writable: false },
-            ]),
+            ],
         };
         assert_eq!(c.check(u64::MAX), Err(ChainError::Misordered));
     }
@@ -790,9 +705,9 @@ mod tests {
     #[test]
     fn buffer_outside_ram_is_a_chain_error() {
         let m = VecMemory::new(BASE, 0x1000);
-        let c = Chain { head: 0, descs: Descs::of(&[Desc { addr: BASE + 0xFFE, len: 4, writable: false }]) };
+        let c = Chain { head: 0, descs: alloc::vec![Desc { addr: BASE + 0xFFE, len: 4, writable: false }] };
         assert!(matches!(c.read_at(&m, 0, &mut [0; 4]), Err(ChainError::Memory(_))));
-        let c = Chain { head: 0, descs: Descs::of(&[Desc { addr: u64::MAX - 1, len: 4, writable: false }]) };
+        let c = Chain { head: 0, descs: alloc::vec![Desc { addr: u64::MAX - 1, len: 4, writable: false }] };
         assert!(matches!(c.read_at(&m, 3, &mut [0; 1]), Err(ChainError::Memory(_))));
     }
 }
