@@ -383,7 +383,9 @@ impl Queue {
         if head >= self.size {
             return Err(QueueError::HeadOutOfRange { head });
         }
-        let mut descs = Vec::new();
+        // Room for a disk request's three (header, data, status) and one
+        // more, allocated at once rather than grown on the first push.
+        let mut descs = Vec::with_capacity(usize::from(self.size).min(4));
         let mut index = head;
         loop {
             if descs.len() >= usize::from(self.size) {
