@@ -15,6 +15,7 @@
 ///
 /// # Safety
 /// `src..src + dst.len()` must be mapped readable memory for the whole call.
+#[inline(always)]
 pub unsafe fn copy_from_window(src: *const u8, dst: &mut [u8]) {
     if let Some(small) = Small::of(src as usize, dst.len()) {
         // SAFETY: the caller's range is `src .. src + dst.len()`, and
@@ -22,6 +23,17 @@ pub unsafe fn copy_from_window(src: *const u8, dst: &mut [u8]) {
         unsafe { small.read(src, dst) };
         return;
     }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { copy_from_window_planned(src, dst) }
+}
+
+/// `copy_from_window` past the small copies (out of line, so that those
+/// are inlined into the callers without it).
+///
+/// # Safety
+/// As `copy_from_window`.
+#[inline(never)]
+unsafe fn copy_from_window_planned(src: *const u8, dst: &mut [u8]) {
     let (head, words, tail) = hv_abi::copy::split(src as usize, dst.len());
     let body = head + words * 8;
     let pieces = hv_abi::copy::access_plan(src as usize, head)
@@ -83,12 +95,24 @@ pub unsafe fn copy_from_window(src: *const u8, dst: &mut [u8]) {
 /// # Safety
 /// `dst..dst + src.len()` must be mapped writable memory for the whole call
 /// that no Rust reference points into.
+#[inline(always)]
 pub unsafe fn copy_to_window(src: &[u8], dst: *mut u8) {
     if let Some(small) = Small::of(dst as usize, src.len()) {
         // SAFETY: as in `copy_from_window`, for a writable range.
         unsafe { small.write(src, dst) };
         return;
     }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { copy_to_window_planned(src, dst) }
+}
+
+/// `copy_to_window` past the small copies, out of line as
+/// `copy_from_window_planned`.
+///
+/// # Safety
+/// As `copy_to_window`.
+#[inline(never)]
+unsafe fn copy_to_window_planned(src: &[u8], dst: *mut u8) {
     let (head, words, tail) = hv_abi::copy::split(dst as usize, src.len());
     let body = head + words * 8;
     let pieces = hv_abi::copy::access_plan(dst as usize, head)
