@@ -143,10 +143,13 @@ unsafe fn copy_to_window_planned(src: &[u8], dst: *mut u8) {
             // `4c .. 4c + 4` are inside the caller's range.
             unsafe {
                 let p = to.add(4 * c);
-                p.write_volatile(four[0]);
-                p.add(1).write_volatile(four[1]);
-                p.add(2).write_volatile(four[2]);
-                p.add(3).write_volatile(four[3]);
+                // The round's four words as one value first: the loads
+                // then pair up (`ldp`) whatever the inlining around.
+                let [w0, w1, w2, w3] = <[u64; 4]>::try_from(four).unwrap_or_default();
+                p.write_volatile(w0);
+                p.add(1).write_volatile(w1);
+                p.add(2).write_volatile(w2);
+                p.add(3).write_volatile(w3);
             }
         }
         let done = words - rounds.remainder().len();
