@@ -544,14 +544,14 @@ impl<B: BlockBackend> Block<B> {
         jobs: &mut Vec<Job>,
         served: &mut Served,
     ) -> Result<(), QueueError> {
-        loop {
-            if jobs.len() >= budget {
-                served.more = queue.available(mem)? > 0;
-                break;
-            }
-            let Some(chain) = queue.pop(mem)? else { break };
+        // One read of `avail.idx` a turn: requests offered after it come
+        // with their own notification, and so another turn.
+        let offered = usize::from(queue.offered(mem)?);
+        while jobs.len() < budget {
+            let Some(chain) = queue.take(mem)? else { break };
             jobs.push(self.parse(mem, chain));
         }
+        served.more = offered > budget;
         self.run(mem, jobs);
         for job in jobs.iter() {
             let used = self.finish(mem, job);

@@ -238,6 +238,9 @@ pub struct Queue {
     used_ring: u64,
     /// Free-running count of chains taken from the available ring.
     last_avail: u16,
+    /// `avail.idx` as [`Queue::offered`] last read (and validated) it:
+    /// [`Queue::take`] takes chains up to it without reading it again.
+    avail_seen: u16,
     /// Free-running count of chains put on the used ring (`used.idx`).
     next_used: u16,
 }
@@ -254,6 +257,7 @@ impl Queue {
             avail_ring: 0,
             used_ring: 0,
             last_avail: 0,
+            avail_seen: 0,
             next_used: 0,
         }
     }
@@ -320,6 +324,7 @@ impl Queue {
         }
         if ready && !self.ready {
             self.last_avail = 0;
+            self.avail_seen = 0;
             self.next_used = 0;
         }
         self.ready = ready;
@@ -340,9 +345,28 @@ impl Queue {
         Ok(pending)
     }
 
+    /// As [`Queue::available`], and remembers the index read so that
+    /// [`Queue::take`] takes that many chains without reading it again (a
+    /// device taking a batch reads `avail.idx` once; chains offered after
+    /// that read come with their own notification).
+    pub fn offered(&mut self, mem: &dyn GuestMemory) -> Result<u16, QueueError> {
+        let pending = self.available(mem)?;
+        self.avail_seen = self.last_avail.wrapping_add(pending);
+        Ok(pending)
+    }
+
     /// Takes the next available chain, if any, and walks it.
     pub fn pop(&mut self, mem: &dyn GuestMemory) -> Result<Option<Chain>, QueueError> {
-        if self.available(mem)? == 0 {
+        if self.offered(mem)? == 0 {
+            return Ok(None);
+        }
+        self.take(mem)
+    }
+
+    /// Takes the next of the chains [`Queue::offered`] (or [`Queue::pop`])
+    /// last counted, and walks it; `None` once they are all taken.
+    pub fn take(&mut self, mem: &dyn GuestMemory) -> Result<Option<Chain>, QueueError> {
+        if self.last_avail == self.avail_seen {
             return Ok(None);
         }
         // The ring entries and descriptors were written before avail.idx.
@@ -359,7 +383,9 @@ impl Queue {
         if head >= self.size {
             return Err(QueueError::HeadOutOfRange { head });
         }
-        let mut descs = Vec::new();
+        // Room for a disk request's three (header, data, status) and one
+        // more, allocated at once rather than grown on the first push.
+        let mut descs = Vec::with_capacity(usize::from(self.size).min(4));
         let mut index = head;
         loop {
             if descs.len() >= usize::from(self.size) {
@@ -569,6 +595,35 @@ mod tests {
         q.push_used(&mut rec, 0, 1).unwrap();
         assert!(q.wants_interrupt(&rec).unwrap());
         assert_eq!(*rec.1.borrow(), [Op::Write(USED + 4), Op::Fence, Op::Write(USED + 2), Op::Fence, Op::Read(AVAIL)]);
+    }
+
+    #[test]
+    fn take_takes_what_offered_counted_and_no_more() {
+        let (mut q, mut m) = setup(8);
+        for i in 0..3 {
+            put_desc(&mut m, i, BASE + 0x4000 + u64::from(i), 1, 0, 0);
+        }
+        assert_eq!(q.take(&m), Ok(None), "nothing counted yet");
+        offer(&mut m, 0, 8, 0);
+        offer(&mut m, 1, 8, 1);
+        let counting = Counting(&m, core::cell::Cell::new(0));
+        assert_eq!(q.offered(&counting), Ok(2));
+        assert_eq!(counting.1.get(), 1, "one read of avail.idx");
+        // Offered after the count: not taken until counted.
+        offer(&mut m, 2, 8, 2);
+        let counting = Counting(&m, core::cell::Cell::new(0));
+        assert_eq!(q.take(&counting).unwrap().unwrap().head(), 0);
+        assert_eq!(q.take(&counting).unwrap().unwrap().head(), 1);
+        assert_eq!(q.take(&counting), Ok(None));
+        assert_eq!(counting.1.get(), 4, "a head and a descriptor each, avail.idx not again");
+        assert_eq!(q.offered(&m), Ok(1));
+        assert_eq!(q.take(&m).unwrap().unwrap().head(), 2);
+        assert_eq!(q.take(&m), Ok(None));
+        assert_eq!(q.pop(&m), Ok(None));
+        // A reset queue counts from 0 again.
+        assert!(q.set_ready(false));
+        assert!(q.set_ready(true));
+        assert_eq!(q.take(&m), Ok(None));
     }
 
     #[test]
