@@ -150,6 +150,13 @@ pub const SHADOW_NONE: u64 = 1 << 32;
 /// How many registers of one VM `IoShadow` can publish.
 pub const IO_SHADOWS: usize = 2;
 
+/// Whether a guest write at window offset `offset` leaves a value
+/// published with keep mask `keep` valid (`IoShadow`): bit `i` names the
+/// aligned word at `4i`, for `i` < 64; any other write invalidates.
+pub const fn shadow_keeps(keep: u64, offset: u64) -> bool {
+    offset % 4 == 0 && offset / 4 < 64 && keep & 1 << (offset / 4) != 0
+}
+
 /// Lines a VM may write with `LogWrite` at once before the rate limit.
 pub const LOG_WRITE_BURST: u32 = 32;
 /// Lines a VM may write with `LogWrite` per second, sustained.

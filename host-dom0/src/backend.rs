@@ -702,7 +702,7 @@ impl Backends {
                 }
             };
             uart.handled = req.seq;
-            if dir == Direction::Write && uart.published.is_some_and(|(_, keep)| !keep_names(keep, offset)) {
+            if dir == Direction::Write && uart.published.is_some_and(|(_, keep)| !hv_abi::hypercall::shadow_keeps(keep, offset)) {
                 // The hypervisor stopped answering UARTFR at this write.
                 uart.published = None;
             }
@@ -862,11 +862,6 @@ fn publish_flags(vm: u16, uart: &mut GuestUart, hyp: &mut dyn Hyp) {
     }
 }
 
-/// Whether a write at `offset` leaves a value published with `keep` valid
-/// (as the hypervisor decides it: `IoShadow`).
-fn keep_names(keep: u64, offset: u64) -> bool {
-    offset % 4 == 0 && offset / 4 < 64 && keep & 1 << (offset / 4) != 0
-}
 
 #[cfg(test)]
 mod tests {
@@ -1643,7 +1638,7 @@ mod tests {
         /// A guest write: the value held goes unless the mask names it.
         fn write(&mut self, b: &mut Backends, offset: u64, value: u64) {
             self.seq += 1;
-            if self.held.is_some_and(|(_, keep)| !keep_names(keep, offset)) {
+            if self.held.is_some_and(|(_, keep)| !hv_abi::hypercall::shadow_keeps(keep, offset)) {
                 self.held = None;
                 self.invalidated_at = self.seq;
             }

@@ -21,7 +21,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hv_abi::hypercall::{Error, IO_SHADOWS, SHADOW_NONE};
+use hv_abi::hypercall::{shadow_keeps, Error, IO_SHADOWS, SHADOW_NONE};
 
 use crate::esr::AccessSize;
 
@@ -109,8 +109,7 @@ impl IoShadows {
             if offset >= slot.size.load(Ordering::Relaxed) {
                 continue;
             }
-            let kept = offset % 4 == 0 && offset / 4 < 64 && slot.keep.load(Ordering::Relaxed) & 1 << (offset / 4) != 0;
-            if !kept {
+            if !shadow_keeps(slot.keep.load(Ordering::Relaxed), offset) {
                 slot.word.store(0, Ordering::Release);
                 slot.invalidated_at.store(count, Ordering::Relaxed);
             }
